@@ -1,0 +1,108 @@
+"""The three device interfaces the recorder talks to: a robot, a teleop front-end, cameras.
+
+Each hardware family implements one of these in its own module; the recorder knows
+nothing else about devices. All times are ``time.monotonic_ns()`` nanoseconds, the one
+clock of a recording session.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..datasets.features import FeatureSpec
+
+
+class Event(enum.Enum):
+    """Operator (or script) requests that change the flow of a session."""
+
+    SAVE_EPISODE = "save"  # end the episode now and keep it
+    DISCARD_EPISODE = "discard"  # drop this episode and record it again
+    STOP = "stop"  # save the current episode and end the session
+
+
+@dataclass
+class Frame:
+    """A camera image (RGB uint8) with the time it was captured and the camera's frame counter."""
+
+    image: np.ndarray
+    capture_ns: int
+    index: int
+
+
+@dataclass
+class TeleopOutput:
+    action: np.ndarray
+    events: set[Event] = field(default_factory=set)
+
+
+class Robot(ABC):
+    """The follower: what is commanded and what is measured."""
+
+    robot_type: str
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def features(self) -> list[FeatureSpec]:
+        """Numeric features this robot records: ``observation.state`` and ``action`` at least."""
+
+    @abstractmethod
+    def observe(self) -> dict[str, np.ndarray]:
+        """Measured state, keyed by feature name."""
+
+    @abstractmethod
+    def act(self, action: np.ndarray) -> np.ndarray:
+        """Send a command; returns the command actually sent (after clamping), which is recorded."""
+
+    def reset(self, seed: int | None = None) -> None:  # noqa: B027 - real robots are reset by people
+        """Bring the scene to a fresh start between episodes (a no-op on hardware)."""
+
+    @abstractmethod
+    def disconnect(self) -> None: ...
+
+
+class Teleop(ABC):
+    """A front-end that turns an operator (or a script) into actions."""
+
+    device_type: str
+
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    def start_episode(self) -> None:  # noqa: B027 - most devices need no per-episode state
+        """Called when an episode starts (after the robot was reset)."""
+
+    @abstractmethod
+    def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
+        """The action for this tick, given the latest observation."""
+
+    @abstractmethod
+    def disconnect(self) -> None: ...
+
+
+class Camera(ABC):
+    """A source of frames captured in its own thread; the recorder takes the newest one per tick."""
+
+    name: str
+    width: int
+    height: int
+    fps: float
+
+    @abstractmethod
+    def start(self) -> None:
+        """Open the device and begin capturing; returns once the first frame arrived."""
+
+    @abstractmethod
+    def latest(self) -> Frame:
+        """The newest frame; raises CameraError if the camera stopped delivering."""
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def describe(self) -> str:
+        return f"camera {self.name!r}"

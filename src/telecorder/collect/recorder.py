@@ -1,0 +1,214 @@
+"""The fixed-rate control loop of one episode.
+
+Each tick, on one monotonic clock: observe the follower, take the newest frame of
+every camera, read the teleop device, command the follower, and hand the step to the
+background writer. The observation comes first so that a step follows RLDS
+semantics: ``action[t]`` is the command issued after observing step ``t``.
+
+The loop never drops data to keep time. A tick that starts more than 2 ms after its
+schedule is counted late; when a tick overruns a whole period, the slots it covered
+are skipped (counted as missed) rather than run in a burst.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..datasets.async_writer import AsyncEpisodeWriter, Step
+from ..datasets.sync import LATE_THRESHOLD_S
+from .interfaces import Camera, Event, Robot, Teleop
+
+# Python hands the GIL between threads every 5 ms by default; with encoder and writer
+# threads busy, the control thread would wake that late. 0.5 ms keeps ticks on time.
+_SWITCH_INTERVAL_S = 0.0005
+
+
+@dataclass
+class TickStatus:
+    """What the progress display shows, updated as the episode runs."""
+
+    step: int = 0
+    elapsed_s: float = 0.0
+    loop_hz: float = 0.0
+    late_ticks: int = 0
+    missed_ticks: int = 0
+    repeated_frames: int = 0
+    dropped_frames: int = 0
+
+
+@dataclass
+class EpisodeOutcome:
+    kind: str  # "save", "discard" or "stop" (save, then end the session)
+    index: int
+    steps: int
+    duration_s: float
+    ended_at_ns: int
+    late_ticks: int
+    missed_ticks: int
+    max_lateness_s: float
+    repeated_frames: dict[str, int] = field(default_factory=dict)
+    dropped_frames: dict[str, int] = field(default_factory=dict)
+    saved: Future | None = None
+    success: bool | None = None
+
+
+def sleep_until(deadline_ns: int) -> None:
+    """Sleep to a deadline; the last half millisecond is spun because sleep overshoots it."""
+    while True:
+        remaining = deadline_ns - time.monotonic_ns()
+        if remaining <= 0:
+            return
+        if remaining > 600_000:
+            time.sleep((remaining - 500_000) / 1e9)
+        elif remaining > 50_000:
+            time.sleep(0)
+        else:
+            return
+
+
+class Recorder:
+    def __init__(
+        self,
+        robot: Robot,
+        teleop: Teleop,
+        cameras: Sequence[Camera],
+        writer: AsyncEpisodeWriter,
+        *,
+        fps: float,
+        late_threshold_s: float = LATE_THRESHOLD_S,
+    ) -> None:
+        self.robot, self.teleop, self.cameras, self.writer = robot, teleop, list(cameras), writer
+        self.fps = fps
+        self.late_threshold_s = late_threshold_s
+
+    def record_episode(
+        self,
+        *,
+        max_duration_s: float,
+        attrs: dict[str, Any],
+        poll_keys: Callable[[], set[Event]] | None = None,
+        on_tick: Callable[[TickStatus], None] | None = None,
+        status_every: int = 5,
+    ) -> EpisodeOutcome:
+        """Record until the time limit, a teleop event or a key; the file is finished in the background."""
+        period_ns = round(1e9 / self.fps)
+        max_steps = max(1, round(max_duration_s * self.fps))
+        status = TickStatus()
+        late = missed = 0
+        max_lateness = 0.0
+        repeated = {c.name: 0 for c in self.cameras}
+        dropped = {c.name: 0 for c in self.cameras}
+        last_index: dict[str, int] = {}
+        events: set[Event] = set()
+        self.teleop.start_episode()
+        index = self.writer.begin(attrs)
+        old_switch = sys.getswitchinterval()
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        t0 = time.monotonic_ns()
+        k = steps = 0
+        try:
+            while steps < max_steps:
+                deadline = t0 + k * period_ns
+                sleep_until(deadline)
+                now = time.monotonic_ns()
+                if now - deadline >= period_ns:
+                    behind = (now - deadline) // period_ns
+                    missed += int(behind)
+                    k += int(behind)
+                    deadline = t0 + k * period_ns
+                lateness = (now - deadline) / 1e9
+                if lateness > self.late_threshold_s:
+                    late += 1
+                max_lateness = max(max_lateness, lateness)
+
+                observation = self.robot.observe()
+                frames = {cam.name: cam.latest() for cam in self.cameras}
+                command = self.teleop.read(observation)
+                sent = self.robot.act(command.action)
+
+                for name, fr in frames.items():
+                    prev = last_index.get(name)
+                    if prev is not None:
+                        if fr.index == prev:
+                            repeated[name] += 1
+                        elif fr.index > prev + 1:
+                            dropped[name] += fr.index - prev - 1
+                    last_index[name] = fr.index
+                self.writer.add(
+                    Step(
+                        timestamp=(now - t0) / 1e9,
+                        numeric={**observation, "action": sent},
+                        frames={n: f.image for n, f in frames.items()},
+                        frame_time={n: (f.capture_ns - t0) / 1e9 for n, f in frames.items()},
+                        frame_index={n: f.index for n, f in frames.items()},
+                        lateness=lateness,
+                    )
+                )
+                steps += 1
+                k += 1
+                events = set(command.events)
+                if poll_keys is not None:
+                    events |= poll_keys()
+                if on_tick is not None and (steps % status_every == 0 or events):
+                    elapsed = (time.monotonic_ns() - t0) / 1e9
+                    status.step, status.elapsed_s = steps, elapsed
+                    status.loop_hz = (steps - 1) / elapsed if elapsed > 0 else 0.0
+                    status.late_ticks, status.missed_ticks = late, missed
+                    status.repeated_frames = sum(repeated.values())
+                    status.dropped_frames = sum(dropped.values())
+                    on_tick(status)
+                if events:
+                    break
+        except BaseException:
+            # Ctrl-C or a device failure mid-episode: drop the unfinished episode, keep every earlier one.
+            self.writer.discard()
+            raise
+        finally:
+            sys.setswitchinterval(old_switch)
+        ended = time.monotonic_ns()
+        duration = (ended - t0) / 1e9
+        kind = "discard" if Event.DISCARD_EPISODE in events else "stop" if Event.STOP in events else "save"
+        success = getattr(self.robot, "success", lambda: None)()
+        outcome = EpisodeOutcome(
+            kind=kind,
+            index=index,
+            steps=steps,
+            duration_s=duration,
+            ended_at_ns=ended,
+            late_ticks=late,
+            missed_ticks=missed,
+            max_lateness_s=max_lateness,
+            repeated_frames=repeated,
+            dropped_frames=dropped,
+            success=success,
+        )
+        if kind == "discard":
+            self.writer.discard()
+            return outcome
+        final_attrs = {
+            "success": success,
+            "late_ticks": late,
+            "missed_ticks": missed,
+            "duration_s": duration,
+            "repeated_frames": repeated,
+            "dropped_frames": dropped,
+        }
+        record = {
+            "duration_s": round(duration, 4),
+            "task": attrs.get("task"),
+            "success": success,
+            "start_time": attrs.get("start_time"),
+            "device": attrs.get("device"),
+            "late_ticks": late,
+            "missed_ticks": missed,
+            "repeated_frames": repeated,
+            "dropped_frames": dropped,
+        }
+        outcome.saved = self.writer.end(final_attrs, record)
+        return outcome
+

@@ -1,0 +1,253 @@
+"""A recording session: devices up, N episodes with resets between them, devices down.
+
+This is the part the operator sees: a progress line per episode (elapsed, loop rate,
+late ticks, dropped frames), keys to save / re-record / quit, and a summary at the
+end. Recording and writing are the recorder's and the writer's; this module only
+sequences them and makes sure every way out (done, ``q``, Ctrl-C, a device failure)
+leaves each saved episode complete on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from ..datasets.async_writer import AsyncEpisodeWriter
+from ..datasets.dataset import DatasetWriter
+from ..datasets.features import DatasetInfo, image_feature
+from ..errors import TelecorderError
+from .interfaces import Camera, Event, Robot, Teleop
+from .keyboard import TerminalKeys
+from .recorder import EpisodeOutcome, Recorder, TickStatus
+
+
+@dataclass
+class SessionConfig:
+    out: Path
+    episodes: int = 10
+    episode_time_s: float = 20.0
+    reset_time_s: float = 2.0
+    task: str = ""
+    fps: float = 30.0
+    resume: bool = False
+    image_encoding: str = "jpeg"
+    jpeg_quality: int = 90
+    operator: str | None = None
+    seed: int | None = None
+    encode_threads: int = 2
+
+
+@dataclass
+class SessionSummary:
+    out: Path
+    saved: list[dict[str, Any]] = field(default_factory=list)
+    discarded: int = 0
+    outcomes: list[EpisodeOutcome] = field(default_factory=list)
+    save_latency_s: list[float] = field(default_factory=list)
+    writer_frames_encoded: int = 0
+    writer_max_queue: int = 0
+
+
+class RecordingSession:
+    def __init__(
+        self,
+        robot: Robot,
+        teleop: Teleop,
+        cameras: Sequence[Camera],
+        config: SessionConfig,
+        console: Console | None = None,
+    ) -> None:
+        if config.episodes < 1:
+            raise ValueError("--episodes must be at least 1")
+        if config.episode_time_s <= 0:
+            raise ValueError("--episode-time must be positive")
+        if not 1 <= config.fps <= 1000:
+            raise ValueError(f"--fps {config.fps:g} is outside 1..1000 Hz")
+        self.robot, self.teleop, self.cameras, self.config = robot, teleop, list(cameras), config
+        self.console = console or Console()
+
+    def dataset_info(self) -> DatasetInfo:
+        feats = list(self.robot.features())
+        feats += [
+            image_feature(c.name, c.height, c.width, unit="RGB; capture time in observation/images_timestamp")
+            for c in self.cameras
+        ]
+        return DatasetInfo.create(
+            feats,
+            fps=self.config.fps,
+            robot_type=self.robot.robot_type,
+            image_encoding=self.config.image_encoding,
+            jpeg_quality=self.config.jpeg_quality,
+        )
+
+    def run(self) -> SessionSummary:
+        summary = SessionSummary(out=self.config.out)
+        started: list[Camera] = []
+        connected: list[Any] = []
+        writer: AsyncEpisodeWriter | None = None
+        dataset: DatasetWriter | None = None
+        pending: list[tuple[Future, int]] = []
+        try:
+            self.robot.connect()
+            connected.append(self.robot)
+            self.teleop.connect()
+            connected.append(self.teleop)
+            for cam in self.cameras:
+                cam.start()
+                started.append(cam)
+            dataset = DatasetWriter(self.config.out, self.dataset_info(), resume=self.config.resume)
+            if dataset.unfinished:
+                self.console.print(
+                    f"[yellow]note:[/] {len(dataset.unfinished)} unfinished episode file(s) from an earlier "
+                    f"crash in {self.config.out}; run 'telecorder doctor {self.config.out} --repair'"
+                )
+            writer = AsyncEpisodeWriter(dataset, encode_threads=self.config.encode_threads)
+            self._loop(dataset, writer, summary, pending)
+        except KeyboardInterrupt:
+            self.console.print("[yellow]Interrupted:[/] the episode in progress was discarded.")
+            raise
+        finally:
+            self._finish_saves(pending, summary)
+            if writer is not None:
+                summary.writer_frames_encoded = writer.frames_encoded
+                summary.writer_max_queue = writer.max_queue_depth
+                with contextlib.suppress(TelecorderError):
+                    writer.close()
+            if dataset is not None:
+                dataset.close()
+            for cam in reversed(started):
+                with contextlib.suppress(Exception):
+                    cam.stop()
+            for dev in reversed(connected):
+                with contextlib.suppress(Exception):
+                    dev.disconnect()
+            if dataset is not None:
+                self.console.print(
+                    f"{len(summary.saved)} episode(s) saved this session in {self.config.out} "
+                    f"(dataset total: {dataset.info.total_episodes})"
+                )
+        return summary
+
+    def _loop(
+        self,
+        dataset: DatasetWriter,
+        writer: AsyncEpisodeWriter,
+        summary: SessionSummary,
+        pending: list[tuple[Future, int]],
+    ) -> None:
+        cfg = self.config
+        recorder = Recorder(self.robot, self.teleop, self.cameras, writer, fps=cfg.fps)
+        rng = np.random.default_rng(cfg.seed)
+        with TerminalKeys() as keys:
+            if keys.enabled:
+                self.console.print("keys: [bold]n[/]/→ save episode, [bold]r[/]/← re-record, [bold]q[/]/Esc save and quit")
+            saved = 0
+            first = True
+            while saved < cfg.episodes:
+                if not first and cfg.reset_time_s > 0 and self._reset_phase(keys):
+                    break
+                first = False
+                self.robot.reset(int(rng.integers(2**31)))
+                attrs = self._episode_attrs()
+                outcome = self._record_one(recorder, keys, saved, attrs)
+                summary.outcomes.append(outcome)
+                if outcome.kind == "discard":
+                    summary.discarded += 1
+                    self.console.print(f"episode {outcome.index} discarded; recording it again")
+                    continue
+                saved += 1
+                assert outcome.saved is not None
+                pending.append((outcome.saved, outcome.ended_at_ns))
+                _track_completion(outcome.saved)
+                self.console.print(_episode_line(outcome.index, outcome))
+                if outcome.kind == "stop":
+                    break
+
+    def _record_one(self, recorder: Recorder, keys: TerminalKeys, saved: int, attrs: dict[str, Any]) -> EpisodeOutcome:
+        cfg = self.config
+        columns = (
+            TextColumn(f"[bold]episode {saved + 1}/{cfg.episodes}"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.completed:5.1f}/{task.total:.0f} s"),
+            TextColumn("{task.fields[stats]}"),
+        )
+        with Progress(*columns, console=self.console, transient=True) as progress:
+            task = progress.add_task("", total=cfg.episode_time_s, stats="")
+
+            def on_tick(s: TickStatus) -> None:
+                progress.update(
+                    task,
+                    completed=min(s.elapsed_s, cfg.episode_time_s),
+                    stats=f"{s.loop_hz:5.1f} Hz  late {s.late_ticks}  dropped {s.dropped_frames}",
+                )
+
+            return recorder.record_episode(
+                max_duration_s=cfg.episode_time_s, attrs=attrs, poll_keys=keys.poll, on_tick=on_tick
+            )
+
+    def _reset_phase(self, keys: TerminalKeys) -> bool:
+        """Wait for the scene to be reset; True if the operator asked to quit."""
+        end = time.monotonic() + self.config.reset_time_s
+        if keys.enabled:
+            self.console.print(f"reset the scene ({self.config.reset_time_s:g} s; [bold]n[/] to start now)")
+        while time.monotonic() < end:
+            events = keys.poll()
+            if Event.STOP in events:
+                return True
+            if Event.SAVE_EPISODE in events:
+                break
+            time.sleep(0.02)
+        return False
+
+    def _episode_attrs(self) -> dict[str, Any]:
+        now = datetime.now(timezone.utc)
+        return {
+            "task": self.config.task,
+            "language_instruction": self.config.task,
+            "robot_type": self.robot.robot_type,
+            "device": self.teleop.device_type,
+            "operator": self.config.operator,
+            "start_time": now.isoformat(timespec="milliseconds"),
+            "start_time_unix": now.timestamp(),
+            "clock": "monotonic",
+            "cameras": {c.name: {"source": c.describe(), "fps": c.fps} for c in self.cameras},
+        }
+
+    def _finish_saves(self, pending: list[tuple[Future, int]], summary: SessionSummary) -> None:
+        for fut, ended_ns in pending:
+            try:
+                entry = fut.result()
+            except TelecorderError as e:
+                self.console.print(f"[red]error:[/] {e}")
+                continue
+            summary.saved.append(entry)
+            done_ns = getattr(fut, "done_ns", None) or time.monotonic_ns()
+            summary.save_latency_s.append((done_ns - ended_ns) / 1e9)
+        pending.clear()
+
+
+def _track_completion(fut: Future) -> None:
+    def mark(f: Future) -> None:
+        f.done_ns = time.monotonic_ns()  # type: ignore[attr-defined]
+
+    fut.add_done_callback(mark)
+
+
+def _episode_line(number: int, o: EpisodeOutcome) -> str:
+    ok = {True: "[green]success[/]", False: "[red]failed[/]", None: ""}[o.success]
+    return (
+        f"episode {number}: {o.steps} steps in {o.duration_s:.1f} s "
+        f"({(o.steps - 1) / o.duration_s if o.duration_s > 0 else 0:.1f} Hz), late ticks {o.late_ticks}, "
+        f"missed {o.missed_ticks}, dropped frames {sum(o.dropped_frames.values())}, "
+        f"repeated {sum(o.repeated_frames.values())} {ok}"
+    )

@@ -1,0 +1,331 @@
+"""One episode = one HDF5 file, laid out so that ``h5ls -r`` reads like the data model.
+
+::
+
+    /timestamp                              (T,)  float64  seconds since episode start
+    /observation/state                      (T, D)
+    /action                                 (T, A)
+    /observation/images/<camera>            (T,)  vlen uint8, JPEG or PNG bytes
+    /observation/images_timestamp/<camera>  (T,)  float64  capture time of the frame used at each step
+    /observation/images_frame_index/<camera>(T,)  int64    camera's own frame counter (repeats/skips)
+    /timing/tick_lateness                   (T,)  float32  seconds the tick started after its schedule
+    attributes on / : task, language_instruction, success, robot_type, device, fps, start_time, ...
+
+Files are written incrementally under a hidden ``.partial.h5`` name and renamed only when
+complete and fsynced, so a reader never sees a half-written episode under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..errors import DatasetError
+from .features import FORMAT_VERSION, DatasetInfo, fsync_dir
+from .images import decode_image
+
+PARTIAL_SUFFIX = ".partial.h5"
+IMAGES_GROUP = "observation/images"
+IMAGE_TS_GROUP = "observation/images_timestamp"
+FRAME_INDEX_GROUP = "observation/images_frame_index"
+LATENESS_PATH = "timing/tick_lateness"
+_BYTES = h5py.vlen_dtype(np.dtype("uint8"))
+
+
+def episode_filename(index: int) -> str:
+    return f"episode_{index:06d}.h5"
+
+
+def partial_path_for(final_path: Path) -> Path:
+    return final_path.with_name("." + final_path.stem + PARTIAL_SUFFIX)
+
+
+@dataclass
+class StepBatch:
+    """Consecutive steps ready to append: every array has the same first dimension."""
+
+    timestamp: np.ndarray
+    numeric: dict[str, np.ndarray]
+    images: dict[str, list[np.ndarray]]
+    image_timestamp: dict[str, np.ndarray]
+    frame_index: dict[str, np.ndarray]
+    tick_lateness: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+
+class EpisodeFileWriter:
+    """Appends steps to a hidden partial file; ``finish`` makes it appear complete, atomically."""
+
+    def __init__(self, final_path: Path, info: DatasetInfo, attrs: Mapping[str, Any]) -> None:
+        self.final_path = Path(final_path)
+        self.path = partial_path_for(self.final_path)
+        self.info = info
+        self.length = 0
+        self._numeric_rows: dict[str, list[np.ndarray]] = {f.name: [] for f in info.numeric_features}
+        self._file = h5py.File(self.path, "w")
+        try:
+            self._create_layout(attrs)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create_layout(self, attrs: Mapping[str, Any]) -> None:
+        f = self._file
+        f.create_dataset("timestamp", shape=(0,), maxshape=(None,), dtype="float64", chunks=(1024,))
+        for spec in self.info.numeric_features:
+            f.create_dataset(
+                spec.h5_path,
+                shape=(0, *spec.shape),
+                maxshape=(None, *spec.shape),
+                dtype=spec.dtype,
+                chunks=(256, *spec.shape),
+            )
+            if spec.names:
+                f[spec.h5_path].attrs["names"] = json.dumps(list(spec.names))
+            if spec.unit:
+                f[spec.h5_path].attrs["unit"] = spec.unit
+        for cam in self.info.cameras:
+            f.create_dataset(f"{IMAGES_GROUP}/{cam}", shape=(0,), maxshape=(None,), dtype=_BYTES, chunks=(16,))
+            f[f"{IMAGES_GROUP}/{cam}"].attrs["encoding"] = self.info.image_encoding
+            f.create_dataset(f"{IMAGE_TS_GROUP}/{cam}", shape=(0,), maxshape=(None,), dtype="float64", chunks=(1024,))
+            f.create_dataset(f"{FRAME_INDEX_GROUP}/{cam}", shape=(0,), maxshape=(None,), dtype="int64", chunks=(1024,))
+        f.create_dataset(LATENESS_PATH, shape=(0,), maxshape=(None,), dtype="float32", chunks=(1024,))
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["fps"] = self.info.fps
+        f.attrs["robot_type"] = self.info.robot_type
+        f.attrs["image_encoding"] = self.info.image_encoding
+        set_attrs(f, attrs)
+        f.flush()
+
+    def append(self, batch: StepBatch) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        f, start, end = self._file, self.length, self.length + n
+
+        def put(path: str, values: Any) -> None:
+            ds = f[path]
+            ds.resize(end, axis=0)
+            ds[start:end] = values
+
+        put("timestamp", batch.timestamp)
+        for name, rows in batch.numeric.items():
+            spec = self.info.features[name]
+            rows = np.asarray(rows, dtype=spec.dtype)
+            put(spec.h5_path, rows)
+            self._numeric_rows[name].append(rows)
+        for cam, frames in batch.images.items():
+            ds = f[f"{IMAGES_GROUP}/{cam}"]
+            ds.resize(end, axis=0)
+            for i, buf in enumerate(frames):
+                ds[start + i] = buf
+            put(f"{IMAGE_TS_GROUP}/{cam}", batch.image_timestamp[cam])
+            put(f"{FRAME_INDEX_GROUP}/{cam}", batch.frame_index[cam])
+        put(LATENESS_PATH, batch.tick_lateness)
+        self.length = end
+
+    def flush(self) -> None:
+        """Push buffered metadata to disk so a crash leaves a file doctor --repair can salvage."""
+        self._file.flush()
+
+    def numeric_arrays(self) -> dict[str, np.ndarray]:
+        """Everything numeric appended so far, for statistics (images are not kept in memory)."""
+        out = {}
+        for spec in self.info.numeric_features:
+            rows = self._numeric_rows[spec.name]
+            out[spec.name] = np.concatenate(rows) if rows else np.zeros((0, *spec.shape), spec.dtype)
+        return out
+
+    def finish(self, attrs: Mapping[str, Any]) -> Path:
+        set_attrs(self._file, attrs)
+        self._file.attrs["num_steps"] = self.length
+        self._file.close()
+        with open(self.path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.path, self.final_path)
+        fsync_dir(self.final_path.parent)
+        return self.final_path
+
+    def abort(self) -> None:
+        """Drop the partial file (a discarded or failed episode)."""
+        with contextlib.suppress(Exception):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
+    """HDF5 attributes take scalars and strings; anything else is stored as JSON text."""
+    for key, value in attrs.items():
+        if value is None:
+            continue
+        if isinstance(value, (bool, np.bool_)):
+            node.attrs[key] = bool(value)
+        elif isinstance(value, (int, float, str, np.integer, np.floating)):
+            node.attrs[key] = value
+        else:
+            node.attrs[key] = "json:" + json.dumps(value)
+
+
+def get_attrs(node: h5py.HLObject) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in node.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8")
+        if isinstance(value, str) and value.startswith("json:"):
+            value = json.loads(value[5:])
+        elif isinstance(value, np.bool_):
+            value = bool(value)
+        elif isinstance(value, np.integer):
+            value = int(value)
+        elif isinstance(value, np.floating):
+            value = float(value)
+        out[key] = value
+    return out
+
+
+@dataclass
+class Episode:
+    """An episode in memory: numeric arrays, per-camera timing, metadata, and (optionally) frames."""
+
+    index: int
+    timestamp: np.ndarray
+    data: dict[str, np.ndarray]
+    image_timestamp: dict[str, np.ndarray] = field(default_factory=dict)
+    frame_index: dict[str, np.ndarray] = field(default_factory=dict)
+    tick_lateness: np.ndarray | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.timestamp)
+
+
+class EpisodeReader:
+    """Read access to one episode file; frames are decoded only when asked for."""
+
+    def __init__(self, path: Path, info: DatasetInfo | None = None) -> None:
+        self.path = Path(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except FileNotFoundError as e:
+            raise DatasetError(f"{self.path}: episode file is missing") from e
+        except OSError as e:
+            raise DatasetError(
+                f"{self.path}: cannot be read as HDF5 (truncated or corrupt: {e}); "
+                "run 'telecorder doctor DATASET' to find damaged episodes"
+            ) from e
+        self.info = info
+        try:
+            self._check_layout()
+        except BaseException:
+            self._file.close()
+            raise
+
+    def _check_layout(self) -> None:
+        f = self._file
+        if "timestamp" not in f:
+            raise DatasetError(f"{self.path}: no /timestamp dataset; not a telecorder episode file")
+        n = f["timestamp"].shape[0]
+        expected = ["timestamp"]
+        if self.info is not None:
+            expected += [s.h5_path for s in self.info.numeric_features]
+            for cam in self.info.cameras:
+                expected += [f"{IMAGES_GROUP}/{cam}", f"{IMAGE_TS_GROUP}/{cam}", f"{FRAME_INDEX_GROUP}/{cam}"]
+        for path in expected:
+            if path not in f:
+                raise DatasetError(f"{self.path}: dataset /{path} is missing")
+            if f[path].shape[0] != n:
+                raise DatasetError(f"{self.path}: /{path} has {f[path].shape[0]} rows, /timestamp has {n}")
+
+    def __enter__(self) -> EpisodeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __len__(self) -> int:
+        return int(self._file["timestamp"].shape[0])
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return get_attrs(self._file)
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self._file[IMAGES_GROUP].keys()) if IMAGES_GROUP in self._file else []
+
+    @property
+    def numeric_paths(self) -> list[str]:
+        """HDF5 paths of every numeric per-step dataset except bookkeeping ones."""
+        skip = ("timestamp", IMAGES_GROUP, IMAGE_TS_GROUP, FRAME_INDEX_GROUP, "timing")
+        out: list[str] = []
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset) and not any(name == s or name.startswith(s + "/") for s in skip):
+                out.append(name)
+
+        self._file.visititems(visit)
+        return out
+
+    def timestamps(self) -> np.ndarray:
+        return self._file["timestamp"][:]
+
+    def numeric(self, name: str) -> np.ndarray:
+        path = name.replace(".", "/")
+        if path not in self._file:
+            raise DatasetError(f"{self.path}: feature {name!r} (/{path}) is missing")
+        return self._file[path][:]
+
+    def image_timestamps(self, camera: str) -> np.ndarray:
+        return self._file[f"{IMAGE_TS_GROUP}/{camera}"][:]
+
+    def frame_indices(self, camera: str) -> np.ndarray:
+        return self._file[f"{FRAME_INDEX_GROUP}/{camera}"][:]
+
+    def tick_lateness(self) -> np.ndarray | None:
+        return self._file[LATENESS_PATH][:] if LATENESS_PATH in self._file else None
+
+    def encoded_frame(self, camera: str, step: int) -> np.ndarray:
+        path = f"{IMAGES_GROUP}/{camera}"
+        if path not in self._file:
+            raise DatasetError(f"{self.path}: camera {camera!r} is not in this episode (has {self.cameras})")
+        return self._file[path][step]
+
+    def frame(self, camera: str, step: int) -> np.ndarray:
+        """Decoded RGB frame of ``camera`` at ``step``."""
+        return decode_image(self.encoded_frame(camera, step), where=f"{self.path} camera {camera!r} step {step}")
+
+    def load(self, images: bool = False) -> Episode:
+        """Everything into memory; ``images=True`` also decodes every frame."""
+        names = (
+            [s.name for s in self.info.numeric_features]
+            if self.info is not None
+            else [p.replace("/", ".") for p in self.numeric_paths]
+        )
+        attrs = self.attrs
+        ep = Episode(
+            index=int(attrs.get("episode_index", -1)),
+            timestamp=self.timestamps(),
+            data={n: self.numeric(n) for n in names},
+            image_timestamp={c: self.image_timestamps(c) for c in self.cameras},
+            frame_index={c: self.frame_indices(c) for c in self.cameras},
+            tick_lateness=self.tick_lateness(),
+            metadata=attrs,
+        )
+        if images:
+            ep.images = {c: [self.frame(c, i) for i in range(len(self))] for c in self.cameras}
+        return ep

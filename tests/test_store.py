@@ -1,0 +1,235 @@
+"""The native store: round trips, statistics, resume rules, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import make_info, synthetic_frame, write_dataset
+
+from telecorder.datasets.dataset import Dataset, DatasetWriter
+from telecorder.datasets.doctor import check_dataset, repair_dataset
+from telecorder.datasets.stats import FeatureStats
+from telecorder.errors import DatasetError, SchemaMismatchError
+
+
+def test_round_trip_numeric_exact_and_frames_close(small_dataset):
+    root, info, written = small_dataset
+    ds = Dataset.open(root)
+    assert len(ds) == 3 and ds.num_frames == 12 + 20 + 7
+    assert ds.info.features == info.features
+    for idx, steps in zip(ds.episode_indices, written):
+        with ds.episode(idx) as ep:
+            assert len(ep) == len(steps)
+            np.testing.assert_array_equal(ep.timestamps(), [s.timestamp for s in steps])
+            for name in ("observation.state", "action"):
+                np.testing.assert_array_equal(ep.numeric(name), np.stack([s.numeric[name] for s in steps]))
+            for k, cam in enumerate(info.cameras):
+                np.testing.assert_array_equal(ep.image_timestamps(cam), [s.frame_time[cam] for s in steps])
+                np.testing.assert_array_equal(ep.frame_indices(cam), np.arange(len(steps)))
+                for i in (0, len(steps) - 1):
+                    err = np.abs(ep.frame(cam, i).astype(int) - synthetic_frame(i, k).astype(int))
+                    assert err.mean() < 2.0, f"JPEG frame {cam}/{i} too far from the original"
+            attrs = ep.attrs
+            assert attrs["task"] == attrs["language_instruction"] == "stack the blocks"
+            assert attrs["episode_index"] == idx and attrs["fps"] == 30.0
+    rec = ds.records[0]
+    assert rec["file"] == "episodes/episode_000000.h5" and rec["length"] == 12
+
+
+def test_png_is_lossless(tmp_path):
+    info = make_info(encoding="png")
+    written = write_dataset(tmp_path / "ds", info, [5])
+    with Dataset.open(tmp_path / "ds").episode(0) as ep:
+        for i, step in enumerate(written[0]):
+            np.testing.assert_array_equal(ep.frame("front", i), step.frames["front"])
+
+
+def test_stats_json_equals_stats_of_concatenation(small_dataset):
+    root, _, written = small_dataset
+    stats = Dataset.open(root).stats()
+    for name in ("observation.state", "action"):
+        all_rows = np.concatenate([np.stack([s.numeric[name] for s in steps]) for steps in written])
+        direct = FeatureStats.from_array(all_rows).summary()
+        merged = stats[name].summary()
+        assert merged["count"] == direct["count"] == len(all_rows)
+        for key in ("min", "max", "q01", "q99"):
+            np.testing.assert_array_equal(merged[key], direct[key])
+        for key in ("mean", "std"):
+            np.testing.assert_allclose(merged[key], direct[key], rtol=1e-9)
+
+
+def test_existing_dataset_needs_resume(small_dataset):
+    root, info, _ = small_dataset
+    with pytest.raises(DatasetError, match="--resume"):
+        DatasetWriter(root, info)
+
+
+def test_resume_appends_with_next_index(small_dataset):
+    root, info, _ = small_dataset
+    write_dataset(root, make_info(cameras=("front", "wrist")), [4], resume=True)
+    ds = Dataset.open(root)
+    assert ds.episode_indices == [0, 1, 2, 3]
+    assert ds.info.total_episodes == 4 and ds.info.total_frames == 12 + 20 + 7 + 4
+    assert ds.stats()["action"].count == 12 + 20 + 7 + 4
+
+
+@pytest.mark.parametrize(
+    "changed, expected",
+    [
+        (dict(dim=5), "feature 'action'"),
+        (dict(fps=50.0), "fps 30 vs 50"),
+        (dict(robot_type="other_arm"), "robot"),
+        (dict(cameras=("front",)), "missing feature 'observation.images.wrist'"),
+    ],
+)
+def test_resume_with_mismatched_schema_is_refused(small_dataset, changed, expected):
+    root, _, _ = small_dataset
+    before = (root / "meta/episodes.jsonl").read_text()
+    kwargs = dict(cameras=("front", "wrist"))
+    kwargs.update(changed)
+    with pytest.raises(SchemaMismatchError, match=expected):
+        DatasetWriter(root, make_info(**kwargs), resume=True)
+    assert (root / "meta/episodes.jsonl").read_text() == before
+
+
+def test_second_writer_on_same_folder_is_refused(small_dataset):
+    root, info, _ = small_dataset
+    with DatasetWriter(root, info, resume=True), pytest.raises(DatasetError, match="another telecorder process"):
+        DatasetWriter(root, info, resume=True)
+
+
+def test_non_empty_foreign_folder_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(DatasetError, match="not a telecorder dataset"):
+        DatasetWriter(tmp_path, make_info())
+
+
+_KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from conftest import make_info, synthetic_steps, write_dataset
+    from telecorder.datasets.async_writer import AsyncEpisodeWriter
+    from telecorder.datasets.dataset import DatasetWriter
+
+    info = make_info(cameras=("front", "wrist"))
+    write_dataset({root!r}, info, [10, 15])
+    dw = DatasetWriter({root!r}, info, resume=True)
+    writer = AsyncEpisodeWriter(dw, flush_interval_s=0.05)
+    writer.begin({{"task": "interrupted"}})
+    for i in range(100000):
+        step = synthetic_steps(1, info, seed=i)[0]
+        step.timestamp = i / info.fps
+        step.frame_index = {{c: i for c in info.cameras}}
+        writer.add(step)
+        if i == 40:
+            print("RECORDING", flush=True)
+        time.sleep(0.002)
+    """
+)
+
+
+def test_sigkill_mid_episode_keeps_earlier_episodes_and_repair_salvages(tmp_path):
+    root = tmp_path / "ds"
+    script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), root=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "RECORDING"
+        time.sleep(0.3)  # let it write and flush several batches of the third episode
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+
+    ds = Dataset.open(root)
+    assert ds.episode_indices == [0, 1] and ds.info.total_episodes == 2
+    for i in ds.episode_indices:
+        with ds.episode(i) as ep:
+            assert len(ep) == (10, 15)[i]
+    assert ds.stats()["action"].count == 25
+    assert not (root / "episodes/episode_000002.h5").exists()
+    partials = list((root / "episodes").glob(".*.partial.h5"))
+    assert len(partials) == 1
+
+    report = check_dataset(root)
+    assert not report.ok and any("unfinished episode" in e for e in report.all_errors)
+
+    actions = repair_dataset(root)
+    assert any("salvaged" in a or "moved" in a for a in actions), actions
+    print(actions)
+    after = check_dataset(root)
+    assert after.ok, after.all_errors
+    ds = Dataset.open(root)
+    if "salvaged" in actions[0]:
+        assert ds.episode_indices == [0, 1, 2]
+        rec = ds.records[2]
+        assert rec["recovered"] is True and rec["length"] > 0 and rec["task"] == "interrupted"
+        with ds.episode(2) as ep:
+            assert ep.attrs["recovered"] is True
+            ep.frame("front", len(ep) - 1)
+    else:
+        assert ds.episode_indices == [0, 1]
+        assert list((root / "episodes/.unrecoverable").iterdir())
+
+
+def test_truncated_episode_file_gives_clear_error(small_dataset):
+    root, _, _ = small_dataset
+    path = root / "episodes/episode_000001.h5"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DatasetError, match="episode_000001.h5: cannot be read as HDF5"):
+        Dataset.open(root).episode(1)
+    report = check_dataset(root)
+    assert not report.ok
+    assert [e.index for e in report.episodes if e.errors] == [1]
+
+
+def test_missing_dataset_in_file_and_nan_are_reported(small_dataset):
+    root, _, _ = small_dataset
+    with h5py.File(root / "episodes/episode_000000.h5", "r+") as f:
+        f["action"][3, 1] = np.nan
+    with h5py.File(root / "episodes/episode_000002.h5", "r+") as f:
+        del f["observation/state"]
+    report = check_dataset(root)
+    errors = "\n".join(report.all_errors)
+    assert "action has 1 NaN/inf values (first at step 3)" in errors
+    assert "/observation/state is missing" in errors
+
+
+def test_corrupt_frame_is_reported(small_dataset):
+    root, _, _ = small_dataset
+    with h5py.File(root / "episodes/episode_000000.h5", "r+") as f:
+        f["observation/images/front"][0] = np.frombuffer(b"not a jpeg at all", np.uint8)
+    report = check_dataset(root)
+    assert any("cannot be decoded" in e for e in report.all_errors)
+
+
+def test_wrong_format_version_is_refused(small_dataset):
+    root, _, _ = small_dataset
+    info = json.loads((root / "meta/info.json").read_text())
+    info["format_version"] = "9.0"
+    (root / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match="format_version '9.0' is not supported"):
+        Dataset.open(root)
+
+
+def test_index_line_torn_by_crash_is_repaired(small_dataset):
+    root, _, _ = small_dataset
+    index = root / "meta/episodes.jsonl"
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])
+    report = check_dataset(root)
+    assert not report.ok
+    repair_dataset(root)
+    assert check_dataset(root).ok
+    assert Dataset.open(root).episode_indices == [0, 1, 2]
