@@ -10,9 +10,9 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from telecorder.datasets.async_writer import AsyncEpisodeWriter, Step  # noqa: E402
-from telecorder.datasets.dataset import DatasetWriter  # noqa: E402
-from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature  # noqa: E402
+from telecorder.datasets.async_writer import AsyncEpisodeWriter, Step
+from telecorder.datasets.dataset import DatasetWriter
+from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -27,7 +27,7 @@ def test_round_trip_numeric_exact_and_frames_close(small_dataset):
     ds = Dataset.open(root)
     assert len(ds) == 3 and ds.num_frames == 12 + 20 + 7
     assert ds.info.features == info.features
-    for idx, steps in zip(ds.episode_indices, written):
+    for idx, steps in zip(ds.episode_indices, written, strict=True):
         with ds.episode(idx) as ep:
             assert len(ep) == len(steps)
             np.testing.assert_array_equal(ep.timestamps(), [s.timestamp for s in steps])
@@ -75,7 +75,7 @@ def test_existing_dataset_needs_resume(small_dataset):
 
 
 def test_resume_appends_with_next_index(small_dataset):
-    root, info, _ = small_dataset
+    root, _, _ = small_dataset
     write_dataset(root, make_info(cameras=("front", "wrist")), [4], resume=True)
     ds = Dataset.open(root)
     assert ds.episode_indices == [0, 1, 2, 3]
@@ -187,7 +187,7 @@ def test_truncated_episode_file_gives_clear_error(small_dataset):
     path = root / "episodes/episode_000001.h5"
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 3])
-    with pytest.raises(DatasetError, match="episode_000001.h5: cannot be read as HDF5"):
+    with pytest.raises(DatasetError, match=r"episode_000001\.h5: cannot be read as HDF5"):
         Dataset.open(root).episode(1)
     report = check_dataset(root)
     assert not report.ok
@@ -219,7 +219,7 @@ def test_wrong_format_version_is_refused(small_dataset):
     info = json.loads((root / "meta/info.json").read_text())
     info["format_version"] = "9.0"
     (root / "meta/info.json").write_text(json.dumps(info))
-    with pytest.raises(DatasetError, match="format_version '9.0' is not supported"):
+    with pytest.raises(DatasetError, match=r"format_version '9\.0' is not supported"):
         Dataset.open(root)
 
 

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -108,33 +109,48 @@ def print_doctor(
     return 1 if failed else 0
 
 
-def _print_sync_table(console: Console, report: DoctorReport) -> None:
+def _print_sync_table(console: Console, report: DoctorReport, max_rows: int = 40) -> None:
     info = report.info
     if info is None or not report.episodes:
         return
-    table = Table(title=f"sync report (target {info.fps:g} Hz; frame age = tick time - capture time)", title_justify="left")
-    for col in ("ep", "steps", "rate Hz", "late", "missed"):
-        table.add_column(col, justify="right")
-    for cam in info.cameras:
-        table.add_column(f"{cam} age p50/p99/max ms", justify="right")
-        table.add_column(f"{cam} rep/drop", justify="right")
-    table.add_column("status")
-    for ep in report.episodes:
-        row = [str(ep.index), str(ep.steps)]
-        if ep.sync is None:
-            row += ["-"] * (3 + 2 * len(info.cameras))
-        else:
-            s = ep.sync
-            row += [f"{s.achieved_fps:.1f}", str(s.late_ticks), str(s.missed_ticks)]
-            for cam in info.cameras:
-                c = s.cameras.get(cam)
-                if c is None:
-                    row += ["-", "-"]
-                else:
-                    row += [f"{1000 * c.age_p50:.0f}/{1000 * c.age_p99:.0f}/{1000 * c.age_max:.0f}", f"{c.repeated}/{c.skipped}"]
-        row.append("[red]error[/]" if ep.errors else "[yellow]warn[/]" if ep.warnings else "[green]ok[/]")
-        table.add_row(*row)
+    checked = [e for e in report.episodes if e.sync is not None]
+    if info.cameras and checked:
+        cams = Table(title="cameras (frame age = step time - capture time)", title_justify="left")
+        for col in ("camera", "fps", "age p50 ms", "p99 ms", "max ms", "repeated", "dropped"):
+            cams.add_column(col, justify="right" if col != "camera" else "left")
+        for cam in info.cameras:
+            ages = np.concatenate([e.frame_age[cam] for e in checked if cam in e.frame_age])
+            syncs = [e.sync.cameras[cam] for e in checked if cam in e.sync.cameras]
+            fps = float(np.median([c.camera_fps for c in syncs])) if syncs else 0.0
+            cams.add_row(
+                cam,
+                f"{fps:.1f}",
+                f"{1000 * np.percentile(ages, 50):.1f}",
+                f"{1000 * np.percentile(ages, 99):.1f}",
+                f"{1000 * ages.max():.1f}",
+                str(sum(c.repeated for c in syncs)),
+                str(sum(c.skipped for c in syncs)),
+            )
+        console.print(cams)
+    table = Table(title=f"episodes (control target {info.fps:g} Hz; late = over 2 ms behind schedule)", title_justify="left")
+    for col in ("ep", "steps", "seconds", "rate Hz", "late", "missed", "rep", "drop", "status"):
+        table.add_column(col, justify="right" if col != "status" else "left")
+    shown = report.episodes
+    if len(shown) > max_rows:
+        shown = [e for e in report.episodes if e.errors or e.warnings][:max_rows]
+    for ep in shown:
+        status = "[red]error[/]" if ep.errors else "[yellow]warn[/]" if ep.warnings else "[green]ok[/]"
+        s = ep.sync
+        if s is None:
+            table.add_row(str(ep.index), str(ep.steps), *["-"] * 6, status)
+            continue
+        rep = sum(c.repeated for c in s.cameras.values())
+        drop = sum(c.skipped for c in s.cameras.values())
+        table.add_row(str(ep.index), str(s.steps), f"{s.duration:.1f}", f"{s.achieved_fps:.1f}", str(s.late_ticks),
+                      str(s.missed_ticks), str(rep), str(drop), status)
     console.print(table)
+    if len(shown) < len(report.episodes):
+        console.print(f"[dim]{len(report.episodes) - len(shown)} more episode(s) not listed (only those with findings are)[/]")
 
 
 def _duration(seconds: float) -> str:

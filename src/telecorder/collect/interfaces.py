@@ -8,6 +8,7 @@ clock of a recording session.
 from __future__ import annotations
 
 import enum
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -103,6 +104,19 @@ class Camera(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
+
+    def wait_for_frame(self, after_ns: int, timeout_s: float = 2.0) -> Frame:
+        """The first frame captured at or after ``after_ns`` (or the newest one at the timeout).
+
+        Used at the start of an episode so that its first step never shows the scene
+        as it was before the reset.
+        """
+        deadline = time.monotonic() + timeout_s
+        frame = self.latest()
+        while frame.capture_ns < after_ns and time.monotonic() < deadline:
+            time.sleep(0.002)
+            frame = self.latest()
+        return frame
 
     def describe(self) -> str:
         return f"camera {self.name!r}"

@@ -94,6 +94,7 @@ class Recorder:
         poll_keys: Callable[[], set[Event]] | None = None,
         on_tick: Callable[[TickStatus], None] | None = None,
         status_every: int = 5,
+        fresh_after_ns: int | None = None,
     ) -> EpisodeOutcome:
         """Record until the time limit, a teleop event or a key; the file is finished in the background."""
         period_ns = round(1e9 / self.fps)
@@ -105,6 +106,9 @@ class Recorder:
         dropped = {c.name: 0 for c in self.cameras}
         last_index: dict[str, int] = {}
         events: set[Event] = set()
+        if fresh_after_ns is not None:
+            for cam in self.cameras:
+                cam.wait_for_frame(fresh_after_ns)
         self.teleop.start_episode()
         index = self.writer.begin(attrs)
         old_switch = sys.getswitchinterval()

@@ -157,9 +157,10 @@ class RecordingSession:
                 if not first and cfg.reset_time_s > 0 and self._reset_phase(keys):
                     break
                 first = False
+                reset_ns = time.monotonic_ns()  # before the reset: a frame captured after it shows the new scene
                 self.robot.reset(int(rng.integers(2**31)))
                 attrs = self._episode_attrs()
-                outcome = self._record_one(recorder, keys, saved, attrs)
+                outcome = self._record_one(recorder, keys, saved, attrs, reset_ns)
                 summary.outcomes.append(outcome)
                 if outcome.kind == "discard":
                     summary.discarded += 1
@@ -173,7 +174,9 @@ class RecordingSession:
                 if outcome.kind == "stop":
                     break
 
-    def _record_one(self, recorder: Recorder, keys: TerminalKeys, saved: int, attrs: dict[str, Any]) -> EpisodeOutcome:
+    def _record_one(
+        self, recorder: Recorder, keys: TerminalKeys, saved: int, attrs: dict[str, Any], reset_ns: int
+    ) -> EpisodeOutcome:
         cfg = self.config
         columns = (
             TextColumn(f"[bold]episode {saved + 1}/{cfg.episodes}"),
@@ -192,7 +195,11 @@ class RecordingSession:
                 )
 
             return recorder.record_episode(
-                max_duration_s=cfg.episode_time_s, attrs=attrs, poll_keys=keys.poll, on_tick=on_tick
+                max_duration_s=cfg.episode_time_s,
+                attrs=attrs,
+                poll_keys=keys.poll,
+                on_tick=on_tick,
+                fresh_after_ns=reset_ns,
             )
 
     def _reset_phase(self, keys: TerminalKeys) -> bool:

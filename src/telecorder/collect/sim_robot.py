@@ -1,15 +1,18 @@
 """The MuJoCo arm as a follower robot, and its rendered cameras as camera devices.
 
 Physics advances by one control period per command, so the simulated follower
-moves in step with the control loop. Cameras render in one thread of their own at
-their own rate from a snapshot of the simulation state; the snapshot time is the
-frame's capture time, as a hardware camera's exposure time would be.
+moves in step with the control loop and its state holds still between commands.
+Cameras render in a thread of their own, triggered (like a hardware-triggered camera)
+each time the state changes and at most at the camera's frame rate: every frame shows
+exactly a state the follower reports, and render time never lands in the control
+loop. The snapshot time is the frame's capture time.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ class SimRobot(Robot):
 
         self.env = SimEnv(model_path, control_dt=1.0 / fps, seed=seed)
         self.builtin = model_path is None
+        self._listeners: list[Callable[[], None]] = []
         self.robot_type = BUILTIN_ROBOT_TYPE if self.builtin else f"mujoco:{Path(model_path).stem}"
 
     def connect(self) -> None:
@@ -54,10 +58,20 @@ class SimRobot(Robot):
     def act(self, action: np.ndarray) -> np.ndarray:
         sent = np.clip(np.asarray(action, dtype=np.float64), self.env.action_low, self.env.action_high)
         self.env.apply_action(sent)
+        self._state_changed()
         return sent.astype(np.float32)
 
     def reset(self, seed: int | None = None) -> None:
         self.env.reset(seed)
+        self._state_changed()
+
+    def on_state_change(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (quickly, from the control thread) whenever the simulated state moved."""
+        self._listeners.append(callback)
+
+    def _state_changed(self) -> None:
+        for cb in self._listeners:
+            cb()
 
     def success(self) -> bool | None:
         return bool(self.env.is_success()) if self.env.has_task else None
@@ -82,7 +96,9 @@ class SimCameraRig:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._users = 0
+        self._trigger = threading.Event()
         self.frames_rendered = 0
+        robot.on_state_change(self._trigger.set)
 
     def cameras(self) -> list[SimCamera]:
         return [SimCamera(self, n) for n in self.names]
@@ -92,6 +108,7 @@ class SimCameraRig:
         if self._thread is not None:
             return
         self._stop.clear()
+        self._trigger.set()
         self._thread = threading.Thread(target=self._render_loop, name="tc-sim-render", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 30.0  # the first EGL context can take seconds to create
@@ -110,6 +127,7 @@ class SimCameraRig:
         self._users -= 1
         if self._users <= 0 and self._thread is not None:
             self._stop.set()
+            self._trigger.set()
             self._thread.join(timeout=5.0)
             self._thread = None
 
@@ -123,16 +141,25 @@ class SimCameraRig:
                 self._failure = f"sim cameras: offscreen rendering failed: {e}"
             return
         period_ns = int(1e9 / self.fps)
-        next_due = time.monotonic_ns()
+        next_due = 0
         index = 0
         try:
             while not self._stop.is_set():
+                self._trigger.wait(0.1)
+                if self._stop.is_set():
+                    break
                 delay = (next_due - time.monotonic_ns()) / 1e9
                 if delay > 0:
-                    time.sleep(delay)
-                next_due = max(next_due + period_ns, time.monotonic_ns() - period_ns)
+                    # Control runs faster than the camera: leave the trigger pending until a frame is due.
+                    time.sleep(min(delay, 0.1))
+                    continue
+                if not self._trigger.is_set():
+                    continue
+                self._trigger.clear()
                 qpos, _, _ = self.robot.env.snapshot()
                 captured = time.monotonic_ns()
+                # A tenth of a period of slack keeps a camera at the control rate from skipping a trigger on jitter.
+                next_due = captured + period_ns - period_ns // 10
                 images = {name: renderer.render(qpos, name) for name in self.names}
                 frames = {name: Frame(img, captured, index) for name, img in images.items()}
                 index += 1

@@ -1,0 +1,36 @@
+# The two Quickstart commands: `make demo` records demos in simulation, `make test` runs the test suite.
+# Each sets up .venv on first use (scripts/setup.sh), so a fresh clone needs nothing else.
+
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.telecorder-installed
+DEMO_OUT ?= demos/sim-$(shell date +%Y%m%d-%H%M%S)
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: demo test setup lint bench clean
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/collect --device scripted --robot sim --episodes 5 --episode-time 12 --reset-time 0 --seed 0 --out $(DEMO_OUT)
+	$(BIN)/telecorder info $(DEMO_OUT)
+	$(BIN)/telecorder doctor $(DEMO_OUT)
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/record.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for telecorder: Debian packages for offscreen MuJoCo rendering,
+# a virtual environment in .venv, the CPU build of PyTorch, and the project with its extras.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+EXTRAS="${TELECORDER_EXTRAS:-sim,dev}"
+PYTHON="${PYTHON:-python3}"
+
+# MuJoCo renders cameras offscreen through EGL; Mesa provides a software EGL when there is no GPU.
+missing=()
+for pkg in libegl1 libgl1-mesa-dri libegl-mesa0; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "setup: installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: warning: cannot install ${missing[*]} (no apt-get); sim cameras need EGL (Mesa) to render" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+
+# Install the CPU wheel of torch first: resolving plain 'torch' later would pull a multi-GB CUDA build.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "setup: installing torch==2.13.0 (CPU)"
+  "${pip[@]}" "torch==2.13.0"
+fi
+echo "setup: installing telecorder[$EXTRAS]"
+"${pip[@]}" -e ".[$EXTRAS]"

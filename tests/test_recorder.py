@@ -1,0 +1,121 @@
+"""The recorder with real devices: OpenCV cameras on video files, the MuJoCo follower."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from rich.console import Console
+
+from telecorder.collect.interfaces import Event
+from telecorder.collect.keyboard import parse_keys
+from telecorder.collect.opencv_camera import CameraSpec, OpenCVCamera
+from telecorder.collect.session import RecordingSession, SessionConfig
+from telecorder.datasets.dataset import Dataset
+from telecorder.datasets.doctor import check_dataset
+from telecorder.errors import CameraError
+
+pytest.importorskip("mujoco")
+
+
+def make_video(path: Path, frames: int, fps: float = 30.0, size: tuple[int, int] = (160, 120)) -> Path:
+    """A video whose frame k shows k in its pixel values, written with OpenCV's own encoder."""
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    assert writer.isOpened()
+    for k in range(frames):
+        img = np.full((h, w, 3), (k * 5) % 256, np.uint8)
+        cv2.putText(img, str(k), (10, 60), cv2.FONT_HERSHEY_SIMPLEX, 1.5, (255, 255, 255), 2)
+        writer.write(img)
+    writer.release()
+    return path
+
+
+def sim_session(out: Path, cameras, episodes: int, episode_time: float, fps: float = 30.0) -> RecordingSession:
+    from telecorder.collect.scripted import ScriptedTeleop
+    from telecorder.collect.sim_robot import SimRobot
+
+    robot = SimRobot(fps=fps, seed=1)
+    teleop = ScriptedTeleop(robot, seed=1)
+    cfg = SessionConfig(out=out, episodes=episodes, episode_time_s=episode_time, reset_time_s=0, task="pick", fps=fps)
+    return RecordingSession(robot, teleop, cameras, cfg, console=Console(quiet=True))
+
+
+def test_opencv_camera_and_sim_robot_stay_in_sync(tmp_path):
+    video = make_video(tmp_path / "cam.avi", 60)
+    cams = [OpenCVCamera.from_spec(CameraSpec.parse(f"side={video},loop"))]
+    summary = sim_session(tmp_path / "ds", cams, episodes=2, episode_time=1.5).run()
+    assert len(summary.saved) == 2
+
+    ds = Dataset.open(tmp_path / "ds")
+    assert ds.info.cameras == ["side"]
+    assert ds.info.features["observation.images.side"].shape == (120, 160, 3)
+    period = 1 / 30
+    for ep in ds:
+        with ep:
+            n = len(ep)
+            assert n == 45
+            ts = ep.timestamps()
+            cap = ep.image_timestamps("side")
+            idx = ep.frame_indices("side")
+            assert np.all(np.diff(ts) > 0)
+            assert np.all(np.diff(cap) >= 0), "capture times must never go backwards"
+            assert np.all(np.diff(idx) >= 0)
+            age = ts - cap
+            assert age.min() >= 0, "a frame cannot be used before it was captured"
+            assert age.max() < 2 * period, f"frame age up to {age.max() * 1000:.1f} ms"
+            # The recorded image is the one the camera delivered at that index (value encodes k mod 60).
+            k = int(idx[n // 2]) % 60
+            assert abs(float(ep.frame("side", n // 2)[5:20, 100:150].mean()) - (k * 5) % 256) < 6
+            state = ep.numeric("observation.state")
+            action = ep.numeric("action")
+            assert state.shape == action.shape == (n, 6)
+    report = check_dataset(tmp_path / "ds")
+    assert report.ok, report.all_errors
+
+
+def test_camera_file_ending_mid_episode_is_a_clear_error_and_earlier_episodes_survive(tmp_path):
+    video = make_video(tmp_path / "short.avi", 45)  # 1.5 s: ends during the second episode
+    cams = [OpenCVCamera.from_spec(CameraSpec.parse(f"side={video}"))]
+    session = sim_session(tmp_path / "ds", cams, episodes=3, episode_time=1.0)
+    with pytest.raises(CameraError, match=r"camera 'side' .*video file ended after 45 frames"):
+        session.run()
+    ds = Dataset.open(tmp_path / "ds")
+    assert ds.episode_indices == [0]
+    with ds.episode(0) as ep:
+        assert len(ep) == 30
+    assert not list((tmp_path / "ds/episodes").glob(".*partial*"))
+    assert check_dataset(tmp_path / "ds").ok
+
+
+def test_unopenable_camera_is_a_clear_error(tmp_path):
+    cam = OpenCVCamera("front", str(tmp_path / "nope.mp4"))
+    with pytest.raises(CameraError, match=r"camera 'front' .*nope.mp4.*no such file"):
+        cam.start()
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(CameraError, match="camera 'front'"):
+        OpenCVCamera("front", str(junk)).start()
+
+
+def test_camera_spec_parsing():
+    spec = CameraSpec.parse("wrist=/dev/video2,size=640x480,fps=60")
+    assert (spec.name, spec.source, spec.width, spec.height, spec.fps, spec.loop) == (
+        "wrist", "/dev/video2", 640, 480, 60.0, False
+    )
+    assert CameraSpec.parse("top=0").source == 0
+    assert CameraSpec.parse("top=clip.mp4,loop").loop
+    with pytest.raises(ValueError, match="NAME=SOURCE"):
+        CameraSpec.parse("clip.mp4")
+    with pytest.raises(ValueError, match="unknown option"):
+        CameraSpec.parse("top=clip.mp4,speed=2")
+
+
+def test_terminal_key_parsing():
+    assert parse_keys(b"n") == [Event.SAVE_EPISODE]
+    assert parse_keys(b"\x1b[C\x1b[D") == [Event.SAVE_EPISODE, Event.DISCARD_EPISODE]
+    assert parse_keys(b"\x1b") == [Event.STOP]
+    assert parse_keys(b"Q") == [Event.STOP]
+    assert parse_keys(b"\x1b[Ax") == []
