@@ -233,3 +233,43 @@ def test_index_line_torn_by_crash_is_repaired(small_dataset):
     repair_dataset(root)
     assert check_dataset(root).ok
     assert Dataset.open(root).episode_indices == [0, 1, 2]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 4 MB tmpfs: a real full disk, not a mocked error (needs root, as CI has)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_full_disk_is_a_clear_error_and_earlier_episodes_survive(tiny_disk):
+    from telecorder.datasets.async_writer import AsyncEpisodeWriter, Step
+
+    root = tiny_disk / "ds"
+    info = make_info(cameras=("front",), encoding="png")
+    write_dataset(root, info, [10, 10])
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(8)]
+    with DatasetWriter(root, info, resume=True) as dw:
+        writer = AsyncEpisodeWriter(dw, flush_interval_s=0.01)
+        writer.begin({"task": "fill the disk"})
+        with pytest.raises(DatasetError, match="no space left on device") as exc:
+            for i in range(100_000):  # ~10 KB per frame: 4 MB fills within a few hundred steps
+                writer.add(Step(timestamp=i / 30, numeric={"observation.state": np.zeros(4, np.float32),
+                                                           "action": np.zeros(4, np.float32)},
+                                frames={"front": noise[i % 8]}, frame_time={"front": i / 30},
+                                frame_index={"front": i}))
+                time.sleep(0.0005)
+        assert "intact" in str(exc.value)
+        writer.close()
+    ds = Dataset.open(root)
+    assert ds.episode_indices == [0, 1]
+    for i in (0, 1):
+        with ds.episode(i) as ep:
+            assert len(ep) == 10
+    assert not list((root / "episodes").glob(".*partial*")), "the failed episode's partial file is removed"
+    assert check_dataset(root).ok

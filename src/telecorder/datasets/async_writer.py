@@ -216,7 +216,8 @@ class AsyncEpisodeWriter:
 def _describe_write_error(e: BaseException, path: Any, root: Any) -> BaseException:
     if isinstance(e, DatasetError):
         return e
-    if isinstance(e, OSError) and (e.errno == errno.ENOSPC or "No space left" in str(e)):
+    # h5py reports a full disk as a RuntimeError whose text carries the errno; OSError from plain files.
+    if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
         return DatasetError(
             f"{path}: no space left on device; free disk space and record again "
             f"(episodes saved before in {root} are intact)"
