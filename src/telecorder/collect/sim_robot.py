@@ -45,8 +45,9 @@ class SimRobot(Robot):
                 "the command issued after observing this step"
             )
         else:
-            state_unit = "measured positions of the actuated joints, in the model's units"
-            action_unit = "actuator targets in the model's units; the command issued after observing this step"
+            grip = "; an actuator named 'gripper' is normalized 0 = closed, 1 = open" if "gripper" in names else ""
+            state_unit = f"measured positions of the actuated joints, in the model's units{grip}"
+            action_unit = f"actuator targets in the model's units{grip}; the command issued after observing this step"
         return [
             FeatureSpec("observation.state", "float32", (len(names),), names=names, unit=state_unit),
             FeatureSpec("action", "float32", (len(names),), names=names, unit=action_unit),

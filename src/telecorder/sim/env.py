@@ -1,0 +1,382 @@
+"""A MuJoCo robot-arm environment driven by joint-position actions.
+
+Action / observation convention (write this into dataset feature notes):
+
+* One action dimension per actuator, in actuator order; :attr:`SimEnv.joint_names` names them.
+* Arm joints (hinge) are in radians, slide joints in metres: the action is the position target
+  of the joint's position actuator, :meth:`SimEnv.joint_positions` the measured joint position.
+* The actuator named ``gripper`` is exposed as the dimension ``"gripper"``, normalised to
+  0..1 with 0 = fully closed and 1 = fully open, for both the action and the measured position.
+  Internally 0..1 maps linearly onto the actuator's ctrlrange (action) and onto its joint's range
+  (measurement); on the built-in scene both are the finger opening 0..0.032 m.
+
+The built-in scene (:data:`DEFAULT_MODEL`) adds a pick-and-lift task: a ``cube`` body on the
+table and an ``ee_site`` grasp point; see :attr:`SimEnv.has_task`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from telecorder.sim._deps import _require_mujoco
+
+mujoco = _require_mujoco()
+
+__all__ = ["DEFAULT_MODEL", "SimEnv", "SimModelError"]
+
+DEFAULT_MODEL: Path = Path(__file__).resolve().parent / "assets" / "tabletop_arm.xml"
+
+GRIPPER_NAME = "gripper"
+CUBE_BODY = "cube"
+EE_SITE = "ee_site"
+#: The built-in task counts as solved once the cube is this far above its resting height.
+LIFT_SUCCESS_HEIGHT = 0.05
+
+# Cube spawn region on the built-in table (world frame, metres). It lies inside the arm's
+# comfortable top-down workspace, away from the base and from the reach limit.
+CUBE_X_RANGE = (0.13, 0.25)
+CUBE_Y_RANGE = (-0.12, 0.12)
+
+# MuJoCo's pybind enums compare unequal to numpy integers (model arrays), so enum checks go
+# through plain ints.
+_ACTUATED_JOINT_TYPES = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+
+
+class SimModelError(ValueError):
+    """A model file cannot be used: it does not load, compile, or fit the action convention."""
+
+
+def _camera_quat(forward: np.ndarray, up_hint: np.ndarray) -> np.ndarray:
+    """Quaternion (wxyz) of a MuJoCo camera looking along ``forward``.
+
+    MuJoCo cameras look along their local -z with +y up in the image.
+    """
+    z = -forward / np.linalg.norm(forward)
+    x = np.cross(up_hint, z)
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, np.column_stack([x, y, z]).ravel())
+    return quat
+
+
+class SimEnv:
+    """MuJoCo simulation stepped at a fixed control rate.
+
+    Args:
+        model_path: MJCF file; ``None`` loads the built-in tabletop arm scene. In a user model
+            the actuators, in order, define the action: each must drive a hinge or slide joint
+            and have a ctrlrange (or its joint a range). Models without any camera get a
+            ``front`` and a ``top`` camera framing the model.
+        control_dt: seconds of simulated time per :meth:`apply_action`, simulated as
+            ``n_substeps = ceil(control_dt / model timestep)`` physics steps; the model's
+            timestep becomes ``control_dt / n_substeps`` (never larger than in the file).
+        seed: seeds the cube placement of :meth:`reset`.
+
+    ``lock`` (an RLock) is held while physics steps or resets; other threads (e.g. a renderer)
+    should read state only through :meth:`snapshot` / the accessor methods, which take it.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        control_dt: float = 1 / 30,
+        seed: int | None = None,
+    ) -> None:
+        self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL
+        self.model = _load_model(self.model_path)
+        self.data = mujoco.MjData(self.model)
+        self.lock = threading.RLock()
+        self._rng = np.random.default_rng(seed)
+
+        if not control_dt > 0:
+            raise ValueError(f"control_dt must be positive, got {control_dt}")
+        # A whole number of physics steps per control tick, with the timestep shrunk slightly so
+        # that simulated time advances by exactly control_dt: recorded timestamps then match the
+        # real-time loop (30 Hz = 17 x 1.96 ms rather than 17 x 2 ms = 34 ms). Rounding up means
+        # the step is never coarser than the model asks for, which keeps its stability margin.
+        self.n_substeps = max(1, math.ceil(control_dt / float(self.model.opt.timestep) - 1e-6))
+        self.model.opt.timestep = control_dt / self.n_substeps
+        self.timestep = float(self.model.opt.timestep)
+        self.control_dt = float(control_dt)
+
+        self._setup_actions()
+        self.camera_names: list[str] = [
+            self.model.camera(i).name for i in range(self.model.ncam) if self.model.camera(i).name
+        ]
+
+        cube_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, CUBE_BODY)
+        site_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, EE_SITE)
+        cube_jnt = self.model.body_jntadr[cube_id] if cube_id >= 0 else -1
+        self.has_task: bool = (
+            cube_id >= 0
+            and site_id >= 0
+            and cube_jnt >= 0
+            and int(self.model.jnt_type[cube_jnt]) == mujoco.mjtJoint.mjJNT_FREE
+        )
+        self._cube_id = cube_id
+        if self.has_task:
+            self._cube_qadr = int(self.model.jnt_qposadr[cube_jnt])
+            self._cube_vadr = int(self.model.jnt_dofadr[cube_jnt])
+            # The model places the cube at rest on the table; that height is the lift reference.
+            self.cube_rest_z = float(self.model.qpos0[self._cube_qadr + 2])
+        self._cube_in_world = self.has_task and int(self.model.body_parentid[cube_id]) == 0
+
+        self._key_home = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")
+        self.reset()
+
+    # ------------------------------------------------------------------ action space
+
+    def _setup_actions(self) -> None:
+        m = self.model
+        if m.nu == 0:
+            raise SimModelError(f"{self.model_path}: the model has no actuators, so no actions")
+        names: list[str] = []
+        low = np.empty(m.nu)
+        high = np.empty(m.nu)
+        qadr = np.empty(m.nu, dtype=np.intp)
+        vadr = np.empty(m.nu, dtype=np.intp)
+        joint_ranges = np.empty((m.nu, 2))
+        self.gripper_index: int | None = None
+        for i in range(m.nu):
+            act_name = m.actuator(i).name
+            label = f"actuator {act_name!r}" if act_name else f"actuator #{i} (unnamed)"
+            joint_id = int(m.actuator_trnid[i, 0])
+            if int(m.actuator_trntype[i]) != mujoco.mjtTrn.mjTRN_JOINT or joint_id < 0:
+                raise SimModelError(
+                    f"{self.model_path}: {label} does not drive a joint; every actuator must "
+                    'use a joint transmission (joint="...")'
+                )
+            if int(m.jnt_type[joint_id]) not in _ACTUATED_JOINT_TYPES:
+                raise SimModelError(
+                    f"{self.model_path}: {label} drives joint {m.joint(joint_id).name!r}, which is "
+                    "not a hinge or slide joint"
+                )
+            if m.actuator_ctrllimited[i]:
+                lo, hi = m.actuator_ctrlrange[i]
+            elif m.jnt_limited[joint_id]:
+                lo, hi = m.jnt_range[joint_id]
+            else:
+                raise SimModelError(
+                    f"{self.model_path}: {label} has no ctrlrange and its joint "
+                    f'{m.joint(joint_id).name!r} has no range; add ctrlrange="lo hi" to the '
+                    "actuator"
+                )
+            if not hi > lo:
+                raise SimModelError(f"{self.model_path}: {label} has an empty range [{lo}, {hi}]")
+            low[i], high[i] = lo, hi
+            joint_ranges[i] = m.jnt_range[joint_id] if m.jnt_limited[joint_id] else (lo, hi)
+            qadr[i] = m.jnt_qposadr[joint_id]
+            vadr[i] = m.jnt_dofadr[joint_id]
+            if act_name == GRIPPER_NAME and self.gripper_index is None:
+                self.gripper_index = i
+                names.append(GRIPPER_NAME)
+            else:
+                names.append(m.joint(joint_id).name or f"joint{joint_id}")
+
+        self.joint_names: list[str] = names
+        self._ctrl_low = low
+        self._ctrl_high = high
+        self._qadr = qadr
+        self._vadr = vadr
+        self.action_low = low.copy()
+        self.action_high = high.copy()
+        if self.gripper_index is not None:
+            g = self.gripper_index
+            self.action_low[g], self.action_high[g] = 0.0, 1.0
+            self._grip_joint_lo, self._grip_joint_hi = joint_ranges[g]
+        self._ctrl = np.empty(m.nu)
+
+    def action_to_ctrl(self, action: np.ndarray) -> np.ndarray:
+        """Clip an action to the bounds and convert it to actuator controls (gripper 0..1 -> ctrl)."""
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_low.shape:
+            raise ValueError(f"action must have shape {self.action_low.shape}, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action contains NaN/inf: {a}")
+        ctrl = np.clip(a, self.action_low, self.action_high, out=self._ctrl)
+        g = self.gripper_index
+        if g is not None:
+            ctrl[g] = self._ctrl_low[g] + ctrl[g] * (self._ctrl_high[g] - self._ctrl_low[g])
+        return ctrl
+
+    # ------------------------------------------------------------------ stepping
+
+    def reset(self, seed: int | None = None) -> None:
+        """Go to the home pose (the model's ``home`` keyframe, else qpos0) and place the cube.
+
+        On the built-in task the cube lands at a random (x, y) in the reachable region in front
+        of the robot with a random yaw. ``seed`` re-seeds the environment's generator.
+        """
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        with self.lock:
+            m, d = self.model, self.data
+            if self._key_home >= 0:
+                mujoco.mj_resetDataKeyframe(m, d, self._key_home)
+            else:
+                mujoco.mj_resetData(m, d)
+            if self.has_task:
+                x = self._rng.uniform(*CUBE_X_RANGE)
+                y = self._rng.uniform(*CUBE_Y_RANGE)
+                yaw = self._rng.uniform(-np.pi, np.pi)
+                a = self._cube_qadr
+                d.qpos[a : a + 3] = (x, y, self.cube_rest_z)
+                d.qpos[a + 3 : a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+                d.qvel[self._cube_vadr : self._cube_vadr + 6] = 0.0
+            mujoco.mj_forward(m, d)
+            if self._key_home < 0:
+                # Without a keyframe, command the pose the robot starts in so it holds still.
+                self._hold_current_pose()
+                mujoco.mj_forward(m, d)
+
+    def _hold_current_pose(self) -> None:
+        m, d = self.model, self.data
+        for i in range(m.nu):
+            position_servo = (
+                int(m.actuator_biastype[i]) == mujoco.mjtBias.mjBIAS_AFFINE
+                and m.actuator_biasprm[i, 1] < 0
+            )
+            target = d.actuator_length[i] if position_servo else 0.0
+            d.ctrl[i] = np.clip(target, self._ctrl_low[i], self._ctrl_high[i])
+
+    def home_action(self) -> np.ndarray:
+        """The action that holds the home pose (what :meth:`reset` commands)."""
+        m = self.model
+        if self._key_home >= 0:
+            ctrl = m.key_ctrl[self._key_home].copy()
+        else:
+            d = mujoco.MjData(m)
+            mujoco.mj_forward(m, d)
+            ctrl = d.actuator_length.copy()
+        return self._ctrl_to_action(ctrl)
+
+    def _ctrl_to_action(self, ctrl: np.ndarray) -> np.ndarray:
+        action = np.array(ctrl, dtype=np.float64)
+        g = self.gripper_index
+        if g is not None:
+            action[g] = (action[g] - self._ctrl_low[g]) / (self._ctrl_high[g] - self._ctrl_low[g])
+        return np.clip(action, self.action_low, self.action_high)
+
+    def apply_action(self, action: np.ndarray) -> None:
+        """Clip ``action`` to the bounds, set it as control and simulate ``control_dt`` seconds.
+
+        Arm dimensions are joint position targets in radians; the gripper dimension is the
+        normalised opening (0 closed, 1 open).
+        """
+        ctrl = self.action_to_ctrl(action)
+        with self.lock:
+            self.data.ctrl[:] = ctrl
+            mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+
+    # ------------------------------------------------------------------ observations
+
+    def joint_positions(self) -> np.ndarray:
+        """Measured position per action dimension: rad / m, gripper normalised 0 (closed)..1 (open)."""
+        with self.lock:
+            q = self.data.qpos[self._qadr]
+        g = self.gripper_index
+        if g is not None:
+            lo, hi = self._grip_joint_lo, self._grip_joint_hi
+            q[g] = (q[g] - lo) / (hi - lo)
+        return q
+
+    def joint_velocities(self) -> np.ndarray:
+        """Measured velocity per action dimension: rad/s / m/s, gripper in (0..1 units)/s."""
+        with self.lock:
+            v = self.data.qvel[self._vadr]
+        g = self.gripper_index
+        if g is not None:
+            v[g] /= self._grip_joint_hi - self._grip_joint_lo
+        return v
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Consistent copy of (qpos, qvel, sim time) for rendering or logging from another thread."""
+        with self.lock:
+            return self.data.qpos.copy(), self.data.qvel.copy(), float(self.data.time)
+
+    def cube_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """World position (3,) and orientation quaternion wxyz (4,) of the task cube."""
+        if not self.has_task:
+            raise SimModelError(f"{self.model_path}: the model has no free-floating 'cube' body")
+        with self.lock:
+            if self._cube_in_world:
+                # Read the free joint itself: xpos/xquat were computed at the start of the last
+                # physics step and lag qpos by one timestep.
+                a = self._cube_qadr
+                quat = self.data.qpos[a + 3 : a + 7].copy()
+                return self.data.qpos[a : a + 3].copy(), quat / np.linalg.norm(quat)
+            return self.data.xpos[self._cube_id].copy(), self.data.xquat[self._cube_id].copy()
+
+    def is_success(self) -> bool:
+        """Built-in task: the cube is more than 5 cm above its resting height. Otherwise False."""
+        if not self.has_task:
+            return False
+        with self.lock:
+            z = float(self.data.qpos[self._cube_qadr + 2])
+        return z > self.cube_rest_z + LIFT_SUCCESS_HEIGHT
+
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def close(self) -> None:
+        """Part of the resource protocol (``with SimEnv() as env``); MuJoCo frees its memory when
+        the model and data are garbage collected, so there is nothing to release eagerly."""
+
+    def __enter__(self) -> SimEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------- model loading
+
+
+def _load_model(path: Path) -> mujoco.MjModel:
+    if not path.is_file():
+        raise SimModelError(f"{path}: model file not found")
+    try:
+        spec = mujoco.MjSpec.from_file(str(path))
+        model = spec.compile()
+    except Exception as exc:
+        raise SimModelError(f"{path}: MuJoCo could not load the model: {exc}".rstrip()) from exc
+    if model.ncam == 0:
+        _add_default_cameras(spec, model)
+        try:
+            model = spec.compile()
+        except Exception as exc:
+            raise SimModelError(f"{path}: adding default cameras failed: {exc}") from exc
+    return model
+
+
+def _add_default_cameras(spec: mujoco.MjSpec, model: mujoco.MjModel) -> None:
+    """Frame the model's bounding sphere with a ``front`` (+x side, from above) and a ``top`` camera.
+
+    MuJoCo's compiled statistics (centre and extent of the bodies) are the best generic guess
+    at where the robot is; +x is taken as the robot's forward direction, as in the built-in scene.
+    """
+    center = np.array(model.stat.center, dtype=np.float64)
+    extent = max(float(model.stat.extent), 0.05)
+    dist = 1.6 * extent
+    elevation = np.deg2rad(35.0)
+    front_dir = np.array([np.cos(elevation), 0.0, np.sin(elevation)])
+
+    front = spec.worldbody.add_camera()
+    front.name = "front"
+    front.pos = center + dist * front_dir
+    front.quat = _camera_quat(-front_dir, np.array([0.0, 0.0, 1.0]))
+    front.fovy = 50.0
+
+    top = spec.worldbody.add_camera()
+    top.name = "top"
+    top.pos = center + np.array([0.0, 0.0, dist])
+    # Image up = world +x, so "forward" is at the top of the frame.
+    top.quat = _camera_quat(np.array([0.0, 0.0, -1.0]), np.array([1.0, 0.0, 0.0]))
+    top.fovy = 50.0
