@@ -126,3 +126,151 @@ def test_broken_robot_model_is_a_clear_error(tmp_path):
 def test_help_has_examples(command):
     proc = run(tool(command[0]), *command[1:], "--help", check=True)
     assert "examples:" in proc.stdout
+
+
+class _PtyProcess:
+    """A command whose stdin is a real terminal (a pseudo-terminal we hold the other end of).
+
+    Output is read by a thread into a queue: select() on a buffered pipe misses lines that
+    are already in Python's buffer.
+    """
+
+    def __init__(self, args: list[str]) -> None:
+        import pty
+        import queue
+        import threading
+
+        self.master, slave = pty.openpty()
+        env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+        self.proc = subprocess.Popen(args, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, env=env)
+        os.close(slave)
+        self.lines: queue.Queue = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def wait_for(self, fragment: str, timeout: float = 60) -> None:
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            self.seen.append(line)
+            if fragment in line:
+                return
+        raise AssertionError(f"no line with {fragment!r}; output so far:\n{self.output}")
+
+    def send(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def finish(self, timeout: float = 60) -> int:
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            os.close(self.master)
+        while True:
+            line = self.lines.get(timeout=10)
+            if line is None:
+                break
+            self.seen.append(line)
+        return self.proc.returncode
+
+    @property
+    def output(self) -> str:
+        return "".join(self.seen)
+
+
+@pytest.mark.slow
+def test_session_keys_in_a_terminal(tmp_path):
+    pytest.importorskip("mujoco")
+    import time
+
+    out = tmp_path / "keys"
+    term = _PtyProcess([tool("collect"), "--script", "sweep", "--episodes", "5", "--episode-time", "60",
+                        "--reset-time", "0", "--sim-cameras", "front", "--camera-size", "96x72", "--out", str(out)])
+    term.wait_for("keys:")
+    time.sleep(1.0)
+    term.send(b"r")  # discard the first take
+    term.wait_for("discarded")
+    time.sleep(1.0)
+    term.send(b"\x1b[C")  # right arrow: save
+    term.wait_for("episode 0:")
+    time.sleep(1.0)
+    term.send(b"q")  # save and quit
+    assert term.finish() == 0, term.output
+    info = json.loads(run(tool("telecorder"), "info", str(out), "--json", "--episodes", check=True).stdout)
+    assert info["episodes"] == 2, term.output
+    assert [e["episode_index"] for e in info["episode_list"]] == [0, 1], "the re-take reuses the discarded number"
+    assert all(e["length"] >= 25 for e in info["episode_list"])
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_episode_keeps_saved_episodes(tmp_path):
+    pytest.importorskip("mujoco")
+    import signal
+    import time
+
+    out = tmp_path / "interrupted"
+    term = _PtyProcess([tool("collect"), "--episodes", "5", "--episode-time", "10", "--reset-time", "0",
+                        "--sim-cameras", "front", "--camera-size", "96x72", "--seed", "1", "--out", str(out)])
+    term.wait_for("episode 0:")
+    time.sleep(1.5)  # well inside episode 1
+    term.proc.send_signal(signal.SIGINT)
+    code = term.finish()
+    text = term.output
+    assert code == 130, text
+    assert "Traceback" not in text
+    assert "episode in progress was discarded" in text
+    ds = json.loads(run(tool("telecorder"), "info", str(out), "--json", check=True).stdout)
+    assert ds["episodes"] == 1
+    assert not list((out / "episodes").glob(".*partial*"))
+    assert run(tool("telecorder"), "doctor", str(out)).returncode == 0
+
+
+@pytest.mark.slow
+def test_user_mjcf_arm_with_sweep(tmp_path):
+    pytest.importorskip("mujoco")
+    model = tmp_path / "two_link.xml"
+    model.write_text("""
+<mujoco model="two_link">
+  <worldbody>
+    <light pos="0 0 2"/>
+    <geom type="plane" size="1 1 0.1"/>
+    <body name="l1" pos="0 0 0.1">
+      <joint name="base" type="hinge" axis="0 0 1" range="-1.5 1.5"/>
+      <geom type="capsule" fromto="0 0 0 0.2 0 0" size="0.02"/>
+      <body name="l2" pos="0.2 0 0">
+        <joint name="elbow" type="hinge" axis="0 1 0" range="-1 1"/>
+        <geom type="capsule" fromto="0 0 0 0.15 0 0" size="0.015"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator>
+    <position joint="base" kp="20" ctrlrange="-1.5 1.5"/>
+    <position joint="elbow" kp="10" ctrlrange="-1 1"/>
+  </actuator>
+</mujoco>""")
+    out = tmp_path / "user_arm"
+    proc = run(tool("collect"), "--robot-model", str(model), "--episodes", "1", "--episode-time", "1",
+               "--camera-size", "96x72", "--out", str(out))
+    assert proc.returncode == 2 and "--script sweep" in proc.stderr, proc.stderr
+    run(tool("collect"), "--robot-model", str(model), "--script", "sweep", "--episodes", "1", "--episode-time", "1.5",
+        "--camera-size", "96x72", "--out", str(out), check=True)
+    info = json.loads(run(tool("telecorder"), "info", str(out), "--json", check=True).stdout)
+    assert info["robot_type"] == "mujoco:two_link"
+    assert info["features"]["action"]["names"] == ["base", "elbow"]
+    assert any(k.startswith("observation.images.") for k in info["features"]), "a default camera is added"
+    assert run(tool("telecorder"), "doctor", str(out)).returncode == 0

@@ -93,6 +93,8 @@ class Camera(ABC):
     width: int
     height: int
     fps: float
+    # A free-running camera delivers frames on its own clock; a triggered one (the sim's) follows the loop.
+    free_running: bool = True
 
     @abstractmethod
     def start(self) -> None:
@@ -117,6 +119,10 @@ class Camera(ABC):
             time.sleep(0.002)
             frame = self.latest()
         return frame
+
+    def recent_capture_ns(self) -> list[int]:
+        """Capture times of the last few frames, for locking the control loop's phase to the camera."""
+        return []
 
     def describe(self) -> str:
         return f"camera {self.name!r}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,7 @@ class OpenCVCamera(Camera):
         self._cap: cv2.VideoCapture | None = None
         self._lock = threading.Lock()
         self._latest: Frame | None = None
+        self._recent: deque[int] = deque(maxlen=32)
         self._failure: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,18 +137,11 @@ class OpenCVCamera(Camera):
 
     def _capture_loop(self) -> None:
         assert self._cap is not None
-        period = 1.0 / self.fps
-        next_due = time.monotonic()
+        period_ns = int(1e9 / self.fps)
+        next_due = time.monotonic_ns()
         index = 0
         while not self._stop.is_set():
-            if self._is_file:
-                # A file is read as fast as the disk allows; pace it like the live camera it stands in for.
-                delay = next_due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                next_due = max(next_due + period, time.monotonic() - period)
             ok, bgr = self._cap.read()
-            now = time.monotonic_ns()
             if not ok or bgr is None:
                 if self._is_file and self.loop and index > 0:
                     self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -159,10 +154,23 @@ class OpenCVCamera(Camera):
                         "check the cable and restart the recording"
                     )
                 return
-            frame = Frame(image=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), capture_ns=now, index=index)
+            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if self._is_file:
+                # A file stands in for a live camera: decode ahead, then release each frame on a fixed
+                # grid, as a sensor would, so decode and rewind times never show as timing jitter.
+                delay = next_due - time.monotonic_ns()
+                if delay > 0:
+                    time.sleep(delay / 1e9)
+                # Stay on the grid after a late frame (a sensor's clock does not shift); re-sync only after a long stall.
+                next_due += period_ns
+                if time.monotonic_ns() - next_due > 5 * period_ns:
+                    next_due = time.monotonic_ns()
+            now = time.monotonic_ns()
+            frame = Frame(image=rgb, capture_ns=now, index=index)
             index += 1
             with self._lock:
                 self._latest = frame
+                self._recent.append(now)
                 self.frames_captured = index
 
     def latest(self) -> Frame:
@@ -179,6 +187,10 @@ class OpenCVCamera(Camera):
                 "check the cable and restart the recording"
             )
         return frame
+
+    def recent_capture_ns(self) -> list[int]:
+        with self._lock:
+            return list(self._recent)
 
     def stop(self) -> None:
         self._stop.set()

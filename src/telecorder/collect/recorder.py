@@ -19,6 +19,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..datasets.async_writer import AsyncEpisodeWriter, Step
 from ..datasets.sync import LATE_THRESHOLD_S
 from .interfaces import Camera, Event, Robot, Teleop
@@ -113,7 +115,7 @@ class Recorder:
         index = self.writer.begin(attrs)
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
-        t0 = time.monotonic_ns()
+        t0 = aligned_start(self.cameras, time.monotonic_ns(), period_ns)
         k = steps = 0
         try:
             while steps < max_steps:
@@ -216,3 +218,34 @@ class Recorder:
         outcome.saved = self.writer.end(final_attrs, record)
         return outcome
 
+
+
+def aligned_start(cameras: Sequence[Camera], now_ns: int, period_ns: int) -> int:
+    """A start time whose ticks fall midway between the frame arrivals of free-running cameras.
+
+    A camera running at the control rate delivers one frame per tick; if its frames
+    arrive just when ticks run, timing jitter makes a tick take the same frame twice
+    and the next one skip a frame. Putting the ticks as far as possible from every
+    such camera's arrival phase avoids those repeat/drop pairs.
+    """
+    phases = []
+    for cam in cameras:
+        if not cam.free_running:
+            continue
+        # The last few frames only: a camera's first frames after opening come at irregular times.
+        caps = np.asarray(cam.recent_capture_ns()[-8:], dtype=np.int64)
+        if len(caps) < 4:
+            continue
+        cam_period = float(np.median(np.diff(caps)))
+        if abs(cam_period - period_ns) > 0.1 * period_ns:
+            continue  # other rates repeat or skip frames by arithmetic, not by phase
+        angle = 2 * np.pi * (caps % period_ns) / period_ns
+        mean = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()) % (2 * np.pi)
+        phases.append(mean / (2 * np.pi) * period_ns)
+    if not phases:
+        return now_ns
+    candidates = np.arange(64) * period_ns / 64
+    dist = np.abs(candidates[:, None] - np.asarray(phases)[None, :])
+    dist = np.minimum(dist, period_ns - dist).min(axis=1)
+    offset = int(candidates[int(np.argmax(dist))])
+    return now_ns + (offset - now_ns) % period_ns

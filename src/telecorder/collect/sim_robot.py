@@ -184,6 +184,8 @@ class SimCameraRig:
 
 
 class SimCamera(Camera):
+    free_running = False
+
     def __init__(self, rig: SimCameraRig, name: str) -> None:
         self.rig, self.name = rig, name
         self.width, self.height, self.fps = rig.width, rig.height, rig.fps

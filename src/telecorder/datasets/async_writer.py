@@ -68,10 +68,12 @@ class AsyncEpisodeWriter:
         encode_threads: int = 2,
         max_queue: int = 256,
         flush_interval_s: float = 1.0,
+        append_every: int = 8,
     ) -> None:
         self.dataset = dataset
         self.info = dataset.info
         self.flush_interval_s = flush_interval_s
+        self.append_every = max(1, append_every)
         self._pool = ThreadPoolExecutor(max_workers=max(1, encode_threads), thread_name_prefix="tc-encode")
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._error: BaseException | None = None
@@ -170,6 +172,11 @@ class AsyncEpisodeWriter:
                     if current is None:
                         continue  # steps after a failure of this episode: it is already reported
                     pending.append(item)
+                    # Small appends: h5py holds the GIL while it writes, and a long write would
+                    # delay the control and camera threads by as much.
+                    if len(pending) >= self.append_every:
+                        self._append(current, pending)
+                        pending = []
                     if time.monotonic() - last_flush >= self.flush_interval_s:
                         self._append(current, pending)
                         current.flush()

@@ -200,7 +200,7 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
             excess = cs.repeated - cs.expected_repeats(n, info.fps)
             if excess > tolerated:
                 check.warnings.append(f"episode {check.index}: camera {cam!r} repeated {cs.repeated} frame(s)")
-            if cs.skipped > tolerated:
+            if cs.skipped - cs.expected_skips(n, info.fps) > tolerated:
                 check.warnings.append(f"episode {check.index}: camera {cam!r} dropped {cs.skipped} frame(s)")
         if decode_frames != "none":
             for cam in cams:

@@ -125,10 +125,19 @@ class EpisodeFileWriter:
             put(spec.h5_path, rows)
             self._numeric_rows[name].append(rows)
         for cam, frames in batch.images.items():
-            ds = f[f"{IMAGES_GROUP}/{cam}"]
-            ds.resize(end, axis=0)
-            for i, buf in enumerate(frames):
-                ds[start + i] = buf
+            path = f"{IMAGES_GROUP}/{cam}"
+            if n > 1 and len({len(b) for b in frames}) > 1:
+                # One write per batch: per-frame assignment into a vlen dataset costs about twice as much.
+                blobs = np.empty(n, dtype=object)
+                for i, buf in enumerate(frames):
+                    blobs[i] = buf
+                put(path, blobs)
+            else:
+                # h5py reads an object array of equal-length buffers as a 2-D array and refuses it.
+                ds = f[path]
+                ds.resize(end, axis=0)
+                for i, buf in enumerate(frames):
+                    ds[start + i] = buf
             put(f"{IMAGE_TS_GROUP}/{cam}", batch.image_timestamp[cam])
             put(f"{FRAME_INDEX_GROUP}/{cam}", batch.frame_index[cam])
         put(LATENESS_PATH, batch.tick_lateness)

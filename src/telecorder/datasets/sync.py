@@ -33,6 +33,12 @@ class CameraSync:
             return 0
         return round(steps * (1 - self.camera_fps / control_fps))
 
+    def expected_skips(self, steps: int, control_fps: float) -> int:
+        """Frames a camera faster than the control loop delivers that no step can use."""
+        if self.camera_fps <= control_fps:
+            return 0
+        return round(steps * (self.camera_fps / control_fps - 1))
+
 
 @dataclass
 class SyncReport:
@@ -87,8 +93,9 @@ def analyze_timing(
         age = ts - cam_ts
         idx = np.asarray(frame_index.get(cam, np.arange(n)), dtype=np.int64)
         step = np.diff(idx)
-        unique_ts = np.unique(cam_ts)
-        cam_fps = (len(unique_ts) - 1) / (unique_ts[-1] - unique_ts[0]) if len(unique_ts) > 1 else 0.0
+        # The camera's own counter over its capture times gives its rate, also for frames never used.
+        span = cam_ts[-1] - cam_ts[0] if n > 1 else 0.0
+        cam_fps = (idx[-1] - idx[0]) / span if span > 0 else 0.0
         report.cameras[cam] = CameraSync(
             camera=cam,
             age_p50=float(np.percentile(age, 50)) if n else 0.0,
