@@ -119,3 +119,53 @@ def test_terminal_key_parsing():
     assert parse_keys(b"\x1b") == [Event.STOP]
     assert parse_keys(b"Q") == [Event.STOP]
     assert parse_keys(b"\x1b[Ax") == []
+
+
+def test_frozen_network_camera_is_detected_within_a_second():
+    """A real MJPEG-over-HTTP camera on localhost that stops sending but keeps the connection open."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = threading.Event()
+
+    class Stream(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for k in range(20):
+                    _, buf = cv2.imencode(".jpg", np.full((120, 160, 3), k * 10, np.uint8))
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(buf)
+                                     + buf.tobytes() + b"\r\n")
+                    self.wfile.flush()
+                    time.sleep(1 / 30)
+                release.wait(10)  # frozen: nothing more, connection still open
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/stream.mjpg"
+    cam = OpenCVCamera("net", url, stall_timeout_s=1.0)
+    try:
+        cam.start()
+        assert (cam.width, cam.height) == (160, 120)
+        last_new = time.monotonic()
+        last_index = -1
+        with pytest.raises(CameraError, match=r"camera 'net' \(http://127\.0\.0\.1:\d+/stream\.mjpg\): no new frame"):
+            while time.monotonic() - last_new < 5:
+                frame = cam.latest()
+                if frame.index != last_index:
+                    last_index, last_new = frame.index, time.monotonic()
+                time.sleep(0.01)
+        assert time.monotonic() - last_new < 1.3, "the stall must be reported within about a second"
+        assert last_index >= 10
+    finally:
+        release.set()
+        cam.stop()
+        server.shutdown()

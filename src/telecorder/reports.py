@@ -50,8 +50,9 @@ def print_info(console: Console, path: Path, *, per_episode: bool = False, as_js
         f"{_duration(s['duration_s'])}; success {rate}; {_bytes(s['size_bytes'])} on disk"
     )
     table = Table(title="features", title_justify="left")
-    for col in ("name", "dtype", "shape", "names / unit"):
-        table.add_column(col)
+    for col in ("name", "dtype", "shape"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("names / unit", overflow="fold")
     for name, f in ds.info.features.items():
         detail = " ".join(f.names) if f.names else ""
         if f.is_image:

@@ -63,6 +63,10 @@ class Robot(ABC):
     def reset(self, seed: int | None = None) -> None:  # noqa: B027 - real robots are reset by people
         """Bring the scene to a fresh start between episodes (a no-op on hardware)."""
 
+    def success(self) -> bool | None:
+        """Whether the task was achieved, where the robot can tell (a simulator); None if unknown."""
+        return None
+
     @abstractmethod
     def disconnect(self) -> None: ...
 

@@ -179,7 +179,7 @@ class Recorder:
         ended = time.monotonic_ns()
         duration = (ended - t0) / 1e9
         kind = "discard" if Event.DISCARD_EPISODE in events else "stop" if Event.STOP in events else "save"
-        success = getattr(self.robot, "success", lambda: None)()
+        success = self.robot.success()
         outcome = EpisodeOutcome(
             kind=kind,
             index=index,

@@ -75,6 +75,11 @@ class RecordingSession:
             raise ValueError(f"--fps {config.fps:g} is outside 1..1000 Hz")
         self.robot, self.teleop, self.cameras, self.config = robot, teleop, list(cameras), config
         self.console = console or Console()
+        self._saved_at_ns: dict[int, int] = {}
+
+    def _note_saved(self, fut: Future) -> None:
+        """When an episode's file became complete: the end-to-saved latency in the summary."""
+        self._saved_at_ns[id(fut)] = time.monotonic_ns()
 
     def dataset_info(self) -> DatasetInfo:
         feats = list(self.robot.features())
@@ -169,7 +174,7 @@ class RecordingSession:
                 saved += 1
                 assert outcome.saved is not None
                 pending.append((outcome.saved, outcome.ended_at_ns))
-                _track_completion(outcome.saved)
+                outcome.saved.add_done_callback(self._note_saved)
                 self.console.print(_episode_line(outcome.index, outcome))
                 if outcome.kind == "stop":
                     break
@@ -238,16 +243,8 @@ class RecordingSession:
                 self.console.print(f"[red]error:[/] {e}")
                 continue
             summary.saved.append(entry)
-            done_ns = getattr(fut, "done_ns", None) or time.monotonic_ns()
-            summary.save_latency_s.append((done_ns - ended_ns) / 1e9)
+            summary.save_latency_s.append((self._saved_at_ns.get(id(fut), time.monotonic_ns()) - ended_ns) / 1e9)
         pending.clear()
-
-
-def _track_completion(fut: Future) -> None:
-    def mark(f: Future) -> None:
-        f.done_ns = time.monotonic_ns()  # type: ignore[attr-defined]
-
-    fut.add_done_callback(mark)
 
 
 def _episode_line(number: int, o: EpisodeOutcome) -> str:
