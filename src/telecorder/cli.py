@@ -97,8 +97,6 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
     from .collect.opencv_camera import CameraSpec
     from .collect.session import RecordingSession, SessionConfig
 
-    if args.fps > 200:
-        raise TelecorderError(f"--fps {args.fps:g}: the recorder supports control rates up to 200 Hz")
     sim_cams = None
     if args.sim_cameras is not None:
         sim_cams = [] if args.sim_cameras == "none" else [c for c in args.sim_cameras.split(",") if c]
