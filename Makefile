@@ -28,6 +28,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/record.py
+	$(BIN)/python benchmarks/bus.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -90,10 +91,24 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality 1-100 (default 90)")
     p.add_argument("--operator", default=None, help="operator name stored with each episode")
     p.add_argument("--seed", type=int, default=None, help="seed for scene randomization and the script")
+    g = p.add_argument_group("Dynamixel arms (--device leader_arm|kinesthetic, --robot dynamixel)")
+    g.add_argument("--leader-port", help="serial port of the leader arm, e.g. /dev/ttyUSB0")
+    g.add_argument("--follower-port", help="serial port of the follower arm (--robot dynamixel)")
+    g.add_argument("--leader-calibration", type=Path, help="leader calibration JSON (default: config dir)")
+    g.add_argument("--follower-calibration", type=Path, help="follower calibration JSON (default: config dir)")
+    g.add_argument("--baudrate", type=int, default=1_000_000, help="bus baud rate (default 1000000)")
+    g.add_argument("--emulate", action="store_true",
+                   help="use the built-in emulated arm (Protocol 2.0 bus emulator) for any port not given")
+    g.add_argument("--emulate-drop-rate", type=float, default=0.0, help="emulator: fraction of replies dropped")
+    g.add_argument("--emulate-crc-rate", type=float, default=0.0, help="emulator: fraction of replies corrupted")
+    g.add_argument("--emulate-latency", type=float, default=0.0, help="emulator: seconds added to each reply")
+    g.add_argument("--emulate-dead", action="append", default=[], metavar="ID:SECONDS",
+                   help="emulator: servo ID stops answering SECONDS after start (repeatable)")
+    g.add_argument("--hand-file", type=Path, help="emulator: CSV/JSON joint trajectory the hand moves the arm along")
 
 
 def run_collect(args: argparse.Namespace, console: Console) -> int:
-    from .collect.factory import DeviceConfig, make_devices
+    from .collect.factory import DeviceConfig, EmulatorOptions, make_devices
     from .collect.opencv_camera import CameraSpec
     from .collect.session import RecordingSession, SessionConfig
 
@@ -104,6 +119,10 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
         specs = [CameraSpec.parse(c) for c in args.camera]
     except ValueError as e:
         raise TelecorderError(str(e)) from e
+    try:
+        dead = {int(k): float(v) for k, v in (d.split(":") for d in args.emulate_dead)}
+    except ValueError as e:
+        raise TelecorderError(f"--emulate-dead takes ID:SECONDS, e.g. 3:5.0 ({e})") from e
     robot, teleop, cameras = make_devices(
         DeviceConfig(
             robot=args.robot,
@@ -116,11 +135,19 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             camera_size=args.camera_size,
             camera_fps=args.camera_fps,
             cameras=specs,
+            leader_port=args.leader_port,
+            follower_port=args.follower_port,
+            leader_calibration=args.leader_calibration,
+            follower_calibration=args.follower_calibration,
+            baudrate=args.baudrate,
+            emulate=args.emulate,
+            emulator=EmulatorOptions(drop_rate=args.emulate_drop_rate, crc_error_rate=args.emulate_crc_rate,
+                                     latency_s=args.emulate_latency, dead_after_s=dead, hand_file=args.hand_file),
         )
     )
     task = args.task
     if task is None:
-        task = "pick up the cube" if args.robot == "sim" and args.robot_model is None else ""
+        task = "pick up the cube" if args.device == "scripted" and args.robot_model is None else ""
     session = RecordingSession(
         robot,
         teleop,
@@ -156,6 +183,86 @@ def run_doctor(args: argparse.Namespace, console: Console) -> int:
 
     return print_doctor(console, args.dataset, repair=args.repair, frames=args.frames,
                         as_json=args.json, strict=args.strict)
+
+
+EMULATE_EXAMPLES = """\
+examples:
+  telecorder emulate --ids 1-7 --model xl330-m288 --link leader.tty   # serve until Ctrl-C
+  telecorder emulate --ids 1-6 --hand demo --drop-rate 0.05            # the sim-arm demonstration, lossy bus
+  telecorder emulate --ids 1-6 --hand my_motion.csv                    # columns: t,1,2,... (radians)
+"""
+
+CALIBRATE_EXAMPLES = """\
+examples:
+  telecorder calibrate --arm leader --port /dev/ttyUSB0 --ids 1-6        # guided, in the terminal
+  telecorder calibrate --arm follower --port /dev/ttyUSB1 --ids 1-6 --signs 1,-1,1,1,1
+  telecorder calibrate --arm leader --port /dev/ttyUSB0 --ids 1-6 --pose-file pose.json   # scripted
+"""
+
+
+def parse_ids(text: str) -> list[int]:
+    """``1-7`` or ``1,2,5`` or ``1-3,7``."""
+    ids: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.partition("-")
+            ids += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"servo ids like 1-7 or 1,2,5, not {text!r}") from e
+    return ids
+
+
+def run_emulate(args: argparse.Namespace, console: Console) -> int:
+    import signal
+
+    from .collect.dynamixel.emulator import BusEmulator, FaultConfig
+    from .collect.dynamixel.hand import HandMotion
+
+    if args.hand == "none":
+        hand = None
+    elif args.hand == "builtin":
+        hand = HandMotion.builtin(args.ids)
+    elif args.hand == "demo":
+        from .collect.emulated_arm import demonstration_motion
+
+        hand = demonstration_motion()
+    else:
+        hand = HandMotion.from_file(args.hand)
+    dead = {int(k): float(v) for k, v in (d.split(":") for d in args.dead)}
+    faults = FaultConfig(drop_rate=args.drop_rate, crc_error_rate=args.crc_rate, latency_s=args.latency,
+                         dead_after_s=dead)
+    emu = BusEmulator(args.ids, args.model, args.baudrate, hand=hand, faults=faults)
+    path = emu.start()
+    try:
+        if args.link:
+            emu.link(args.link)
+        console.print(f"{path}", highlight=False)
+        console.print(f"emulating {len(args.ids)} x {args.model} (ids {args.ids}) at {args.baudrate} baud"
+                      + (f", linked as {args.link}" if args.link else "") + "; Ctrl-C stops", highlight=False)
+        signal.signal(signal.SIGTERM, _interrupt)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("emulator stopped")
+    finally:
+        emu.stop()
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a server command the way Ctrl-C does, so its clean-up runs."""
+    raise KeyboardInterrupt
+
+
+def run_calibrate(args: argparse.Namespace, console: Console) -> int:
+    from .collect.calibration_session import calibrate_arm
+    from .collect.dynamixel.bus import DynamixelBus
+
+    signs = [int(s) for s in args.signs.split(",")] if args.signs else None
+    bus = DynamixelBus(args.port, args.ids, baudrate=args.baudrate)
+    calibrate_arm(bus, args.arm, out=args.out, pose_file=args.pose_file, signs=signs, gripper=not args.no_gripper,
+                  console=console)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +301,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_doctor)
+
+    p = sub.add_parser("emulate", help="serve an emulated Dynamixel servo chain on a pseudo-terminal",
+                       description="A Protocol 2.0 chain of X-series servos behind a pseudo-terminal that "
+                       "dynamixel_sdk (and so any Dynamixel program) opens like a U2D2 adapter. Torque-off servos "
+                       "follow a scripted hand motion; faults can be injected.",
+                       epilog=EMULATE_EXAMPLES, formatter_class=fmt)
+    p.add_argument("--ids", type=parse_ids, default=parse_ids("1-6"), help="servo ids (default 1-6)")
+    p.add_argument("--model", default="xl330-m288", help="servo model (xl330-m288, xl330-m077, xl430-w250, ...)")
+    p.add_argument("--baudrate", type=int, default=1_000_000)
+    p.add_argument("--link", type=Path, help="also make this symlink to the device path")
+    p.add_argument("--hand", default="builtin", help="torque-off motion: builtin, demo (sim arm), none, or a file")
+    p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of replies dropped")
+    p.add_argument("--crc-rate", type=float, default=0.0, help="fraction of replies with a corrupted CRC")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds added before each reply")
+    p.add_argument("--dead", action="append", default=[], metavar="ID:SECONDS",
+                   help="servo ID stops answering SECONDS after start (repeatable)")
+    p.set_defaults(func=run_emulate)
+
+    p = sub.add_parser("calibrate", help="calibrate a leader or follower Dynamixel arm",
+                       description="Torque off, then guided steps (known pose, range sweep, gripper open/closed); "
+                       "the result is saved as JSON. --pose-file makes it non-interactive.",
+                       epilog=CALIBRATE_EXAMPLES, formatter_class=fmt)
+    p.add_argument("--arm", choices=["leader", "follower"], required=True)
+    p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--ids", type=parse_ids, default=parse_ids("1-6"), help="servo ids, gripper last (default 1-6)")
+    p.add_argument("--baudrate", type=int, default=1_000_000)
+    p.add_argument("--signs", help="comma-separated +1/-1 per arm joint (default all +1)")
+    p.add_argument("--no-gripper", action="store_true", help="the last id is an arm joint, not a gripper")
+    p.add_argument("--pose-file", type=Path, help="JSON: known_pose, names, signs, gripper open/closed, range")
+    p.add_argument("--out", type=Path, help="where to save (default: ~/.config/telecorder/calibration/ARM.json)")
+    p.set_defaults(func=run_calibrate)
     return parser
 
 

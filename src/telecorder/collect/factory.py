@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import TelecorderError
 from .interfaces import Camera, Robot, Teleop
 from .opencv_camera import CameraSpec, OpenCVCamera
 
-ROBOTS = ("sim",)
-DEVICES = ("scripted",)
+ROBOTS = ("sim", "dynamixel")
+DEVICES = ("scripted", "leader_arm", "kinesthetic")
+
+
+@dataclass
+class EmulatorOptions:
+    """Fault injection for ``--emulate`` buses (tests and rehearsals of bad days)."""
+
+    drop_rate: float = 0.0
+    crc_error_rate: float = 0.0
+    latency_s: float = 0.0
+    dead_after_s: dict[int, float] = field(default_factory=dict)
+    hand_file: Path | None = None
 
 
 @dataclass
@@ -24,6 +38,13 @@ class DeviceConfig:
     camera_size: tuple[int, int] = (640, 480)
     camera_fps: float = 30.0
     cameras: list[CameraSpec] = field(default_factory=list)
+    leader_port: str | None = None
+    follower_port: str | None = None
+    leader_calibration: Path | None = None
+    follower_calibration: Path | None = None
+    baudrate: int = 1_000_000
+    emulate: bool = False
+    emulator: EmulatorOptions = field(default_factory=EmulatorOptions)
 
 
 def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
@@ -31,16 +52,22 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
         raise ValueError(f"unknown robot {cfg.robot!r}; available: {', '.join(ROBOTS)}")
     if cfg.device not in DEVICES:
         raise ValueError(f"unknown teleop device {cfg.device!r}; available: {', '.join(DEVICES)}")
-    from .scripted import ScriptedTeleop
+    cleanups: list[Callable[[], None]] = []
+    try:
+        robot, teleop = _robot_and_teleop(cfg, cleanups)
+    except BaseException:
+        for fn in reversed(cleanups):
+            with contextlib.suppress(Exception):
+                fn()
+        raise
+    cameras: list[Camera] = []
     from .sim_robot import SimCameraRig, SimRobot
 
-    robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed)
-    teleop = ScriptedTeleop(robot, script=cfg.script, seed=cfg.seed)
-    cameras: list[Camera] = []
-    names = robot.env.camera_names if cfg.sim_cameras is None else cfg.sim_cameras
-    if names:
-        w, h = cfg.camera_size
-        cameras += SimCameraRig(robot, list(names), w, h, cfg.camera_fps).cameras()
+    if isinstance(robot, SimRobot):
+        names = robot.env.camera_names if cfg.sim_cameras is None else cfg.sim_cameras
+        if names:
+            w, h = cfg.camera_size
+            cameras += SimCameraRig(robot, list(names), w, h, cfg.camera_fps).cameras()
     cameras += [OpenCVCamera.from_spec(spec) for spec in cfg.cameras]
     seen: set[str] = set()
     for cam in cameras:
@@ -48,3 +75,100 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
             raise ValueError(f"two cameras are named {cam.name!r}; give each --camera a distinct name")
         seen.add(cam.name)
     return robot, teleop, cameras
+
+
+def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[Robot, Teleop]:
+    if cfg.device == "scripted":
+        if cfg.robot != "sim":
+            raise TelecorderError("--device scripted drives the simulated arm only; use --robot sim")
+        from .scripted import ScriptedTeleop
+        from .sim_robot import SimRobot
+
+        robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed)
+        return robot, ScriptedTeleop(robot, script=cfg.script, seed=cfg.seed)
+
+    if cfg.device == "leader_arm":
+        port, cal, emu = _arm_port(cfg, "leader", cfg.leader_port, cfg.leader_calibration, cleanups)
+        from .dynamixel.bus import DynamixelBus
+        from .leader_arm import LeaderArmTeleop
+
+        bus = DynamixelBus(port, cal.ids, baudrate=cfg.baudrate)
+        follower = _follower(cfg, cleanups)
+        on_start = emu.hand.restart if emu else None
+        if emu is not None and cfg.emulator.hand_file is None and _has_cube(follower):
+            from .emulated_arm import demonstration_motion
+
+            def on_start() -> None:
+                # The emulated operator looks at the scene: plan this episode's motion for the cube.
+                emu.hand.restart(demonstration_motion(cfg.fps, cube_pose=follower.env.cube_pose()))
+
+        teleop = LeaderArmTeleop(bus, cal, fps=cfg.fps, on_disconnect=emu.stop if emu else None,
+                                 on_episode_start=on_start)
+        return follower, teleop
+
+    # kinesthetic: the follower itself, torque off, moved by a person (or the emulator's hand)
+    if cfg.robot == "sim" and not cfg.emulate:
+        raise TelecorderError(
+            "kinesthetic teaching needs an arm a person can move: use --robot dynamixel --follower-port PORT, "
+            "or --emulate for the emulated arm"
+        )
+    from .dynamixel.bus import DynamixelBus
+    from .dynamixel.follower import DynamixelRobot
+    from .leader_arm import KinestheticTeleop
+
+    port, cal, emu = _arm_port(cfg, "follower", cfg.follower_port, cfg.follower_calibration, cleanups)
+    bus = DynamixelBus(port, cal.ids, baudrate=cfg.baudrate)
+    robot = DynamixelRobot(bus, cal, torque=False, robot_type="emulated_arm" if emu else "dynamixel_arm")
+    return robot, KinestheticTeleop(on_disconnect=emu.stop if emu else None,
+                                    on_episode_start=emu.hand.restart if emu else None)
+
+
+def _follower(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> Robot:
+    if cfg.robot == "sim":
+        from .sim_robot import SimRobot
+
+        return SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed)
+    if not cfg.follower_port:
+        raise TelecorderError(
+            "--robot dynamixel needs --follower-port PORT (the follower's serial adapter, e.g. /dev/ttyUSB1; "
+            "list them with 'ls /dev/serial/by-id/')"
+        )
+    from .dynamixel.bus import DynamixelBus
+    from .dynamixel.calibration import ArmCalibration, default_path
+    from .dynamixel.follower import DynamixelRobot
+
+    cal = ArmCalibration.load(cfg.follower_calibration or default_path("follower"))
+    return DynamixelRobot(DynamixelBus(cfg.follower_port, cal.ids, baudrate=cfg.baudrate), cal, torque=True)
+
+
+def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path | None,
+              cleanups: list[Callable[[], None]]):
+    """The serial port and calibration of an arm, starting an emulated one for ``--emulate``."""
+    from .dynamixel.calibration import ArmCalibration, default_path
+
+    if port:
+        return port, ArmCalibration.load(calibration or default_path(arm)), None
+    if not cfg.emulate:
+        raise TelecorderError(
+            f"--device {cfg.device} needs --{arm}-port PORT, the serial adapter of the {arm} arm "
+            "(e.g. /dev/ttyUSB0; list them with 'ls /dev/serial/by-id/'), or --emulate to use the built-in "
+            "emulated arm"
+        )
+    from .dynamixel.emulator import BusEmulator, FaultConfig
+    from .dynamixel.hand import HandMotion
+    from .emulated_arm import IDS, MODEL, EpisodeHand, demonstration_motion, emulated_calibration
+
+    opts = cfg.emulator
+    hand = EpisodeHand(HandMotion.from_file(opts.hand_file) if opts.hand_file else demonstration_motion(cfg.fps))
+    faults = FaultConfig(drop_rate=opts.drop_rate, crc_error_rate=opts.crc_error_rate, latency_s=opts.latency_s,
+                         dead_after_s=dict(opts.dead_after_s))
+    emu = BusEmulator(IDS, MODEL, cfg.baudrate, hand=hand, faults=faults, seed=cfg.seed)
+    hand.clock = emu.elapsed
+    path = emu.start()
+    cleanups.append(emu.stop)
+    return path, emulated_calibration(arm), emu
+
+
+def _has_cube(robot: Robot) -> bool:
+    env = getattr(robot, "env", None)
+    return bool(env is not None and env.has_task)

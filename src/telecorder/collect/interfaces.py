@@ -67,6 +67,10 @@ class Robot(ABC):
         """Whether the task was achieved, where the robot can tell (a simulator); None if unknown."""
         return None
 
+    def counters(self) -> dict[str, int]:
+        """Running counts of communication trouble (timeouts, CRC errors...), stored per episode."""
+        return {}
+
     @abstractmethod
     def disconnect(self) -> None: ...
 
@@ -82,9 +86,17 @@ class Teleop(ABC):
     def start_episode(self) -> None:  # noqa: B027 - most devices need no per-episode state
         """Called when an episode starts (after the robot was reset)."""
 
+    # True when the follower is moved by hand and the action is the next measured state
+    # (kinesthetic teaching); the writer fills the action column from the states at the end.
+    action_from_next_state: bool = False
+
     @abstractmethod
     def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
         """The action for this tick, given the latest observation."""
+
+    def counters(self) -> dict[str, int]:
+        """Running counts of communication trouble, stored per episode."""
+        return {}
 
     @abstractmethod
     def disconnect(self) -> None: ...

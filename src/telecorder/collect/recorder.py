@@ -112,6 +112,7 @@ class Recorder:
             for cam in self.cameras:
                 cam.wait_for_frame(fresh_after_ns)
         self.teleop.start_episode()
+        counters_before = {"robot": self.robot.counters(), "teleop": self.teleop.counters()}
         index = self.writer.begin(attrs)
         old_switch = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
@@ -196,8 +197,18 @@ class Recorder:
         if kind == "discard":
             self.writer.discard()
             return outcome
+        comm_errors = {
+            side: {k: v - before.get(k, 0) for k, v in now.items()}
+            for side, before, now in (
+                ("robot", counters_before["robot"], self.robot.counters()),
+                ("teleop", counters_before["teleop"], self.teleop.counters()),
+            )
+            if now
+        }
         final_attrs = {
             "success": success,
+            "comm_errors": comm_errors or None,
+            "action_from_next_state": bool(self.teleop.action_from_next_state) or None,
             "late_ticks": late,
             "missed_ticks": missed,
             "duration_s": duration,
@@ -214,6 +225,7 @@ class Recorder:
             "missed_ticks": missed,
             "repeated_frames": repeated,
             "dropped_frames": dropped,
+            "comm_errors": comm_errors or None,
         }
         outcome.saved = self.writer.end(final_attrs, record)
         return outcome

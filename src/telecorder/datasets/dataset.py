@@ -237,6 +237,8 @@ class DatasetWriter:
 
     def commit(self, writer: EpisodeFileWriter, attrs: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
         """Make the episode complete and visible: file, then index line, then stats and info."""
+        if attrs.get("action_from_next_state"):
+            writer.derive_action_from_next_state()
         arrays = writer.numeric_arrays()
         path = writer.finish(attrs)
         entry = {

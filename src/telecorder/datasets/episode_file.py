@@ -155,6 +155,19 @@ class EpisodeFileWriter:
             out[spec.name] = np.concatenate(rows) if rows else np.zeros((0, *spec.shape), spec.dtype)
         return out
 
+    def derive_action_from_next_state(self, state: str = "observation.state", action: str = "action") -> None:
+        """Kinesthetic teaching: nobody commands the arm, so action[t] is the state measured at t+1.
+
+        The last step, which has no successor, repeats its own state (the arm holds still).
+        """
+        states = self.numeric_arrays()[state]
+        if len(states) == 0:
+            return
+        spec = self.info.features[action]
+        derived = np.concatenate([states[1:], states[-1:]]).astype(spec.dtype)
+        self._file[spec.h5_path][:] = derived
+        self._numeric_rows[action] = [derived]
+
     def finish(self, attrs: Mapping[str, Any]) -> Path:
         set_attrs(self._file, attrs)
         self._file.attrs["num_steps"] = self.length

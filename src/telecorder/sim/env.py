@@ -235,6 +235,17 @@ class SimEnv:
                 self._hold_current_pose()
                 mujoco.mj_forward(m, d)
 
+    def place_cube(self, position: np.ndarray, quaternion: np.ndarray) -> None:
+        """Put the task cube at a pose (world position, wxyz quaternion), at rest."""
+        if not self.has_task:
+            raise SimModelError(f"{self.model_path}: the model has no task cube to place")
+        with self.lock:
+            a = self._cube_qadr
+            self.data.qpos[a : a + 3] = position
+            self.data.qpos[a + 3 : a + 7] = quaternion
+            self.data.qvel[self._cube_vadr : self._cube_vadr + 6] = 0.0
+            mujoco.mj_forward(self.model, self.data)
+
     def _hold_current_pose(self) -> None:
         m, d = self.model, self.data
         for i in range(m.nu):

@@ -1,0 +1,151 @@
+"""Leader-arm teleoperation (GELLO, Koch, ALOHA style) and kinesthetic teaching.
+
+The leader's servos are limp; a person moves it, and each tick its calibrated joint
+angles become the follower's targets. Safety, in the order applied:
+
+1. at the start of an episode the leader must be near the follower (``start_tolerance``
+   rad per joint); otherwise the session stops with a message naming the joint, because
+   snapping the follower to a distant pose is how arms hit tables;
+2. within that tolerance the follower ramps from where it stands to the leader over
+   ``ramp_s`` seconds;
+3. targets are clamped to the follower's joint limits (done by the follower robot) and
+   each tick's change is limited to ``max_step`` rad;
+4. a joint that keeps moving the opposite way on the follower than on the leader gets
+   one warning (a calibration sign is probably flipped).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from ..errors import DeviceError
+from .dynamixel.bus import DynamixelBus
+from .dynamixel.calibration import ArmCalibration
+from .interfaces import Teleop, TeleopOutput
+
+
+class LeaderArmTeleop(Teleop):
+    device_type = "leader_arm"
+
+    def __init__(
+        self,
+        bus: DynamixelBus,
+        calibration: ArmCalibration,
+        *,
+        fps: float,
+        start_tolerance: float = 0.6,
+        ramp_s: float = 1.0,
+        max_step: float = 0.25,
+        on_disconnect: Callable[[], None] | None = None,
+        on_episode_start: Callable[[], None] | None = None,
+    ) -> None:
+        self.bus, self.calibration, self.fps = bus, calibration, fps
+        self._on_episode_start = on_episode_start
+        self.start_tolerance, self.ramp_ticks, self.max_step = start_tolerance, max(1, int(ramp_s * fps)), max_step
+        self._on_disconnect = on_disconnect
+        self._tick = 0
+        self._last: np.ndarray | None = None
+        self._start: np.ndarray | None = None
+        self._prev_leader: np.ndarray | None = None
+        self._prev_follower: np.ndarray | None = None
+        self._agree = np.zeros(len(calibration.ids))
+        self._motion = np.zeros(len(calibration.ids))
+        self._warned: set[int] = set()
+
+    def connect(self) -> None:
+        self.bus.open()
+        self.bus.minimize_return_delay()  # also leaves torque off: the leader is moved by hand
+
+    def start_episode(self) -> None:
+        self._tick = 0
+        self._last = self._start = None
+        if self._on_episode_start is not None:
+            self._on_episode_start()
+
+    def leader_pose(self) -> np.ndarray:
+        return self.calibration.to_calibrated(self.bus.read_state().position)
+
+    def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
+        leader = self.leader_pose()
+        follower = np.asarray(observation["observation.state"], dtype=np.float64)
+        if self._start is None:
+            self._check_start(leader, follower)
+            self._start = follower.copy()
+            self._last = follower.copy()
+        self._tick += 1
+        alpha = min(1.0, self._tick / self.ramp_ticks)
+        target = (1 - alpha) * self._start + alpha * leader
+        step = np.clip(target - self._last, -self.max_step, self.max_step)
+        command = self._last + step
+        self._last = command
+        self._check_directions(leader, follower)
+        return TeleopOutput(command)
+
+    def _check_start(self, leader: np.ndarray, follower: np.ndarray) -> None:
+        gap = np.abs(leader - follower)
+        worst = int(np.argmax(gap))
+        if gap[worst] > self.start_tolerance:
+            raise DeviceError(
+                f"leader arm ({self.bus.port_name}) and follower differ by {gap[worst]:.2f} rad on joint "
+                f"{self.calibration.names[worst]!r} (limit {self.start_tolerance:g}); move the leader to the "
+                "follower's pose before starting"
+            )
+
+    def _check_directions(self, leader: np.ndarray, follower: np.ndarray) -> None:
+        if self._prev_leader is not None and self._prev_follower is not None:
+            dl, df = leader - self._prev_leader, follower - self._prev_follower
+            self._agree += dl * df
+            self._motion += np.abs(dl) * np.abs(df)
+            for k in np.nonzero((self._motion > 0.05) & (self._agree < -0.5 * self._motion))[0]:
+                if int(k) not in self._warned:
+                    self._warned.add(int(k))
+                    warnings.warn(
+                        f"joint {self.calibration.names[k]!r} moves the opposite way on the follower; "
+                        "flip its sign in the leader or follower calibration",
+                        stacklevel=2,
+                    )
+        self._prev_leader, self._prev_follower = leader, follower
+
+    def counters(self) -> dict[str, int]:
+        return self.bus.errors.to_dict()
+
+    def disconnect(self) -> None:
+        try:
+            self.bus.close()
+        finally:
+            if self._on_disconnect is not None:
+                self._on_disconnect()
+
+
+class KinestheticTeleop(Teleop):
+    """The follower itself is the input device: torque off, moved by hand; action = next state."""
+
+    device_type = "kinesthetic"
+    action_from_next_state = True
+
+    def __init__(
+        self,
+        on_disconnect: Callable[[], None] | None = None,
+        on_episode_start: Callable[[], None] | None = None,
+    ) -> None:
+        self._on_disconnect = on_disconnect
+        self._on_episode_start = on_episode_start
+
+    def connect(self) -> None:
+        pass
+
+    def start_episode(self) -> None:
+        if self._on_episode_start is not None:
+            self._on_episode_start()
+
+    def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
+        # The current state for now; when the episode is committed the writer shifts the column
+        # so that action[t] = state[t+1].
+        return TeleopOutput(np.asarray(observation["observation.state"], dtype=np.float64))
+
+    def disconnect(self) -> None:
+        if self._on_disconnect is not None:
+            self._on_disconnect()
