@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/collect --device scripted --robot sim --episodes 5 --episode-time 12 --reset-time 0 --seed 0 --out $(DEMO_OUT)
+	$(BIN)/collect --device leader_arm --emulate --robot sim --episodes 5 --episode-time 8 --reset-time 0 --seed 0 --out $(DEMO_OUT)
 	$(BIN)/telecorder info $(DEMO_OUT)
 	$(BIN)/telecorder doctor $(DEMO_OUT)
 

@@ -92,3 +92,141 @@ def test_kinesthetic_on_emulated_arm(tmp_path):
     np.testing.assert_array_equal(action[-1], state[-1])
     assert np.ptp(state[:, :5], axis=0).max() > 0.05, "the hand moved the arm"
     assert run(tool("telecorder"), "doctor", str(out)).returncode == 0
+
+
+def _write_identity_calibration(path, arm):
+    from telecorder.collect.emulated_arm import emulated_calibration
+
+    emulated_calibration(arm).save(path)
+    return path
+
+
+def _ramp_motion(start, end, hold_s=1.0, move_s=2.0):
+    from telecorder.collect.dynamixel.hand import HandMotion
+
+    times = [0.0, hold_s, hold_s + move_s, hold_s + move_s + 60.0]
+    joints = {sid: [a, a, b, b] for sid, a, b in zip(range(1, 7), start, end, strict=True)}
+    return HandMotion(times, joints, smooth=True)
+
+
+@pytest.mark.slow
+def test_leader_drives_dynamixel_follower_and_start_check(tmp_path):
+    from telecorder.collect.dynamixel.emulator import BusEmulator
+
+    start = [0.0, -0.3, 1.5, 0.6, 0.0, 0.85]
+    end = [0.4, 0.2, 1.0, 0.9, 0.3, 0.05]
+    leader_cal = _write_identity_calibration(tmp_path / "leader.json", "leader")
+    follower_cal = _write_identity_calibration(tmp_path / "follower.json", "follower")
+    leader = BusEmulator(range(1, 7), hand=_ramp_motion(start, end))
+    follower = BusEmulator(range(1, 7))
+    lp, fp = leader.start(), follower.start()
+    try:
+        common = ["--device", "leader_arm", "--robot", "dynamixel", "--leader-port", lp, "--follower-port", fp,
+                  "--leader-calibration", str(leader_cal), "--follower-calibration", str(follower_cal),
+                  "--episodes", "1", "--episode-time", "4", "--reset-time", "0"]
+        # The follower rests at 0 rad: 1.5 rad from the leader's elbow, so recording must not start.
+        refused = run(tool("collect"), *common, "--out", str(tmp_path / "refused"))
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "differ by 1.50 rad on joint 'elbow_flex'" in refused.stderr.replace("\n", " ")
+
+        # Someone moves the (now limp) follower close to the leader: recording ramps in from there.
+        with follower.lock:
+            for servo in follower.servos.values():
+                servo.set("torque_enable", 0)
+        for sid, rad in zip(range(1, 7), start, strict=True):
+            follower.set_position(sid, rad + 0.1)
+        run(tool("collect"), *common, "--out", str(tmp_path / "ok"), check=True)
+        with follower.lock:
+            final = np.array([follower.servos[i].position_rad for i in range(1, 7)])
+    finally:
+        leader.stop()
+        follower.stop()
+    ds, eps = _episodes(tmp_path / "ok")
+    ep = eps[0]
+    state, action = ep.data["observation.state"], ep.data["action"]
+    assert ds.info.robot_type == "dynamixel_arm" and "observation.velocity" in ep.data
+    # Ramp-in over 1 s: the first command moves 1/30 of the 0.1 rad gap, not a jump to the leader.
+    np.testing.assert_allclose(action[0, :5], state[0, :5], atol=0.1 / 30 + 1e-3)
+    assert np.abs(np.diff(action[:, :5], axis=0)).max() <= 0.25 + 1e-6
+    # The follower ends where the leader went (the gripper in normalized units).
+    np.testing.assert_allclose(state[-1, :5], end[:5], atol=0.03)
+    np.testing.assert_allclose(final[:5], end[:5], atol=0.03)
+    assert state[-1, 5] < 0.05
+
+
+def test_kinesthetic_hands_torque_back_without_a_jump(tmp_path):
+    from telecorder.collect.dynamixel.bus import DynamixelBus
+    from telecorder.collect.dynamixel.control_table import ADDR
+    from telecorder.collect.dynamixel.emulator import BusEmulator
+    from telecorder.collect.dynamixel.follower import DynamixelRobot
+    from telecorder.collect.emulated_arm import emulated_calibration
+
+    emu = BusEmulator(range(1, 7), hand=_ramp_motion([0.0] * 6, [0.5, -0.4, 0.3, 0.2, 0.1, 0.5], 0.1, 0.5))
+    path = emu.start()
+    try:
+        robot = DynamixelRobot(DynamixelBus(path, list(range(1, 7))), emulated_calibration("follower"), torque=False)
+        robot.connect()
+        import time
+
+        time.sleep(0.8)  # the hand moves the limp arm
+        moved = robot.observe()["observation.state"]
+        assert abs(moved[0] - 0.5) < 0.02
+        robot.disconnect()
+        with emu.lock:
+            s = emu.servos[1]
+            goal = s.get("goal_position")
+            present = int.from_bytes(s.read(ADDR.PRESENT_POSITION, 4)[1], "little", signed=True)
+            assert s.torque_enabled
+        assert abs(goal - present) <= 2, "torque returns holding the pose, not the old goal"
+    finally:
+        emu.stop()
+
+
+def test_direction_check_warns_once_for_a_flipped_joint():
+    from telecorder.collect.dynamixel.bus import DynamixelBus
+    from telecorder.collect.emulated_arm import emulated_calibration
+    from telecorder.collect.leader_arm import LeaderArmTeleop
+
+    teleop = LeaderArmTeleop(DynamixelBus("/dev/null", list(range(1, 7))), emulated_calibration("leader"), fps=30)
+    with pytest.warns(UserWarning, match="joint 'elbow_flex' moves the opposite way") as record:
+        for k in range(60):
+            leader = np.zeros(6)
+            leader[2] = 0.02 * k
+            follower = leader.copy()
+            follower[2] = -leader[2]
+            teleop._check_directions(leader, follower)
+    assert len(record) == 1
+
+
+def test_emulate_and_calibrate_commands(tmp_path):
+    import signal
+    import subprocess
+
+    from telecorder.collect.dynamixel.bus import DynamixelBus
+
+    link = tmp_path / "leader.tty"
+    proc = subprocess.Popen([tool("telecorder"), "emulate", "--ids", "1-6", "--hand", "none", "--link", str(link)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        path = proc.stdout.readline().strip()
+        assert path.startswith("/dev/pts/")
+        proc.stdout.readline()
+        assert link.is_symlink() and str(link.resolve()) == path
+        bus = DynamixelBus(str(link), list(range(1, 7)), model="xl330-m288")
+        assert bus.open() == {i: 1200 for i in range(1, 7)}
+        bus.close()
+
+        pose = tmp_path / "pose.json"
+        pose.write_text(json.dumps({"known_pose": [0, 0, 0, 0, 0], "gripper": {"open": 0.8, "closed": 0.0}}))
+        env = {**__import__("os").environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+        cal = subprocess.run([tool("telecorder"), "calibrate", "--arm", "leader", "--port", path, "--ids", "1-6",
+                              "--pose-file", str(pose)], capture_output=True, text=True, env=env, timeout=60)
+        assert cal.returncode == 0, cal.stderr
+        saved = tmp_path / "config/telecorder/calibration/leader.json"
+        assert str(saved) in cal.stdout.replace("\n", "")
+        data = json.loads(saved.read_text())
+        assert data["format"] == "telecorder-calibration/1" and len(data["joints"]) == 5
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    assert not link.exists(), "the link is removed when the emulator stops"

@@ -11,7 +11,7 @@ angles become the follower's targets. Safety, in the order applied:
 3. targets are clamped to the follower's joint limits (done by the follower robot) and
    each tick's change is limited to ``max_step`` rad;
 4. a joint that keeps moving the opposite way on the follower than on the leader gets
-   one warning (a calibration sign is probably flipped).
+   one warning (a reversed drive mode on a servo, or swapped IDs).
 """
 
 from __future__ import annotations
@@ -97,14 +97,16 @@ class LeaderArmTeleop(Teleop):
     def _check_directions(self, leader: np.ndarray, follower: np.ndarray) -> None:
         if self._prev_leader is not None and self._prev_follower is not None:
             dl, df = leader - self._prev_leader, follower - self._prev_follower
-            self._agree += dl * df
-            self._motion += np.abs(dl) * np.abs(df)
-            for k in np.nonzero((self._motion > 0.05) & (self._agree < -0.5 * self._motion))[0]:
+            # Motion both arms share, signed by whether they went the same way (radians).
+            shared = np.minimum(np.abs(dl), np.abs(df))
+            self._agree += np.sign(dl * df) * shared
+            self._motion += shared
+            for k in np.nonzero((self._motion > 0.2) & (self._agree < -0.5 * self._motion))[0]:
                 if int(k) not in self._warned:
                     self._warned.add(int(k))
                     warnings.warn(
                         f"joint {self.calibration.names[k]!r} moves the opposite way on the follower; "
-                        "flip its sign in the leader or follower calibration",
+                        "check its sign in the calibrations (and that no servo IDs are swapped)",
                         stacklevel=2,
                     )
         self._prev_leader, self._prev_follower = leader, follower

@@ -180,6 +180,10 @@ class DynamixelBus:
                 )
         return found
 
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
     def close(self) -> None:
         if self._port is not None:
             self._port.closePort()

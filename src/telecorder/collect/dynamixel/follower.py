@@ -83,7 +83,7 @@ class DynamixelRobot(Robot):
 
     def disconnect(self) -> None:
         try:
-            if self.bus._port is not None:
+            if self.bus.is_open:
                 self._hold_where_it_stands()
         finally:
             self.bus.close()
