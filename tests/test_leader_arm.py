@@ -39,9 +39,10 @@ def test_leader_arm_drives_sim_follower(tmp_path):
         assert len(ep) == 120
         # The leader moves (the scripted hand), and the follower tracks the commands it is sent.
         assert np.ptp(action[:, :5], axis=0).max() > 0.3
-        lag = 3  # position servos trail their targets by a few ticks
-        err = np.abs(state[lag:, :5] - action[:-lag, :5])
-        assert np.percentile(err, 95) < 0.12, f"tracking error p95 {np.percentile(err, 95):.3f} rad"
+        # Stated tracking error: one tick after a command, within 0.05 rad (2.9 deg) at p95, 0.1 rad at worst.
+        err = np.abs(state[1:, :5] - action[:-1, :5])
+        assert np.percentile(err, 95) < 0.05, f"tracking error p95 {np.percentile(err, 95):.3f} rad"
+        assert err.max() < 0.1, f"tracking error max {err.max():.3f} rad"
         assert ep.metadata["comm_errors"]["teleop"]["timeouts"] == 0
     assert run(tool("telecorder"), "doctor", str(out)).returncode == 0
 
