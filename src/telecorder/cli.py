@@ -265,6 +265,63 @@ def run_calibrate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+CONVERT_EXAMPLES = """\
+examples:
+  telecorder convert demos/ demos_rlds/ --to rlds                 # TFDS/RLDS, readable by tfds.builder_from_directory
+  telecorder convert demos/ demos_oxe/ --to oxe --image-size 256x256 --cameras front:image,wrist:wrist_image
+  telecorder convert demos/ demos_lerobot/ --to lerobot --codec av1 --workers 2
+  telecorder convert lerobot_ds/ native/ --to native --episodes 0-9,15 --skip-bad
+  telecorder convert episodes_hdf5/ demos/ --to native --from aloha --fps 30
+
+formats: native, rlds, oxe (write only), lerobot (v2.0/v2.1/v3.0 in, v3.0 out), aloha, robomimic.
+"""
+
+
+def run_convert(args: argparse.Namespace, console: Console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .converters.pipeline import ConvertOptions, convert, parse_cameras, parse_episode_ranges
+
+    writer_options = {k: v for k, v in {
+        "codec": args.codec, "file_format": args.file_format, "compress": args.compress or None,
+        "action_space": args.action_space, "robot_model": args.robot_model,
+        "language_embeddings": args.language_embeddings,
+    }.items() if v is not None}
+    reader_options = {"tabular_only": True} if args.tabular_only else {}
+    opts = ConvertOptions(
+        to=args.to,
+        src_format=getattr(args, "from"),
+        episodes=parse_episode_ranges(args.episodes) if args.episodes else None,
+        image_size=args.image_size,
+        fps=args.fps,
+        cameras=parse_cameras(args.cameras) if args.cameras else None,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        skip_bad=args.skip_bad,
+        reader_options=reader_options,
+        writer_options=writer_options,
+    )
+    columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("", total=None, rate="")
+        t0 = time.perf_counter()
+
+        def on_episode(done: int, total: int, frames: int) -> None:
+            rate = frames / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, completed=done, total=total, rate=f"{rate:.0f} frames/s")
+
+        report = convert(args.src, args.dst, opts, on_episode=on_episode)
+    console.print(
+        f"wrote {report.episodes} episode(s), {report.frames} frames to {report.output} as {args.to} "
+        f"in {report.seconds:.1f} s ({report.frames_per_s:.0f} frames/s)"
+        + (f"; {report.resumed} converted before were kept" if report.resumed else ""), highlight=False)
+    for _, reason in report.skipped:
+        console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -301,6 +358,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=run_doctor)
+
+    p = sub.add_parser("convert", help="convert between native, RLDS/OXE, LeRobot, ALOHA and robomimic",
+                       description="Convert a dataset into another format; the source format is detected. "
+                       "Output is built next to DST and moved into place when complete.",
+                       epilog=CONVERT_EXAMPLES, formatter_class=fmt)
+    p.add_argument("src", type=Path)
+    p.add_argument("dst", type=Path)
+    p.add_argument("--to", required=True, choices=["native", "rlds", "oxe", "lerobot", "aloha", "robomimic"])
+    p.add_argument("--from", dest="from", choices=["native", "rlds", "lerobot", "aloha", "robomimic"],
+                   help="source format (default: detected)")
+    p.add_argument("--episodes", help="episodes to convert, e.g. 0-9,15")
+    p.add_argument("--image-size", type=_size, help="resize frames to WIDTHxHEIGHT (area or Lanczos)")
+    p.add_argument("--fps", type=_positive_float, help="resample to this control rate by timestamps")
+    p.add_argument("--cameras", help="select/rename cameras: front:image,wrist:wrist_image")
+    p.add_argument("--workers", type=int, default=1, help="episode-parallel reader processes")
+    p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+    p.add_argument("--resume", action="store_true", help="native output: keep episodes an interrupted run converted")
+    p.add_argument("--skip-bad", action="store_true", help="convert the rest when an episode is bad, and list it")
+    p.add_argument("--tabular-only", action="store_true", help="LeRobot source: numeric data only, no videos")
+    p.add_argument("--codec", choices=["h264", "av1"], help="LeRobot output video codec (default h264)")
+    p.add_argument("--file-format", choices=["tfrecord", "array_record"], help="RLDS output shard format")
+    p.add_argument("--compress", action="store_true", help="ALOHA output: JPEG-compressed image rows")
+    p.add_argument("--action-space", choices=["eef", "joint"], help="OXE output: EEF deltas (default) or joints")
+    p.add_argument("--robot-model", type=Path, help="OXE output: MJCF/URDF for forward kinematics")
+    p.add_argument("--language-embeddings", type=Path, help="OXE output: .npy with one embedding per episode")
+    p.set_defaults(func=run_convert)
 
     p = sub.add_parser("emulate", help="serve an emulated Dynamixel servo chain on a pseudo-terminal",
                        description="A Protocol 2.0 chain of X-series servos behind a pseudo-terminal that "

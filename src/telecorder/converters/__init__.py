@@ -1,0 +1,75 @@
+"""Foreign dataset formats, both directions, behind one registry and one pipeline.
+
+Formats are imported only when used, so converting HDF5 never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from .base import ConversionError, FormatReader, FormatWriter
+
+# name -> (module, reader class or None, writer class or None)
+FORMATS: dict[str, tuple[str, str | None, str | None]] = {
+    "native": ("telecorder.converters.native", "NativeReader", "NativeWriter"),
+    "lerobot": ("telecorder.converters.lerobot", "LeRobotReader", "LeRobotWriter"),
+    "rlds": ("telecorder.converters.rlds", "RLDSReader", "RLDSWriter"),
+    "oxe": ("telecorder.converters.oxe", None, "OXEWriter"),
+    "aloha": ("telecorder.converters.aloha", "AlohaReader", "AlohaWriter"),
+    "robomimic": ("telecorder.converters.robomimic", "RobomimicReader", "RobomimicWriter"),
+}
+# Detection order: cheap, unambiguous markers first.
+DETECT_ORDER = ("native", "lerobot", "rlds", "robomimic", "aloha")
+
+
+def _load(name: str, which: int) -> type:
+    if name not in FORMATS:
+        raise ConversionError(f"unknown format {name!r}; known formats: {', '.join(FORMATS)}")
+    module, *classes = FORMATS[name]
+    cls_name = classes[which]
+    if cls_name is None:
+        role = "read" if which == 0 else "written"
+        raise ConversionError(f"format {name!r} cannot be {role} (it is an output convention of RLDS; read it as 'rlds')")
+    return getattr(importlib.import_module(module), cls_name)
+
+
+def reader_class(name: str) -> type[FormatReader]:
+    return _load(name, 0)
+
+
+def writer_class(name: str) -> type[FormatWriter]:
+    return _load(name, 1)
+
+
+def detect_format(path: str | Path) -> str:
+    path = Path(path)
+    if not path.exists():
+        raise ConversionError(f"{path}: no such file or folder")
+    for name in DETECT_ORDER:
+        try:
+            if reader_class(name).detect(path):
+                return name
+        except ImportError:
+            continue
+    raise ConversionError(
+        f"{path}: not a dataset telecorder recognises (native, LeRobot v2/v3, RLDS/TFDS, ALOHA HDF5, robomimic); "
+        "pass --from FORMAT if it is one of them"
+    )
+
+
+def open_reader(path: str | Path, fmt: str | None = None, **options: object) -> FormatReader:
+    name = fmt or detect_format(path)
+    return reader_class(name)(Path(path), **options)
+
+
+__all__ = [
+    "FORMATS",
+    "ConversionError",
+    "FormatReader",
+    "FormatWriter",
+    "detect_format",
+    "open_reader",
+    "reader_class",
+    "writer_class",
+]

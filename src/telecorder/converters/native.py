@@ -1,0 +1,93 @@
+"""The native store as a conversion source and target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..datasets.dataset import Dataset, DatasetWriter, is_dataset
+from ..datasets.episode_file import Episode, StepBatch
+from ..datasets.features import DatasetInfo
+from ..datasets.images import encode_image
+from .base import FormatReader, FormatWriter
+
+# Episode attributes that the store sets itself, so they are not copied from a source.
+_OWN_ATTRS = {"episode_index", "format_version", "fps", "robot_type", "image_encoding", "num_steps"}
+
+
+class NativeReader(FormatReader):
+    format_name = "native"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._ds = Dataset.open(self.path)
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return is_dataset(path)
+
+    @property
+    def info(self) -> DatasetInfo:
+        return self._ds.info
+
+    def episode_indices(self) -> list[int]:
+        return self._ds.episode_indices
+
+    def read_episode(self, index: int) -> Episode:
+        with self._ds.episode(index) as reader:
+            return reader.load(images=True)
+
+
+class NativeWriter(FormatWriter):
+    format_name = "native"
+
+    def __init__(self, path: Path, info: DatasetInfo, **options: Any) -> None:
+        super().__init__(path, info, **options)
+        fresh = DatasetInfo(
+            features=dict(info.features),
+            fps=info.fps,
+            robot_type=info.robot_type,
+            image_encoding=options.get("image_encoding", info.image_encoding),
+            jpeg_quality=int(options.get("jpeg_quality", info.jpeg_quality)),
+            extra=dict(info.extra),
+        )
+        self._writer = DatasetWriter(self.path, fresh, resume=bool(options.get("resume", False)))
+
+    def write_episode(self, episode: Episode) -> None:
+        info = self._writer.info
+        index = self._writer.reserve_index()
+        attrs = {k: v for k, v in episode.metadata.items() if k not in _OWN_ATTRS}
+        file_writer = self._writer.start_episode(index, attrs)
+        try:
+            n = len(episode)
+            cams = info.cameras
+            timing_ok = all(c in episode.image_timestamp for c in cams)
+            batch = StepBatch(
+                timestamp=np.asarray(episode.timestamp, dtype=np.float64),
+                numeric={f.name: episode.data[f.name] for f in info.numeric_features},
+                images={c: [encode_image(f, info.image_encoding, info.jpeg_quality) for f in episode.images[c]]
+                        for c in cams},
+                image_timestamp={c: (episode.image_timestamp[c] if timing_ok else episode.timestamp) for c in cams},
+                frame_index={c: (episode.frame_index[c] if c in episode.frame_index else np.arange(n)) for c in cams},
+                tick_lateness=(episode.tick_lateness if episode.tick_lateness is not None
+                               else np.zeros(n, np.float32)),
+            )
+            file_writer.append(batch)
+            meta = episode.metadata
+            record = {
+                "duration_s": float(episode.timestamp[-1] - episode.timestamp[0]) if n > 1 else 0.0,
+                "task": meta.get("task"),
+                "success": meta.get("success"),
+                "start_time": meta.get("start_time"),
+                "device": meta.get("device"),
+                "source_episode_index": meta.get("source_episode_index", episode.index),
+            }
+            self._writer.commit(file_writer, attrs, record)
+        except BaseException:
+            file_writer.abort()
+            raise
+
+    def close(self) -> None:
+        self._writer.close()

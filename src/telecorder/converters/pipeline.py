@@ -1,0 +1,257 @@
+"""``telecorder convert``: reader -> transforms -> writer, episode by episode.
+
+Transforms: select episodes, select and rename cameras, resize images, resample to
+another control rate by timestamps. The output is built in a hidden ``.NAME.partial``
+folder next to the destination and moved into place only when complete, so a failed
+or interrupted conversion never leaves a half dataset under the destination name.
+With ``workers > 1`` episodes are read, decoded and transformed in parallel processes
+and written in order by this one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..datasets.episode_file import Episode
+from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature
+from ..errors import DatasetError
+from . import open_reader, writer_class
+from .base import ConversionError
+
+
+@dataclass
+class ConvertOptions:
+    to: str
+    src_format: str | None = None
+    episodes: list[int] | None = None
+    image_size: tuple[int, int] | None = None  # (width, height)
+    fps: float | None = None
+    cameras: dict[str, str] | None = None  # source camera -> output camera (also selects)
+    workers: int = 1
+    overwrite: bool = False
+    resume: bool = False
+    skip_bad: bool = False
+    reader_options: dict[str, Any] = field(default_factory=dict)
+    writer_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ConvertReport:
+    output: Path
+    episodes: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    resumed: int = 0
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def parse_episode_ranges(text: str) -> list[int]:
+    """``0-9,15`` -> [0, 1, ..., 9, 15]."""
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            a, _, b = part.strip().partition("-")
+            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    except ValueError as e:
+        raise ValueError(f"episode ranges look like 0-9,15, not {text!r}") from e
+    return out
+
+
+def parse_cameras(text: str) -> dict[str, str]:
+    """``front:image,wrist:wrist_image`` (or ``front,wrist`` to select without renaming)."""
+    out = {}
+    for part in text.split(","):
+        src, _, dst = part.strip().partition(":")
+        if not src:
+            raise ValueError(f"camera mapping looks like front:image,wrist:wrist_image, not {text!r}")
+        out[src] = dst or src
+    return out
+
+
+def transform_info(info: DatasetInfo, opts: ConvertOptions) -> DatasetInfo:
+    feats: dict[str, FeatureSpec] = {}
+    cams = dict(opts.cameras) if opts.cameras else {c: c for c in info.cameras}
+    missing = [c for c in cams if c not in info.cameras]
+    if missing:
+        raise ConversionError(f"no camera {', '.join(map(repr, missing))} in the source; it has {info.cameras}")
+    for name, spec in info.features.items():
+        if not spec.is_image:
+            feats[name] = spec
+            continue
+        if spec.camera not in cams:
+            continue
+        h, w = spec.shape[:2]
+        if opts.image_size:
+            w, h = opts.image_size
+        feats[IMAGE_PREFIX + cams[spec.camera]] = image_feature(cams[spec.camera], h, w, unit=spec.unit)
+    return DatasetInfo(
+        features=feats,
+        fps=float(opts.fps or info.fps),
+        robot_type=info.robot_type,
+        image_encoding=info.image_encoding,
+        jpeg_quality=info.jpeg_quality,
+        extra=dict(info.extra),
+    )
+
+
+def transform_episode(ep: Episode, src_info: DatasetInfo, opts: ConvertOptions) -> Episode:
+    cams = dict(opts.cameras) if opts.cameras else {c: c for c in src_info.cameras}
+    keep = np.arange(len(ep))
+    timestamp = np.asarray(ep.timestamp, dtype=np.float64)
+    if opts.fps and abs(opts.fps - src_info.fps) > 1e-9:
+        keep = resample_indices(timestamp, opts.fps)
+        timestamp = timestamp[0] + np.arange(len(keep)) / opts.fps
+    images = {}
+    for src_cam, dst_cam in cams.items():
+        frames = [ep.images[src_cam][i] for i in keep]
+        if opts.image_size:
+            frames = [resize(f, opts.image_size) for f in frames]
+        images[dst_cam] = frames
+    return replace(
+        ep,
+        timestamp=timestamp,
+        data={k: np.asarray(v)[keep] for k, v in ep.data.items()},
+        image_timestamp={cams[c]: np.asarray(v)[keep] for c, v in ep.image_timestamp.items() if c in cams},
+        frame_index={cams[c]: np.asarray(v)[keep] for c, v in ep.frame_index.items() if c in cams},
+        tick_lateness=None if ep.tick_lateness is None or len(keep) != len(ep) else ep.tick_lateness,
+        images=images,
+        metadata={**ep.metadata, "source_episode_index": ep.metadata.get("source_episode_index", ep.index)},
+    )
+
+
+def resample_indices(timestamp: np.ndarray, fps: float) -> np.ndarray:
+    """For each tick of the new rate, the last recorded step at or before it (what a controller at
+    that rate would have seen); the first step maps to itself."""
+    t = timestamp - timestamp[0]
+    grid = np.arange(int(np.floor(t[-1] * fps + 1e-9)) + 1) / fps
+    return np.clip(np.searchsorted(t, grid + 1e-9, side="right") - 1, 0, len(t) - 1)
+
+
+def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    if frame.shape[1] == w and frame.shape[0] == h:
+        return frame
+    # Area averaging does not alias when shrinking; Lanczos keeps edges when enlarging.
+    shrink = w * h < frame.shape[0] * frame.shape[1]
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+
+
+def partial_path(dst: Path) -> Path:
+    return dst.with_name("." + dst.name + ".partial")
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    opts: ConvertOptions,
+    on_episode: Callable[[int, int, int], None] | None = None,
+) -> ConvertReport:
+    """Convert ``src`` into a new dataset at ``dst``; ``on_episode(done, total, frames)`` reports progress."""
+    src, dst = Path(src), Path(dst)
+    t0 = time.perf_counter()
+    reader = open_reader(src, opts.src_format, **opts.reader_options)
+    src_info = reader.info
+    out_info = transform_info(src_info, opts)
+    available = reader.episode_indices()
+    wanted = opts.episodes if opts.episodes is not None else available
+    absent = sorted(set(wanted) - set(available))
+    if absent:
+        raise ConversionError(f"{src}: no episode(s) {absent[:10]} (it has {len(available)} episodes)")
+    if dst.exists() and not opts.overwrite:
+        raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
+    work = partial_path(dst)
+    done_before: set[int] = set()
+    if work.exists() and opts.resume and opts.to == "native":
+        done_before = _converted_sources(work)
+    elif work.exists():
+        shutil.rmtree(work)
+    writer_opts = dict(opts.writer_options)
+    if done_before:
+        writer_opts["resume"] = True
+    writer = writer_class(opts.to)(work, out_info, **writer_opts)
+    report = ConvertReport(output=dst, resumed=len(done_before))
+    todo = [i for i in wanted if i not in done_before]
+    try:
+        for index, result in _episodes(src, src_info, opts, todo):
+            if isinstance(result, str):
+                if not opts.skip_bad:
+                    raise ConversionError(result)
+                report.skipped.append((index, result))
+            else:
+                writer.write_episode(result)
+                report.episodes += 1
+                report.frames += len(result)
+            if on_episode is not None:
+                on_episode(report.episodes + len(report.skipped), len(todo), report.frames)
+    finally:
+        writer.close()
+    if report.episodes + report.resumed == 0:
+        shutil.rmtree(work, ignore_errors=True)
+        raise ConversionError(f"{src}: no episode could be converted ({len(report.skipped)} bad)")
+    if dst.exists():
+        shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
+    os.replace(work, dst)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _converted_sources(work: Path) -> set[int]:
+    """Source episodes already in an interrupted native output (they carry their source index)."""
+    from ..datasets.dataset import read_index
+
+    records, _ = read_index(work)
+    return {int(r["source_episode_index"]) for r in records if r.get("source_episode_index") is not None}
+
+
+# -- reading, in this process or in workers ------------------------------------------------
+
+_worker_state: dict[str, Any] = {}
+
+
+def _worker_init(src: str, opts: ConvertOptions) -> None:
+    reader = open_reader(src, opts.src_format, **opts.reader_options)
+    _worker_state.update(reader=reader, info=reader.info, opts=opts)
+
+
+def _read_and_transform(index: int) -> tuple[int, Episode | str]:
+    reader, info, opts = _worker_state["reader"], _worker_state["info"], _worker_state["opts"]
+    try:
+        return index, transform_episode(reader.read_episode(index), info, opts)
+    except DatasetError as e:  # ConversionError too: a bad episode, reported by index and file
+        return index, f"episode {index}: {e}"
+
+
+def _episodes(src: Path, src_info: DatasetInfo, opts: ConvertOptions, indices: list[int]):
+    if opts.workers <= 1:
+        _worker_init(str(src), opts)
+        for i in indices:
+            yield _read_and_transform(i)
+        return
+    with ProcessPoolExecutor(max_workers=opts.workers, initializer=_worker_init, initargs=(str(src), opts)) as pool:
+        # A bounded window keeps memory flat: decoded episodes wait only for the writer.
+        window: deque[Future] = deque()
+        pending = iter(indices)
+        for i in pending:
+            window.append(pool.submit(_read_and_transform, i))
+            if len(window) >= 2 * opts.workers:
+                break
+        while window:
+            yield window.popleft().result()
+            nxt = next(pending, None)
+            if nxt is not None:
+                window.append(pool.submit(_read_and_transform, nxt))
