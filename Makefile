@@ -29,6 +29,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/record.py
 	$(BIN)/python benchmarks/bus.py
+	$(BIN)/python benchmarks/convert.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

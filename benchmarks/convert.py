@@ -1,0 +1,121 @@
+"""Conversion benchmark: frames/s for native -> rlds, native -> lerobot (video encoding) and
+lerobot -> native, each with --workers 1 and 2, in one run on the same sim episodes.
+
+The source is made without real-time pacing: the scripted expert drives the MuJoCo arm and
+both cameras are rendered for every step, straight into the native store.
+
+    python benchmarks/convert.py                       # 50 episodes, 320x240 cameras
+    python benchmarks/convert.py --episodes 10 --size 640x480
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from telecorder.converters.pipeline import ConvertOptions, convert
+from telecorder.datasets import AsyncEpisodeWriter, DatasetInfo, DatasetWriter, FeatureSpec, Step
+from telecorder.datasets.features import image_feature
+
+
+def make_sim_dataset(root: Path, episodes: int, width: int, height: int, fps: float = 30.0) -> int:
+    from telecorder.sim import ScriptedExpert, SimEnv
+    from telecorder.sim.render import SimRenderer
+
+    env = SimEnv(control_dt=1 / fps, seed=0)
+    renderer = SimRenderer(env.model, width, height)
+    names = tuple(env.joint_names)
+    info = DatasetInfo.create(
+        [FeatureSpec("observation.state", "float32", (len(names),), names=names),
+         FeatureSpec("action", "float32", (len(names),), names=names),
+         image_feature("front", height, width), image_feature("wrist", height, width)],
+        fps=fps, robot_type="telecorder_sim_arm",
+    )
+    frames = 0
+    with DatasetWriter(root, info) as dw:
+        writer = AsyncEpisodeWriter(dw)
+        for e in range(episodes):
+            env.reset(e)
+            expert = ScriptedExpert(env, seed=e)
+            expert.reset()
+            writer.begin({"task": "pick up the cube"})
+            k = 0
+            while not expert.done and k < 12 * fps:
+                qpos = env.snapshot()[0]
+                imgs = {c: renderer.render(qpos, c) for c in ("front", "wrist")}
+                state = env.joint_positions().astype(np.float32)
+                action = expert.act()
+                env.apply_action(action)
+                writer.add(Step(timestamp=k / fps, numeric={"observation.state": state,
+                                                             "action": np.asarray(action, np.float32)},
+                                frames=imgs, frame_time={c: k / fps for c in imgs}, frame_index={c: k for c in imgs}))
+                k += 1
+            writer.end({"success": env.is_success()}, {"task": "pick up the cube"}).result()
+            frames += k
+        writer.close()
+    renderer.close()
+    return frames
+
+
+def timed(src: Path, dst: Path, to: str, workers: int, **writer_options: object) -> dict:
+    t0 = time.perf_counter()
+    report = convert(src, dst, ConvertOptions(to=to, workers=workers, writer_options=dict(writer_options)))
+    seconds = time.perf_counter() - t0
+    return {"episodes": report.episodes, "frames": report.frames, "seconds": round(seconds, 2),
+            "frames_per_s": round(report.frames / seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--episodes", type=int, default=50)
+    ap.add_argument("--size", default="320x240", help="camera WIDTHxHEIGHT of the generated source")
+    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/convert.json"))
+    args = ap.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    console = Console()
+    tmp = Path(tempfile.mkdtemp(prefix="tc-convert-"))
+    rows: dict[str, dict] = {}
+    try:
+        console.print(f"making {args.episodes} sim episodes ({width}x{height}, 2 cameras)")
+        frames = make_sim_dataset(tmp / "native", args.episodes, width, height)
+        console.print(f"{frames} steps x 2 cameras")
+        for workers in (1, 2):
+            rows[f"native -> rlds, workers {workers}"] = timed(tmp / "native", tmp / f"rlds{workers}", "rlds", workers)
+            rows[f"native -> lerobot (h264), workers {workers}"] = timed(
+                tmp / "native", tmp / f"lerobot{workers}", "lerobot", workers, codec="h264")
+        for workers in (1, 2):
+            rows[f"lerobot -> native, workers {workers}"] = timed(tmp / "lerobot1", tmp / f"back{workers}", "native",
+                                                                  workers)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    table = Table(title=f"convert benchmark ({os.cpu_count()} cores; {args.episodes} episodes, {width}x{height})")
+    for col in ("conversion", "frames", "seconds", "steps/s", "scaling 2 vs 1"):
+        table.add_column(col)
+    for name, r in rows.items():
+        scaling = ""
+        if name.endswith("workers 2"):
+            one = rows[name.replace("workers 2", "workers 1")]
+            scaling = f"{r['frames_per_s'] / one['frames_per_s']:.2f}x"
+            r["scaling_vs_1_worker"] = round(r["frames_per_s"] / one["frames_per_s"], 2)
+        table.add_row(name, str(r["frames"]), str(r["seconds"]), str(r["frames_per_s"]), scaling)
+    console.print(table)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    console.print(f"wrote {args.json} (steps/s: control steps, each with 2 camera frames)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
