@@ -379,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tabular-only", action="store_true", help="LeRobot source: numeric data only, no videos")
     p.add_argument("--codec", choices=["h264", "av1"], help="LeRobot output video codec (default h264)")
     p.add_argument("--file-format", choices=["tfrecord", "array_record"], help="RLDS output shard format")
-    p.add_argument("--compress", action="store_true", help="ALOHA output: JPEG-compressed image rows")
+    p.add_argument("--compress", action="store_true", help="ALOHA output: JPEG-compressed image rows (robomimic: gzip the observations)")
     p.add_argument("--action-space", choices=["eef", "joint"], help="OXE output: EEF deltas (default) or joints")
     p.add_argument("--robot-model", type=Path, help="OXE output: MJCF/URDF for forward kinematics")
     p.add_argument("--language-embeddings", type=Path, help="OXE output: .npy with one embedding per episode")
