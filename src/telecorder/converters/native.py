@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import numpy as np
 
 from ..datasets.dataset import Dataset, DatasetWriter, is_dataset
 from ..datasets.episode_file import Episode, StepBatch
-from ..datasets.features import DatasetInfo
+from ..datasets.features import FORMAT_NAME, DatasetInfo
 from ..datasets.images import encode_image
 from .base import FormatReader, FormatWriter
 
@@ -26,7 +27,13 @@ class NativeReader(FormatReader):
 
     @classmethod
     def detect(cls, path: Path) -> bool:
-        return is_dataset(path)
+        # LeRobot datasets have a meta/info.json too: look at what it says it is.
+        if not is_dataset(path):
+            return False
+        try:
+            return json.loads((Path(path) / "meta/info.json").read_text()).get("format") == FORMAT_NAME
+        except (OSError, ValueError, AttributeError):
+            return False
 
     @property
     def info(self) -> DatasetInfo:

@@ -1,0 +1,954 @@
+"""LeRobot datasets: v2.0, v2.1 and v3.0 in; v3.0 (what lerobot 0.4 loads) out.
+
+Layouts, relative to the dataset root::
+
+    v2.x  meta/info.json        codebase_version, fps, features, data_path / video_path templates
+          meta/episodes.jsonl   {"episode_index", "tasks": [...], "length"} per line
+          meta/tasks.jsonl      {"task_index", "task"} per line
+          data/chunk-000/episode_000000.parquet               one episode per file
+          videos/chunk-000/<video_key>/episode_000000.mp4     one episode per file
+    v3.0  meta/info.json        as above; templates use {chunk_index} and {file_index}
+          meta/episodes/chunk-000/file-000.parquet   a row per episode: length, tasks, its rows
+                (dataset_from_index..dataset_to_index in data/chunk_index, data/file_index), its
+                frames (videos/<key>/chunk_index, file_index, from_timestamp, to_timestamp), stats/...
+          meta/tasks.parquet    task string (pandas index "task") -> task_index
+          meta/stats.json       per feature min/max/mean/std/count and quantiles
+          data/chunk-000/file-000.parquet            rows of many episodes
+          videos/<video_key>/chunk-000/file-000.mp4  many episodes back to back
+
+Per frame LeRobot keeps what a policy trains on. What telecorder records beyond that sits
+next to it, where LeRobot does not look: ``telecorder_meta.json`` (episode metadata, feature
+units, image settings) and ``meta/telecorder_timing.parquet`` (per step: recorded timestamp,
+camera frame times and counters, tick lateness). The reader restores both when present.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..datasets.episode_file import Episode
+from ..datasets.features import (
+    IMAGE_PREFIX,
+    DatasetInfo,
+    FeatureSpec,
+    image_feature,
+    write_json_atomic,
+)
+from ..datasets.images import decode_image
+from ..datasets.stats import FeatureStats
+from ..errors import DatasetError
+from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
+from .video import CODECS, DEFAULT_GOP, VideoEncoder, decode_frames
+
+SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
+WRITTEN_VERSION = "v3.0"
+INFO_PATH = "meta/info.json"
+STATS_PATH = "meta/stats.json"
+TASKS_PATH = "meta/tasks.parquet"
+EPISODES_DIR = "meta/episodes"
+TIMING_PATH = "meta/telecorder_timing.parquet"
+CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
+DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
+VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
+EPISODES_PATH = EPISODES_DIR + "/" + CHUNK_FILE + ".parquet"
+# Columns every LeRobot frame has; they are bookkeeping, not features of the robot.
+BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+SIDECAR_FORMAT = "telecorder-lerobot-sidecar"
+SIDECAR_VERSION = 1
+QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+WRITER_OPTIONS = {
+    "codec": "h264 (libx264, default) or av1 (libsvtav1)",
+    "crf": "encoder quality, lower is better (default 20 for h264, 30 for av1)",
+    "preset": "encoder speed preset (default veryfast for h264, 8 for av1)",
+    "gop": f"frames per keyframe interval (default {DEFAULT_GOP}, like LeRobot)",
+    "data_file_size_mb": "start a new data parquet past this size (default 100)",
+    "video_file_size_mb": "start a new mp4 past this size (default 500)",
+    "chunks_size": "files per chunk folder (default 1000)",
+    "default_task": "task text for episodes without task or language_instruction (default '')",
+}
+# Image statistics come from a sample: this many frames an episode, this many pixels a side.
+_STATS_FRAMES = 32
+_STATS_SIDE = 96
+
+
+# -- shared helpers ------------------------------------------------------------------------
+
+
+def flatten_names(names: Any, shape: Iterable[int]) -> tuple[str, ...] | None:
+    """LeRobot ``names`` (flat, nested lists, or {"motors": [...]}) as one label per value.
+
+    None when they do not label a 1-D feature one value each: a partial labelling is worse
+    than none.
+    """
+    shape = tuple(shape)
+    if names is None or len(shape) != 1:
+        return None
+    flat: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, (list, tuple)):
+            for v in node:
+                walk(v)
+        elif node is not None:
+            flat.append(str(node))
+
+    walk(names)
+    return tuple(flat) if len(flat) == shape[0] else None
+
+
+def camera_of(key: str) -> str:
+    """Camera name of a LeRobot visual key: ``observation.images.cam_high`` -> ``cam_high``."""
+    if key.startswith(IMAGE_PREFIX):
+        return key[len(IMAGE_PREFIX) :]
+    return key.rsplit(".", 1)[-1]
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError as e:
+        raise ConversionError(f"{path}: {what} is missing; not a complete LeRobot dataset") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConversionError(f"{path}: not valid JSON ({e})") from e
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as e:
+        raise ConversionError(f"{path}: file is missing; not a complete LeRobot v2 dataset") from e
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ConversionError(f"{path}: line {n} is not valid JSON ({e})") from e
+        if not isinstance(row, dict):
+            raise ConversionError(f"{path}: line {n} is not a JSON object")
+        out.append(row)
+    return out
+
+
+def _read_parquet(path: Path, columns: list[str] | None = None, **kwargs: Any) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns, **kwargs)
+    except FileNotFoundError as e:
+        raise ConversionError(f"{path}: file is missing") from e
+    except (pa.ArrowException, OSError) as e:
+        raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
+
+
+def _is_numeric(dtype: Any) -> bool:
+    try:
+        return np.dtype(str(dtype)).kind in "biuf"
+    except TypeError:
+        return False
+
+
+def _jsonable(value: Any) -> Any:
+    """Metadata as plain JSON types (numpy scalars and arrays included)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# -- reading -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Visual:
+    """A LeRobot camera feature and the telecorder image feature it becomes."""
+
+    key: str
+    stored: str  # "video" (mp4 files) or "image" (encoded bytes in the parquet rows)
+    spec: FeatureSpec
+
+    @property
+    def camera(self) -> str:
+        return self.spec.camera
+
+
+def _image_size(key: str, ft: Mapping[str, Any], info_path: Path) -> tuple[int, int]:
+    vinfo = ft.get("info") or ft.get("video_info") or {}
+    if "video.height" in vinfo and "video.width" in vinfo:
+        return int(vinfo["video.height"]), int(vinfo["video.width"])
+    shape = list(ft.get("shape") or [])
+    if len(shape) != 3:
+        raise ConversionError(f"{info_path}: feature {key!r} has shape {shape}; an image needs 3 dimensions")
+    names = ft.get("names") or []
+    if names and str(names[0]).startswith("channel"):
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
+
+
+def _parse_features(
+    features: Mapping[str, Any], info_path: Path, known: Mapping[str, FeatureSpec]
+) -> tuple[dict[str, FeatureSpec], list[_Visual]]:
+    """Numeric and camera features of info.json; ``known`` (from our sidecar) adds units."""
+    numeric: dict[str, FeatureSpec] = {}
+    visual: list[_Visual] = []
+    for key, ft in features.items():
+        if key in BOOKKEEPING or not isinstance(ft, Mapping):
+            continue
+        dtype = ft.get("dtype")
+        try:
+            if dtype in ("video", "image"):
+                h, w = _image_size(key, ft, info_path)
+                ours = known.get(IMAGE_PREFIX + camera_of(key))
+                spec = image_feature(camera_of(key), h, w, unit=ours.unit if ours else "")
+                visual.append(_Visual(key, str(dtype), spec))
+            elif _is_numeric(dtype):
+                numeric[key] = _numeric_spec(key, ft, known.get(key))
+        except ValueError as e:
+            raise ConversionError(f"{info_path}: feature {key!r} cannot be used ({e})") from e
+    cams = [v.camera for v in visual]
+    clash = sorted({c for c in cams if cams.count(c) > 1})
+    if clash:
+        raise ConversionError(f"{info_path}: several camera features map to camera name(s) {clash}")
+    return numeric, visual
+
+
+def _numeric_spec(key: str, ft: Mapping[str, Any], known: FeatureSpec | None) -> FeatureSpec:
+    shape = tuple(int(s) for s in ft.get("shape") or (1,))
+    dtype = str(ft["dtype"])
+    if known is not None and known.dtype == dtype and math.prod(known.shape) == math.prod(shape):
+        return known  # written by us: same values, with the units and shape we recorded
+    return FeatureSpec(key, dtype, shape, names=flatten_names(ft.get("names"), shape))
+
+
+def _load_sidecar(root: Path) -> dict[str, Any] | None:
+    path = root / SIDECAR
+    if not path.is_file():
+        return None
+    side = _read_json(path, "sidecar")
+    found = side.get("format") if isinstance(side, dict) else type(side).__name__
+    if found != SIDECAR_FORMAT:
+        raise ConversionError(f"{path}: not a telecorder LeRobot sidecar (format {found!r}); "
+                              "remove it to read the dataset without it")
+    if not isinstance(side.get("episodes", {}), dict) or not isinstance(side.get("info", {}), dict):
+        raise ConversionError(f"{path}: 'episodes' and 'info' must be JSON objects; remove the file or restore it")
+    return side
+
+
+def _sidecar_features(side: Mapping[str, Any] | None) -> dict[str, FeatureSpec]:
+    if not side:
+        return {}
+    out = {}
+    for name, d in (side.get("info", {}).get("features") or {}).items():
+        try:
+            out[name] = FeatureSpec.from_dict(name, d)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConversionError(f"{SIDECAR}: feature {name!r} is malformed ({e})") from e
+    return out
+
+
+class LeRobotReader(FormatReader):
+    """A LeRobot v2.0/v2.1/v3.0 dataset folder.
+
+    ``tabular_only=True`` reads only the numeric part (no cameras in ``info``), for datasets
+    whose videos are missing. ``tolerance_s`` is how far a video frame may lie from a step's
+    timestamp (default half a frame period).
+    """
+
+    format_name = "lerobot"
+
+    def __init__(self, path: Path, *, tabular_only: bool = False, tolerance_s: float | None = None) -> None:
+        super().__init__(path)
+        self.tabular_only = bool(tabular_only)
+        self._info_path = self.path / INFO_PATH
+        self._meta = _read_json(self._info_path, "meta/info.json")
+        self.version = self._check_version(self._meta)
+        try:
+            self.fps = float(self._meta["fps"])
+            features = dict(self._meta["features"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConversionError(f"{self._info_path}: needs 'fps' and a 'features' object ({e})") from e
+        self.tolerance_s = float(tolerance_s) if tolerance_s is not None else 1.0 / (2.0 * self.fps)
+        self._sidecar = _load_sidecar(self.path)
+        self._numeric, self._visual = _parse_features(features, self._info_path, _sidecar_features(self._sidecar))
+        if self.tabular_only:
+            self._visual = []
+        self._episodes, self._episodes_file = self._load_episodes()
+        self._tasks = self._load_tasks()
+        self._cached: tuple[Path, pa.Table] | None = None
+
+    def _check_version(self, meta: Any) -> str:
+        version = meta.get("codebase_version") if isinstance(meta, dict) else None
+        if version not in SUPPORTED_VERSIONS:
+            raise ConversionError(
+                f"{self._info_path}: codebase_version {version!r} is not supported; this reader handles "
+                f"{', '.join(SUPPORTED_VERSIONS)} (convert the dataset with LeRobot's converter first)"
+            )
+        return str(version)
+
+    @property
+    def is_v3(self) -> bool:
+        return self.version.startswith("v3")
+
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        info = Path(path) / INFO_PATH
+        if not info.is_file():
+            return False
+        try:
+            with open(info, encoding="utf-8") as fh:
+                version = json.load(fh).get("codebase_version", "")
+        except (OSError, ValueError, AttributeError):
+            return False
+        return isinstance(version, str) and version.startswith(("v2", "v3"))
+
+    # -- metadata --------------------------------------------------------------------------
+
+    def _load_episodes(self) -> tuple[dict[int, dict[str, Any]], dict[int, Path]]:
+        if not self.is_v3:
+            path = self.path / "meta/episodes.jsonl"
+            rows = self._index_rows(_read_jsonl(path), path)
+            return rows, dict.fromkeys(rows, path)
+        files = sorted((self.path / EPISODES_DIR).glob("*/*.parquet"))
+        if not files:
+            raise ConversionError(f"{self.path / EPISODES_DIR}: no episode metadata files (chunk-*/file-*.parquet)")
+        episodes: dict[int, dict[str, Any]] = {}
+        where: dict[int, Path] = {}
+        for f in files:
+            # Per-episode statistics can be most of the file and are not needed to read episodes.
+            table = _read_parquet(f)
+            table = table.select([c for c in table.column_names if not c.startswith("stats/")])
+            indexed = self._index_rows(table.to_pylist(), f)
+            episodes.update(indexed)
+            where.update(dict.fromkeys(indexed, f))
+        return episodes, where
+
+    @staticmethod
+    def _index_rows(rows: list[dict[str, Any]], path: Path) -> dict[int, dict[str, Any]]:
+        out = {}
+        for row in rows:
+            if "episode_index" not in row:
+                raise ConversionError(f"{path}: an episode entry has no 'episode_index'")
+            out[int(row["episode_index"])] = row
+        return out
+
+    def _load_tasks(self) -> dict[int, str]:
+        if not self.is_v3:
+            path = self.path / "meta/tasks.jsonl"
+            if not path.is_file():
+                return {}
+            rows = _read_jsonl(path)
+            return {int(r["task_index"]): str(r["task"]) for r in rows if "task_index" in r and "task" in r}
+        path = self.path / TASKS_PATH
+        if not path.is_file():
+            return {}
+        table = _read_parquet(path)
+        text = next((c for c in ("task", "__index_level_0__") if c in table.column_names), None)
+        if text is None or "task_index" not in table.column_names:
+            raise ConversionError(f"{path}: needs a task_index column and the task text (column or index 'task')")
+        return dict(zip(table["task_index"].to_pylist(), table[text].to_pylist(), strict=True))
+
+    @property
+    def info(self) -> DatasetInfo:
+        side = (self._sidecar or {}).get("info", {})
+        features = dict(self._numeric)
+        features.update({v.spec.name: v.spec for v in self._visual})
+        extra = dict(side.get("extra") or {})
+        extra.setdefault("lerobot_codebase_version", self.version)
+        return DatasetInfo(
+            features=features,
+            fps=self.fps,
+            robot_type=str(self._meta.get("robot_type") or side.get("robot_type") or "unknown"),
+            image_encoding=str(side.get("image_encoding", "jpeg")),
+            jpeg_quality=int(side.get("jpeg_quality", 90)),
+            total_episodes=len(self._episodes),
+            total_frames=sum(int(r.get("length", 0)) for r in self._episodes.values()),
+            extra=extra,
+        )
+
+    def episode_indices(self) -> list[int]:
+        return sorted(self._episodes)
+
+    # -- one episode -----------------------------------------------------------------------
+
+    def read_episode(self, index: int) -> Episode:
+        if index not in self._episodes:
+            raise ConversionError(f"{self.path}: no episode {index} (it has {len(self._episodes)} episodes)")
+        row = self._episodes[index]
+        table, data_file = self._episode_table(index, row)
+        n = table.num_rows
+        if "length" in row and int(row["length"]) != n:
+            raise ConversionError(
+                f"{data_file}: episode {index} has {n} rows but {self._episodes_file[index]} "
+                f"says length {row['length']}"
+            )
+        timestamp = _column_values(table, "timestamp", (), "float64", data_file)
+        data = {name: _column_values(table, name, spec.shape, spec.dtype, data_file)
+                for name, spec in self._numeric.items()}
+        images = {v.camera: self._frames(v, index, row, table, timestamp, data_file) for v in self._visual}
+        episode = Episode(index=index, timestamp=timestamp, data=data, images=images,
+                          metadata=self._metadata(index, row, table))
+        self._restore_timing(episode)
+        return episode
+
+    def _episode_table(self, index: int, row: Mapping[str, Any]) -> tuple[pa.Table, Path]:
+        if not self.is_v3:
+            chunk = index // int(self._meta.get("chunks_size", 1000))
+            path = self.path / self._template("data_path", episode_chunk=chunk, episode_index=index)
+            return _read_parquet(path), path
+        chunk, file = (self._episode_field(index, row, f"data/{k}") for k in ("chunk_index", "file_index"))
+        path = self.path / self._template("data_path", chunk_index=chunk, file_index=file)
+        if self._cached is None or self._cached[0] != path:
+            self._cached = (path, _read_parquet(path))  # consecutive episodes share a file
+        table = self._cached[1]
+        if "episode_index" not in table.column_names:
+            raise ConversionError(f"{path}: column 'episode_index' is missing; cannot find episode {index}'s rows")
+        return table.filter(pc.equal(table["episode_index"], index)), path
+
+    def _template(self, key: str, **fields: Any) -> str:
+        template = self._meta.get(key)
+        if not isinstance(template, str):
+            raise ConversionError(f"{self._info_path}: '{key}' template is missing")
+        try:
+            return template.format(**fields)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConversionError(f"{self._info_path}: '{key}' template {template!r} cannot be filled ({e})") from e
+
+    def _episode_field(self, index: int, row: Mapping[str, Any], name: str) -> Any:
+        if row.get(name) is None:
+            raise ConversionError(f"{self._episodes_file[index]}: episode {index} has no '{name}'")
+        return row[name]
+
+    def _frames(
+        self, vis: _Visual, index: int, row: Mapping[str, Any], table: pa.Table, timestamp: np.ndarray, data_file: Path
+    ) -> list[np.ndarray]:
+        frames = (self._video_frames(vis, index, row, timestamp) if vis.stored == "video"
+                  else _image_column(table, vis.key, data_file, self.path))
+        want = vis.spec.shape
+        bad = next((f.shape for f in frames if f.shape != want), None)
+        if bad is not None:
+            raise ConversionError(
+                f"{data_file if vis.stored == 'image' else self._video_path(vis, index, row)}: frames of camera "
+                f"{vis.camera!r} are {bad[1]}x{bad[0]} but {self._info_path} declares {want[1]}x{want[0]}"
+            )
+        return frames
+
+    def _video_path(self, vis: _Visual, index: int, row: Mapping[str, Any]) -> Path:
+        if not self.is_v3:
+            chunk = index // int(self._meta.get("chunks_size", 1000))
+            return self.path / self._template("video_path", episode_chunk=chunk, video_key=vis.key, episode_index=index)
+        chunk, file = (self._episode_field(index, row, f"videos/{vis.key}/{k}") for k in ("chunk_index", "file_index"))
+        return self.path / self._template("video_path", video_key=vis.key, chunk_index=chunk, file_index=file)
+
+    def _video_frames(
+        self, vis: _Visual, index: int, row: Mapping[str, Any], timestamp: np.ndarray
+    ) -> list[np.ndarray]:
+        path = self._video_path(vis, index, row)
+        if not path.is_file():
+            raise ConversionError(
+                f"{path}: video of camera {vis.camera!r} for episode {index} is missing; "
+                "to convert only the numeric data, read with tabular_only=True"
+            )
+        start = float(self._episode_field(index, row, f"videos/{vis.key}/from_timestamp")) if self.is_v3 else 0.0
+        context = f"episode {index}, camera {vis.camera!r}"
+        return decode_frames(path, start + timestamp, self.tolerance_s, context=context)
+
+    def _metadata(self, index: int, row: Mapping[str, Any], table: pa.Table) -> dict[str, Any]:
+        tasks = row.get("tasks") or []
+        tasks = [tasks] if isinstance(tasks, str) else [str(t) for t in tasks]
+        if not tasks and "task_index" in table.column_names and table.num_rows:
+            first = table["task_index"][0].as_py()
+            tasks = [self._tasks[first]] if first in self._tasks else []
+        meta: dict[str, Any] = {"robot_type": self._meta.get("robot_type")}
+        if tasks:
+            meta.update(task=tasks[0], language_instruction=tasks[0])
+        if len(tasks) > 1:
+            meta["tasks"] = tasks
+        if row.get("success") is not None:
+            meta["success"] = bool(row["success"])
+        side = ((self._sidecar or {}).get("episodes") or {}).get(str(index)) or {}
+        meta.update(side.get("metadata") or {})
+        return meta
+
+    def _restore_timing(self, ep: Episode) -> None:
+        """Recorded times from our sidecar; without it, the frame grid LeRobot keeps."""
+        table = self._timing_rows(ep)
+        if table is not None:
+            ep.timestamp = _column_values(table, "timestamp", (), "float64", self._timing_path)
+            if _complete(table, "tick_lateness"):
+                ep.tick_lateness = _column_values(table, "tick_lateness", (), "float32", self._timing_path)
+            for v in self._visual:
+                for column, target, dtype in (("image_timestamp", ep.image_timestamp, "float64"),
+                                              ("frame_index", ep.frame_index, "int64")):
+                    name = f"{column}.{v.camera}"
+                    if _complete(table, name):
+                        target[v.camera] = _column_values(table, name, (), dtype, self._timing_path)
+        for v in self._visual:
+            ep.image_timestamp.setdefault(v.camera, ep.timestamp.copy())
+            ep.frame_index.setdefault(v.camera, np.arange(len(ep), dtype=np.int64))
+
+    @property
+    def _timing_path(self) -> Path | None:
+        timing = (self._sidecar or {}).get("timing_file")
+        return self.path / timing if isinstance(timing, str) and (self.path / timing).is_file() else None
+
+    def _timing_rows(self, ep: Episode) -> pa.Table | None:
+        path = self._timing_path
+        if path is None:
+            return None
+        table = _read_parquet(path, filters=[("episode_index", "=", ep.index)])
+        if table.num_rows != len(ep):
+            raise ConversionError(
+                f"{path}: {table.num_rows} timing rows for episode {ep.index}, which has {len(ep)} steps; "
+                f"it belongs to another dataset: remove it and {SIDECAR}"
+            )
+        return table
+
+
+def _complete(table: pa.Table, name: str) -> bool:
+    """Whether the sidecar recorded ``name`` for every step (nulls mean the source had none)."""
+    return name in table.column_names and table[name].null_count == 0
+
+
+def _column_values(table: pa.Table, name: str, shape: tuple[int, ...], dtype: str, path: Path) -> np.ndarray:
+    """Column ``name`` as an (N, *shape) array: scalars, fixed or variable lists, nested lists."""
+    if name not in table.column_names:
+        raise ConversionError(
+            f"{path}: column {name!r} is missing (meta/info.json declares it); the file is incomplete or "
+            "from another dataset"
+        )
+    values: pa.Array = table[name].combine_chunks()
+    while pa.types.is_list(values.type) or pa.types.is_large_list(values.type) or \
+            pa.types.is_fixed_size_list(values.type):
+        values = values.flatten()
+    n, per_row = table.num_rows, math.prod(shape)
+    if len(values) != n * per_row or values.null_count:
+        raise ConversionError(
+            f"{path}: column {name!r} holds {len(values)} values ({values.null_count} null) in {n} rows; "
+            f"meta/info.json declares shape {list(shape) or [1]}"
+        )
+    return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape((n, *shape))
+
+
+def _image_column(table: pa.Table, key: str, path: Path, root: Path) -> list[np.ndarray]:
+    """Frames stored in the rows (LeRobot ``image`` dtype: struct of PNG/JPEG bytes and a path)."""
+    if key not in table.column_names:
+        raise ConversionError(f"{path}: column {key!r} is missing (meta/info.json declares it as an image)")
+    col = table[key].combine_chunks()
+    if pa.types.is_struct(col.type):
+        blobs = col.field("bytes").to_pylist() if col.type.get_field_index("bytes") >= 0 else [None] * len(col)
+        paths = col.field("path").to_pylist() if col.type.get_field_index("path") >= 0 else [None] * len(col)
+    else:
+        blobs, paths = col.to_pylist(), [None] * len(col)
+    frames = []
+    for step, (blob, rel) in enumerate(zip(blobs, paths, strict=True)):
+        if blob is None and rel:
+            blob = _read_bytes(root / rel, path, key, step)
+        if blob is None:
+            raise ConversionError(f"{path}: column {key!r} step {step} holds neither image bytes nor a path")
+        try:
+            frames.append(decode_image(blob, where=f"{path} column {key!r} step {step}"))
+        except DatasetError as e:
+            raise ConversionError(str(e)) from e
+    return frames
+
+
+def _read_bytes(image: Path, path: Path, key: str, step: int) -> bytes:
+    try:
+        return image.read_bytes()
+    except OSError as e:
+        raise ConversionError(f"{image}: image of column {key!r} step {step} in {path} cannot be read ({e})") from e
+
+
+# -- writing -------------------------------------------------------------------------------
+
+
+class _FileSeq:
+    """LeRobot's file numbering: chunk-NNN/file-NNN, a new chunk every ``chunks_size`` files."""
+
+    def __init__(self, chunks_size: int) -> None:
+        self.chunks_size = chunks_size
+        self.chunk = self.file = 0
+
+    def advance(self) -> None:
+        if self.file == self.chunks_size - 1:
+            self.chunk, self.file = self.chunk + 1, 0
+        else:
+            self.file += 1
+
+
+class _DataFiles:
+    """Frame rows in parquet files; an episode is never split, a file closes past the size limit."""
+
+    def __init__(self, root: Path, limit_mb: float, chunks_size: int) -> None:
+        self.root, self.limit = root, limit_mb * 1024**2
+        self.seq = _FileSeq(chunks_size)
+        self._writer: pq.ParquetWriter | None = None
+        self._bytes = 0
+
+    def write(self, table: pa.Table) -> tuple[int, int]:
+        if self._writer is not None and self._bytes >= self.limit:
+            self.close()
+            self.seq.advance()
+        if self._writer is None:
+            path = self.root / DATA_PATH.format(chunk_index=self.seq.chunk, file_index=self.seq.file)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(path, table.schema)
+            self._bytes = 0
+        self._writer.write_table(table)
+        self._bytes += table.nbytes  # uncompressed, as LeRobot measures its files
+        return self.seq.chunk, self.seq.file
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class _VideoFiles:
+    """One camera's mp4 files: episodes back to back, a new file past the size limit."""
+
+    def __init__(self, root: Path, key: str, shape: tuple[int, ...], fps: float, limit_mb: float,
+                 chunks_size: int, encoder: Mapping[str, Any]) -> None:
+        self.root, self.key, self.shape, self.fps = root, key, shape, fps
+        self.limit = limit_mb * 1024**2
+        self.encoder_options = dict(encoder)
+        self.seq = _FileSeq(chunks_size)
+        self._enc: VideoEncoder | None = None
+
+    def add_episode(self, frames: list[np.ndarray]) -> dict[str, Any]:
+        if self._enc is not None and self._enc.size_bytes() >= self.limit:
+            self.close()
+            self.seq.advance()
+        if self._enc is None:
+            name = VIDEO_PATH.format(video_key=self.key, chunk_index=self.seq.chunk, file_index=self.seq.file)
+            path = self.root / name
+            h, w = self.shape[:2]
+            self._enc = VideoEncoder(path, w, h, self.fps, **self.encoder_options)
+        start = self._enc.duration_s
+        for frame in frames:
+            self._enc.append(frame)
+        return {
+            f"videos/{self.key}/chunk_index": self.seq.chunk,
+            f"videos/{self.key}/file_index": self.seq.file,
+            f"videos/{self.key}/from_timestamp": start,
+            f"videos/{self.key}/to_timestamp": self._enc.duration_s,
+        }
+
+    def close(self) -> None:
+        if self._enc is not None:
+            enc, self._enc = self._enc, None
+            enc.close()
+
+
+def _arrow_column(values: np.ndarray, spec: FeatureSpec, n: int) -> pa.Array:
+    if math.prod(spec.shape) == 1 and len(spec.shape) <= 1:
+        return pa.array(values.reshape(n))  # LeRobot keeps shape (1,) features as scalars
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), spec.shape[0])
+
+
+def _hf_feature(spec_dtype: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """The Hugging Face `datasets` description LeRobot's own parquet files carry."""
+    value = {"dtype": spec_dtype, "_type": "Value"}
+    if math.prod(shape) == 1 and len(shape) <= 1:
+        return value
+    return {"feature": value, "length": shape[0], "_type": "Sequence"}
+
+
+def _lerobot_summary(stats: FeatureStats, count: int, image: bool = False) -> dict[str, Any]:
+    """LeRobot's stats layout: lists shaped like a row, images per channel as (3, 1, 1)."""
+    values = {"min": stats.min, "max": stats.max, "mean": stats.mean, "std": stats.std}
+    values.update({k: stats.quantile(q) for k, q in QUANTILES.items()})
+    shape = (3, 1, 1) if image else (-1,)
+    out = {k: np.asarray(v, dtype=np.float64).reshape(shape).tolist() for k, v in values.items()}
+    out["count"] = [int(count)]
+    return out
+
+
+def _image_sample(frames: list[np.ndarray]) -> tuple[np.ndarray, int]:
+    """A few frames, downsampled, as (pixels, 3) values in [0, 1] like LeRobot's image stats.
+
+    Returns the pixels and how many frames they come from (LeRobot's ``count`` for images).
+    """
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), _STATS_FRAMES)).astype(int))
+    h, w = frames[0].shape[:2]
+    step = max(1, math.ceil(max(h, w) / _STATS_SIDE))
+    sample = np.stack([frames[i][::step, ::step] for i in picks])
+    return sample.reshape(-1, 3).astype(np.float64) / 255.0, len(picks)
+
+
+def _option(options: Mapping[str, Any], name: str, cast: type, default: Any) -> Any:
+    """A numeric writer option (command lines pass text), positive, or ``default`` when absent."""
+    if options.get(name) is None:
+        return default
+    try:
+        value = cast(options[name])
+    except (TypeError, ValueError) as e:
+        raise ConversionError(
+            f"LeRobot writer: option {name}={options[name]!r} is not a number ({WRITER_OPTIONS[name]})"
+        ) from e
+    if value <= 0 and name != "crf":
+        raise ConversionError(f"LeRobot writer: option {name} must be positive, not {value}")
+    return value
+
+
+def _tasks_table(tasks: Mapping[str, int]) -> pa.Table:
+    """meta/tasks.parquet as pandas writes LeRobot's DataFrame(task_index, index=task)."""
+    table = pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()),
+                      "task": pa.array(list(tasks), pa.string())})
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [],
+        "columns": [
+            {"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
+             "metadata": None},
+            {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object",
+             "metadata": None},
+        ],
+        "creator": {"library": "telecorder"},
+    }
+    return table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)})
+
+
+class LeRobotWriter(FormatWriter):
+    """Writes a LeRobot v3.0 dataset; options are listed in ``WRITER_OPTIONS``."""
+
+    format_name = "lerobot"
+
+    def __init__(self, path: Path, info: DatasetInfo, **options: Any) -> None:
+        super().__init__(path, info, **options)
+        unknown = sorted(set(options) - set(WRITER_OPTIONS))
+        if unknown:
+            raise ConversionError(f"LeRobot writer: unknown option(s) {unknown}; it takes: "
+                                  + "; ".join(f"{k}: {v}" for k, v in WRITER_OPTIONS.items()))
+        self.codec = str(options.get("codec", "h264"))
+        if self.codec not in CODECS:
+            raise ConversionError(f"LeRobot writer: codec {self.codec!r} is not one of {', '.join(CODECS)}")
+        self.chunks_size = _option(options, "chunks_size", int, 1000)
+        self.data_mb = _option(options, "data_file_size_mb", float, 100.0)
+        self.video_mb = _option(options, "video_file_size_mb", float, 500.0)
+        self.default_task = str(options.get("default_task", ""))
+        self._check_schema(info)
+        (self.path / "meta").mkdir(parents=True, exist_ok=True)
+        encoder = {"codec": self.codec, "crf": _option(options, "crf", int, None),
+                   "preset": options.get("preset"), "gop": _option(options, "gop", int, DEFAULT_GOP)}
+        self._data = _DataFiles(self.path, self.data_mb, self.chunks_size)
+        self._videos = {f.name: _VideoFiles(self.path, f.name, f.shape, info.fps, self.video_mb, self.chunks_size,
+                                            encoder) for f in info.image_features}
+        self._timing: pq.ParquetWriter | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._side_episodes: dict[str, Any] = {}
+        self._tasks: dict[str, int] = {}
+        self._stats: dict[str, FeatureStats] = {}
+        self._counts: dict[str, int] = {}
+        self._frames = 0
+        self._closed = False
+
+    def _check_schema(self, info: DatasetInfo) -> None:
+        for f in info.numeric_features:
+            if len(f.shape) > 1:
+                raise ConversionError(f"LeRobot writer: feature {f.name!r} has shape {f.shape}; LeRobot features "
+                                      "are 1-D, flatten it first")
+        for f in info.image_features:
+            if f.shape[0] % 2 or f.shape[1] % 2:
+                raise ConversionError(f"LeRobot writer: camera {f.camera!r} is {f.shape[1]}x{f.shape[0]}; video "
+                                      "needs even width and height, resize the images (e.g. --image-size)")
+
+    # -- one episode -----------------------------------------------------------------------
+
+    def write_episode(self, episode: Episode) -> None:
+        if self._closed:
+            raise ConversionError(f"{self.path}: the LeRobot writer is closed")
+        data = self._validated(episode)
+        n, ep_index = len(episode), len(self._rows)
+        task = self._task_of(episode)
+        task_index = self._tasks.setdefault(task, len(self._tasks))
+        start = self._frames
+        table = self._frame_table(data, n, ep_index, start, task_index)
+        chunk, file = self._data.write(table)
+        row: dict[str, Any] = {
+            "episode_index": ep_index, "tasks": [task], "length": n,
+            "data/chunk_index": chunk, "data/file_index": file,
+            "dataset_from_index": start, "dataset_to_index": start + n,
+        }
+        for name, files in self._videos.items():
+            row.update(files.add_episode(episode.images[self.info.features[name].camera]))
+        row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+        row.update(self._episode_stats(table, episode))
+        self._rows.append(row)
+        self._write_timing(episode, ep_index)
+        self._side_episodes[str(ep_index)] = {"source_index": int(episode.index),
+                                              "metadata": _jsonable(episode.metadata)}
+        self._frames += n
+
+    def _validated(self, ep: Episode) -> dict[str, np.ndarray]:
+        n = len(ep)
+        where = f"{self.path}: episode {ep.index}"
+        if n == 0:
+            raise ConversionError(f"{where} has no steps; LeRobot cannot hold an empty episode")
+        out = {}
+        for spec in self.info.numeric_features:
+            if spec.name not in ep.data:
+                raise ConversionError(f"{where} has no feature {spec.name!r}, which the dataset declares")
+            arr = np.asarray(ep.data[spec.name])
+            if arr.shape != (n, *spec.shape):
+                raise ConversionError(f"{where}: feature {spec.name!r} is {arr.shape}, expected {(n, *spec.shape)}")
+            out[spec.name] = arr.astype(spec.dtype, copy=False)
+        for spec in self.info.image_features:
+            frames = ep.images.get(spec.camera)
+            if frames is None or len(frames) != n:
+                got = "no frames" if frames is None else f"{len(frames)} frames"
+                raise ConversionError(f"{where}: camera {spec.camera!r} has {got} for {n} steps")
+            bad = next((f.shape for f in frames if f.shape != spec.shape or f.dtype != np.uint8), None)
+            if bad is not None:
+                raise ConversionError(f"{where}: camera {spec.camera!r} has a {bad} frame, expected uint8 {spec.shape}")
+        return out
+
+    def _task_of(self, ep: Episode) -> str:
+        # The language instruction is what a VLA is conditioned on; a short task id is the fallback.
+        for key in ("language_instruction", "task"):
+            value = ep.metadata.get(key)
+            if isinstance(value, str) and value.strip():
+                return value
+        return self.default_task
+
+    def _frame_table(self, data: Mapping[str, np.ndarray], n: int, ep_index: int, start: int,
+                     task_index: int) -> pa.Table:
+        cols = {spec.name: _arrow_column(data[spec.name], spec, n) for spec in self.info.numeric_features}
+        frame_index = np.arange(n, dtype=np.int64)
+        # LeRobot requires timestamps exactly frame_index / fps (it checks the spacing and finds
+        # video frames by them); recorded times go to the timing sidecar.
+        cols["timestamp"] = pa.array((frame_index / self.info.fps).astype(np.float32))
+        cols["frame_index"] = pa.array(frame_index)
+        cols["episode_index"] = pa.array(np.full(n, ep_index, dtype=np.int64))
+        cols["index"] = pa.array(np.arange(start, start + n, dtype=np.int64))
+        cols["task_index"] = pa.array(np.full(n, task_index, dtype=np.int64))
+        hf = {s.name: _hf_feature(s.dtype, s.shape) for s in self.info.numeric_features}
+        hf.update({"timestamp": _hf_feature("float32", (1,))})
+        hf.update({k: _hf_feature("int64", (1,)) for k in BOOKKEEPING[1:]})
+        table = pa.table(cols)
+        return table.replace_schema_metadata({"huggingface": json.dumps({"info": {"features": hf}})})
+
+    def _episode_stats(self, table: pa.Table, ep: Episode) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in table.column_names:
+            spec = self.info.features.get(name)
+            shape = spec.shape if spec is not None else ()
+            values = _column_values(table, name, shape, "float64", self.path)
+            out.update(self._add_stats(name, FeatureStats.from_array(values, name=name), len(ep)))
+        for spec in self.info.image_features:
+            sample, frames = _image_sample(ep.images[spec.camera])
+            out.update(self._add_stats(spec.name, FeatureStats.from_array(sample, name=spec.name), frames, True))
+        return out
+
+    def _add_stats(self, name: str, stats: FeatureStats, count: int, image: bool = False) -> dict[str, Any]:
+        self._stats[name] = self._stats[name].merge(stats) if name in self._stats else stats
+        self._counts[name] = self._counts.get(name, 0) + count
+        return {f"stats/{name}/{k}": v for k, v in _lerobot_summary(stats, count, image).items()}
+
+    def _write_timing(self, ep: Episode, ep_index: int) -> None:
+        n, cams = len(ep), self.info.cameras
+        fields = [("episode_index", pa.int64()), ("timestamp", pa.float64()), ("tick_lateness", pa.float32())]
+        fields += [(f"image_timestamp.{c}", pa.float64()) for c in cams]
+        fields += [(f"frame_index.{c}", pa.int64()) for c in cams]
+        schema = pa.schema(fields)
+
+        def col(values: Any, typ: pa.DataType) -> pa.Array:
+            if values is None or len(values) != n:
+                return pa.nulls(n, typ)
+            return pa.array(np.asarray(values), typ)
+
+        arrays = [col(np.full(n, ep_index), pa.int64()), col(ep.timestamp, pa.float64()),
+                  col(ep.tick_lateness, pa.float32())]
+        arrays += [col(ep.image_timestamp.get(c), pa.float64()) for c in cams]
+        arrays += [col(ep.frame_index.get(c), pa.int64()) for c in cams]
+        if self._timing is None:
+            self._timing = pq.ParquetWriter(self.path / TIMING_PATH, schema)
+        # One row group per episode, so the reader's filter on episode_index skips the rest.
+        self._timing.write_table(pa.Table.from_arrays(arrays, schema=schema))
+
+    # -- finishing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for files in self._videos.values():
+                files.close()
+        finally:
+            self._data.close()
+            if self._timing is not None:
+                self._timing.close()
+        if self._rows:
+            path = self.path / EPISODES_PATH.format(chunk_index=0, file_index=0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.Table.from_pylist(self._rows), path)
+        pq.write_table(_tasks_table(self._tasks), self.path / TASKS_PATH)
+        images = {f.name for f in self.info.image_features}
+        stats = {k: _lerobot_summary(s, self._counts[k], k in images) for k, s in self._stats.items()}
+        write_json_atomic(self.path / STATS_PATH, stats)
+        write_json_atomic(self.path / INFO_PATH, self._info_json())
+        write_json_atomic(self.path / SIDECAR, self._sidecar_json())
+
+    def _info_json(self) -> dict[str, Any]:
+        fps = int(self.info.fps) if float(self.info.fps).is_integer() else self.info.fps
+        features: dict[str, Any] = {}
+        for spec in self.info.numeric_features:
+            features[spec.name] = {"dtype": spec.dtype, "shape": list(spec.shape) or [1],
+                                   "names": list(spec.names) if spec.names else None}
+        for spec in self.info.image_features:
+            h, w = spec.shape[:2]
+            features[spec.name] = {
+                "dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"],
+                "info": {"video.height": h, "video.width": w, "video.codec": self.codec, "video.pix_fmt": "yuv420p",
+                         "video.is_depth_map": False, "video.fps": fps, "video.channels": 3, "has_audio": False},
+            }
+        features["timestamp"] = {"dtype": "float32", "shape": [1], "names": None}
+        features.update({k: {"dtype": "int64", "shape": [1], "names": None} for k in BOOKKEEPING[1:]})
+        return {
+            "codebase_version": WRITTEN_VERSION,
+            "robot_type": self.info.robot_type,
+            "total_episodes": len(self._rows),
+            "total_frames": self._frames,
+            "total_tasks": len(self._tasks),
+            "chunks_size": self.chunks_size,
+            "data_files_size_in_mb": self.data_mb,
+            "video_files_size_in_mb": self.video_mb,
+            "fps": fps,
+            "splits": {"train": f"0:{len(self._rows)}"},
+            "data_path": DATA_PATH,
+            "video_path": VIDEO_PATH if self._videos else None,
+            "features": features,
+        }
+
+    def _sidecar_json(self) -> dict[str, Any]:
+        return {
+            "format": SIDECAR_FORMAT,
+            "version": SIDECAR_VERSION,
+            "about": "telecorder data that LeRobot has no place for; LeRobot ignores this file",
+            "info": _jsonable(self.info.to_dict()),
+            "timing_file": TIMING_PATH if self._timing is not None else None,
+            "episodes": self._side_episodes,
+        }
