@@ -468,7 +468,7 @@ class LeRobotReader(FormatReader):
         if not path.is_file():
             raise ConversionError(
                 f"{path}: video of camera {vis.camera!r} for episode {index} is missing; "
-                "to convert only the numeric data, read with tabular_only=True"
+                "to convert only the numeric data, pass --tabular-only (tabular_only=True in Python)"
             )
         start = float(self._episode_field(index, row, f"videos/{vis.key}/from_timestamp")) if self.is_v3 else 0.0
         context = f"episode {index}, camera {vis.camera!r}"
