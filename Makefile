@@ -24,7 +24,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not tf"
+	$(BIN)/python -m pytest -q -m tf
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/record.py

@@ -60,7 +60,11 @@ def detect_format(path: str | Path) -> str:
 
 def open_reader(path: str | Path, fmt: str | None = None, **options: object) -> FormatReader:
     name = fmt or detect_format(path)
-    return reader_class(name)(Path(path), **options)
+    cls = reader_class(name)
+    try:
+        return cls(Path(path), **options)
+    except TypeError as e:
+        raise ConversionError(f"{path}: the {name} reader does not take option(s) {sorted(options)} ({e})") from e
 
 
 __all__ = [

@@ -1,0 +1,331 @@
+"""RLDS in Open X-Embodiment conventions, ready for the Octo and OpenVLA data loaders.
+
+Step layout: ``observation/image`` (primary camera), ``observation/wrist_image``,
+``observation/state`` (joint state as recorded), ``action`` float32[7], ``language_instruction``,
+``is_first`` / ``is_last`` / ``is_terminal``, ``reward``, ``discount``.
+
+The 7-D action is the end-effector motion the recorded joint command asks for, computed by
+forward kinematics of the robot's MJCF:
+
+* ``action[0:3]``: ``p(FK(action_t)) - p(FK(state_t))``, metres, in the robot base (world) frame;
+* ``action[3:6]``: roll, pitch, yaw of ``R_delta = R(FK(action_t)) @ R(FK(state_t)).T`` as
+  extrinsic XYZ Euler angles (``R_delta = Rz(yaw) @ Ry(pitch) @ Rx(roll)``), radians; the rotation
+  that, applied in the base frame, turns the current gripper orientation into the commanded one;
+* ``action[6]``: the commanded gripper opening, 1 = open, 0 = closed (absolute, not a delta).
+
+With ``action_space="joint"`` the recorded absolute joint targets are kept instead
+(``action_encoding`` ``JOINT_POS``). Next to the dataset: ``dataset_statistics.json`` in
+OpenVLA's layout and ``oxe_config.json`` with the Octo / OpenVLA dataset-config fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..datasets.episode_file import Episode
+from ..datasets.features import (
+    IMAGE_PREFIX,
+    DatasetInfo,
+    FeatureSpec,
+    image_feature,
+    write_json_atomic,
+)
+from .base import ConversionError
+from .rlds import RLDSWriter
+
+#: robot_type of recordings made on the built-in simulated arm (``telecorder.sim``).
+BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
+GRIPPER = "gripper"
+EEF_ACTION_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+ROTATION_CONVENTION = (
+    "R_delta = R_action @ R_state.T (base frame); (roll, pitch, yaw) are its extrinsic XYZ Euler "
+    "angles: R_delta = Rz(yaw) @ Ry(pitch) @ Rx(roll)"
+)
+EEF_ACTION_UNIT = (
+    "EEF delta of the commanded joint target relative to the measured joints, by forward "
+    "kinematics: xyz = p_action - p_state in metres (robot base frame); roll/pitch/yaw in rad, "
+    f"{ROTATION_CONVENTION}; gripper = commanded opening, 1 = open, 0 = closed"
+)
+STATS_FILE = "dataset_statistics.json"
+CONFIG_FILE = "oxe_config.json"
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def euler_xyz(rot: np.ndarray) -> np.ndarray:
+    """(roll, pitch, yaw) with ``rot = Rz(yaw) @ Ry(pitch) @ Rx(roll)`` (extrinsic XYZ); pitch in
+    [-pi/2, pi/2]."""
+    r = np.asarray(rot, dtype=np.float64)
+    roll = math.atan2(r[2, 1], r[2, 2])
+    pitch = math.atan2(-r[2, 0], math.hypot(r[0, 0], r[1, 0]))
+    yaw = math.atan2(r[1, 0], r[0, 0])
+    return np.array([roll, pitch, yaw])
+
+
+def default_camera_map(cameras: list[str]) -> dict[str, str]:
+    """OXE key per camera: cameras named like ``wrist`` -> ``wrist_image``, the first other
+    camera -> ``image`` (primary), further ones -> ``image_1``, ``image_2``, ..."""
+    out: dict[str, str] = {}
+    wrist = [c for c in cameras if "wrist" in c.lower()]
+    others = [c for c in cameras if c not in wrist]
+    for k, cam in enumerate(others):
+        out[cam] = "image" if k == 0 else f"image_{k}"
+    for k, cam in enumerate(wrist):
+        out[cam] = "wrist_image" if k == 0 else f"wrist_image_{k}"
+    return out
+
+
+class OXEWriter(RLDSWriter):
+    """RLDS writer in Open X-Embodiment conventions (see the module docstring).
+
+    Options (besides :class:`RLDSWriter`'s; ``layout`` defaults to ``"nested"`` here, i.e.
+    ``path/<dataset_name>/<version>/`` as ``tfds.builder(name, data_dir=path)`` expects):
+        cameras: ``{recorded camera: OXE key}`` (e.g. ``{"front": "image", "wrist":
+            "wrist_image"}``); cameras left out are not written. Default: :func:`default_camera_map`.
+        action_space: ``"eef"`` (default, 7-D EEF delta by FK) or ``"joint"`` (recorded
+            absolute joint targets).
+        robot_model: MJCF of the robot for FK; default the built-in arm when the dataset's
+            robot_type is ``telecorder_sim_arm``.
+        ee_site: the end-effector site of the model (default ``ee_site``).
+    """
+
+    format_name = "oxe"
+    default_layout = "nested"
+    _OPTIONS = RLDSWriter._OPTIONS | {"cameras", "action_space", "robot_model", "ee_site"}
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        info, opt = self.info, self.options.get
+        self.action_space = str(opt("action_space", "eef"))
+        if self.action_space not in ("eef", "joint"):
+            raise ConversionError(f"oxe writer: action_space must be 'eef' or 'joint', not {self.action_space!r}")
+        for name in ("observation.state", "action"):
+            if name not in info.features or len(info.features[name].shape) != 1:
+                raise ConversionError(f"oxe writer: the dataset needs a 1-D {name!r} feature (it has {sorted(info.features)})")
+
+        cams = opt("cameras")
+        self.camera_map: dict[str, str] = dict(cams) if cams else default_camera_map(info.cameras)
+        missing = [c for c in self.camera_map if c not in info.cameras]
+        if missing:
+            raise ConversionError(f"oxe writer: no camera {missing[0]!r} in the dataset (it has {info.cameras})")
+        keys = list(self.camera_map.values())
+        bad = [k for k in keys if not _KEY.match(k)]
+        if bad or len(set(keys)) != len(keys):
+            raise ConversionError(f"oxe writer: camera keys must be distinct identifiers, got {keys}")
+
+        state_spec = info.features["observation.state"]
+        self._state_names = list(state_spec.names or ())
+        self._gripper = self._state_names.index(GRIPPER) if GRIPPER in self._state_names else None
+        self._kin: Any = None
+        self._arm_dims: list[int] = []
+        self.robot_model: Path | None = None
+        if self.action_space == "eef":
+            self._setup_kinematics(state_spec)
+        self._actions: list[np.ndarray] = []
+        self._states: list[np.ndarray] = []
+
+    def _setup_kinematics(self, state_spec: FeatureSpec) -> None:
+        from ..sim._deps import _require_mujoco
+
+        mujoco = _require_mujoco()
+        from ..sim.env import DEFAULT_MODEL
+        from ..sim.kinematics import Kinematics
+
+        info, opt = self.info, self.options.get
+        if opt("robot_model") is not None:
+            model_path = Path(str(opt("robot_model")))
+        elif info.robot_type == BUILTIN_ROBOT_TYPE:
+            model_path = DEFAULT_MODEL
+        else:
+            raise ConversionError(
+                f"oxe writer: no robot model for robot_type {info.robot_type!r}; pass robot_model=PATH.xml "
+                "(an MJCF with the end-effector site) for EEF actions, or action_space='joint'"
+            )
+        try:
+            model = mujoco.MjModel.from_xml_path(str(model_path))
+        except (ValueError, OSError) as e:
+            raise ConversionError(f"{model_path}: cannot be loaded as a MuJoCo model ({e})") from e
+        site = str(opt("ee_site", "ee_site"))
+        joint_ids = {model.joint(i).name: i for i in range(model.njnt)}
+        if self._state_names:
+            arm = [(k, n) for k, n in enumerate(self._state_names) if k != self._gripper]
+            unknown = [n for _, n in arm if n not in joint_ids]
+            if unknown:
+                raise ConversionError(
+                    f"{model_path}: observation.state names {unknown} are not joints of this model "
+                    f"(it has {sorted(n for n in joint_ids if n)})"
+                )
+            joints = [n for _, n in arm]
+            self._arm_dims = [k for k, _ in arm]
+        else:
+            joints = None
+        try:
+            self._kin = Kinematics(model, site=site, joints=joints)
+        except ValueError as e:
+            raise ConversionError(f"{model_path}: {e}") from e
+        if joints is None:
+            # Unnamed state: the model's actuated joints in order, then the gripper if one is left.
+            n = self._kin.n
+            dim = state_spec.shape[0]
+            if dim not in (n, n + 1):
+                raise ConversionError(
+                    f"oxe writer: observation.state has {dim} unnamed dims; {model_path} drives {n} joints "
+                    f"({', '.join(self._kin.joint_names)}) + an optional gripper; name the dims in the dataset"
+                )
+            self._arm_dims = list(range(n))
+            self._gripper = n if dim == n + 1 else None
+        if self.info.features["action"].shape != state_spec.shape:
+            raise ConversionError(
+                f"oxe writer: EEF actions need joint-target actions shaped like the state "
+                f"({self.info.features['action'].shape} vs {state_spec.shape}); use action_space='joint'"
+            )
+        self.robot_model = model_path
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _output_info(self, info: DatasetInfo) -> DatasetInfo:
+        feats: dict[str, FeatureSpec] = {}
+        for name, spec in info.features.items():
+            if spec.is_image:
+                if spec.camera in self.camera_map:
+                    key = self.camera_map[spec.camera]
+                    feats[IMAGE_PREFIX + key] = image_feature(key, spec.shape[0], spec.shape[1], unit=spec.unit)
+            elif name == "action" and self.action_space == "eef":
+                feats[name] = FeatureSpec("action", "float32", (7,), names=EEF_ACTION_NAMES, unit=EEF_ACTION_UNIT)
+            elif name == "action":
+                feats[name] = dataclasses.replace(
+                    spec, unit=(spec.unit + "; " if spec.unit else "") + "absolute joint targets (not deltas)"
+                )
+            else:
+                feats[name] = spec
+        extra = dict(info.extra)
+        extra["oxe"] = self._conventions()
+        return dataclasses.replace(info, features=feats, extra=extra)
+
+    def _conventions(self) -> dict[str, Any]:
+        conv: dict[str, Any] = {
+            "action_space": self.action_space,
+            "action_encoding": "EEF_POS" if self.action_space == "eef" else "JOINT_POS",
+            "cameras": dict(self.camera_map),
+            "gripper": "1 = open, 0 = closed",
+        }
+        if self._gripper is None:
+            conv["gripper"] += "; the recording has no gripper dimension, so action[6] is a constant 1"
+        if self.action_space == "eef":
+            conv.update(
+                action=EEF_ACTION_UNIT,
+                rotation_delta=ROTATION_CONVENTION,
+                frame="MuJoCo world frame of the model (the robot base on the built-in arm)",
+                robot_model=str(self.robot_model),
+                ee_site=self._kin.site,
+                fk_joints=list(self._kin.joint_names),
+            )
+        else:
+            conv["action"] = "recorded absolute joint targets (rad / m), gripper 1 = open, 0 = closed"
+        return conv
+
+    # -- episodes ----------------------------------------------------------------------
+
+    def _prepare(self, episode: Episode) -> Episode:
+        n = len(episode)
+        data = dict(episode.data)
+        where = f"oxe writer, episode {episode.index}"
+        for name in ("observation.state", "action"):
+            if name not in data or np.shape(data[name]) != (n, *self.info.features[name].shape):
+                raise ConversionError(f"{where}: feature {name!r} is missing or not shaped (steps, {self.info.features[name].shape[0]})")
+        if self.action_space == "eef":
+            data["action"] = self.eef_actions(np.asarray(data["observation.state"]), np.asarray(data["action"]))
+        rename = self.camera_map
+        return dataclasses.replace(
+            episode,
+            data=data,
+            images={rename[c]: f for c, f in episode.images.items() if c in rename},
+            image_timestamp={rename[c]: v for c, v in episode.image_timestamp.items() if c in rename},
+            frame_index={rename[c]: v for c, v in episode.frame_index.items() if c in rename},
+        )
+
+    def eef_actions(self, states: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """(T, 7) EEF delta actions from joint states and absolute joint targets (T, D)."""
+        out = np.empty((len(states), 7), dtype=np.float64)
+        arm = self._arm_dims
+        for t in range(len(states)):
+            p_s, r_s = self._kin.fk(states[t, arm])
+            p_a, r_a = self._kin.fk(actions[t, arm])
+            out[t, :3] = p_a - p_s
+            out[t, 3:6] = euler_xyz(r_a @ r_s.T)
+        out[:, 6] = actions[:, self._gripper] if self._gripper is not None else 1.0
+        return out.astype(np.float32)
+
+    def _written(self, episode: Episode) -> None:
+        self._actions.append(np.asarray(episode.data["action"], dtype=np.float64))
+        self._states.append(np.asarray(episode.data["observation.state"], dtype=np.float64))
+
+    # -- files next to the dataset --------------------------------------------------------
+
+    def _action_mask(self) -> list[bool]:
+        dim = self.out_info.features["action"].shape[0]
+        # OpenVLA / Octo normalise only the dims whose mask is True; the gripper stays in 0..1.
+        gripper = dim - 1 if self.action_space == "eef" else self._gripper
+        return [k != gripper for k in range(dim)]
+
+    def _finish(self) -> None:
+        stats = {
+            "action": _stats(self._actions, self.out_info.features["action"].shape[0]),
+            "proprio": _stats(self._states, self.out_info.features["observation.state"].shape[0]),
+            "num_transitions": int(sum(len(a) for a in self._actions)),
+            "num_trajectories": len(self._actions),
+        }
+        stats["action"]["mask"] = self._action_mask()
+        write_json_atomic(self.data_dir / STATS_FILE, stats)
+
+        keys = list(self.camera_map.values())
+        wrist = [k for k in keys if k.startswith("wrist_image")]
+        external = [k for k in keys if k not in wrist]
+        primary = "image" if "image" in external else (external[0] if external else None)
+        secondary = next((k for k in external if k != primary), None)
+        state_names = list(self.info.features["observation.state"].names or ())
+        config = {
+            "dataset_name": self.dataset_name,
+            "version": self.version,
+            "image_obs_keys": {"primary": primary, "secondary": secondary, "wrist": wrist[0] if wrist else None},
+            "depth_obs_keys": {"primary": None, "secondary": None, "wrist": None},
+            "state_obs_keys": ["state"],
+            "proprio_obs_key": "state",
+            "state_encoding": "JOINT",
+            "proprio_encoding": "JOINT",
+            "action_encoding": "EEF_POS" if self.action_space == "eef" else "JOINT_POS",
+            "action_normalization_mask": self._action_mask(),
+            "language_key": "language_instruction",
+            "control_frequency": self.out_info.fps,
+            "robot_type": self.info.robot_type,
+            "state_names": state_names,
+            "action_names": list(self.out_info.features["action"].names or ()),
+            "conventions": self._conventions(),
+        }
+        write_json_atomic(self.data_dir / CONFIG_FILE, config)
+
+    def _sidecar_extra(self) -> dict[str, Any]:
+        return {"oxe": self._conventions()}
+
+
+def _stats(rows: list[np.ndarray], dim: int) -> dict[str, list[float]]:
+    """Per-dimension statistics in OpenVLA's ``dataset_statistics.json`` layout."""
+    x = np.concatenate(rows) if rows else np.zeros((0, dim))
+    x = x.reshape(len(x), -1)
+    if len(x) == 0:
+        zeros = [0.0] * dim
+        return {"mean": zeros, "std": zeros, "max": zeros, "min": zeros, "q01": zeros, "q99": zeros}
+    return {
+        "mean": x.mean(0).tolist(),
+        "std": x.std(0).tolist(),
+        "max": x.max(0).tolist(),
+        "min": x.min(0).tolist(),
+        "q01": np.quantile(x, 0.01, axis=0).tolist(),
+        "q99": np.quantile(x, 0.99, axis=0).tolist(),
+    }
