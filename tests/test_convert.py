@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,59 @@ def test_round_trip_native_to_format_and_back(fmt, tmp_path):
                     assert _psnr(a.frame(cam, step), b.frame(cam, step)) >= 35
     reader = open_reader(mid)
     assert len(reader.episode_indices()) == 2
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared/samples"
+G1 = SAMPLES / "YifanTian07_G1-policy-train"
+BRIDGE = SAMPLES / "octo-models_octo/tests/debug_dataset/bridge_dataset/1.0.0"
+
+
+def _fan_out(native: Path, tmp_path: Path, formats: list[str]) -> None:
+    """Convert a native dataset to each format and back, checking the numbers survive."""
+    orig = Dataset.open(native)
+    for fmt in formats:
+        convert(native, tmp_path / fmt, ConvertOptions(to=fmt))
+        back = tmp_path / f"{fmt}_back"
+        convert(tmp_path / fmt, back, ConvertOptions(to="native"))
+        again = Dataset.open(back)
+        assert len(again) == len(orig), fmt
+        with orig.episode(orig.episode_indices[0]) as a, again.episode(again.episode_indices[0]) as b:
+            np.testing.assert_allclose(b.numeric("action"), a.numeric("action"), atol=1e-6, err_msg=fmt)
+            assert b.attrs.get("task") == a.attrs.get("task"), fmt
+
+
+@pytest.mark.slow
+def test_real_lerobot_sample_converts_to_native_and_every_format(tmp_path):
+    if not G1.exists():
+        pytest.skip(f"sample datasets not found at {G1} (../shared is absent)")
+    native = tmp_path / "g1"
+    report = convert(G1, native, ConvertOptions(to="native", episodes=[0, 1, 2], image_size=(160, 120),
+                                                skip_bad=True))
+    # The sample ships videos for episodes 1 and 2 only: episode 0 is reported, the others convert.
+    assert report.episodes == 2 and [i for i, _ in report.skipped] == [0]
+    assert "episode_000000.mp4" in report.skipped[0][1]
+    ds = Dataset.open(native)
+    assert ds.info.features["action"].shape == (26,) and ds.info.cameras == ["cam_high"]
+    assert ds.records[0]["task"] == "Pick up the yellow bottle on the table."
+    _fan_out(native, tmp_path, ["lerobot", "aloha", "robomimic"])
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_real_samples_convert_to_rlds_and_oxe(tmp_path):
+    pytest.importorskip("tensorflow_datasets", reason="the rlds extra is not installed")
+    if not BRIDGE.exists() or not G1.exists():
+        pytest.skip("sample datasets not found (../shared is absent)")
+    bridge = tmp_path / "bridge"
+    report = convert(BRIDGE, bridge, ConvertOptions(to="native", episodes=list(range(6))))
+    assert report.episodes == 6
+    ds = Dataset.open(bridge)
+    assert sorted(ds.info.cameras) == ["image_0", "image_1", "image_2", "image_3"]
+    assert ds.info.features["action"].shape == (7,)
+    _fan_out(bridge, tmp_path / "b", ["rlds", "lerobot", "aloha", "robomimic"])
+    g1 = tmp_path / "g1"
+    convert(G1, g1, ConvertOptions(to="native", episodes=[1], image_size=(160, 120)))
+    _fan_out(g1, tmp_path / "g", ["rlds"])
+    oxe = tmp_path / "oxe"
+    convert(g1, oxe, ConvertOptions(to="oxe", writer_options={"action_space": "joint"}))
+    assert list(oxe.rglob("dataset_statistics.json"))
