@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,14 +83,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--episodes", type=int, default=50)
     ap.add_argument("--size", default="320x240", help="camera WIDTHxHEIGHT of the generated source")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/convert.json"))
+    ap.add_argument("--make-source", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     width, height = (int(v) for v in args.size.lower().split("x"))
+    if args.make_source:
+        print(make_sim_dataset(args.make_source, args.episodes, width, height))
+        return 0
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="tc-convert-"))
     rows: dict[str, dict] = {}
     try:
         console.print(f"making {args.episodes} sim episodes ({width}x{height}, 2 cameras)")
-        frames = make_sim_dataset(tmp / "native", args.episodes, width, height)
+        # Rendering runs in a process of its own: TensorFlow (for RLDS) and MuJoCo's EGL context
+        # crash when they share one.
+        made = subprocess.run([sys.executable, __file__, "--make-source", str(tmp / "native"), "--episodes",
+                               str(args.episodes), "--size", args.size], capture_output=True, text=True, check=True)
+        frames = int(made.stdout.split()[-1])
         console.print(f"{frames} steps x 2 cameras")
         for workers in (1, 2):
             rows[f"native -> rlds, workers {workers}"] = timed(tmp / "native", tmp / f"rlds{workers}", "rlds", workers)
