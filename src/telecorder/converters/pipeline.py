@@ -185,9 +185,9 @@ def convert(
         writer_opts["resume"] = True
     writer = writer_class(opts.to)(work, out_info, **writer_opts)
     report = ConvertReport(output=dst, resumed=len(done_before))
-    todo = [i for i in wanted if i not in done_before]
+    remaining = [i for i in wanted if i not in done_before]
     try:
-        for index, result in _episodes(src, src_info, opts, todo):
+        for index, result in _episodes(src, src_info, opts, remaining):
             if isinstance(result, str):
                 if not opts.skip_bad:
                     raise ConversionError(result)
@@ -197,7 +197,7 @@ def convert(
                 report.episodes += 1
                 report.frames += len(result)
             if on_episode is not None:
-                on_episode(report.episodes + len(report.skipped), len(todo), report.frames)
+                on_episode(report.episodes + len(report.skipped), len(remaining), report.frames)
     finally:
         writer.close()
     if report.episodes + report.resumed == 0:
