@@ -10,6 +10,16 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+try:
+    from hypothesis import settings
+
+    # CI runs a fixed set of examples so that a pass or a failure reproduces; locally, fresh ones.
+    settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+except ImportError:
+    pass
+
 from telecorder.datasets.async_writer import AsyncEpisodeWriter, Step
 from telecorder.datasets.dataset import DatasetWriter
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature

@@ -322,6 +322,49 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+TOKENIZER_EXAMPLES = """\
+examples:
+  telecorder tokenizer fit demos/ --kind fast --chunk-seconds 1 --out tok/
+  telecorder tokenizer report demos/ --tokenizer tok/
+  telecorder tokenizer report demos/ --tokenizer tok/ --json
+"""
+
+
+def run_tokenizer(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.table import Table
+
+    from .actions.fit_report import fit_fast, report
+
+    if args.action == "fit":
+        if args.out is None:
+            raise TelecorderError("tokenizer fit needs --out DIR")
+        result = fit_fast(args.dataset, args.out, chunk_seconds=args.chunk_seconds, vocab_size=args.vocab_size,
+                          scale=args.scale)
+        console.print(f"FAST tokenizer fitted on {result['chunks']} chunks of {result['horizon']} x "
+                      f"{result['action_dim']}; saved to {result['out']}", highlight=False)
+        return 0
+    if args.tokenizer is None:
+        raise TelecorderError("tokenizer report needs --tokenizer DIR (made by 'telecorder tokenizer fit')")
+    r = report(args.dataset, args.tokenizer)
+    if args.json:
+        console.print_json(json.dumps(r))
+        return 0
+    console.print(
+        f"{r['chunks']} chunks of {r['horizon']} steps x {r['action_dim']} dims: FAST "
+        f"{r['tokens_per_chunk_mean']:.1f} tokens per chunk (p99 {r['tokens_per_chunk_p99']:.0f}) vs "
+        f"{r['naive_tokens_per_chunk']} naive 256-bin tokens: {r['compression_vs_naive']:.1f}x fewer; "
+        f"encode {r['encode_chunks_per_s']:.0f} / decode {r['decode_chunks_per_s']:.0f} chunks/s", highlight=False)
+    table = Table(title="reconstruction error in the action's units")
+    for col in ("dimension", "RMSE", "max"):
+        table.add_column(col)
+    for name in r["rmse"]:
+        table.add_row(name, f"{r['rmse'][name]:.4f}", f"{r['max_abs_error'][name]:.4f}")
+    console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -384,6 +427,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robot-model", type=Path, help="OXE output: MJCF/URDF for forward kinematics")
     p.add_argument("--language-embeddings", type=Path, help="OXE output: .npy with one embedding per episode")
     p.set_defaults(func=run_convert)
+
+    p = sub.add_parser("tokenizer", help="fit and measure action tokenizers (FAST)",
+                       description="Fit the FAST (DCT + BPE) action tokenizer on a dataset's actions, or report "
+                       "tokens per chunk against naive 256-bin tokens, reconstruction error and throughput.",
+                       epilog=TOKENIZER_EXAMPLES, formatter_class=fmt)
+    p.add_argument("action", choices=["fit", "report"])
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--kind", choices=["fast"], default="fast")
+    p.add_argument("--chunk-seconds", type=_positive_float, default=1.0)
+    p.add_argument("--vocab-size", type=int, default=1024)
+    p.add_argument("--scale", type=_positive_float, default=10.0, help="DCT coefficient scale before rounding")
+    p.add_argument("--out", type=Path, help="fit: where to save the tokenizer")
+    p.add_argument("--tokenizer", type=Path, help="report: a fitted tokenizer folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_tokenizer)
 
     p = sub.add_parser("emulate", help="serve an emulated Dynamixel servo chain on a pseudo-terminal",
                        description="A Protocol 2.0 chain of X-series servos behind a pseudo-terminal that "

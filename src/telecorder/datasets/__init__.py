@@ -5,8 +5,20 @@ from .dataset import Dataset, DatasetWriter, is_dataset
 from .doctor import DoctorReport, check_dataset, repair_dataset
 from .episode_file import Episode, EpisodeReader
 from .features import DatasetInfo, FeatureSpec, image_feature
+from .splits import episode_split
 from .stats import DatasetStats, FeatureStats
 from .sync import SyncReport, analyze_timing
+from .vla_prompt import VLAPromptAdapter
+
+
+def __getattr__(name: str) -> object:
+    # The PyTorch loaders import torch; only load them when asked for.
+    if name in ("TorchDataset", "MixtureDataset"):
+        from . import torch_dataset
+
+        return getattr(torch_dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncEpisodeWriter",
@@ -19,10 +31,14 @@ __all__ = [
     "EpisodeReader",
     "FeatureSpec",
     "FeatureStats",
+    "MixtureDataset",
     "Step",
     "SyncReport",
+    "TorchDataset",
+    "VLAPromptAdapter",
     "analyze_timing",
     "check_dataset",
+    "episode_split",
     "image_feature",
     "is_dataset",
     "repair_dataset",
