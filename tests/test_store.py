@@ -273,3 +273,19 @@ def test_full_disk_is_a_clear_error_and_earlier_episodes_survive(tiny_disk):
             assert len(ep) == 10
     assert not list((root / "episodes").glob(".*partial*")), "the failed episode's partial file is removed"
     assert check_dataset(root).ok
+
+
+def test_mark_bad_changes_only_the_index(small_dataset):
+    from telecorder.datasets.dataset import mark_bad
+
+    root, _, _ = small_dataset
+    before = (root / "episodes/episode_000001.h5").read_bytes()
+    rec = mark_bad(root, 1, reason="dropped the cube")
+    assert rec["bad"] is True and rec["bad_reason"] == "dropped the cube"
+    ds = Dataset.open(root)
+    assert [r.get("bad", False) for r in ds.records] == [False, True, False]
+    assert (root / "episodes/episode_000001.h5").read_bytes() == before
+    mark_bad(root, 1, bad=False)
+    assert not any(r.get("bad") for r in Dataset.open(root).records)
+    with pytest.raises(DatasetError, match="no episode 7"):
+        mark_bad(root, 7)

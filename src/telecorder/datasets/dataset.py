@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import DatasetError, SchemaMismatchError
 from .episode_file import PARTIAL_SUFFIX, EpisodeFileWriter, EpisodeReader, episode_filename
-from .features import DatasetInfo, read_json, write_json_atomic
+from .features import DatasetInfo, fsync_dir, read_json, write_json_atomic
 from .stats import DatasetStats
 
 INFO = "meta/info.json"
@@ -62,6 +62,42 @@ def read_index(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 problems.append(f"{path}:{lineno}: unreadable index line (interrupted write?)")
     return records, problems
+
+
+def write_index(root: Path, records: list[dict[str, Any]]) -> None:
+    """Replace ``meta/episodes.jsonl`` atomically (readers see the old or the new index)."""
+    path = root / INDEX
+    tmp = path.with_name("." + path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def mark_bad(root: str | Path, index: int, bad: bool = True, reason: str | None = None) -> dict[str, Any]:
+    """Mark (or unmark) an episode as bad in the index; its data is never touched.
+
+    Loaders and ``convert`` can then leave marked episodes out.
+    """
+    root = Path(root)
+    records, problems = read_index(root)
+    if problems:
+        raise DatasetError(f"{root}: the index has unreadable lines; run 'telecorder doctor --repair' first")
+    for rec in records:
+        if int(rec["episode_index"]) == index:
+            if bad:
+                rec["bad"] = True
+                if reason:
+                    rec["bad_reason"] = reason
+            else:
+                rec.pop("bad", None)
+                rec.pop("bad_reason", None)
+            write_index(root, records)
+            return rec
+    raise DatasetError(f"{root}: no episode {index} to mark")
 
 
 def episode_files(root: Path) -> dict[int, Path]:

@@ -13,7 +13,6 @@ it), drops index lines whose file is gone, and recomputes statistics and totals.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -24,7 +23,16 @@ import h5py
 import numpy as np
 
 from ..errors import DatasetError
-from .dataset import EPISODES_DIR, INDEX, INFO, STATS, episode_files, partial_files, read_index
+from .dataset import (
+    EPISODES_DIR,
+    INDEX,
+    INFO,
+    STATS,
+    episode_files,
+    partial_files,
+    read_index,
+    write_index,
+)
 from .episode_file import (
     FRAME_INDEX_GROUP,
     IMAGE_TS_GROUP,
@@ -256,7 +264,7 @@ def repair_dataset(root: str | Path) -> list[str]:
             del by_index[idx]
             continue
         stats = stats.merge(DatasetStats.from_arrays(_finite_rows(arrays)))
-    _write_index(root, [by_index[i] for i in sorted(by_index)])
+    write_index(root, [by_index[i] for i in sorted(by_index)])
     write_json_atomic(root / STATS, stats.to_json_dict())
     info.total_episodes, info.total_frames = len(by_index), frames
     info.save(root / INFO)
@@ -293,18 +301,6 @@ def record_from_file(reader: EpisodeReader, root: Path) -> dict[str, Any]:
         "recovered": bool(a.get("recovered", False)),
         "bytes": reader.path.stat().st_size,
     }
-
-
-def _write_index(root: Path, records: list[dict[str, Any]]) -> None:
-    path = root / INDEX
-    tmp = path.with_name("." + path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for r in records:
-            fh.write(json.dumps(r) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def _quarantine(root: Path, path: Path, why: str) -> str:
