@@ -169,3 +169,43 @@ def test_frozen_network_camera_is_detected_within_a_second():
         release.set()
         cam.stop()
         server.shutdown()
+
+
+def test_live_view_draws_and_takes_keys(tmp_path, monkeypatch):
+    pygame = pytest.importorskip("pygame")
+    import time
+
+    from telecorder.collect.live_view import LiveView
+
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    video = make_video(tmp_path / "cam.avi", 60)
+    cam = OpenCVCamera.from_spec(CameraSpec.parse(f"side={video},loop"))
+    cam.start()
+    try:
+        with LiveView([cam], fps=20) as view:
+            deadline = time.monotonic() + 5
+            while view.frames_drawn < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert view.error is None and view.frames_drawn >= 5
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_n))
+            pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_q))
+            events: set[Event] = set()
+            while not events and time.monotonic() < deadline:
+                time.sleep(0.05)
+                events |= view.poll()
+            assert events == {Event.SAVE_EPISODE, Event.STOP}
+    finally:
+        cam.stop()
+
+
+@pytest.mark.slow
+def test_collect_with_display_records_normally(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    from telecorder.collect.scripted import ScriptedTeleop
+    from telecorder.collect.sim_robot import SimCameraRig, SimRobot
+
+    robot = SimRobot(seed=2)
+    cams = SimCameraRig(robot, ["front"], 96, 72, 30).cameras()
+    cfg = SessionConfig(out=tmp_path / "ds", episodes=1, episode_time_s=2, reset_time_s=0, fps=30, display=True)
+    summary = RecordingSession(robot, ScriptedTeleop(robot, seed=2), cams, cfg, console=Console(quiet=True)).run()
+    assert len(summary.saved) == 1 and summary.saved[0]["length"] == 60

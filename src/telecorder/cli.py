@@ -89,6 +89,8 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--camera-fps", type=_positive_float, default=30.0, help="sim camera frame rate (default 30)")
     p.add_argument("--image-format", choices=["jpeg", "png"], default="jpeg", help="frame encoding (png = lossless)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality 1-100 (default 90)")
+    p.add_argument("--display", action="store_true",
+                   help="show a live window with the cameras and status (keys n/r/q work there too)")
     p.add_argument("--operator", default=None, help="operator name stored with each episode")
     p.add_argument("--seed", type=int, default=None, help="seed for scene randomization and the script")
     g = p.add_argument_group("Dynamixel arms (--device leader_arm|kinesthetic, --robot dynamixel)")
@@ -164,6 +166,7 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             jpeg_quality=args.jpeg_quality,
             operator=args.operator,
             seed=args.seed,
+            display=args.display,
         ),
         console=console,
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +28,7 @@ from ..datasets.features import DatasetInfo, image_feature
 from ..errors import TelecorderError
 from .interfaces import Camera, Event, Robot, Teleop
 from .keyboard import TerminalKeys
+from .live_view import LiveView
 from .recorder import EpisodeOutcome, Recorder, TickStatus
 
 # Above this a Python control loop on a desktop OS cannot keep ticks within 2 ms of schedule.
@@ -48,6 +49,7 @@ class SessionConfig:
     operator: str | None = None
     seed: int | None = None
     encode_threads: int = 2
+    display: bool = False
 
 
 @dataclass
@@ -156,19 +158,25 @@ class RecordingSession:
         cfg = self.config
         recorder = Recorder(self.robot, self.teleop, self.cameras, writer, fps=cfg.fps)
         rng = np.random.default_rng(cfg.seed)
-        with TerminalKeys() as keys:
+        view = LiveView(self.cameras) if cfg.display else contextlib.nullcontext()
+        with TerminalKeys() as keys, view:
             if keys.enabled:
                 self.console.print("keys: [bold]n[/]/→ save episode, [bold]r[/]/← re-record, [bold]q[/]/Esc save and quit")
+            live = view if isinstance(view, LiveView) else None
+
+            def poll() -> set[Event]:
+                return keys.poll() | (live.poll() if live is not None else set())
+
             saved = 0
             first = True
             while saved < cfg.episodes:
-                if not first and cfg.reset_time_s > 0 and self._reset_phase(keys):
+                if not first and cfg.reset_time_s > 0 and self._reset_phase(poll, keys.enabled, live):
                     break
                 first = False
                 reset_ns = time.monotonic_ns()  # before the reset: a frame captured after it shows the new scene
                 self.robot.reset(int(rng.integers(2**31)))
                 attrs = self._episode_attrs()
-                outcome = self._record_one(recorder, keys, saved, attrs, reset_ns)
+                outcome = self._record_one(recorder, poll, saved, attrs, reset_ns, live)
                 summary.outcomes.append(outcome)
                 if outcome.kind == "discard":
                     summary.discarded += 1
@@ -183,7 +191,13 @@ class RecordingSession:
                     break
 
     def _record_one(
-        self, recorder: Recorder, keys: TerminalKeys, saved: int, attrs: dict[str, Any], reset_ns: int
+        self,
+        recorder: Recorder,
+        poll: Callable[[], set[Event]],
+        saved: int,
+        attrs: dict[str, Any],
+        reset_ns: int,
+        live: LiveView | None,
     ) -> EpisodeOutcome:
         cfg = self.config
         columns = (
@@ -196,27 +210,29 @@ class RecordingSession:
             task = progress.add_task("", total=cfg.episode_time_s, stats="")
 
             def on_tick(s: TickStatus) -> None:
-                progress.update(
-                    task,
-                    completed=min(s.elapsed_s, cfg.episode_time_s),
-                    stats=f"{s.loop_hz:5.1f} Hz  late {s.late_ticks}  dropped {s.dropped_frames}",
-                )
+                stats = f"{s.loop_hz:5.1f} Hz  late {s.late_ticks}  dropped {s.dropped_frames}"
+                progress.update(task, completed=min(s.elapsed_s, cfg.episode_time_s), stats=stats)
+                if live is not None:
+                    live.set_status(f"episode {saved + 1}/{cfg.episodes}  {s.elapsed_s:4.1f}/"
+                                    f"{cfg.episode_time_s:g} s  {stats}   n save  r redo  q quit")
 
             return recorder.record_episode(
                 max_duration_s=cfg.episode_time_s,
                 attrs=attrs,
-                poll_keys=keys.poll,
+                poll_keys=poll,
                 on_tick=on_tick,
                 fresh_after_ns=reset_ns,
             )
 
-    def _reset_phase(self, keys: TerminalKeys) -> bool:
+    def _reset_phase(self, poll: Callable[[], set[Event]], announce: bool, live: LiveView | None) -> bool:
         """Wait for the scene to be reset; True if the operator asked to quit."""
         end = time.monotonic() + self.config.reset_time_s
-        if keys.enabled:
+        if announce:
             self.console.print(f"reset the scene ({self.config.reset_time_s:g} s; [bold]n[/] to start now)")
+        if live is not None:
+            live.set_status(f"reset the scene ({self.config.reset_time_s:g} s)   n start now  q quit")
         while time.monotonic() < end:
-            events = keys.poll()
+            events = poll()
             if Event.STOP in events:
                 return True
             if Event.SAVE_EPISODE in events:
