@@ -209,3 +209,13 @@ def test_real_samples_convert_to_rlds_and_oxe(tmp_path):
     oxe = tmp_path / "oxe"
     convert(g1, oxe, ConvertOptions(to="oxe", writer_options={"action_space": "joint"}))
     assert list(oxe.rglob("dataset_statistics.json"))
+
+
+def test_exclude_bad_leaves_marked_episodes_out(source, tmp_path):
+    from telecorder.datasets.dataset import mark_bad
+
+    root, _ = source
+    mark_bad(root, 2, reason="bad grasp")
+    run(tool("telecorder"), "convert", str(root), str(tmp_path / "clean"), "--to", "native", "--exclude-bad",
+        check=True)
+    assert [r["source_episode_index"] for r in Dataset.open(tmp_path / "clean").records] == [0, 1, 3]

@@ -290,7 +290,13 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         "action_space": args.action_space, "robot_model": args.robot_model,
         "language_embeddings": args.language_embeddings,
     }.items() if v is not None}
-    reader_options = {"tabular_only": True} if args.tabular_only else {}
+    reader_options: dict[str, object] = {"tabular_only": True} if args.tabular_only else {}
+    if args.exclude_bad:
+        from .converters import detect_format
+
+        if (getattr(args, "from") or detect_format(args.src)) != "native":
+            raise TelecorderError("--exclude-bad: only native datasets carry bad-episode marks")
+        reader_options["exclude_bad"] = True
     opts = ConvertOptions(
         to=args.to,
         src_format=getattr(args, "from"),
@@ -422,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("--resume", action="store_true", help="native output: keep episodes an interrupted run converted")
     p.add_argument("--skip-bad", action="store_true", help="convert the rest when an episode is bad, and list it")
+    p.add_argument("--exclude-bad", action="store_true", help="leave out episodes marked bad (in the viewer)")
     p.add_argument("--tabular-only", action="store_true", help="LeRobot source: numeric data only, no videos")
     p.add_argument("--codec", choices=["h264", "av1"], help="LeRobot output video codec (default h264)")
     p.add_argument("--file-format", choices=["tfrecord", "array_record"], help="RLDS output shard format")

@@ -21,9 +21,10 @@ _OWN_ATTRS = {"episode_index", "format_version", "fps", "robot_type", "image_enc
 class NativeReader(FormatReader):
     format_name = "native"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, exclude_bad: bool = False) -> None:
         super().__init__(path)
         self._ds = Dataset.open(self.path)
+        self.exclude_bad = exclude_bad
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -40,6 +41,8 @@ class NativeReader(FormatReader):
         return self._ds.info
 
     def episode_indices(self) -> list[int]:
+        if self.exclude_bad:
+            return [int(r["episode_index"]) for r in self._ds.records if not r.get("bad")]
         return self._ds.episode_indices
 
     def read_episode(self, index: int) -> Episode:
