@@ -331,6 +331,51 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+VIEW_EXAMPLES = """\
+examples:
+  telecorder view demos/                       # browse: arrows step, shift = 1 s, space play, PgUp/PgDn episodes, d bad
+  telecorder view demos/ --episode 3 --step 40 --screenshot view.png   # headless, same layout
+"""
+
+EXPORT_EXAMPLES = """\
+examples:
+  telecorder export demos/ --episode 0 --mp4 ep0.mp4
+  telecorder export demos/ --episode 0 --contact-sheet ep0.png --frames 8
+  telecorder export demos/ --episode 0 --gif ep0.gif
+"""
+
+
+def run_view(args: argparse.Namespace, console: Console) -> int:
+    if args.screenshot is not None:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    from .viewers.browser import EpisodeBrowser
+
+    browser = EpisodeBrowser(args.dataset, episode=args.episode)
+    if args.screenshot is not None:
+        browser.screenshot(args.screenshot, episode=args.episode, step=args.step)
+        console.print(f"wrote {args.screenshot}", highlight=False)
+        return 0
+    browser.run()
+    return 0
+
+
+def run_export(args: argparse.Namespace, console: Console) -> int:
+    from .viewers import export
+
+    if not (args.mp4 or args.gif or args.contact_sheet):
+        raise TelecorderError("say what to export: --mp4 FILE, --gif FILE and/or --contact-sheet FILE")
+    if args.mp4:
+        n = export.export_mp4(args.dataset, args.episode, args.mp4, plot=not args.no_plot)
+        console.print(f"wrote {args.mp4} ({n} frames)", highlight=False)
+    if args.gif:
+        export.export_gif(args.dataset, args.episode, args.gif)
+        console.print(f"wrote {args.gif}", highlight=False)
+    if args.contact_sheet:
+        export.contact_sheet(args.dataset, args.episode, args.contact_sheet, frames_per_camera=args.frames)
+        console.print(f"wrote {args.contact_sheet}", highlight=False)
+    return 0
+
+
 TOKENIZER_EXAMPLES = """\
 examples:
   telecorder tokenizer fit demos/ --kind fast --chunk-seconds 1 --out tok/
@@ -437,6 +482,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--robot-model", type=Path, help="OXE output: MJCF/URDF for forward kinematics")
     p.add_argument("--language-embeddings", type=Path, help="OXE output: .npy with one embedding per episode")
     p.set_defaults(func=run_convert)
+
+    p = sub.add_parser("view", help="browse episodes in a window (or save a screenshot)",
+                       description="Episode browser: cameras, timeline, state/action plots, sync info; "
+                       "mark bad episodes with d.", epilog=VIEW_EXAMPLES, formatter_class=fmt)
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--episode", type=int, default=None)
+    p.add_argument("--step", type=int, default=0, help="with --screenshot: the step to show")
+    p.add_argument("--screenshot", type=Path, help="render headless and save a PNG instead of opening a window")
+    p.set_defaults(func=run_view)
+
+    p = sub.add_parser("export", help="export an episode as MP4, GIF or a PNG contact sheet",
+                       epilog=EXPORT_EXAMPLES, formatter_class=fmt,
+                       description="Export the camera grid of an episode (with an action plot strip).")
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--episode", type=int, default=0)
+    p.add_argument("--mp4", type=Path)
+    p.add_argument("--gif", type=Path)
+    p.add_argument("--contact-sheet", type=Path)
+    p.add_argument("--frames", type=int, default=8, help="contact sheet: frames per camera")
+    p.add_argument("--no-plot", action="store_true", help="mp4: no action plot strip")
+    p.set_defaults(func=run_export)
 
     p = sub.add_parser("tokenizer", help="fit and measure action tokenizers (FAST)",
                        description="Fit the FAST (DCT + BPE) action tokenizer on a dataset's actions, or report "
