@@ -38,6 +38,8 @@ class Frame:
 class TeleopOutput:
     action: np.ndarray
     events: set[Event] = field(default_factory=set)
+    # Extra per-step features the device records next to the action (e.g. ``action.eef``).
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Robot(ABC):
@@ -97,6 +99,10 @@ class Teleop(ABC):
     def counters(self) -> dict[str, int]:
         """Running counts of communication trouble, stored per episode."""
         return {}
+
+    def features(self) -> list[FeatureSpec]:
+        """Features this device records besides the robot's (the keys of ``TeleopOutput.extra``)."""
+        return []
 
     @abstractmethod
     def disconnect(self) -> None: ...

@@ -149,7 +149,7 @@ class Recorder:
                 self.writer.add(
                     Step(
                         timestamp=(now - t0) / 1e9,
-                        numeric={**observation, "action": sent},
+                        numeric={**observation, "action": sent, **command.extra},
                         frames={n: f.image for n, f in frames.items()},
                         frame_time={n: (f.capture_ns - t0) / 1e9 for n, f in frames.items()},
                         frame_index={n: f.index for n, f in frames.items()},

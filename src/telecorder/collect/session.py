@@ -87,7 +87,7 @@ class RecordingSession:
         self._saved_at_ns[id(fut)] = time.monotonic_ns()
 
     def dataset_info(self) -> DatasetInfo:
-        feats = list(self.robot.features())
+        feats = list(self.robot.features()) + list(self.teleop.features())
         feats += [
             image_feature(c.name, c.height, c.width, unit="RGB; capture time in observation/images_timestamp")
             for c in self.cameras

@@ -1,0 +1,92 @@
+"""End-effector teleoperation: a device moves a target pose, IK turns it into joint targets.
+
+VR controllers and gamepads/keyboards steer the gripper in Cartesian space. Each tick the
+device's target (position, rotation, gripper opening) is solved by damped-least-squares
+IK on the follower's MuJoCo model, seeded with the measured joints so the arm stays on
+its configuration branch. The joint targets are the recorded ``action``; the commanded
+end-effector pose is recorded too, as ``action.eef``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..datasets.features import FeatureSpec
+from .interfaces import Event, Teleop, TeleopOutput
+from .sim_robot import SimRobot
+
+EEF_NAMES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+
+
+@dataclass
+class EEFTarget:
+    position: np.ndarray  # (3,) metres, robot base (world) frame
+    rotation: np.ndarray  # (3, 3)
+    gripper: float  # 0 = closed, 1 = open
+    events: set[Event] = field(default_factory=set)
+
+
+# A source gets the current EEF pose and gripper and returns the target for this tick.
+TargetSource = Callable[[np.ndarray, np.ndarray, float, float], EEFTarget]
+
+
+def rotation_to_euler_xyz(r: np.ndarray) -> np.ndarray:
+    """Extrinsic x-y-z (roll, pitch, yaw) of a rotation matrix, R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    pitch = np.arcsin(np.clip(-r[2, 0], -1.0, 1.0))
+    roll = np.arctan2(r[2, 1], r[2, 2])
+    yaw = np.arctan2(r[1, 0], r[0, 0])
+    return np.array([roll, pitch, yaw])
+
+
+class EEFTeleop(Teleop):
+    def __init__(self, robot: SimRobot, source: TargetSource, *, device_type: str, fps: float,
+                 on_connect: Callable[[], None] | None = None, on_disconnect: Callable[[], None] | None = None,
+                 on_episode_start: Callable[[], None] | None = None) -> None:
+        from ..sim.kinematics import Kinematics
+
+        self.robot, self.source, self.device_type, self.dt = robot, source, device_type, 1.0 / fps
+        self.kin = Kinematics(robot.env.model)
+        self._on_connect, self._on_disconnect, self._on_start = on_connect, on_disconnect, on_episode_start
+        self._grip = robot.env.gripper_index
+        self.ik_times: list[float] = []
+        self.ik_failures = 0
+
+    def connect(self) -> None:
+        if self._on_connect is not None:
+            self._on_connect()
+
+    def start_episode(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
+
+    def features(self) -> list[FeatureSpec]:
+        return [FeatureSpec("action.eef", "float32", (7,), names=EEF_NAMES,
+                            unit="commanded end-effector pose in the robot base frame: metres; extrinsic xyz euler "
+                            "(roll, pitch, yaw) in radians; gripper 0 = closed, 1 = open")]
+
+    def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
+        state = np.asarray(observation["observation.state"], dtype=np.float64)
+        arm = np.delete(state, self._grip) if self._grip is not None else state
+        pos, rot = self.kin.fk(arm)
+        gripper = float(state[self._grip]) if self._grip is not None else 0.0
+        target = self.source(pos, rot, gripper, self.dt)
+        t0 = time.perf_counter()
+        result = self.kin.ik(target.position, target.rotation, q0=arm, max_iters=30)
+        self.ik_times.append(time.perf_counter() - t0)
+        if not result.success:
+            self.ik_failures += 1
+        q = result.q
+        action = np.insert(q, self._grip, target.gripper) if self._grip is not None else q
+        eef = np.concatenate([target.position, rotation_to_euler_xyz(target.rotation), [target.gripper]])
+        return TeleopOutput(action, set(target.events), {"action.eef": eef.astype(np.float32)})
+
+    def counters(self) -> dict[str, int]:
+        return {"ik_not_converged": self.ik_failures}
+
+    def disconnect(self) -> None:
+        if self._on_disconnect is not None:
+            self._on_disconnect()
