@@ -69,7 +69,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_collect_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="scripted", help="teleop front-end (available: scripted)")
+    p.add_argument("--device", default="scripted",
+                   help="teleop front-end: scripted, leader_arm, kinesthetic, vr, gamepad, keyboard")
     p.add_argument("--robot", default="sim", help="follower robot (available: sim)")
     p.add_argument("--robot-model", type=Path, help="MJCF file of your own arm for --robot sim")
     p.add_argument("--script", default="expert", choices=["expert", "sweep"],
@@ -93,6 +94,11 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
                    help="show a live window with the cameras and status (keys n/r/q work there too)")
     p.add_argument("--operator", default=None, help="operator name stored with each episode")
     p.add_argument("--seed", type=int, default=None, help="seed for scene randomization and the script")
+    v = p.add_argument_group("End-effector devices (--device vr|gamepad|keyboard, with --robot sim)")
+    v.add_argument("--pose-stream", type=Path, help="vr: replay a controller pose stream (JSON lines) instead of a headset")
+    v.add_argument("--vr-hand", choices=["left", "right"], default="right")
+    v.add_argument("--vr-scale", type=_positive_float, default=1.0, help="vr: controller-to-robot motion scale")
+    v.add_argument("--vr-axes", default="openxr_to_robot", help="vr: axis preset (openxr_to_robot, identity)")
     g = p.add_argument_group("Dynamixel arms (--device leader_arm|kinesthetic, --robot dynamixel)")
     g.add_argument("--leader-port", help="serial port of the leader arm, e.g. /dev/ttyUSB0")
     g.add_argument("--follower-port", help="serial port of the follower arm (--robot dynamixel)")
@@ -143,6 +149,10 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             follower_calibration=args.follower_calibration,
             baudrate=args.baudrate,
             emulate=args.emulate,
+            pose_stream=args.pose_stream,
+            vr_hand=args.vr_hand,
+            vr_scale=args.vr_scale,
+            vr_axes=args.vr_axes,
             emulator=EmulatorOptions(drop_rate=args.emulate_drop_rate, crc_error_rate=args.emulate_crc_rate,
                                      latency_s=args.emulate_latency, dead_after_s=dead, hand_file=args.hand_file),
         )
@@ -213,6 +223,16 @@ def parse_ids(text: str) -> list[int]:
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"servo ids like 1-7 or 1,2,5, not {text!r}") from e
     return ids
+
+
+def run_vr_record(args: argparse.Namespace, console: Console) -> int:
+    from .collect.vr import OpenXRClient
+
+    with OpenXRClient() as client:
+        console.print(f"recording controller poses to {args.out} (Ctrl-C stops)", highlight=False)
+        n = client.record_stream(args.out, seconds=args.seconds)
+    console.print(f"wrote {n} samples to {args.out}", highlight=False)
+    return 0
 
 
 def run_emulate(args: argparse.Namespace, console: Console) -> int:
@@ -535,6 +555,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dead", action="append", default=[], metavar="ID:SECONDS",
                    help="servo ID stops answering SECONDS after start (repeatable)")
     p.set_defaults(func=run_emulate)
+
+    p = sub.add_parser("vr-record", help="record raw VR controller poses and buttons from an OpenXR runtime",
+                       description="Save timestamped controller poses, squeeze, trigger and buttons as JSON lines "
+                       "(the --pose-stream format of 'collect --device vr').",
+                       epilog="examples:\n  telecorder vr-record session.jsonl --seconds 60\n"
+                       "  collect --device vr --pose-stream session.jsonl --robot sim --out demos/\n",
+                       formatter_class=fmt)
+    p.add_argument("out", type=Path)
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: Ctrl-C)")
+    p.set_defaults(func=run_vr_record)
 
     p = sub.add_parser("calibrate", help="calibrate a leader or follower Dynamixel arm",
                        description="Torque off, then guided steps (known pose, range sweep, gripper open/closed); "

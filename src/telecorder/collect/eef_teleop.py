@@ -4,7 +4,7 @@ VR controllers and gamepads/keyboards steer the gripper in Cartesian space. Each
 device's target (position, rotation, gripper opening) is solved by damped-least-squares
 IK on the follower's MuJoCo model, seeded with the measured joints so the arm stays on
 its configuration branch. The joint targets are the recorded ``action``; the commanded
-end-effector pose is recorded too, as ``action.eef``.
+end-effector pose is recorded too, as ``action_eef``.
 """
 
 from __future__ import annotations
@@ -45,9 +45,10 @@ def rotation_to_euler_xyz(r: np.ndarray) -> np.ndarray:
 class EEFTeleop(Teleop):
     def __init__(self, robot: SimRobot, source: TargetSource, *, device_type: str, fps: float,
                  on_connect: Callable[[], None] | None = None, on_disconnect: Callable[[], None] | None = None,
-                 on_episode_start: Callable[[], None] | None = None) -> None:
+                 on_episode_start: Callable[[], None] | None = None, rot_weight: float = 0.1) -> None:
         from ..sim.kinematics import Kinematics
 
+        self.rot_weight = rot_weight
         self.robot, self.source, self.device_type, self.dt = robot, source, device_type, 1.0 / fps
         self.kin = Kinematics(robot.env.model)
         self._on_connect, self._on_disconnect, self._on_start = on_connect, on_disconnect, on_episode_start
@@ -64,7 +65,7 @@ class EEFTeleop(Teleop):
             self._on_start()
 
     def features(self) -> list[FeatureSpec]:
-        return [FeatureSpec("action.eef", "float32", (7,), names=EEF_NAMES,
+        return [FeatureSpec("action_eef", "float32", (7,), names=EEF_NAMES,
                             unit="commanded end-effector pose in the robot base frame: metres; extrinsic xyz euler "
                             "(roll, pitch, yaw) in radians; gripper 0 = closed, 1 = open")]
 
@@ -75,14 +76,16 @@ class EEFTeleop(Teleop):
         gripper = float(state[self._grip]) if self._grip is not None else 0.0
         target = self.source(pos, rot, gripper, self.dt)
         t0 = time.perf_counter()
-        result = self.kin.ik(target.position, target.rotation, q0=arm, max_iters=30)
+        # Position first: an arm with fewer than 6 joints cannot hold every orientation while it
+        # moves, and an operator notices a gripper off its path sooner than a tilted one.
+        result = self.kin.ik(target.position, target.rotation, q0=arm, max_iters=30, rot_weight=self.rot_weight)
         self.ik_times.append(time.perf_counter() - t0)
         if not result.success:
             self.ik_failures += 1
         q = result.q
         action = np.insert(q, self._grip, target.gripper) if self._grip is not None else q
         eef = np.concatenate([target.position, rotation_to_euler_xyz(target.rotation), [target.gripper]])
-        return TeleopOutput(action, set(target.events), {"action.eef": eef.astype(np.float32)})
+        return TeleopOutput(action, set(target.events), {"action_eef": eef.astype(np.float32)})
 
     def counters(self) -> dict[str, int]:
         return {"ik_not_converged": self.ik_failures}
@@ -90,3 +93,50 @@ class EEFTeleop(Teleop):
     def disconnect(self) -> None:
         if self._on_disconnect is not None:
             self._on_disconnect()
+
+
+def vr_source(stream: object, mapping: object) -> tuple[TargetSource, Callable[[], None]]:
+    """Targets from a controller: a replayed pose stream (or a live client) through a VRMapping.
+
+    Returns the source and the per-episode restart (the stream replays from its start and
+    the clutch anchors are cleared).
+    """
+
+    def source(pos: np.ndarray, rot: np.ndarray, gripper: float, dt: float) -> EEFTarget:
+        out = mapping.update(stream.current(), pos, rot)
+        return EEFTarget(out.position, out.rotation, out.gripper, set(out.events))
+
+    def restart() -> None:
+        mapping.reset()
+        stream.start()
+
+    return source, restart
+
+
+def velocity_source(device: object) -> tuple[TargetSource, Callable[[], None]]:
+    """Targets integrated from a device's EEF velocity commands (gamepad, keyboard)."""
+    held: dict[str, object] = {}
+
+    def source(pos: np.ndarray, rot: np.ndarray, gripper: float, dt: float) -> EEFTarget:
+        cmd = device.read()
+        if not held:
+            held.update(pos=pos.copy(), rot=rot.copy(), grip=gripper)
+        held["pos"] = held["pos"] + np.asarray(cmd.linear) * dt
+        held["rot"] = _small_rotation(np.asarray(cmd.angular) * dt) @ held["rot"]
+        held["grip"] = float(np.clip(held["grip"] + cmd.gripper_delta * dt, 0.0, 1.0))
+        return EEFTarget(held["pos"], held["rot"], held["grip"], set(cmd.events))
+
+    def restart() -> None:
+        held.clear()  # the next tick starts from where the arm stands
+
+    return source, restart
+
+
+def _small_rotation(rpy: np.ndarray) -> np.ndarray:
+    """Rotation by roll/pitch/yaw increments about the base axes (extrinsic x-y-z)."""
+    r, p, y = rpy
+    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    return rz @ ry @ rx

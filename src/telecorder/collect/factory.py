@@ -12,7 +12,7 @@ from .interfaces import Camera, Robot, Teleop
 from .opencv_camera import CameraSpec, OpenCVCamera
 
 ROBOTS = ("sim", "dynamixel")
-DEVICES = ("scripted", "leader_arm", "kinesthetic")
+DEVICES = ("scripted", "leader_arm", "kinesthetic", "vr", "gamepad", "keyboard")
 
 
 @dataclass
@@ -45,6 +45,10 @@ class DeviceConfig:
     baudrate: int = 1_000_000
     emulate: bool = False
     emulator: EmulatorOptions = field(default_factory=EmulatorOptions)
+    pose_stream: Path | None = None
+    vr_hand: str = "right"
+    vr_scale: float = 1.0
+    vr_axes: str = "openxr_to_robot"
 
 
 def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
@@ -86,6 +90,9 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
 
         robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed)
         return robot, ScriptedTeleop(robot, script=cfg.script, seed=cfg.seed)
+
+    if cfg.device in ("vr", "gamepad", "keyboard"):
+        return _eef_device(cfg)
 
     if cfg.device == "leader_arm":
         port, cal, emu = _arm_port(cfg, "leader", cfg.leader_port, cfg.leader_calibration, cleanups)
@@ -172,3 +179,46 @@ def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path |
 def _has_cube(robot: Robot) -> bool:
     env = getattr(robot, "env", None)
     return bool(env is not None and env.has_task)
+
+
+def _eef_device(cfg: DeviceConfig) -> tuple[Robot, Teleop]:
+    """End-effector devices steer the sim arm (or a user MJCF) through IK."""
+    if cfg.robot != "sim":
+        raise TelecorderError(f"--device {cfg.device} steers the end effector through IK on a MuJoCo model; "
+                              "use --robot sim (with --robot-model for your own arm)")
+    from .eef_teleop import EEFTeleop, velocity_source, vr_source
+    from .sim_robot import SimRobot
+
+    robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed)
+    if cfg.device == "vr":
+        from .vr import OpenXRClient, PoseStreamSource, VRMapping
+
+        mapping = VRMapping(scale=cfg.vr_scale, axes=cfg.vr_axes)
+        if cfg.pose_stream is not None:
+            stream = PoseStreamSource(cfg.pose_stream, hand=cfg.vr_hand)
+            source, restart = vr_source(stream, mapping)
+            return robot, EEFTeleop(robot, source, device_type="vr", fps=cfg.fps, on_episode_start=restart)
+        # A live headset through OpenXR; without a runtime, connecting fails with the runtime named.
+        live = LiveController(OpenXRClient(), cfg.vr_hand)
+        source, restart = vr_source(live, mapping)
+        return robot, EEFTeleop(robot, source, device_type="vr", fps=cfg.fps, on_connect=live.client.open,
+                                on_disconnect=live.client.close, on_episode_start=restart)
+    from .gamepad import GamepadInput, KeyboardInput
+
+    device = GamepadInput() if cfg.device == "gamepad" else KeyboardInput()
+    source, restart = velocity_source(device)
+    return robot, EEFTeleop(robot, source, device_type=cfg.device, fps=cfg.fps, on_connect=device.open,
+                            on_disconnect=device.close, on_episode_start=restart)
+
+
+class LiveController:
+    """The pose-stream interface over a live OpenXR client: the newest sample of one hand."""
+
+    def __init__(self, client: object, hand: str) -> None:
+        self.client, self.hand = client, hand
+
+    def start(self) -> None:
+        """A live stream has no start to rewind to."""
+
+    def current(self) -> object:
+        return self.client.sample().get(self.hand)

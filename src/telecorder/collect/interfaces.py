@@ -38,7 +38,7 @@ class Frame:
 class TeleopOutput:
     action: np.ndarray
     events: set[Event] = field(default_factory=set)
-    # Extra per-step features the device records next to the action (e.g. ``action.eef``).
+    # Extra per-step features the device records next to the action (e.g. ``action_eef``).
     extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 

@@ -1,0 +1,322 @@
+"""Gamepad and keyboard teleop input, driven through SDL itself.
+
+The gamepad is an SDL virtual joystick attached through the very SDL library pygame loaded,
+so the code under test reads it through the same joystick API and event pump as real hardware.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+os.environ["SDL_VIDEODRIVER"] = "dummy"
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+pygame = pytest.importorskip("pygame")
+
+from telecorder.collect.gamepad import (  # noqa: E402
+    EEFVelocityCommand,
+    GamepadInput,
+    GamepadMapping,
+    KeyboardInput,
+)
+from telecorder.collect.interfaces import Event  # noqa: E402
+from telecorder.errors import DeviceError  # noqa: E402
+
+SDL_JOYSTICK_TYPE_GAMECONTROLLER = 1
+AXIS_MIN, AXIS_MAX = -32768, 32767
+M = GamepadMapping()
+
+
+@pytest.fixture
+def pg() -> Iterator[object]:
+    pygame.display.init()
+    pygame.joystick.init()
+    yield pygame
+    pygame.event.clear()
+    pygame.quit()
+
+
+def _loaded_sdl() -> ctypes.CDLL | None:
+    """The SDL2 shared library pygame has mapped into this process, not merely one on disk.
+
+    A second copy of SDL would hold its own joystick list, invisible to pygame.
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "/libSDL2-2" in line or "/libSDL2.so" in line}
+    except OSError:
+        return None
+    paths = {p for p in paths if os.path.exists(p)}
+    if len(paths) != 1:
+        return None
+    sdl = ctypes.CDLL(paths.pop())
+    sdl.SDL_JoystickAttachVirtual.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    sdl.SDL_JoystickAttachVirtual.restype = ctypes.c_int
+    sdl.SDL_JoystickDetachVirtual.argtypes = [ctypes.c_int]
+    sdl.SDL_JoystickOpen.argtypes = [ctypes.c_int]
+    sdl.SDL_JoystickOpen.restype = ctypes.c_void_p
+    sdl.SDL_JoystickClose.argtypes = [ctypes.c_void_p]
+    sdl.SDL_JoystickSetVirtualAxis.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int16]
+    sdl.SDL_JoystickSetVirtualButton.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint8]
+    sdl.SDL_GetError.restype = ctypes.c_char_p
+    return sdl
+
+
+class VirtualPad:
+    def __init__(self, sdl: ctypes.CDLL, index: int, handle: int) -> None:
+        self.sdl, self.index, self.handle = sdl, index, handle
+        self.attached = True
+
+    def axis(self, axis: int, value: int) -> None:
+        assert self.sdl.SDL_JoystickSetVirtualAxis(self.handle, axis, value) == 0
+
+    def button(self, button: int, down: bool) -> None:
+        assert self.sdl.SDL_JoystickSetVirtualButton(self.handle, button, int(down)) == 0
+
+    def detach(self) -> None:
+        if self.attached:
+            self.sdl.SDL_JoystickClose(self.handle)
+            self.sdl.SDL_JoystickDetachVirtual(self.index)
+            self.attached = False
+
+
+@pytest.fixture
+def pad(pg: object) -> Iterator[VirtualPad]:
+    sdl = _loaded_sdl()
+    if sdl is None:
+        pytest.skip("cannot locate the one SDL2 library pygame loaded in /proc/self/maps")
+    index = sdl.SDL_JoystickAttachVirtual(SDL_JOYSTICK_TYPE_GAMECONTROLLER, 6, 11, 1)
+    if index < 0:
+        pytest.skip(f"SDL_JoystickAttachVirtual failed: {sdl.SDL_GetError().decode(errors='replace')}")
+    handle = sdl.SDL_JoystickOpen(index)
+    if not handle:
+        sdl.SDL_JoystickDetachVirtual(index)
+        pytest.skip(f"SDL_JoystickOpen on the virtual joystick failed: {sdl.SDL_GetError().decode(errors='replace')}")
+    vp = VirtualPad(sdl, index, handle)
+    # SDL lays a virtual controller out in GameController order and starts its axes 4 and 5
+    # (triggers there) at -32768; the raw indices are set here to the default mapping's resting
+    # pad instead: sticks centred, triggers released.
+    for axis in (M.left_x, M.left_y, M.right_x, M.right_y):
+        vp.axis(axis, 0)
+    vp.axis(M.left_trigger, AXIS_MIN)
+    vp.axis(M.right_trigger, AXIS_MIN)
+    yield vp
+    vp.detach()
+
+
+def _zero(cmd: EEFVelocityCommand) -> bool:
+    return not cmd.linear.any() and not cmd.angular.any() and cmd.gripper_delta == 0.0 and not cmd.events
+
+
+def test_gamepad_sticks_deadzone_and_full_deflection(pad: VirtualPad) -> None:
+    with GamepadInput(index=pad.index, deadzone=0.1, max_linear=0.15, max_angular=0.8) as gp:
+        assert gp.name
+        assert _zero(gp.read())
+        # Inside the dead zone: nothing.
+        pad.axis(M.left_x, int(0.08 * AXIS_MAX))
+        pad.axis(M.left_y, int(-0.05 * AXIS_MAX))
+        assert _zero(gp.read())
+        # Full up on the left stick: full speed forward, no sideways drift.
+        pad.axis(M.left_x, 0)
+        pad.axis(M.left_y, AXIS_MIN)
+        cmd = gp.read()
+        np.testing.assert_allclose(cmd.linear, [0.15, 0.0, 0.0], atol=1e-4)
+        # Full left: +y. Half right: rescaled from the dead zone's edge.
+        pad.axis(M.left_y, 0)
+        pad.axis(M.left_x, AXIS_MIN)
+        np.testing.assert_allclose(gp.read().linear, [0.0, 0.15, 0.0], atol=1e-4)
+        pad.axis(M.left_x, AXIS_MAX // 2)
+        np.testing.assert_allclose(gp.read().linear, [0.0, -0.15 * (0.5 - 0.1) / 0.9, 0.0], atol=1e-3)
+        # Right stick up: +z; shoulders add the same vertical command, clipped to the maximum.
+        pad.axis(M.left_x, 0)
+        pad.axis(M.right_y, AXIS_MIN)
+        np.testing.assert_allclose(gp.read().linear, [0.0, 0.0, 0.15], atol=1e-4)
+        pad.button(M.up_button, True)
+        np.testing.assert_allclose(gp.read().linear, [0.0, 0.0, 0.15], atol=1e-4)
+        pad.axis(M.right_y, 0)
+        pad.button(M.up_button, False)
+        pad.button(M.down_button, True)
+        np.testing.assert_allclose(gp.read().linear, [0.0, 0.0, -0.15], atol=1e-6)
+        pad.button(M.down_button, False)
+        assert _zero(gp.read())
+
+
+def test_gamepad_triggers_drive_gripper(pad: VirtualPad) -> None:
+    with GamepadInput(index=pad.index, max_gripper=2.0) as gp:
+        assert gp.read().gripper_delta == 0.0
+        pad.axis(M.left_trigger, AXIS_MAX)
+        assert gp.read().gripper_delta == pytest.approx(2.0, abs=1e-3)
+        pad.axis(M.left_trigger, AXIS_MIN)
+        pad.axis(M.right_trigger, AXIS_MAX)
+        assert gp.read().gripper_delta == pytest.approx(-2.0, abs=1e-3)
+
+
+def test_gamepad_ignores_trigger_until_seen_at_rest(pg: object) -> None:
+    sdl = _loaded_sdl()
+    if sdl is None:
+        pytest.skip("cannot locate the one SDL2 library pygame loaded in /proc/self/maps")
+    index = sdl.SDL_JoystickAttachVirtual(SDL_JOYSTICK_TYPE_GAMECONTROLLER, 6, 11, 1)
+    if index < 0:
+        pytest.skip(f"SDL_JoystickAttachVirtual failed: {sdl.SDL_GetError().decode(errors='replace')}")
+    vp = VirtualPad(sdl, index, sdl.SDL_JoystickOpen(index))
+    try:
+        with GamepadInput(index=index) as gp:
+            # Axes of a fresh device read 0, which for a trigger would be half pulled.
+            assert gp.read().gripper_delta == 0.0
+            vp.axis(M.left_trigger, AXIS_MIN)
+            assert gp.read().gripper_delta == 0.0
+            vp.axis(M.left_trigger, AXIS_MAX)
+            assert gp.read().gripper_delta == pytest.approx(1.0, abs=1e-3)
+    finally:
+        vp.detach()
+
+
+def test_gamepad_buttons_are_edge_triggered(pad: VirtualPad) -> None:
+    with GamepadInput(index=pad.index) as gp:
+        for button, event in ((M.save_button, Event.SAVE_EPISODE), (M.discard_button, Event.DISCARD_EPISODE),
+                              (M.stop_button, Event.STOP)):
+            pad.button(button, True)
+            assert gp.read().events == {event}
+            assert gp.read().events == set()  # still held: no repeat
+            pad.button(button, False)
+            assert gp.read().events == set()
+            pad.button(button, True)
+            assert gp.read().events == {event}
+            pad.button(button, False)
+            gp.read()
+
+
+def test_gamepad_button_held_at_open_does_not_fire(pad: VirtualPad) -> None:
+    pad.button(M.save_button, True)
+    pygame.event.pump()
+    with GamepadInput(index=pad.index) as gp:
+        assert gp.read().events == set()
+        pad.button(M.save_button, False)
+        gp.read()
+        pad.button(M.save_button, True)
+        assert gp.read().events == {Event.SAVE_EPISODE}
+
+
+def test_gamepad_rotation_mode_toggles(pad: VirtualPad) -> None:
+    with GamepadInput(index=pad.index, max_linear=0.15, max_angular=0.8) as gp:
+        pad.axis(M.left_y, AXIS_MIN)
+        assert not gp.rotation_mode
+        np.testing.assert_allclose(gp.read().linear, [0.15, 0, 0], atol=1e-4)
+        pad.button(M.rotation_button, True)
+        cmd = gp.read()
+        assert gp.rotation_mode
+        np.testing.assert_allclose(cmd.linear, 0.0)
+        np.testing.assert_allclose(cmd.angular, [0.0, 0.8, 0.0], atol=1e-4)  # stick up: +pitch
+        pad.button(M.rotation_button, False)
+        pad.axis(M.left_y, 0)
+        pad.axis(M.left_x, AXIS_MAX)
+        pad.axis(M.right_x, AXIS_MIN)
+        cmd = gp.read()
+        assert gp.rotation_mode  # releasing the button does not toggle back
+        np.testing.assert_allclose(cmd.angular, [0.8, 0.0, 0.8], atol=1e-4)  # right: +roll, left: +yaw
+        pad.button(M.up_button, True)
+        np.testing.assert_allclose(gp.read().linear, [0, 0, 0.15], atol=1e-6)  # height still adjustable
+        pad.button(M.up_button, False)
+        pad.button(M.rotation_button, True)
+        cmd = gp.read()
+        assert not gp.rotation_mode
+        np.testing.assert_allclose(cmd.angular, 0.0)
+        np.testing.assert_allclose(cmd.linear, [0.0, -0.15, 0.0], atol=1e-4)
+
+
+def test_gamepad_inverted_axis(pad: VirtualPad) -> None:
+    mapping = GamepadMapping(inverted_axes=frozenset({M.left_y}))
+    with GamepadInput(index=pad.index, mapping=mapping) as gp:
+        pad.axis(M.left_y, AXIS_MIN)
+        np.testing.assert_allclose(gp.read().linear, [-0.15, 0, 0], atol=1e-4)
+
+
+def test_gamepad_unplugged_while_reading(pad: VirtualPad) -> None:
+    with GamepadInput(index=pad.index) as gp:
+        gp.read()
+        pad.detach()
+        with pytest.raises(DeviceError, match="disconnected"):
+            gp.read()
+
+
+def test_no_gamepad(pg: object) -> None:
+    pygame.event.pump()
+    if pygame.joystick.get_count():
+        pytest.skip("a joystick is attached to this machine")
+    with pytest.raises(DeviceError) as info:
+        GamepadInput().open()
+    assert str(info.value) == (
+        "no gamepad found (pygame sees 0 joysticks); plug one in or use --device keyboard"
+    )
+
+
+def test_gamepad_mapping_larger_than_device(pad: VirtualPad) -> None:
+    with pytest.raises(DeviceError, match="the mapping needs"):
+        GamepadInput(index=pad.index, mapping=GamepadMapping(stop_button=20)).open()
+
+
+def _key(kind: int, key: int) -> None:
+    pygame.event.post(pygame.event.Event(kind, key=key, mod=0, unicode="", scancode=0))
+
+
+def test_keyboard_held_keys(pg: object) -> None:
+    with KeyboardInput(step_linear=0.1, step_angular=0.5, step_gripper=2.0) as kb:
+        assert _zero(kb.read())
+        _key(pygame.KEYDOWN, pygame.K_w)
+        _key(pygame.KEYDOWN, pygame.K_a)
+        cmd = kb.read()
+        np.testing.assert_allclose(cmd.linear, [0.1, 0.1, 0.0])
+        # Still held on later ticks with no new events.
+        np.testing.assert_allclose(kb.read().linear, [0.1, 0.1, 0.0])
+        _key(pygame.KEYUP, pygame.K_a)
+        _key(pygame.KEYDOWN, pygame.K_f)
+        _key(pygame.KEYDOWN, pygame.K_q)
+        _key(pygame.KEYDOWN, pygame.K_UP)
+        _key(pygame.KEYDOWN, pygame.K_LEFT)
+        _key(pygame.KEYDOWN, pygame.K_SPACE)
+        cmd = kb.read()
+        np.testing.assert_allclose(cmd.linear, [0.1, 0.0, -0.1])
+        np.testing.assert_allclose(cmd.angular, [-0.5, 0.5, 0.5])
+        assert cmd.gripper_delta == 2.0
+        # Opposite keys cancel.
+        _key(pygame.KEYDOWN, pygame.K_c)
+        _key(pygame.KEYDOWN, pygame.K_s)
+        cmd = kb.read()
+        assert cmd.gripper_delta == 0.0 and cmd.linear[0] == 0.0
+        for k in (pygame.K_w, pygame.K_s, pygame.K_f, pygame.K_q, pygame.K_UP, pygame.K_LEFT, pygame.K_SPACE,
+                  pygame.K_c):
+            _key(pygame.KEYUP, k)
+        assert _zero(kb.read())
+
+
+def test_keyboard_episode_keys(pg: object) -> None:
+    with KeyboardInput() as kb:
+        _key(pygame.KEYDOWN, pygame.K_n)
+        assert kb.read().events == {Event.SAVE_EPISODE}
+        assert kb.read().events == set()
+        _key(pygame.KEYUP, pygame.K_n)
+        _key(pygame.KEYDOWN, pygame.K_BACKSPACE)
+        assert kb.read().events == {Event.DISCARD_EPISODE}
+        _key(pygame.KEYDOWN, pygame.K_ESCAPE)
+        assert kb.read().events == {Event.STOP}
+        pygame.event.post(pygame.event.Event(pygame.QUIT))
+        assert kb.read().events == {Event.STOP}
+
+
+def test_keyboard_focus_loss_releases_keys(pg: object) -> None:
+    with KeyboardInput() as kb:
+        _key(pygame.KEYDOWN, pygame.K_d)
+        assert kb.read().linear[1] < 0
+        pygame.event.post(pygame.event.Event(pygame.WINDOWFOCUSLOST))
+        assert _zero(kb.read())
+
+
+def test_read_before_open() -> None:
+    with pytest.raises(DeviceError):
+        GamepadInput().read()
+    with pytest.raises(DeviceError):
+        KeyboardInput().read()
