@@ -21,6 +21,7 @@ tick (0.088 degrees), which only ever happens for multi-turn goals near -32 revo
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
@@ -157,7 +158,12 @@ class DynamixelBus:
     def _check_servos(self) -> dict[int, int]:
         found: dict[int, int] = {}
         for i in self.ids:
-            for _ in range(self.retries + 1):
+            # A line just opened can hold bytes from before (adapter buffers, a previous program's
+            # half packet): give each servo a few spaced attempts on a cleared line.
+            for attempt in range(max(3, self.retries + 1)):
+                if attempt:
+                    time.sleep(0.02)
+                    self._port.clearPort()
                 model, result, error = self._ph.ping(self._port, i)
                 self.errors.transactions += 1
                 if result == sdk.COMM_SUCCESS:
