@@ -121,7 +121,7 @@ def test_broken_robot_model_is_a_clear_error(tmp_path):
     _assert_one_clear_error(proc, "arm.xml")
 
 
-@pytest.mark.parametrize("command", [["telecorder", "collect"], ["telecorder", "info"], ["telecorder", "doctor"],
+@pytest.mark.parametrize("command", [["telecorder", "collect"], ["telecorder", "info"], ["telecorder", "doctor"], ["telecorder", "stats"], ["telecorder", "convert"], ["telecorder", "view"], ["telecorder", "export"], ["telecorder", "emulate"], ["telecorder", "calibrate"], ["telecorder", "tokenizer"], ["telecorder", "vr-record"],
                                      ["collect"]])
 def test_help_has_examples(command):
     proc = run(tool(command[0]), *command[1:], "--help", check=True)
@@ -274,3 +274,11 @@ def test_user_mjcf_arm_with_sweep(tmp_path):
     assert info["features"]["action"]["names"] == ["base", "elbow"]
     assert any(k.startswith("observation.images.") for k in info["features"]), "a default camera is added"
     assert run(tool("telecorder"), "doctor", str(out)).returncode == 0
+
+
+def test_stats_command(small_dataset):
+    root, _, _ = small_dataset
+    human = run(tool("telecorder"), "stats", str(root), check=True).stdout
+    assert "observation.state" in human and "j0" in human and "q99" in human
+    data = json.loads(run(tool("telecorder"), "stats", str(root), "--json", check=True).stdout)
+    assert data["action"]["count"] == 12 + 20 + 7 and len(data["action"]["mean"]) == 4

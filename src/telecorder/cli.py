@@ -191,6 +191,13 @@ def run_info(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def run_stats(args: argparse.Namespace, console: Console) -> int:
+    from .reports import print_stats
+
+    print_stats(console, args.dataset, as_json=args.json)
+    return 0
+
+
 def run_doctor(args: argparse.Namespace, console: Console) -> int:
     from .reports import print_doctor
 
@@ -463,6 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", action="store_true", help="also list every episode")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run_info)
+
+    p = sub.add_parser("stats", help="per-feature statistics (mean, std, min, max, q01, q99)",
+                       description="Print the dataset's per-feature statistics, merged episode by episode "
+                       "(q01/q99 within 0.5% relative error).",
+                       epilog="examples:\n  telecorder stats demos/\n  telecorder stats demos/ --json\n",
+                       formatter_class=fmt)
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_stats)
 
     p = sub.add_parser("doctor", help="validate a dataset and report timing/sync",
                        description="Validate every episode (schema, timestamps, NaN/inf, frames) and report the "

@@ -165,3 +165,26 @@ def _bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
+
+
+def print_stats(console: Console, path: Path, *, as_json: bool = False) -> None:
+    """Per-feature statistics from ``meta/stats.json`` (what normalizers use)."""
+    ds = Dataset.open(path)
+    stats = ds.stats()
+    summary = stats.summary() if stats is not None else {}
+    if as_json:
+        console.print_json(json.dumps(summary))
+        return
+    if not summary:
+        console.print(f"{path}: no statistics yet (no episodes, or run 'telecorder doctor --repair')")
+        return
+    for name, s in summary.items():
+        spec = ds.info.features.get(name)
+        names = list(spec.names) if spec is not None and spec.names else None
+        table = Table(title=f"{name}  ({s['count']} values)", title_justify="left")
+        for col in ("dim", "mean", "std", "min", "q01", "q99", "max"):
+            table.add_column(col, justify="right" if col != "dim" else "left")
+        for k in range(len(np.ravel(s["mean"]))):
+            row = [np.ravel(s[key])[k] for key in ("mean", "std", "min", "q01", "q99", "max")]
+            table.add_row(names[k] if names and k < len(names) else str(k), *(f"{v:.4g}" for v in row))
+        console.print(table)
