@@ -42,6 +42,7 @@ from ..datasets.features import (
     DatasetInfo,
     FeatureSpec,
     image_feature,
+    read_json,
     write_json_atomic,
 )
 from ..datasets.images import decode_image
@@ -117,13 +118,8 @@ def camera_of(key: str) -> str:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except FileNotFoundError as e:
-        raise ConversionError(f"{path}: {what} is missing; not a complete LeRobot dataset") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConversionError(f"{path}: not valid JSON ({e})") from e
+    return read_json(path, error=ConversionError, missing=f"{what} is missing; not a complete LeRobot dataset",
+                     invalid_hint="")
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

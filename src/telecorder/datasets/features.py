@@ -211,15 +211,21 @@ def _describe(f: FeatureSpec) -> str:
     return f"{f.dtype}{list(f.shape)}" + (f" names={list(f.names)}" if f.names else "")
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file, turning every failure into one DatasetError naming the file."""
+def read_json(
+    path: Path,
+    *,
+    error: type[DatasetError] = DatasetError,
+    missing: str = "file is missing",
+    invalid_hint: str = "; restore it or run 'telecorder doctor --repair'",
+) -> Any:
+    """Read a JSON file, turning every failure into one ``error`` naming the file."""
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
     except FileNotFoundError as e:
-        raise DatasetError(f"{path}: file is missing") from e
+        raise error(f"{path}: {missing}") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e}); restore it or run 'telecorder doctor --repair'") from e
+        raise error(f"{path}: not valid JSON ({e}){invalid_hint}") from e
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
