@@ -104,7 +104,7 @@ def test_resume_with_mismatched_schema_is_refused(small_dataset, changed, expect
 
 def test_second_writer_on_same_folder_is_refused(small_dataset):
     root, info, _ = small_dataset
-    with DatasetWriter(root, info, resume=True), pytest.raises(DatasetError, match="another telecorder process"):
+    with DatasetWriter(root, info, resume=True), pytest.raises(DatasetError, match=rf"being modified by process {os.getpid()} \(record into it"):
         DatasetWriter(root, info, resume=True)
 
 

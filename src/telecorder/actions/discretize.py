@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from .errors import ActionError
 
 __all__ = ["QuantileBins", "UniformBins"]
@@ -174,7 +175,7 @@ class QuantileBins:
         return qb
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict()) + "\n")
+        write_text_atomic(path, json.dumps(self.to_dict()) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> QuantileBins:

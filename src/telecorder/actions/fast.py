@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_json_atomic, write_text_atomic
 from .errors import ActionError
 from .normalize import Normalizer
 
@@ -286,8 +287,8 @@ class FASTTokenizer:
         self._fitted()
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        self._tok.save(str(out / TOKENIZER_FILE))
-        (out / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n")
+        write_text_atomic(out / TOKENIZER_FILE, self._tok.to_str(pretty=True))
+        write_json_atomic(out / CONFIG_FILE, self.config())
         return out
 
     @classmethod

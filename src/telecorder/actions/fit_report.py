@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..datasets.dataset import Dataset
 from .fast import FASTTokenizer
 from .normalize import Normalizer
@@ -48,9 +49,9 @@ def fit_fast(
     tokenizer.fit(normalizer.normalize(raw))
     out = Path(out)
     tokenizer.save(out)
-    (out / NORMALIZER_FILE).write_text(json.dumps(normalizer.to_dict(), indent=2) + "\n")
-    (out / CHUNKING_FILE).write_text(json.dumps({"chunk_seconds": chunk_seconds, "fps": fps,
-                                                 "horizon": raw.shape[1], "action_dim": raw.shape[2]}) + "\n")
+    write_json_atomic(out / NORMALIZER_FILE, normalizer.to_dict())
+    write_json_atomic(out / CHUNKING_FILE, {"chunk_seconds": chunk_seconds, "fps": fps,
+                                            "horizon": raw.shape[1], "action_dim": raw.shape[2]}, indent=None)
     return {"chunks": len(raw), "horizon": raw.shape[1], "action_dim": raw.shape[2], "out": str(out)}
 
 

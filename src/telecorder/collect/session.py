@@ -116,11 +116,8 @@ class RecordingSession:
                 cam.start()
                 started.append(cam)
             dataset = DatasetWriter(self.config.out, self.dataset_info(), resume=self.config.resume)
-            if dataset.unfinished:
-                self.console.print(
-                    f"[yellow]note:[/] {len(dataset.unfinished)} unfinished episode file(s) from an earlier "
-                    f"crash in {self.config.out}; run 'telecorder doctor {self.config.out} --repair'"
-                )
+            for line in dataset.recovered:
+                self.console.print(f"[yellow]recovered:[/] {line}", highlight=False)
             writer = AsyncEpisodeWriter(dataset, encode_threads=self.config.encode_threads)
             self._loop(dataset, writer, summary, pending)
         except KeyboardInterrupt:

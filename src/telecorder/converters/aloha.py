@@ -33,13 +33,13 @@ import cv2
 import h5py
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..datasets.episode_file import Episode
 from ..datasets.features import (
     DatasetInfo,
     FeatureSpec,
     image_feature,
     read_json,
-    write_json_atomic,
 )
 from ..errors import DatasetError
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter

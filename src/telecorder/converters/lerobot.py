@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ..atomic import write_json_atomic
 from ..datasets.episode_file import Episode
 from ..datasets.features import (
     IMAGE_PREFIX,
@@ -43,11 +44,11 @@ from ..datasets.features import (
     FeatureSpec,
     image_feature,
     read_json,
-    write_json_atomic,
 )
 from ..datasets.images import decode_image
 from ..datasets.stats import FeatureStats
 from ..errors import DatasetError
+from ..safe_paths import join_inside
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
 from .video import CODECS, DEFAULT_GOP, VideoEncoder, decode_frames
 
@@ -411,10 +412,10 @@ class LeRobotReader(FormatReader):
     def _episode_table(self, index: int, row: Mapping[str, Any]) -> tuple[pa.Table, Path]:
         if not self.is_v3:
             chunk = index // int(self._meta.get("chunks_size", 1000))
-            path = self.path / self._template("data_path", episode_chunk=chunk, episode_index=index)
+            path = self._templated_path("data_path", episode_chunk=chunk, episode_index=index)
             return _read_parquet(path), path
         chunk, file = (self._episode_field(index, row, f"data/{k}") for k in ("chunk_index", "file_index"))
-        path = self.path / self._template("data_path", chunk_index=chunk, file_index=file)
+        path = self._templated_path("data_path", chunk_index=chunk, file_index=file)
         if self._cached is None or self._cached[0] != path:
             self._cached = (path, _read_parquet(path))  # consecutive episodes share a file
         table = self._cached[1]
@@ -422,14 +423,16 @@ class LeRobotReader(FormatReader):
             raise ConversionError(f"{path}: column 'episode_index' is missing; cannot find episode {index}'s rows")
         return table.filter(pc.equal(table["episode_index"], index)), path
 
-    def _template(self, key: str, **fields: Any) -> str:
+    def _templated_path(self, key: str, **fields: Any) -> Path:
+        """A file named by an ``info.json`` path template; it must lie inside the dataset."""
         template = self._meta.get(key)
         if not isinstance(template, str):
             raise ConversionError(f"{self._info_path}: '{key}' template is missing")
         try:
-            return template.format(**fields)
-        except (KeyError, IndexError, ValueError) as e:
+            relative = template.format(**fields)
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
             raise ConversionError(f"{self._info_path}: '{key}' template {template!r} cannot be filled ({e})") from e
+        return join_inside(self.path, relative, source=f"{self._info_path} '{key}'", error=ConversionError)
 
     def _episode_field(self, index: int, row: Mapping[str, Any], name: str) -> Any:
         if row.get(name) is None:
@@ -453,9 +456,9 @@ class LeRobotReader(FormatReader):
     def _video_path(self, vis: _Visual, index: int, row: Mapping[str, Any]) -> Path:
         if not self.is_v3:
             chunk = index // int(self._meta.get("chunks_size", 1000))
-            return self.path / self._template("video_path", episode_chunk=chunk, video_key=vis.key, episode_index=index)
+            return self._templated_path("video_path", episode_chunk=chunk, video_key=vis.key, episode_index=index)
         chunk, file = (self._episode_field(index, row, f"videos/{vis.key}/{k}") for k in ("chunk_index", "file_index"))
-        return self.path / self._template("video_path", video_key=vis.key, chunk_index=chunk, file_index=file)
+        return self._templated_path("video_path", video_key=vis.key, chunk_index=chunk, file_index=file)
 
     def _video_frames(
         self, vis: _Visual, index: int, row: Mapping[str, Any], timestamp: np.ndarray
@@ -507,7 +510,10 @@ class LeRobotReader(FormatReader):
     @property
     def _timing_path(self) -> Path | None:
         timing = (self._sidecar or {}).get("timing_file")
-        return self.path / timing if isinstance(timing, str) and (self.path / timing).is_file() else None
+        if not isinstance(timing, str):
+            return None
+        path = join_inside(self.path, timing, source=f"{self.path / SIDECAR} 'timing_file'", error=ConversionError)
+        return path if path.is_file() else None
 
     def _timing_rows(self, ep: Episode) -> pa.Table | None:
         path = self._timing_path
@@ -560,7 +566,8 @@ def _image_column(table: pa.Table, key: str, path: Path, root: Path) -> list[np.
     frames = []
     for step, (blob, rel) in enumerate(zip(blobs, paths, strict=True)):
         if blob is None and rel:
-            blob = _read_bytes(root / rel, path, key, step)
+            image = join_inside(root, rel, source=f"{path} column {key!r} step {step}", error=ConversionError)
+            blob = _read_bytes(image, path, key, step)
         if blob is None:
             raise ConversionError(f"{path}: column {key!r} step {step} holds neither image bytes nor a path")
         try:

@@ -63,7 +63,9 @@ class NativeWriter(FormatWriter):
             jpeg_quality=int(options.get("jpeg_quality", info.jpeg_quality)),
             extra=dict(info.extra),
         )
-        self._writer = DatasetWriter(self.path, fresh, resume=bool(options.get("resume", False)))
+        # An episode cut short by a kill is converted again from the source, not salvaged.
+        self._writer = DatasetWriter(self.path, fresh, resume=bool(options.get("resume", False)),
+                                     unfinished="discard")
 
     def write_episode(self, episode: Episode) -> None:
         info = self._writer.info

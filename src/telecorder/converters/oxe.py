@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..datasets.episode_file import Episode
 from ..datasets.features import (
     IMAGE_PREFIX,
     DatasetInfo,
     FeatureSpec,
     image_feature,
-    write_json_atomic,
 )
 from .base import ConversionError
 from .rlds import RLDSWriter

@@ -23,8 +23,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..atomic import fsync_dir
+from ..datasets.dataset import is_dataset
 from ..datasets.episode_file import Episode
 from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature
+from ..datasets.lock import DatasetLock, lock_holder
 from ..errors import DatasetError
 from . import open_reader, writer_class
 from .base import ConversionError
@@ -172,18 +175,22 @@ def convert(
     absent = sorted(set(wanted) - set(available))
     if absent:
         raise ConversionError(f"{src}: no episode(s) {absent[:10]} (it has {len(available)} episodes)")
+    _undo_interrupted_swap(dst)
     if dst.exists() and not opts.overwrite:
         raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
+    holder = lock_holder(dst) if is_dataset(dst) else None
+    if holder:
+        raise ConversionError(f"{dst} is being modified by {holder}; it cannot be replaced until that finishes")
     work = partial_path(dst)
-    done_before: set[int] = set()
-    if work.exists() and opts.resume and opts.to == "native":
-        done_before = _converted_sources(work)
-    elif work.exists():
+    resuming = opts.resume and opts.to == "native" and is_dataset(work)
+    if work.exists() and not resuming:
         shutil.rmtree(work)
     writer_opts = dict(opts.writer_options)
-    if done_before:
+    if resuming:
         writer_opts["resume"] = True
     writer = writer_class(opts.to)(work, out_info, **writer_opts)
+    # Read after the writer has opened: on resume it first puts the output back in order.
+    done_before = _converted_sources(work) if resuming else set()
     report = ConvertReport(output=dst, resumed=len(done_before))
     remaining = [i for i in wanted if i not in done_before]
     try:
@@ -203,11 +210,43 @@ def convert(
     if report.episodes + report.resumed == 0:
         shutil.rmtree(work, ignore_errors=True)
         raise ConversionError(f"{src}: no episode could be converted ({len(report.skipped)} bad)")
-    if dst.exists():
-        shutil.rmtree(dst) if dst.is_dir() else dst.unlink()
-    os.replace(work, dst)
+    _swap_into_place(work, dst)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _replaced_path(dst: Path) -> Path:
+    return dst.with_name("." + dst.name + ".replaced")
+
+
+def _swap_into_place(work: Path, dst: Path) -> None:
+    """Move the finished output to ``dst``. An old ``dst`` is first renamed aside and deleted
+    only once the new one is in place, so a kill at any point leaves one of them under a
+    name that the next run puts back (see :func:`_undo_interrupted_swap`)."""
+    old = _replaced_path(dst)
+    lock = DatasetLock(dst, "replace it (convert --overwrite)") if is_dataset(dst) else None
+    if lock is not None:
+        lock.acquire()  # nobody may be recording into the dataset that is about to be replaced
+    try:
+        if dst.exists():
+            os.replace(dst, old)
+        os.replace(work, dst)
+        fsync_dir(dst.parent)
+    finally:
+        if lock is not None:
+            lock.release()
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+
+
+def _undo_interrupted_swap(dst: Path) -> None:
+    old = _replaced_path(dst)
+    if not old.exists():
+        return
+    if dst.exists():  # the swap finished; only the deletion of the old output was cut short
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:  # killed between the two renames: the old output comes back, the new one is redone
+        os.replace(old, dst)
 
 
 def _converted_sources(work: Path) -> set[int]:

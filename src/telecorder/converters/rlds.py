@@ -42,6 +42,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..datasets.episode_file import Episode
 from ..datasets.features import (
     IMAGE_PREFIX,
@@ -49,7 +50,6 @@ from ..datasets.features import (
     FeatureSpec,
     image_feature,
     read_json,
-    write_json_atomic,
 )
 from ..datasets.images import decode_image, encode_image
 from ..errors import DatasetError, missing_extra

@@ -32,13 +32,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..datasets.episode_file import Episode
 from ..datasets.features import (
     IMAGE_PREFIX,
     DatasetInfo,
     FeatureSpec,
     image_feature,
-    write_json_atomic,
 )
 from .aloha import (
     DERIVED_ATTR,

@@ -1,10 +1,11 @@
 """The data model and the native store: features, dataset folders, episode files, stats, checks."""
 
 from .async_writer import AsyncEpisodeWriter, Step
-from .dataset import Dataset, DatasetWriter, is_dataset
+from .dataset import Dataset, DatasetWriter, is_dataset, mark_bad
 from .doctor import DoctorReport, check_dataset, repair_dataset
 from .episode_file import Episode, EpisodeReader
 from .features import DatasetInfo, FeatureSpec, image_feature
+from .lock import DatasetLock, DatasetLockedError
 from .splits import episode_split
 from .stats import DatasetStats, FeatureStats
 from .sync import SyncReport, analyze_timing
@@ -24,6 +25,8 @@ __all__ = [
     "AsyncEpisodeWriter",
     "Dataset",
     "DatasetInfo",
+    "DatasetLock",
+    "DatasetLockedError",
     "DatasetStats",
     "DatasetWriter",
     "DoctorReport",
@@ -41,5 +44,6 @@ __all__ = [
     "episode_split",
     "image_feature",
     "is_dataset",
+    "mark_bad",
     "repair_dataset",
 ]

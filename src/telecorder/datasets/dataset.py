@@ -17,7 +17,6 @@ are replaced atomically. An episode file that is not in the index yet, or a hidd
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -28,16 +27,25 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_write, write_json_atomic
 from ..errors import DatasetError, SchemaMismatchError
-from .episode_file import PARTIAL_SUFFIX, EpisodeFileWriter, EpisodeReader, episode_filename
-from .features import DatasetInfo, fsync_dir, read_json, write_json_atomic
-from .stats import DatasetStats
+from .episode_file import (
+    EPISODES_DIR,
+    PARTIAL_SUFFIX,
+    EpisodeFileWriter,
+    EpisodeReader,
+    episode_filename,
+    episode_relpath,
+)
+from .features import DatasetInfo, read_json
+from .lock import DatasetLock
+from .stats import DatasetStats, format_ranges
 
 INFO = "meta/info.json"
 INDEX = "meta/episodes.jsonl"
 STATS = "meta/stats.json"
-EPISODES_DIR = "episodes"
 _EPISODE_RE = re.compile(r"^episode_(\d{6,})\.h5$")
+_ANY_EPISODE_RE = re.compile(r"^\.?episode_(\d{6,})\b")  # complete, partial, salvage or set aside
 
 
 def is_dataset(path: str | Path) -> bool:
@@ -45,58 +53,109 @@ def is_dataset(path: str | Path) -> bool:
 
 
 def read_index(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Index lines of ``meta/episodes.jsonl`` and descriptions of lines that could not be read."""
-    path = root / INDEX
-    records: list[dict[str, Any]] = []
+    """Index lines of ``meta/episodes.jsonl`` (one per episode) and descriptions of what is wrong.
+
+    Unreadable lines (a crash mid-append) are left out; of an episode listed twice the last
+    line counts; a line's ``file`` is never used to open anything (the file name derives
+    from the episode number), and one that disagrees is reported.
+    """
+    path = Path(root) / INDEX
+    by_index: dict[int, dict[str, Any]] = {}
+    lines_of: dict[int, list[int]] = {}
     problems: list[str] = []
     if not path.exists():
-        return records, [f"{path}: index file is missing"]
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                int(rec["episode_index"])
-                records.append(rec)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                problems.append(f"{path}:{lineno}: unreadable index line (interrupted write?)")
-    return records, problems
+        return [], [f"{path}: index file is missing"]
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    lines = raw.split(b"\n")
+    torn = bool(lines) and lines[-1] != b""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8"))
+            idx = rec["episode_index"]
+            episode_filename(idx)
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+            what = "torn last line" if torn and lineno == len(lines) else "unreadable index line"
+            problems.append(f"{path}:{lineno}: {what} (interrupted write?)")
+            continue
+        idx = int(idx)
+        expected = episode_relpath(idx)
+        if rec.get("file", expected) != expected:
+            problems.append(
+                f"{path}:{lineno}: episode {idx} names file {rec['file']!r}; episodes are read from "
+                f"{expected}, whatever the index says"
+            )
+            rec["file"] = expected
+        by_index[idx] = rec
+        lines_of.setdefault(idx, []).append(lineno)
+    for idx, at in lines_of.items():
+        if len(at) > 1:
+            problems.append(f"{path}: episode {idx} is listed {len(at)} times (lines {', '.join(map(str, at))}); "
+                            "the last line counts")
+    return [by_index[i] for i in sorted(by_index)], problems
+
+
+def index_tail_is_torn(root: Path) -> bool:
+    """Whether the index ends inside a line (a crash during an append)."""
+    path = Path(root) / INDEX
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
 
 
 def write_index(root: Path, records: list[dict[str, Any]]) -> None:
     """Replace ``meta/episodes.jsonl`` atomically (readers see the old or the new index)."""
-    path = root / INDEX
-    tmp = path.with_name("." + path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(Path(root) / INDEX) as fh:
         for r in records:
             fh.write(json.dumps(r) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+
+
+def append_index_line(root: Path, entry: Mapping[str, Any]) -> None:
+    """Append one line, durably; a torn tail left by a crash is ended first so that it cannot
+    swallow the new line (doctor reports the fragment, repair rebuilds it from its file)."""
+    line = (json.dumps(dict(entry)) + "\n").encode("utf-8")
+    if index_tail_is_torn(root):
+        line = b"\n" + line
+    fd = os.open(Path(root) / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def mark_bad(root: str | Path, index: int, bad: bool = True, reason: str | None = None) -> dict[str, Any]:
     """Mark (or unmark) an episode as bad in the index; its data is never touched.
 
-    Loaders and ``convert`` can then leave marked episodes out.
+    Loaders and ``convert`` can then leave marked episodes out. Holds the dataset's lock,
+    so it cannot lose an index line that a recording appends meanwhile.
     """
     root = Path(root)
-    records, problems = read_index(root)
-    if problems:
-        raise DatasetError(f"{root}: the index has unreadable lines; run 'telecorder doctor --repair' first")
-    for rec in records:
-        if int(rec["episode_index"]) == index:
-            if bad:
-                rec["bad"] = True
-                if reason:
-                    rec["bad_reason"] = reason
-            else:
-                rec.pop("bad", None)
-                rec.pop("bad_reason", None)
-            write_index(root, records)
-            return rec
+    with DatasetLock(root, f"mark episode {index} {'bad' if bad else 'good'}"):
+        records, problems = read_index(root)
+        if problems:
+            raise DatasetError(
+                f"{root}: the index has problems ({problems[0]}); run 'telecorder doctor {root} --repair' first"
+            )
+        for rec in records:
+            if int(rec["episode_index"]) == index:
+                if bad:
+                    rec["bad"] = True
+                    if reason:
+                        rec["bad_reason"] = reason
+                else:
+                    rec.pop("bad", None)
+                    rec.pop("bad_reason", None)
+                write_index(root, records)
+                return rec
     raise DatasetError(f"{root}: no episode {index} to mark")
 
 
@@ -114,7 +173,21 @@ def episode_files(root: Path) -> dict[int, Path]:
 
 def partial_files(root: Path) -> list[Path]:
     folder = root / EPISODES_DIR
-    return sorted(folder.glob("*" + PARTIAL_SUFFIX)) if folder.is_dir() else []
+    return sorted(folder.glob(".*" + PARTIAL_SUFFIX)) if folder.is_dir() else []
+
+
+def numbers_in_use(root: Path) -> set[int]:
+    """Every episode number that a file of any kind already carries: complete, unfinished,
+    being salvaged or set aside. A new episode takes none of them."""
+    used = set(episode_files(root))
+    folder = root / EPISODES_DIR
+    for where in (folder, folder / ".unrecoverable"):
+        if where.is_dir():
+            for p in where.iterdir():
+                m = _ANY_EPISODE_RE.match(p.name)
+                if m:
+                    used.add(int(m.group(1)))
+    return used
 
 
 class Dataset:
@@ -163,12 +236,13 @@ class Dataset:
         return [int(r["episode_index"]) for r in self.records]
 
     def episode_path(self, index: int) -> Path:
-        return self.root / EPISODES_DIR / episode_filename(index)
+        """The file of episode ``index``: derived from the number, never read from metadata."""
+        return self.root / episode_relpath(index)
 
     def episode(self, index: int) -> EpisodeReader:
         """Open episode ``index`` (its number in the index, not its position)."""
         if index not in self.episode_indices:
-            raise DatasetError(f"{self.root}: no episode {index} (episodes: {_ranges(self.episode_indices)})")
+            raise DatasetError(f"{self.root}: no episode {index} (episodes: {format_ranges(self.episode_indices) or 'none'})")
         return EpisodeReader(self.episode_path(index), self.info)
 
     def __iter__(self) -> Iterator[EpisodeReader]:
@@ -191,13 +265,23 @@ class Dataset:
 class DatasetWriter:
     """Adds episodes to a dataset folder, creating it or (with ``resume``) appending to it.
 
-    One writer per folder at a time: a lock file stops a second recording session
-    from interleaving episodes into the same dataset.
+    The writer holds the dataset's lock for its lifetime (see :mod:`.lock`): no second
+    recording, repair or edit can interleave with it. On ``resume`` it first recovers
+    what a crash may have left (see :func:`.recovery.recover`), so an unfinished episode
+    is salvaged before any new one is numbered; ``recovered`` says what was done.
     """
 
-    def __init__(self, root: str | Path, info: DatasetInfo, *, resume: bool = False) -> None:
+    def __init__(
+        self, root: str | Path, info: DatasetInfo, *, resume: bool = False, unfinished: str = "salvage"
+    ) -> None:
+        """``unfinished``: what resuming does with an episode a crash cut short: ``salvage`` its
+        flushed steps (recordings), or ``discard`` it (derived data that is simply written again)."""
+        if unfinished not in ("salvage", "discard"):
+            raise ValueError(f"unfinished must be 'salvage' or 'discard', not {unfinished!r}")
         self.root = Path(root)
-        self._lock_fh = None
+        self._lock: DatasetLock | None = None
+        self._unfinished = unfinished
+        self.recovered: list[str] = []
         if is_dataset(self.root):
             existing = DatasetInfo.load(self.root / INFO)
             if not resume:
@@ -213,42 +297,43 @@ class DatasetWriter:
                     f"cannot append to {self.root}: the new recording differs from it ({'; '.join(diffs)}); "
                     "record into another --out folder"
                 )
-            info.total_episodes, info.total_frames = existing.total_episodes, existing.total_frames
             info.jpeg_quality = existing.jpeg_quality
             info.extra = {**existing.extra, **info.extra}
             self.info = info
         else:
-            if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+            if self.root.exists() and (not self.root.is_dir() or not _empty_or_unborn(self.root)):
                 raise DatasetError(
                     f"{self.root} exists and is not a telecorder dataset; choose a new or empty --out folder"
                 )
             (self.root / "meta").mkdir(parents=True, exist_ok=True)
             (self.root / EPISODES_DIR).mkdir(exist_ok=True)
             self.info = info
-        self._acquire_lock()
-        if not is_dataset(self.root):
-            self.info.save(self.root / INFO)
-            (self.root / INDEX).touch()
-            write_json_atomic(self.root / STATS, DatasetStats({}).to_json_dict())
-        (self.root / EPISODES_DIR).mkdir(exist_ok=True)
-        records, _ = read_index(self.root)
-        known = {int(r["episode_index"]) for r in records} | set(episode_files(self.root))
-        self.next_index = max(known) + 1 if known else 0
-        self.unfinished = partial_files(self.root)
-
-    def _acquire_lock(self) -> None:
-        fh = open(self.root / "meta" / ".lock", "w")  # noqa: SIM115 - held for the writer's lifetime
+        self._lock = DatasetLock(self.root, "record into it").acquire()
         try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            fh.close()
-            raise DatasetError(f"{self.root} is being written by another telecorder process") from e
-        self._lock_fh = fh
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        from .recovery import recover
+
+        (self.root / EPISODES_DIR).mkdir(exist_ok=True)
+        if not is_dataset(self.root):
+            (self.root / INDEX).touch()
+            write_json_atomic(self.root / STATS, DatasetStats({}, episodes=()).to_json_dict())
+            self.info.save(self.root / INFO)  # last: until info.json exists, the folder is no dataset
+        else:
+            self.recovered = recover(self.root, self.info, unfinished=self._unfinished)
+            on_disk = DatasetInfo.load(self.root / INFO)
+            self.info.total_episodes, self.info.total_frames = on_disk.total_episodes, on_disk.total_frames
+        used = numbers_in_use(self.root) | {int(r["episode_index"]) for r in read_index(self.root)[0]}
+        self.next_index = max(used) + 1 if used else 0
 
     def close(self) -> None:
-        if self._lock_fh is not None:
-            self._lock_fh.close()
-            self._lock_fh = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> DatasetWriter:
         return self
@@ -268,8 +353,7 @@ class DatasetWriter:
             self.next_index = index
 
     def start_episode(self, index: int, attrs: Mapping[str, Any]) -> EpisodeFileWriter:
-        path = self.root / EPISODES_DIR / episode_filename(index)
-        return EpisodeFileWriter(path, self.info, {**attrs, "episode_index": index})
+        return EpisodeFileWriter(self.root / episode_relpath(index), self.info, {**attrs, "episode_index": index})
 
     def commit(self, writer: EpisodeFileWriter, attrs: Mapping[str, Any], record: Mapping[str, Any]) -> dict[str, Any]:
         """Make the episode complete and visible: file, then index line, then stats and info."""
@@ -277,34 +361,62 @@ class DatasetWriter:
             writer.derive_action_from_next_state()
         arrays = writer.numeric_arrays()
         path = writer.finish(attrs)
+        index = _index_of(path)
         entry = {
-            "episode_index": _index_of(path),
-            "file": f"{EPISODES_DIR}/{path.name}",
+            "episode_index": index,
+            "file": episode_relpath(index),
             "length": writer.length,
             **record,
             "bytes": path.stat().st_size,
         }
-        with open(self.root / INDEX, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._update_stats(arrays)
+        append_index_line(self.root, entry)
+        self._update_stats(arrays, index)
         self.info.total_episodes += 1
         self.info.total_frames += writer.length
         self.info.save(self.root / INFO)
         return entry
 
-    def _update_stats(self, arrays: Mapping[str, np.ndarray]) -> None:
-        finite = {}
-        for name, a in arrays.items():
-            if len(a) and a.dtype.kind in "fiub":
-                rows = a.reshape(len(a), -1)
-                # Non-finite rows are reported by doctor; they must not turn the dataset's statistics into NaN.
-                finite[name] = a[np.isfinite(rows).all(axis=1)] if a.dtype.kind == "f" else a
-        finite = {k: v for k, v in finite.items() if len(v)}
+    def _update_stats(self, arrays: Mapping[str, np.ndarray], index: int) -> None:
         path = self.root / STATS
         current = DatasetStats.from_json_dict(read_json(path)) if path.exists() else DatasetStats({})
-        write_json_atomic(path, current.merge(DatasetStats.from_arrays(finite)).to_json_dict())
+        write_json_atomic(path, current.merge(episode_stats(arrays, index)).to_json_dict())
+
+
+def _empty_or_unborn(root: Path) -> bool:
+    """Empty, or holding only what creating a dataset writes before ``info.json`` (a creation
+    that a kill interrupted: no episode can have been saved yet)."""
+    from ..atomic import is_temporary
+
+    skeleton = {"meta", EPISODES_DIR}
+    if any(p.name not in skeleton for p in root.iterdir()):
+        return False
+    episodes, meta = root / EPISODES_DIR, root / "meta"
+    if episodes.exists() and (not episodes.is_dir() or any(episodes.iterdir())):
+        return False
+    if meta.exists():
+        if not meta.is_dir():
+            return False
+        for p in meta.iterdir():
+            if p.name == "episodes.jsonl" and p.stat().st_size == 0:
+                continue
+            if p.name not in (".lock", "stats.json") and not is_temporary(p.name):
+                return False
+    return True
+
+
+def episode_stats(arrays: Mapping[str, np.ndarray], index: int) -> DatasetStats:
+    """Statistics of one episode's numeric features, over its finite rows.
+
+    Non-finite rows are reported by doctor; they must not turn the dataset's statistics into NaN.
+    """
+    finite = {}
+    for name, a in arrays.items():
+        if len(a) and a.dtype.kind in "fiub":
+            if a.dtype.kind == "f":
+                a = a[np.isfinite(a.reshape(len(a), -1)).all(axis=1)]
+            if len(a):
+                finite[name] = a
+    return DatasetStats.from_arrays(finite, episode=index)
 
 
 def _index_of(path: Path) -> int:
@@ -312,17 +424,3 @@ def _index_of(path: Path) -> int:
     if not m:
         raise ValueError(f"not an episode file name: {path.name}")
     return int(m.group(1))
-
-
-def _ranges(indices: list[int]) -> str:
-    if not indices:
-        return "none"
-    out, start, prev = [], indices[0], indices[0]
-    for i in [*indices[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        out.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ",".join(out)

@@ -13,41 +13,23 @@ it), drops index lines whose file is gone, and recomputes statistics and totals.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from ..atomic import is_temporary
 from ..errors import DatasetError
-from .dataset import (
-    EPISODES_DIR,
-    INDEX,
-    INFO,
-    STATS,
-    episode_files,
-    partial_files,
-    read_index,
-    write_index,
-)
-from .episode_file import (
-    FRAME_INDEX_GROUP,
-    IMAGE_TS_GROUP,
-    IMAGES_GROUP,
-    LATENESS_PATH,
-    EpisodeReader,
-    episode_filename,
-    get_attrs,
-    set_attrs,
-)
-from .features import DatasetInfo, fsync_dir, read_json, write_json_atomic
+from .dataset import INDEX, INFO, episode_files, partial_files, read_index
+from .episode_file import EPISODES_DIR, EpisodeReader, episode_relpath
+from .features import DatasetInfo
+from .lock import DatasetLock, lock_holder
+from .recovery import UNRECOVERABLE_DIR, recover, stats_disagreements
 from .stats import DatasetStats
 from .sync import SyncReport, analyze_timing
 
-UNRECOVERABLE_DIR = ".unrecoverable"
+__all__ = ["UNRECOVERABLE_DIR", "DoctorReport", "EpisodeCheck", "check_dataset", "repair_dataset"]
 
 
 @dataclass
@@ -59,6 +41,8 @@ class EpisodeCheck:
     frame_age: dict[str, np.ndarray] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Rows per numeric feature that statistics count (all values finite); None if unknown.
+    finite_rows: dict[str, int] | None = None
 
 
 @dataclass
@@ -111,30 +95,61 @@ def check_dataset(root: str | Path, *, decode_frames: str = "ends") -> DoctorRep
         raise DatasetError(f"{root} is not a telecorder dataset (no {INFO})")
     info = DatasetInfo.load(root / INFO)
     report = DoctorReport(root=root, info=info)
+    holder = lock_holder(root)
+    if holder:
+        report.warnings.append(f"{root} is being modified by {holder}; what it is writing is not checked")
     records, problems = read_index(root)
     report.errors += problems
     files = episode_files(root)
     indexed = {int(r["episode_index"]): r for r in records}
     for idx in sorted(set(files) - set(indexed)):
-        report.errors.append(f"{files[idx]}: complete episode file not in {INDEX} (repair adds it)")
+        if not holder:  # a live writer renames a file into place just before its index line
+            report.errors.append(f"{files[idx]}: complete episode file not in {INDEX} (repair adds it)")
     for p in partial_files(root):
-        report.errors.append(f"{p}: unfinished episode left by an interrupted recording (repair salvages it)")
+        if not holder:
+            report.errors.append(f"{p}: unfinished episode left by an interrupted recording (repair salvages it)")
+    for folder in (root / "meta", root / EPISODES_DIR):
+        debris = sorted(p.name for p in folder.glob(".*") if is_temporary(p.name)) if folder.is_dir() else []
+        if debris and not holder:
+            report.warnings.append(f"{folder}: {len(debris)} temporary file(s) left by an interrupted write "
+                                   f"({', '.join(debris[:3])}); repair removes them")
+    finite_rows: dict[str, int] = {}
+    readable = True
     for idx in sorted(indexed):
-        path = root / EPISODES_DIR / episode_filename(idx)
+        path = root / episode_relpath(idx)
         check = EpisodeCheck(index=idx, path=path)
         report.episodes.append(check)
         if not path.exists():
             check.errors.append(f"{path}: listed in {INDEX} but the file is missing (repair drops the line)")
+            readable = False
             continue
         _check_episode(check, info, indexed[idx], decode_frames)
-    stats_path = root / STATS
-    try:
-        DatasetStats.from_json_dict(read_json(stats_path))
-    except (DatasetError, ValueError) as e:
-        report.errors.append(f"{stats_path}: {e} (repair recomputes it)")
-    if info.total_episodes != len(indexed):
+        readable = readable and check.finite_rows is not None
+        for name, n in (check.finite_rows or {}).items():
+            finite_rows[name] = finite_rows.get(name, 0) + n
+    if not holder:
+        report.errors += stats_disagreements(root, set(indexed))
+        if readable and not report.errors:
+            report.errors += _stats_count_disagreements(root, finite_rows)
+    if info.total_episodes != len(indexed) and not holder:
         report.warnings.append(f"{INFO} says {info.total_episodes} episodes, the index has {len(indexed)}")
     return report
+
+
+def _stats_count_disagreements(root: Path, finite_rows: dict[str, int]) -> list[str]:
+    """Row counts in ``stats.json`` against the episodes' own rows: a check that also holds for
+    statistics written before they recorded which episodes they cover."""
+    from .dataset import STATS
+    from .features import read_json
+
+    stats = DatasetStats.from_json_dict(read_json(root / STATS))
+    out = []
+    for name, n in sorted(finite_rows.items()):
+        counted = stats.features[name].count if name in stats.features else 0
+        if counted != n:
+            out.append(f"{root / STATS}: {name} statistics count {counted} rows, the indexed episodes have {n} "
+                       "(an episode is missing or counted twice); repair recomputes them")
+    return out
 
 
 def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any], decode_frames: str) -> None:
@@ -146,6 +161,7 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
     with reader:
         n = len(reader)
         check.steps = n
+        check.finite_rows = {}
         if n == 0:
             check.errors.append(f"{check.path}: episode has no steps")
             return
@@ -158,15 +174,17 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
                     f"{check.path}: /{spec.h5_path} is {ds.dtype}{list(ds.shape[1:])}, "
                     f"info.json says {spec.dtype}{list(spec.shape)}"
                 )
+                check.finite_rows = None
                 continue
             values = ds[:]
-            if values.dtype.kind == "f":
-                bad = ~np.isfinite(values)
-                if bad.any():
-                    rows = np.unique(np.nonzero(bad.reshape(n, -1))[0])
-                    check.errors.append(
-                        f"{check.path}: {spec.name} has {int(bad.sum())} NaN/inf values (first at step {rows[0]})"
-                    )
+            bad = ~np.isfinite(values) if values.dtype.kind == "f" else np.zeros(values.shape, bool)
+            if check.finite_rows is not None:
+                check.finite_rows[spec.name] = int(n - bad.reshape(n, -1).any(axis=1).sum())
+            if bad.any():
+                rows = np.unique(np.nonzero(bad.reshape(n, -1))[0])
+                check.errors.append(
+                    f"{check.path}: {spec.name} has {int(bad.sum())} NaN/inf values (first at step {rows[0]})"
+                )
         ts = reader.timestamps()
         if not np.all(np.isfinite(ts)):
             check.errors.append(f"{check.path}: timestamp has NaN/inf values")
@@ -231,123 +249,13 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
 
 
 def repair_dataset(root: str | Path) -> list[str]:
-    """Mend what ``check_dataset`` found; returns what was done, one line per action."""
+    """Mend what ``check_dataset`` found; returns what was done, one line per action.
+
+    Holds the dataset's lock: a repair never runs beside a recording (it would take the
+    live episode for crash debris) or another edit.
+    """
     root = Path(root)
-    info = DatasetInfo.load(root / INFO)
-    actions: list[str] = []
-    records, problems = read_index(root)
-    by_index = {int(r["episode_index"]): r for r in records}
-    if problems:
-        actions.append(f"dropped {len(problems)} unreadable line(s) of {INDEX}")
-    for partial in partial_files(root):
-        actions.append(_salvage_partial(root, partial, info))
-    files = episode_files(root)
-    for idx in sorted(set(by_index) - set(files)):
-        del by_index[idx]
-        actions.append(f"dropped index line of episode {idx} (file missing)")
-    for idx in sorted(set(files) - set(by_index)):
-        try:
-            with EpisodeReader(files[idx], info) as reader:
-                by_index[idx] = record_from_file(reader, root)
-            actions.append(f"added episode {idx} to the index")
-        except DatasetError as e:
-            actions.append(_quarantine(root, files[idx], f"unreadable ({e})"))
-    stats = DatasetStats({})
-    frames = 0
-    for idx in sorted(by_index):
-        try:
-            with EpisodeReader(root / EPISODES_DIR / episode_filename(idx), info) as reader:
-                arrays = {s.name: reader.numeric(s.name) for s in info.numeric_features}
-                frames += len(reader)
-        except DatasetError as e:
-            actions.append(_quarantine(root, root / EPISODES_DIR / episode_filename(idx), f"unreadable ({e})"))
-            del by_index[idx]
-            continue
-        stats = stats.merge(DatasetStats.from_arrays(_finite_rows(arrays)))
-    write_index(root, [by_index[i] for i in sorted(by_index)])
-    write_json_atomic(root / STATS, stats.to_json_dict())
-    info.total_episodes, info.total_frames = len(by_index), frames
-    info.save(root / INFO)
-    actions.append(f"rewrote {INDEX}, {STATS} and totals ({len(by_index)} episodes, {frames} frames)")
-    return actions
-
-
-def _finite_rows(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {}
-    for name, a in arrays.items():
-        if len(a) and a.dtype.kind == "f":
-            a = a[np.isfinite(a.reshape(len(a), -1)).all(axis=1)]
-        if len(a):
-            out[name] = a
-    return out
-
-
-def record_from_file(reader: EpisodeReader, root: Path) -> dict[str, Any]:
-    """An index line rebuilt from the attributes an episode file carries."""
-    a = reader.attrs
-    return {
-        "episode_index": int(a.get("episode_index", -1)),
-        "file": f"{EPISODES_DIR}/{reader.path.name}",
-        "length": len(reader),
-        "duration_s": a.get("duration_s"),
-        "task": a.get("task"),
-        "success": a.get("success"),
-        "start_time": a.get("start_time"),
-        "device": a.get("device"),
-        "late_ticks": a.get("late_ticks"),
-        "missed_ticks": a.get("missed_ticks"),
-        "repeated_frames": a.get("repeated_frames"),
-        "dropped_frames": a.get("dropped_frames"),
-        "recovered": bool(a.get("recovered", False)),
-        "bytes": reader.path.stat().st_size,
-    }
-
-
-def _quarantine(root: Path, path: Path, why: str) -> str:
-    dest_dir = root / EPISODES_DIR / UNRECOVERABLE_DIR
-    dest_dir.mkdir(exist_ok=True)
-    dest = dest_dir / path.name.lstrip(".")
-    shutil.move(str(path), dest)
-    return f"moved {path.name} to {dest.relative_to(root)}: {why}"
-
-
-def _salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
-    """Copy the steps an interrupted episode had flushed into a complete episode file."""
-    try:
-        src = h5py.File(partial, "r")
-    except OSError as e:
-        return _quarantine(root, partial, f"unreadable HDF5 ({e})")
-    with src:
-        try:
-            attrs = get_attrs(src)
-            idx = int(attrs["episode_index"])
-            paths = ["timestamp", LATENESS_PATH] + [s.h5_path for s in info.numeric_features]
-            for cam in info.cameras:
-                paths += [f"{IMAGES_GROUP}/{cam}", f"{IMAGE_TS_GROUP}/{cam}", f"{FRAME_INDEX_GROUP}/{cam}"]
-            n = min(src[p].shape[0] for p in paths)
-            data = {p: (src[p][:n], dict(src[p].attrs)) for p in paths}
-        except (OSError, KeyError, ValueError) as e:
-            return _quarantine(root, partial, f"damaged ({e})")
-    final = root / EPISODES_DIR / episode_filename(idx)
-    if n == 0:
-        return _quarantine(root, partial, "no complete step was written before the interruption")
-    if final.exists():
-        return _quarantine(root, partial, f"episode {idx} exists already")
-    tmp = partial.with_name(partial.name + ".salvage")
-    with h5py.File(tmp, "w") as dst:
-        for p, (values, ds_attrs) in data.items():
-            if values.dtype == object:
-                ds = dst.create_dataset(p, shape=(n,), dtype=h5py.vlen_dtype(np.dtype("uint8")))
-                for i, v in enumerate(values):
-                    ds[i] = v
-            else:
-                ds = dst.create_dataset(p, data=values)
-            ds.attrs.update(ds_attrs)
-        attrs.pop("success", None)  # an interrupted demo's outcome is unknown
-        set_attrs(dst, {**attrs, "recovered": True, "num_steps": n})
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    partial.unlink()
-    fsync_dir(final.parent)
-    return f"salvaged {n} steps of interrupted episode {idx} into {final.name} (marked recovered)"
+    if not (root / INFO).is_file():
+        raise DatasetError(f"{root} is not a telecorder dataset (no {INFO})")
+    with DatasetLock(root, "repair it (doctor --repair)"):
+        return recover(root, thorough=True)

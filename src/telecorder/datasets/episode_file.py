@@ -28,8 +28,9 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..atomic import fsync_dir, fsync_path
 from ..errors import DatasetError
-from .features import FORMAT_VERSION, DatasetInfo, fsync_dir
+from .features import FORMAT_VERSION, DatasetInfo
 from .images import decode_image
 
 PARTIAL_SUFFIX = ".partial.h5"
@@ -40,8 +41,20 @@ LATENESS_PATH = "timing/tick_lateness"
 _BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 
 
+EPISODES_DIR = "episodes"
+JSON_ATTR_PREFIX = "json:"
+
+
 def episode_filename(index: int) -> str:
-    return f"episode_{index:06d}.h5"
+    """The one place an episode's file name comes from: its number."""
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
+        raise ValueError(f"episode numbers are non-negative integers, not {index!r}")
+    return f"episode_{int(index):06d}.h5"
+
+
+def episode_relpath(index: int) -> str:
+    """Where episode ``index`` lives, relative to the dataset folder."""
+    return f"{EPISODES_DIR}/{episode_filename(index)}"
 
 
 def partial_path_for(final_path: Path) -> Path:
@@ -72,7 +85,16 @@ class EpisodeFileWriter:
         self.info = info
         self.length = 0
         self._numeric_rows: dict[str, list[np.ndarray]] = {f.name: [] for f in info.numeric_features}
-        self._file = h5py.File(self.path, "w")
+        if self.final_path.exists():
+            raise DatasetError(f"{self.final_path}: episode file exists already; refusing to overwrite it")
+        try:
+            # "x": an unfinished file of an earlier session is never truncated, whatever the numbering says.
+            self._file = h5py.File(self.path, "x")
+        except FileExistsError as e:
+            raise DatasetError(
+                f"{self.path}: an unfinished episode file of an earlier session is in the way; "
+                "run 'telecorder doctor --repair' to salvage it (it is never overwritten)"
+            ) from e
         try:
             self._create_layout(attrs)
         except BaseException:
@@ -144,8 +166,10 @@ class EpisodeFileWriter:
         self.length = end
 
     def flush(self) -> None:
-        """Push buffered metadata to disk so a crash leaves a file doctor --repair can salvage."""
+        """Push everything appended so far to disk (fsync), so that a crash or power loss leaves a
+        file whose flushed prefix ``doctor --repair`` can salvage."""
         self._file.flush()
+        os.fsync(self._file.id.get_vfd_handle())
 
     def numeric_arrays(self) -> dict[str, np.ndarray]:
         """Everything numeric appended so far, for statistics (images are not kept in memory)."""
@@ -172,8 +196,10 @@ class EpisodeFileWriter:
         set_attrs(self._file, attrs)
         self._file.attrs["num_steps"] = self.length
         self._file.close()
-        with open(self.path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        fsync_path(self.path)
+        if self.final_path.exists():  # only a second writer could have made it; never replace it
+            raise DatasetError(f"{self.final_path}: appeared while this episode was recorded; "
+                               f"the new episode stays in {self.path.name}")
         os.replace(self.path, self.final_path)
         fsync_dir(self.final_path.parent)
         return self.final_path
@@ -193,10 +219,13 @@ def set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
             continue
         if isinstance(value, (bool, np.bool_)):
             node.attrs[key] = bool(value)
+        elif isinstance(value, str) and value.startswith(JSON_ATTR_PREFIX):
+            # Text that looks like an encoded value is encoded too, so it reads back as written.
+            node.attrs[key] = JSON_ATTR_PREFIX + json.dumps(value)
         elif isinstance(value, (int, float, str, np.integer, np.floating)):
             node.attrs[key] = value
         else:
-            node.attrs[key] = "json:" + json.dumps(value)
+            node.attrs[key] = JSON_ATTR_PREFIX + json.dumps(value)
 
 
 def get_attrs(node: h5py.HLObject) -> dict[str, Any]:
@@ -204,8 +233,8 @@ def get_attrs(node: h5py.HLObject) -> dict[str, Any]:
     for key, value in node.attrs.items():
         if isinstance(value, bytes):
             value = value.decode("utf-8")
-        if isinstance(value, str) and value.startswith("json:"):
-            value = json.loads(value[5:])
+        if isinstance(value, str) and value.startswith(JSON_ATTR_PREFIX):
+            value = json.loads(value[len(JSON_ATTR_PREFIX):])
         elif isinstance(value, np.bool_):
             value = bool(value)
         elif isinstance(value, np.integer):

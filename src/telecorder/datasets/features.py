@@ -8,10 +8,7 @@ encoded; numeric features are stored as plain arrays with one row per control ti
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import write_json_atomic
 from ..errors import DatasetError
 
 FORMAT_NAME = "telecorder"
@@ -226,35 +224,3 @@ def read_json(
         raise error(f"{path}: {missing}") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path}: not valid JSON ({e}){invalid_hint}") from e
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Replace ``path`` so that readers see the old or the new content, never a mix."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable across a power loss."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems (e.g. on Windows or FUSE) refuse fsync on directories
-    finally:
-        os.close(fd)

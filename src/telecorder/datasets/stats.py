@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -644,21 +644,31 @@ class FeatureStats:
 
 
 class DatasetStats(Mapping[str, FeatureStats]):
-    """Mapping feature name -> :class:`FeatureStats`, serialized as ``meta/stats.json``."""
+    """Mapping feature name -> :class:`FeatureStats`, serialized as ``meta/stats.json``.
 
-    def __init__(self, features: Mapping[str, FeatureStats] | None = None) -> None:
+    ``episodes`` is the set of episode numbers the statistics cover, so that a check can
+    tell statistics that miss an episode (a crash between the index append and the stats
+    write) or count one twice; ``None`` where that is unknown (files written before it was
+    recorded, or statistics merged with such a file).
+    """
+
+    def __init__(
+        self, features: Mapping[str, FeatureStats] | None = None, episodes: Iterable[int] | None = None
+    ) -> None:
         self.features: dict[str, FeatureStats] = dict(features or {})
+        self.episodes: frozenset[int] | None = None if episodes is None else frozenset(int(e) for e in episodes)
 
     @classmethod
     def from_arrays(
-        cls, arrays: Mapping[str, np.ndarray], *, alpha: float = DEFAULT_ALPHA
+        cls, arrays: Mapping[str, np.ndarray], *, alpha: float = DEFAULT_ALPHA, episode: int | None = None
     ) -> DatasetStats:
         """Statistics of one episode: one array (rows = steps) per numeric feature."""
         return cls(
             {
                 name: FeatureStats.from_array(values, name=name, alpha=alpha)
                 for name, values in arrays.items()
-            }
+            },
+            episodes=None if episode is None else (episode,),
         )
 
     def merge(self, other: DatasetStats) -> DatasetStats:
@@ -666,17 +676,21 @@ class DatasetStats(Mapping[str, FeatureStats]):
         merged = dict(self.features)
         for name, stats in other.features.items():
             merged[name] = merged[name].merge(stats) if name in merged else stats
-        return DatasetStats(merged)
+        episodes = None if self.episodes is None or other.episodes is None else self.episodes | other.episodes
+        return DatasetStats(merged, episodes=episodes)
 
     def to_json_dict(self) -> dict[str, Any]:
         # A dataset holds one alpha in practice; if mixed, the weakest one is the bound
         # that holds for every feature.
         alpha = max((f.alpha for f in self.features.values()), default=DEFAULT_ALPHA)
-        return {
+        out: dict[str, Any] = {
             "format": STATS_FORMAT,
             "quantile_error": {"relative": alpha, "absolute_floor": ZERO_FLOOR},
-            "features": {name: f.to_dict() for name, f in self.features.items()},
         }
+        if self.episodes is not None:
+            out["episodes"] = format_ranges(sorted(self.episodes))
+        out["features"] = {name: f.to_dict() for name, f in self.features.items()}
+        return out
 
     @classmethod
     def from_json_dict(cls, d: Mapping[str, Any]) -> DatasetStats:
@@ -691,7 +705,11 @@ class DatasetStats(Mapping[str, FeatureStats]):
         features = d.get("features")
         if not isinstance(features, Mapping):
             raise StatsError("stats file has no 'features' object")
-        return cls({name: FeatureStats.from_dict(fd, name=name) for name, fd in features.items()})
+        episodes = d.get("episodes")
+        return cls(
+            {name: FeatureStats.from_dict(fd, name=name) for name, fd in features.items()},
+            episodes=None if episodes is None else parse_ranges(episodes, what="stats 'episodes'"),
+        )
 
     def summary(self) -> dict[str, dict[str, Any]]:
         return {name: f.summary() for name, f in self.features.items()}
@@ -707,3 +725,37 @@ class DatasetStats(Mapping[str, FeatureStats]):
 
     def __repr__(self) -> str:
         return f"DatasetStats({list(self.features)})"
+
+
+def format_ranges(indices: Iterable[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"`` (compact for datasets of many thousand episodes)."""
+    out: list[str] = []
+    items = sorted(indices)
+    if not items:
+        return ""
+    start = prev = items[0]
+    for i in [*items[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        out.append(f"{start}" if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(out)
+
+
+def parse_ranges(text: Any, *, what: str = "ranges") -> list[int]:
+    """Inverse of :func:`format_ranges`."""
+    if not isinstance(text, str):
+        raise StatsError(f"{what} must be text like '0-9,12', not {type(text).__name__}")
+    out: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            a, _, b = part.partition("-")
+            lo, hi = int(a), int(b) if b else int(a)
+            if lo < 0 or hi < lo:
+                raise ValueError(part)
+            out.extend(range(lo, hi + 1))
+    except ValueError as e:
+        raise StatsError(f"{what} must be text like '0-9,12', not {text!r}") from e
+    return out

@@ -248,8 +248,7 @@ class TorchDataset(_TorchBase):
             cache.move_to_end(pos)
             return ep
         rec = self.records[pos]
-        file = rec.get("file")
-        path = self.root / file if file else self.dataset.episode_path(int(rec["episode_index"]))
+        path = self.dataset.episode_path(int(rec["episode_index"]))
         reader = EpisodeReader(path, self.dataset.info)
         try:
             state = self.state_normalizer.normalize(reader.numeric(self.state_key)).astype(np.float32)

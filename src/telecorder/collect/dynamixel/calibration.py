@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ...atomic import write_json_atomic
 from ...errors import TelecorderError
 
 FORMAT = "telecorder-calibration/1"
@@ -121,9 +122,7 @@ class ArmCalibration:
     def save(self, path: Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, self.to_dict())
         return path
 
     @classmethod

@@ -1,0 +1,265 @@
+"""Put a dataset back in order after a crash, deleting nothing a user could want.
+
+A recording killed at any moment leaves one of a few states, each of which this module
+mends (the caller holds the dataset's lock, so nothing else is writing):
+
+* an unfinished ``.episode_N.partial.h5``: its flushed steps are copied into a complete
+  ``episode_N.h5`` marked ``recovered`` (or, if nothing can be read, the file is moved
+  to ``episodes/.unrecoverable/``, never deleted);
+* a complete episode file whose index line was never appended, or was torn mid-write:
+  the line is rebuilt from the attributes the file carries;
+* statistics that miss an episode (a crash between the index append and the stats
+  write): recomputed from the episode files;
+* temporaries of an atomic write or a salvage that a kill interrupted: removed (the file
+  they were to replace is intact, or the partial they copy from still exists).
+
+``collect --resume`` runs :func:`recover` before numbering anything; ``doctor --repair``
+runs it with ``thorough=True``, which also drops index lines whose file is gone and
+sets aside episode files that cannot be read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ..atomic import fsync_dir, fsync_path, is_temporary, write_json_atomic
+from ..errors import DatasetError
+from .dataset import (
+    INDEX,
+    INFO,
+    STATS,
+    episode_files,
+    episode_stats,
+    partial_files,
+    read_index,
+    write_index,
+)
+from .episode_file import (
+    EPISODES_DIR,
+    FRAME_INDEX_GROUP,
+    IMAGE_TS_GROUP,
+    IMAGES_GROUP,
+    LATENESS_PATH,
+    EpisodeReader,
+    episode_filename,
+    episode_relpath,
+    get_attrs,
+    set_attrs,
+)
+from .features import DatasetInfo, read_json
+from .stats import DatasetStats, format_ranges
+
+UNRECOVERABLE_DIR = ".unrecoverable"
+SALVAGE_SUFFIX = ".salvage"
+
+
+def recover(
+    root: str | Path, info: DatasetInfo | None = None, *, thorough: bool = False, unfinished: str = "salvage"
+) -> list[str]:
+    """Mend what a crash left in ``root``; returns what was done, one line per action.
+
+    ``unfinished="discard"`` deletes unfinished episodes instead of salvaging them: for
+    outputs derived from a source that is still there (``convert --resume``), where a
+    truncated copy would be wrong and a complete one is made again.
+    The caller must hold the dataset's lock. With nothing to mend, nothing is written.
+    """
+    root = Path(root)
+    info = info if info is not None else DatasetInfo.load(root / INFO)
+    actions = _remove_temporaries(root)
+    for partial in partial_files(root):
+        if unfinished == "discard":
+            partial.unlink()
+            actions.append(f"discarded {partial.name}, cut short by an interruption (it is written again)")
+        else:
+            actions.append(salvage_partial(root, partial, info))
+
+    records, problems = read_index(root)
+    by_index = {int(r["episode_index"]): r for r in records}
+    index_changed = bool(problems)
+    if problems:
+        actions.append(f"rebuilt {INDEX}: " + "; ".join(p.split(": ", 1)[-1] for p in problems[:3])
+                       + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""))
+    files = episode_files(root)
+    if thorough:
+        for idx in sorted(set(by_index) - set(files)):
+            del by_index[idx]
+            index_changed = True
+            actions.append(f"dropped the index line of episode {idx} (its file is missing)")
+    for idx in sorted(set(files) - set(by_index)):
+        try:
+            with EpisodeReader(files[idx], info) as reader:
+                by_index[idx] = record_from_file(reader)
+            index_changed = True
+            actions.append(f"added episode {idx} to the index (its file was complete, its index line missing)")
+        except DatasetError as e:
+            if thorough:
+                actions.append(quarantine(root, files[idx], f"unreadable ({e})"))
+            else:
+                actions.append(f"left {files[idx].name} out of the index: {e}; run 'telecorder doctor {root}'")
+
+    stats_ok = _stats_cover(root, set(by_index))
+    if thorough or index_changed or not stats_ok:
+        stats, unreadable = _recompute_stats(root, info, sorted(by_index))
+        for idx, why in unreadable.items():
+            if thorough:
+                actions.append(quarantine(root, root / episode_relpath(idx), f"unreadable ({why})"))
+                del by_index[idx]
+                index_changed = True
+            else:
+                actions.append(f"left episode {idx} out of {STATS}: {why}; run 'telecorder doctor {root}'")
+        if index_changed:
+            write_index(root, [by_index[i] for i in sorted(by_index)])
+        write_json_atomic(root / STATS, stats.to_json_dict())
+        if not stats_ok:
+            actions.append(f"recomputed {STATS}: it did not cover the indexed episodes")
+        else:
+            actions.append(f"recomputed {STATS} ({len(by_index)} episodes)")
+    frames = sum(int(r.get("length", 0)) for r in by_index.values())
+    current = DatasetInfo.load(root / INFO)
+    if (current.total_episodes, current.total_frames) != (len(by_index), frames):
+        current.total_episodes, current.total_frames = len(by_index), frames
+        current.save(root / INFO)
+        actions.append(f"set the totals in {INFO} to {len(by_index)} episodes, {frames} frames")
+    return actions
+
+
+def _stats_cover(root: Path, indexed: set[int]) -> bool:
+    """Whether ``stats.json`` is readable and covers exactly the indexed episodes
+    (files written before coverage was recorded are taken as they are)."""
+    try:
+        stats = DatasetStats.from_json_dict(read_json(root / STATS))
+    except (DatasetError, ValueError):
+        return False
+    return stats.episodes is None or stats.episodes == indexed
+
+
+def _recompute_stats(root: Path, info: DatasetInfo, indices: list[int]) -> tuple[DatasetStats, dict[int, str]]:
+    stats = DatasetStats({}, episodes=())
+    unreadable: dict[int, str] = {}
+    for idx in indices:
+        try:
+            with EpisodeReader(root / episode_relpath(idx), info) as reader:
+                arrays = {s.name: reader.numeric(s.name) for s in info.numeric_features}
+        except DatasetError as e:
+            unreadable[idx] = str(e)
+            continue
+        stats = stats.merge(episode_stats(arrays, idx))
+    return stats, unreadable
+
+
+def stats_disagreements(root: Path, indexed: set[int]) -> list[str]:
+    """What is wrong with ``stats.json`` relative to the index (empty when it agrees)."""
+    path = root / STATS
+    try:
+        stats = DatasetStats.from_json_dict(read_json(path))
+    except (DatasetError, ValueError) as e:
+        return [f"{path}: {e} (repair recomputes it)"]
+    if stats.episodes is None or stats.episodes == indexed:
+        return []
+    out = []
+    missing, extra = indexed - stats.episodes, stats.episodes - indexed
+    if missing:
+        out.append(f"{path}: statistics leave out episode(s) {format_ranges(missing)} of the index "
+                   "(a crash before they were updated?); repair recomputes them")
+    if extra:
+        out.append(f"{path}: statistics include episode(s) {format_ranges(extra)} that the index does not list; "
+                   "repair recomputes them")
+    return out
+
+
+def record_from_file(reader: EpisodeReader) -> dict[str, Any]:
+    """An index line rebuilt from the attributes an episode file carries."""
+    a = reader.attrs
+    idx = int(a.get("episode_index", -1))
+    return {
+        "episode_index": idx,
+        "file": episode_relpath(idx),
+        "length": len(reader),
+        "duration_s": a.get("duration_s"),
+        "task": a.get("task"),
+        "success": a.get("success"),
+        "start_time": a.get("start_time"),
+        "device": a.get("device"),
+        "late_ticks": a.get("late_ticks"),
+        "missed_ticks": a.get("missed_ticks"),
+        "repeated_frames": a.get("repeated_frames"),
+        "dropped_frames": a.get("dropped_frames"),
+        "recovered": bool(a.get("recovered", False)),
+        **({"source_episode_index": int(a["source_episode_index"])} if "source_episode_index" in a else {}),
+        "bytes": reader.path.stat().st_size,
+    }
+
+
+def quarantine(root: Path, path: Path, why: str) -> str:
+    """Move ``path`` into ``episodes/.unrecoverable/`` under a name no earlier file has."""
+    dest_dir = root / EPISODES_DIR / UNRECOVERABLE_DIR
+    dest_dir.mkdir(exist_ok=True)
+    base = path.name.lstrip(".")
+    dest, n = dest_dir / base, 1
+    while dest.exists():
+        dest, n = dest_dir / f"{base}.{n}", n + 1
+    os.replace(path, dest)  # same file system: the move is atomic and never copies
+    fsync_dir(dest_dir)
+    fsync_dir(path.parent)
+    return f"moved {path.name} to {dest.relative_to(root)}: {why}"
+
+
+def _remove_temporaries(root: Path) -> list[str]:
+    removed = []
+    for folder in (root / "meta", root / EPISODES_DIR):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            if p.is_file() and (is_temporary(p.name) or p.name.endswith(SALVAGE_SUFFIX)):
+                p.unlink()
+                removed.append(p.name)
+    return [f"removed {len(removed)} temporary file(s) an interrupted write left: {', '.join(sorted(removed))}"] \
+        if removed else []
+
+
+def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
+    """Copy the steps an interrupted episode had flushed into a complete episode file."""
+    try:
+        src = h5py.File(partial, "r")
+    except OSError as e:
+        return quarantine(root, partial, f"unreadable HDF5 ({e})")
+    with src:
+        try:
+            attrs = get_attrs(src)
+            idx = int(attrs["episode_index"])
+            episode_filename(idx)
+            paths = ["timestamp", LATENESS_PATH] + [s.h5_path for s in info.numeric_features]
+            for cam in info.cameras:
+                paths += [f"{IMAGES_GROUP}/{cam}", f"{IMAGE_TS_GROUP}/{cam}", f"{FRAME_INDEX_GROUP}/{cam}"]
+            n = min(src[p].shape[0] for p in paths)
+            data = {p: (src[p][:n], dict(src[p].attrs)) for p in paths}
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            return quarantine(root, partial, f"damaged ({e})")
+    final = root / episode_relpath(idx)
+    if n == 0:
+        return quarantine(root, partial, "no complete step was written before the interruption")
+    if final.exists():
+        return quarantine(root, partial, f"episode {idx} exists already")
+    tmp = partial.with_name(partial.name + SALVAGE_SUFFIX)
+    with h5py.File(tmp, "w") as dst:
+        for p, (values, ds_attrs) in data.items():
+            if values.dtype == object:
+                ds = dst.create_dataset(p, shape=(n,), dtype=h5py.vlen_dtype(np.dtype("uint8")))
+                for i, v in enumerate(values):
+                    ds[i] = v
+            else:
+                ds = dst.create_dataset(p, data=values)
+            ds.attrs.update(ds_attrs)
+        attrs.pop("success", None)  # an interrupted demo's outcome is unknown
+        set_attrs(dst, {**attrs, "recovered": True, "num_steps": n})
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    partial.unlink()
+    fsync_dir(final.parent)
+    return f"salvaged {n} steps of interrupted episode {idx} into {final.name} (marked recovered)"
