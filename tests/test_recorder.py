@@ -13,6 +13,7 @@ from telecorder.collect.interfaces import Event
 from telecorder.collect.keyboard import parse_keys
 from telecorder.collect.opencv_camera import CameraSpec, OpenCVCamera
 from telecorder.collect.session import RecordingSession, SessionConfig
+from telecorder.collect.sim_robot import SimCameraRig, SimRobot
 from telecorder.datasets.dataset import Dataset
 from telecorder.datasets.doctor import check_dataset
 from telecorder.errors import CameraError
@@ -209,3 +210,163 @@ def test_collect_with_display_records_normally(tmp_path, monkeypatch):
     cfg = SessionConfig(out=tmp_path / "ds", episodes=1, episode_time_s=2, reset_time_s=0, fps=30, display=True)
     summary = RecordingSession(robot, ScriptedTeleop(robot, seed=2), cams, cfg, console=Console(quiet=True)).run()
     assert len(summary.saved) == 1 and summary.saved[0]["length"] == 60
+
+
+class LoggingSimRobot(SimRobot):
+    """A SimRobot that keeps the full simulation state (qpos) of every observation, in order."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.observed_qpos: list[np.ndarray] = []
+
+    def observe(self):
+        self.observed_qpos.append(self.env.snapshot()[0])
+        return super().observe()
+
+
+def record_sim(tmp_path: Path, *, episodes: int = 1, episode_time: float = 1.5, fps: float = 30.0,
+               size: tuple[int, int] = (96, 72), camera_fps: float | None = None, seed: int = 4):
+    from telecorder.collect.scripted import ScriptedTeleop
+
+    robot = LoggingSimRobot(fps=fps, seed=seed)
+    rig = SimCameraRig(robot, ["front", "wrist"], size[0], size[1], camera_fps or fps)
+    cfg = SessionConfig(out=tmp_path / "ds", episodes=episodes, episode_time_s=episode_time, reset_time_s=0,
+                        task="pick", fps=fps, image_encoding="png")
+    session = RecordingSession(robot, ScriptedTeleop(robot, seed=seed), rig.cameras(), cfg, console=Console(quiet=True))
+    return robot, session
+
+
+def test_sim_cameras_show_exactly_the_state_of_each_tick(tmp_path):
+    """Each step's frame of each sim camera is the render of that step's own state: no repeats, no drops."""
+    from telecorder.sim.render import SimRenderer
+
+    robot, session = record_sim(tmp_path, episodes=2)
+    summary = session.run()
+    assert len(summary.saved) == 2
+    ds = Dataset.open(tmp_path / "ds")
+    renderer = SimRenderer(robot.env.model, 96, 72)
+    observed = iter(robot.observed_qpos)
+    try:
+        for ep in ds:
+            with ep:
+                n = len(ep)
+                assert n > 10
+                ts = ep.timestamps()
+                qpos = [next(observed) for _ in range(n)]
+                for cam in ("front", "wrist"):
+                    idx = ep.frame_indices(cam)
+                    assert np.array_equal(np.diff(idx), np.ones(n - 1)), f"{cam}: frame counter {idx}"
+                    # The capture time is the tick's own time: the frame shows the state observed then.
+                    assert np.array_equal(ep.image_timestamps(cam), ts)
+                    moved = 0
+                    for i in range(n):
+                        frame = ep.frame(cam, i)
+                        assert np.array_equal(frame, renderer.render(qpos[i], cam)), f"{cam} step {i}"
+                        if i and not np.array_equal(frame, ep.frame(cam, i - 1)):
+                            moved += 1
+                    assert moved > n // 2, "the arm should move in most steps (else the check above proves little)"
+                # Both cameras of a step come from one snapshot.
+                assert np.array_equal(ep.frame_indices("front"), ep.frame_indices("wrist"))
+        assert next(observed, None) is None
+    finally:
+        renderer.close()
+    for outcome in summary.outcomes:
+        assert outcome.repeated_frames == {"front": 0, "wrist": 0}
+        assert outcome.dropped_frames == {"front": 0, "wrist": 0}
+    report = check_dataset(tmp_path / "ds", decode_frames="none")
+    for ep in report.episodes:
+        for cs in ep.sync.cameras.values():
+            assert (cs.repeated, cs.skipped, cs.age_max) == (0, 0, 0.0)
+        assert not [w for w in ep.warnings if "camera" in w], ep.warnings
+
+
+def test_slow_sim_rendering_makes_ticks_late_and_never_drops_a_frame(tmp_path, monkeypatch):
+    """Backpressure: rendering three times slower than the loop holds the loop (recorded), every tick keeps its frame."""
+    import time
+
+    from telecorder.sim.render import SimRenderer
+
+    real_render = SimRenderer.render
+
+    def slow_render(self, qpos, camera):
+        time.sleep(0.05)  # two cameras: 100 ms per capture against a 33 ms period
+        return real_render(self, qpos, camera)
+
+    monkeypatch.setattr(SimRenderer, "render", slow_render)
+    robot, session = record_sim(tmp_path, episode_time=2.0)
+    summary = session.run()
+    outcome = summary.outcomes[0]
+    assert outcome.missed_ticks > 0 and outcome.late_ticks > 0
+    ds = Dataset.open(tmp_path / "ds")
+    with ds.episode(ds.episode_indices[0]) as ep:
+        n = len(ep)
+        assert n == outcome.steps == len(robot.observed_qpos)
+        for cam in ("front", "wrist"):
+            assert np.array_equal(np.diff(ep.frame_indices(cam)), np.ones(n - 1))
+            assert np.array_equal(ep.image_timestamps(cam), ep.timestamps())
+    report = check_dataset(tmp_path / "ds", decode_frames="none")
+    assert any("missed tick" in w for w in report.all_warnings), report.all_warnings
+
+
+def test_sim_camera_slower_than_the_loop_repeats_frames_as_expected(tmp_path):
+    _, session = record_sim(tmp_path, fps=30.0, camera_fps=15.0, episode_time=1.0)
+    session.run()
+    ds = Dataset.open(tmp_path / "ds")
+    with ds.episode(ds.episode_indices[0]) as ep:
+        n = len(ep)
+        idx = ep.frame_indices("front")
+        # Every other tick captures; the ticks between reuse its frame (capture time and all).
+        assert np.array_equal(idx - idx[0], np.arange(n) // 2)
+        cap, ts = ep.image_timestamps("front"), ep.timestamps()
+        assert np.array_equal(cap, ts[(np.arange(n) // 2) * 2])
+    report = check_dataset(tmp_path / "ds", decode_frames="none")
+    assert not [w for w in report.all_warnings if "camera" in w], report.all_warnings
+
+
+def test_sim_render_failure_mid_episode_is_a_camera_error_and_earlier_episodes_survive(tmp_path, monkeypatch):
+    from telecorder.sim.render import SimRenderer
+
+    real_render = SimRenderer.render
+    calls = {"n": 0}
+
+    def failing_render(self, qpos, camera):
+        calls["n"] += 1
+        if calls["n"] > 2 * 60:  # two cameras: past the first episode's 45 captures, within the second
+            raise RuntimeError("GL context lost")
+        return real_render(self, qpos, camera)
+
+    monkeypatch.setattr(SimRenderer, "render", failing_render)
+    _, session = record_sim(tmp_path, episodes=3)
+    with pytest.raises(CameraError, match="GL context lost"):
+        session.run()
+    ds = Dataset.open(tmp_path / "ds")
+    assert ds.episode_indices == [0]
+    assert check_dataset(tmp_path / "ds").ok
+
+
+def test_sim_camera_latest_follows_resets_between_episodes():
+    """Outside a recording (the live view between episodes) the rig renders state changes by itself."""
+    import time
+
+    robot = SimRobot(seed=5)
+    robot.connect()
+    (cam,) = SimCameraRig(robot, ["front"], 64, 48, 30).cameras()
+    cam.start()
+    try:
+        first = cam.latest()
+        robot.reset(6)
+        deadline = time.monotonic() + 10
+        while cam.latest().index == first.index and time.monotonic() < deadline:
+            time.sleep(0.01)
+        after = cam.latest()
+        assert after.index > first.index and after.capture_ns > first.capture_ns
+        assert not np.array_equal(after.image, first.image), "the cube moved with the reset"
+        # A request captures the state as it is at the request, stamped with the time given.
+        fut = cam.request(123)
+        frame = fut.result(timeout=10)
+        assert frame.capture_ns == 123 and frame.index == after.index + 1
+        assert np.array_equal(frame.image, after.image)
+    finally:
+        cam.stop()
+    with pytest.raises(CameraError, match="not started"):
+        cam.request(456)

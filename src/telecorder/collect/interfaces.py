@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,7 +110,11 @@ class Teleop(ABC):
 
 
 class Camera(ABC):
-    """A source of frames captured in its own thread; the recorder takes the newest one per tick."""
+    """A source of frames captured in its own thread.
+
+    The recorder takes the newest frame of a camera each tick, except from a synchronous
+    camera (a rendered sim camera), which it asks for a capture of the tick's own state.
+    """
 
     name: str
     width: int
@@ -117,6 +122,9 @@ class Camera(ABC):
     fps: float
     # A free-running camera delivers frames on its own clock; a triggered one (the sim's) follows the loop.
     free_running: bool = True
+    # A synchronous camera captures on request (``request``): one frame per tick that asks, showing
+    # the state of that tick and stamped with its time, so it never repeats or drops a frame.
+    synchronous: bool = False
 
     @abstractmethod
     def start(self) -> None:
@@ -128,6 +136,14 @@ class Camera(ABC):
 
     @abstractmethod
     def stop(self) -> None: ...
+
+    def request(self, tick_ns: int) -> Future[Frame]:
+        """A synchronous camera's capture of the scene as it is now, stamped ``tick_ns``.
+
+        Returns at once; the frame (or the CameraError that prevented it) arrives in the future.
+        May block when captures are queued faster than they are made (backpressure).
+        """
+        raise NotImplementedError(f"{self.describe()} captures on its own clock; take latest() instead")
 
     def wait_for_frame(self, after_ns: int, timeout_s: float = 2.0) -> Frame:
         """The first frame captured at or after ``after_ns`` (or the newest one at the timeout).

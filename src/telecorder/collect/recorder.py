@@ -1,9 +1,15 @@
 """The fixed-rate control loop of one episode.
 
-Each tick, on one monotonic clock: observe the follower, take the newest frame of
-every camera, read the teleop device, command the follower, and hand the step to the
+Each tick, on one monotonic clock: observe the follower, ask every synchronous camera
+(a rendered sim camera) for a capture of that state and take the newest frame of every
+other camera, read the teleop device, command the follower, and hand the step to the
 background writer. The observation comes first so that a step follows RLDS
 semantics: ``action[t]`` is the command issued after observing step ``t``.
+
+A synchronous camera's frame is made off the control thread; the step waits (in a
+short queue here) until its frames are ready and then goes to the writer, in order.
+The queue is bounded: if rendering falls behind, the loop waits for the oldest
+frame, its ticks come late and that is recorded, as with the writer's own queue.
 
 The loop never drops data to keep time. A tick that starts more than 2 ms after its
 schedule is counted late; when a tick overruns a whole period, the slots it covered
@@ -12,10 +18,13 @@ are skipped (counted as missed) rather than run in a burst.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +32,17 @@ import numpy as np
 
 from ..datasets.async_writer import AsyncEpisodeWriter, Step
 from ..datasets.sync import LATE_THRESHOLD_S
-from .interfaces import Camera, Event, Robot, Teleop
+from ..errors import CameraError
+from .interfaces import Camera, Event, Frame, Robot, Teleop
 
 # Python hands the GIL between threads every 5 ms by default; with encoder and writer
 # threads busy, the control thread would wake that late. 0.5 ms keeps ticks on time.
 _SWITCH_INTERVAL_S = 0.0005
+
+# How long a step may wait for a synchronous camera's frame before the loop holds for it, and
+# how long the loop holds before the camera counts as failed.
+FRAME_BUFFER_S = 0.25
+FRAME_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -83,10 +98,14 @@ class Recorder:
         *,
         fps: float,
         late_threshold_s: float = LATE_THRESHOLD_S,
+        frame_buffer_s: float = FRAME_BUFFER_S,
     ) -> None:
         self.robot, self.teleop, self.cameras, self.writer = robot, teleop, list(cameras), writer
         self.fps = fps
         self.late_threshold_s = late_threshold_s
+        # Steps whose frames are still being made, at most; one more and the loop waits for the oldest.
+        self.max_pending_steps = max(1, math.ceil(frame_buffer_s * fps))
+        self.max_pending_seen = 0
 
     def record_episode(
         self,
@@ -108,8 +127,16 @@ class Recorder:
         dropped = {c.name: 0 for c in self.cameras}
         last_index: dict[str, int] = {}
         events: set[Event] = set()
+        sync_cams = [c for c in self.cameras if c.synchronous]
+        other_cams = [c for c in self.cameras if not c.synchronous]
+        # A synchronous camera slower than the loop captures on the ticks where its next frame is
+        # due on the episode's schedule, and its last frame stands in between (expected repeats).
+        cam_ratio = {c.name: min(1.0, c.fps / self.fps) if c.fps > 0 else 1.0 for c in sync_cams}
+        last_capture: dict[str, tuple[int, Future[Frame]]] = {}
+        pending: deque[tuple[Step, dict[str, Frame | Future[Frame]]]] = deque()
         if fresh_after_ns is not None:
-            for cam in self.cameras:
+            # A synchronous camera's first capture is of the first tick's state: nothing to wait for.
+            for cam in other_cams:
                 cam.wait_for_frame(fresh_after_ns)
         self.teleop.start_episode()
         counters_before = {"robot": self.robot.counters(), "teleop": self.teleop.counters()}
@@ -118,6 +145,30 @@ class Recorder:
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
         t0 = aligned_start(self.cameras, time.monotonic_ns(), period_ns)
         k = steps = 0
+
+        def hand_over(limit: int) -> None:
+            """Send the steps whose frames are ready to the writer, in order; wait while over ``limit``."""
+            while pending:
+                step, frames = pending[0]
+                if len(pending) <= limit and not all(
+                    f.done() for f in frames.values() if isinstance(f, Future)
+                ):
+                    return
+                pending.popleft()
+                got = {name: _frame_of(name, f) for name, f in frames.items()}
+                for name, fr in got.items():
+                    prev = last_index.get(name)
+                    if prev is not None:
+                        if fr.index == prev:
+                            repeated[name] += 1
+                        elif fr.index > prev + 1:
+                            dropped[name] += fr.index - prev - 1
+                    last_index[name] = fr.index
+                step.frames = {n: f.image for n, f in got.items()}
+                step.frame_time = {n: (f.capture_ns - t0) / 1e9 for n, f in got.items()}
+                step.frame_index = {n: f.index for n, f in got.items()}
+                self.writer.add(step)
+
         try:
             while steps < max_steps:
                 deadline = t0 + k * period_ns
@@ -134,28 +185,30 @@ class Recorder:
                 max_lateness = max(max_lateness, lateness)
 
                 observation = self.robot.observe()
-                frames = {cam.name: cam.latest() for cam in self.cameras}
+                # Right after observing: the synchronous cameras capture the state just observed.
+                frames: dict[str, Frame | Future[Frame]] = {}
+                for cam in sync_cams:
+                    last = last_capture.get(cam.name)
+                    r = cam_ratio[cam.name]
+                    if last is None or math.floor(k * r + 1e-9) > math.floor(last[0] * r + 1e-9):
+                        last = (k, cam.request(now))
+                        last_capture[cam.name] = last
+                    frames[cam.name] = last[1]
+                for cam in other_cams:
+                    frames[cam.name] = cam.latest()
                 command = self.teleop.read(observation)
                 sent = self.robot.act(command.action)
 
-                for name, fr in frames.items():
-                    prev = last_index.get(name)
-                    if prev is not None:
-                        if fr.index == prev:
-                            repeated[name] += 1
-                        elif fr.index > prev + 1:
-                            dropped[name] += fr.index - prev - 1
-                    last_index[name] = fr.index
-                self.writer.add(
+                pending.append((
                     Step(
                         timestamp=(now - t0) / 1e9,
                         numeric={**observation, "action": sent, **command.extra},
-                        frames={n: f.image for n, f in frames.items()},
-                        frame_time={n: (f.capture_ns - t0) / 1e9 for n, f in frames.items()},
-                        frame_index={n: f.index for n, f in frames.items()},
                         lateness=lateness,
-                    )
-                )
+                    ),
+                    frames,
+                ))
+                self.max_pending_seen = max(self.max_pending_seen, len(pending))
+                hand_over(self.max_pending_steps)
                 steps += 1
                 k += 1
                 events = set(command.events)
@@ -171,13 +224,14 @@ class Recorder:
                     on_tick(status)
                 if events:
                     break
+            ended = time.monotonic_ns()
+            hand_over(0)
         except BaseException:
             # Ctrl-C or a device failure mid-episode: drop the unfinished episode, keep every earlier one.
             self.writer.discard()
             raise
         finally:
             sys.setswitchinterval(old_switch)
-        ended = time.monotonic_ns()
         duration = (ended - t0) / 1e9
         kind = "discard" if Event.DISCARD_EPISODE in events else "stop" if Event.STOP in events else "save"
         success = self.robot.success()
@@ -230,6 +284,14 @@ class Recorder:
         outcome.saved = self.writer.end(final_attrs, record)
         return outcome
 
+
+def _frame_of(name: str, f: Frame | Future[Frame]) -> Frame:
+    if not isinstance(f, Future):
+        return f
+    try:
+        return f.result(timeout=FRAME_TIMEOUT_S)
+    except FutureTimeout:
+        raise CameraError(f"camera {name!r}: no frame {FRAME_TIMEOUT_S:g} s after the tick asked for it") from None
 
 
 def aligned_start(cameras: Sequence[Camera], now_ns: int, period_ns: int) -> int:
