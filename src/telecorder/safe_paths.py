@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from .errors import DatasetError
 
-_DRIVE = re.compile(r"^[A-Za-z]:")  # C:\\x or C:x on Windows
+_DRIVE = re.compile(r"^[A-Za-z]:")  # a drive letter: absolute (or drive-relative) on Windows
 
 
 def join_inside(root: str | Path, relative: str, *, source: str, error: type[DatasetError] = DatasetError) -> Path:
@@ -27,11 +27,14 @@ def join_inside(root: str | Path, relative: str, *, source: str, error: type[Dat
     parts = PurePosixPath(text.replace("\\", "/"))
     if text == "" or parts.is_absolute() or os.path.isabs(text) or _DRIVE.match(text):
         raise error(f"{source}: path {relative!r} is not relative to the dataset folder {root}; refusing to read it")
-    depth = 0
+    kept: list[str] = []
     for part in parts.parts:
-        depth += -1 if part == ".." else (0 if part == "." else 1)
-        if depth < 0:
-            raise error(
-                f"{source}: path {relative!r} points outside the dataset folder {root}; refusing to read it"
-            )
-    return Path(root) / Path(*parts.parts) if parts.parts else Path(root)
+        if part == "..":
+            if not kept:
+                raise error(
+                    f"{source}: path {relative!r} points outside the dataset folder {root}; refusing to read it"
+                )
+            kept.pop()
+        elif part != ".":
+            kept.append(part)
+    return Path(root).joinpath(*kept)
