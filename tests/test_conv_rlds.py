@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -321,6 +322,14 @@ def test_oxe_statistics_and_config(oxe_dir: Path, episodes: list[Episode]) -> No
     assert config["state_encoding"] == "JOINT" and config["action_encoding"] == "EEF_POS"
     assert config["control_frequency"] == 30.0
     assert "R_action @ R_state.T" in config["conventions"]["rotation_delta"]
+
+    # Readable by a trainer running as another user: the umask decides, as for any file.
+    probe = version_dir / ".probe"
+    probe.write_text("")
+    want = stat.S_IMODE(probe.stat().st_mode)
+    probe.unlink()
+    for name in ("dataset_statistics.json", "oxe_config.json", "telecorder_meta.json", "dataset_info.json"):
+        assert stat.S_IMODE((version_dir / name).stat().st_mode) == want, name
 
 
 def _rot_xyz(roll: float, pitch: float, yaw: float) -> np.ndarray:
