@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/collect --device leader_arm --emulate --robot sim --episodes 5 --episode-time 8 --reset-time 0 --seed 0 --out $(DEMO_OUT)
+	$(BIN)/collect --device leader_arm --emulate --robot sim --episodes 5 --episode-time 8 --reset-time 0 --seed 0 \
+		--task "pick up the red cube and lift it" --out $(DEMO_OUT)
 	$(BIN)/telecorder info $(DEMO_OUT)
 	$(BIN)/telecorder doctor $(DEMO_OUT)
 
@@ -31,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/record.py
 	$(BIN)/python benchmarks/bus.py
 	$(BIN)/python benchmarks/convert.py
+	$(BIN)/python benchmarks/fault_campaign.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
