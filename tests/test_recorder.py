@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -203,13 +205,31 @@ def test_live_view_draws_and_takes_keys(tmp_path, monkeypatch):
 def test_collect_with_display_records_normally(tmp_path, monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     from telecorder.collect.scripted import ScriptedTeleop
-    from telecorder.collect.sim_robot import SimCameraRig, SimRobot
 
     robot = SimRobot(seed=2)
     cams = SimCameraRig(robot, ["front"], 96, 72, 30).cameras()
     cfg = SessionConfig(out=tmp_path / "ds", episodes=1, episode_time_s=2, reset_time_s=0, fps=30, display=True)
-    summary = RecordingSession(robot, ScriptedTeleop(robot, seed=2), cams, cfg, console=Console(quiet=True)).run()
+    # What the live view sees: the newest frame, which follows the recording's captures.
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                seen.add(cams[0].latest().index)
+            except CameraError:
+                pass
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        summary = RecordingSession(robot, ScriptedTeleop(robot, seed=2), cams, cfg, console=Console(quiet=True)).run()
+    finally:
+        done.set()
+        watcher.join()
     assert len(summary.saved) == 1 and summary.saved[0]["length"] == 60
+    assert len(seen) >= 5, f"the newest frame should move on during the episode, saw {sorted(seen)}"
 
 
 class LoggingSimRobot(SimRobot):
@@ -282,8 +302,6 @@ def test_sim_cameras_show_exactly_the_state_of_each_tick(tmp_path):
 
 def test_slow_sim_rendering_makes_ticks_late_and_never_drops_a_frame(tmp_path, monkeypatch):
     """Backpressure: rendering three times slower than the loop holds the loop (recorded), every tick keeps its frame."""
-    import time
-
     from telecorder.sim.render import SimRenderer
 
     real_render = SimRenderer.render
@@ -346,8 +364,6 @@ def test_sim_render_failure_mid_episode_is_a_camera_error_and_earlier_episodes_s
 
 def test_sim_camera_latest_follows_resets_between_episodes():
     """Outside a recording (the live view between episodes) the rig renders state changes by itself."""
-    import time
-
     robot = SimRobot(seed=5)
     robot.connect()
     (cam,) = SimCameraRig(robot, ["front"], 64, 48, 30).cameras()

@@ -87,7 +87,8 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sim-cameras", default=None,
                    help="comma-separated sim cameras to record (default: all of the model's; 'none' for none)")
     p.add_argument("--camera-size", type=_size, default=(640, 480), help="sim camera resolution (default 640x480)")
-    p.add_argument("--camera-fps", type=_positive_float, default=30.0, help="sim camera frame rate (default 30)")
+    p.add_argument("--camera-fps", type=_positive_float, default=30.0,
+                   help="sim camera frame rate (default 30); sim frames are captured at control ticks, so at most --fps")
     p.add_argument("--image-format", choices=["jpeg", "png"], default="jpeg", help="frame encoding (png = lossless)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality 1-100 (default 90)")
     p.add_argument("--display", action="store_true",
