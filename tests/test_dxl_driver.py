@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import time
 
 import numpy as np
@@ -12,7 +13,12 @@ import pytest
 pytest.importorskip("dynamixel_sdk")
 
 from telecorder.collect.calibration_session import calibrate_arm
-from telecorder.collect.dynamixel.bus import DynamixelBus, avoid_header_sequence, rad_to_ticks
+from telecorder.collect.dynamixel.bus import (
+    BusPort,
+    DynamixelBus,
+    avoid_header_sequence,
+    rad_to_ticks,
+)
 from telecorder.collect.dynamixel.calibration import ArmCalibration, quarter_turn_offsets
 from telecorder.collect.dynamixel.control_table import ADDR, MODE_EXTENDED_POSITION
 from telecorder.collect.dynamixel.emulator import BusEmulator, FaultConfig
@@ -106,6 +112,134 @@ def test_dead_servo_raises_one_clear_error_naming_port_and_id():
                     bus.read_state()
         finally:
             bus.close()
+
+
+# -- late replies: a reply that missed its deadline must never answer another request ----------
+# The emulator holds a reply back 0.15 s: past the driver's deadline (34 ms) and the grace it
+# gives bytes already waiting, as a slow USB adapter (or a loaded host) can.
+LATE_S = 0.15
+
+
+@pytest.fixture
+def one_servo():
+    emu = BusEmulator([1], "xl330-m288")
+    path = emu.start()
+    bus = DynamixelBus(path, [1])
+    try:
+        bus.open()
+        yield emu, bus
+    finally:
+        bus.close()
+        emu.stop()
+
+
+def test_a_late_read_reply_never_answers_the_next_read(one_servo):
+    emu, bus = one_servo
+    emu.set_position(1, -0.01)  # 2041 ticks: low byte 249, a value Torque Enable never has
+    ticks = int(rad_to_ticks(np.array([-0.01]))[0])
+    emu.delay_next_reply(LATE_S)
+    bus.retries = 0
+    with pytest.raises(DeviceError, match="did not answer a read of address 132"):
+        bus.read(ADDR.PRESENT_POSITION, 4, 1)
+    bus.retries = 5  # enough tries to still be waiting when the late reply comes
+    assert bus.read(ADDR.TORQUE_ENABLE, 1, 1) == 0  # not 249, the late position's low byte
+    assert bus.read(ADDR.PRESENT_POSITION, 4, 1) == ticks
+    assert bus.errors.stale_replies >= 1
+
+
+def test_a_refused_write_is_reported_even_after_a_late_ack(one_servo):
+    emu, bus = one_servo
+    emu.delay_next_reply(LATE_S)
+    bus.retries = 0
+    with pytest.raises(DeviceError, match="did not acknowledge a write to address 65"):
+        bus.write(ADDR.LED, 1, 1, [1])
+    bus.retries = 5
+    # Present Position is read-only: the servo's error must reach us, not the earlier write's late "OK".
+    with pytest.raises(DeviceError, match="refused writing 5 to address 132"):
+        bus.write(ADDR.PRESENT_POSITION, 4, 5, [1])
+    assert bus.read(ADDR.LED, 1, 1) == 1  # the late-acknowledged write did land
+    assert bus.errors.stale_replies >= 1
+
+
+def test_random_late_replies_never_reach_the_caller():
+    """Reads, writes and sync reads with one reply in 8 held past the deadline: every answer is its own."""
+    ids = [1, 2, 3]
+    emu = BusEmulator(ids, "xl330-m288", faults=FaultConfig(late_rate=0.125, late_s=0.06), seed=3)
+    path = emu.start()
+    bus = DynamixelBus(path, ids, retries=6, dead_after_cycles=1000)
+    rng = random.Random(5)
+    unanswered = 0
+    try:
+        bus.open()
+        epoch = 0
+        expected: dict[int, int] = {}
+
+        def move() -> None:
+            # Every servo to a new, distinct angle: a stale position cannot pass for a current one.
+            nonlocal epoch
+            epoch += 1
+            for i in ids:
+                angle = 0.01 * i + 0.05 * epoch
+                emu.set_position(i, angle)
+                expected[i] = int(rad_to_ticks(np.array([angle]))[0])
+
+        move()
+        bus.read_state()  # the first cycle has no last values to fall back on
+        led = dict.fromkeys(ids, 0)
+        for _ in range(120):
+            op, i = rng.randrange(6), rng.choice(ids)
+            try:
+                if op == 0:
+                    assert bus.read(ADDR.ID, 1, i) == i
+                elif op == 1:
+                    assert bus.read(ADDR.PRESENT_POSITION, 4, i) == expected[i]
+                elif op == 2:
+                    assert bus.read(ADDR.LED, 1, i) == led[i]
+                elif op == 3:
+                    led[i] ^= 1
+                    bus.write(ADDR.LED, 1, led[i], [i])
+                elif op == 4:
+                    with pytest.raises(DeviceError, match="refused"):
+                        bus.write(ADDR.PRESENT_POSITION, 4, 5, [i])
+                else:
+                    failed = bus.errors.failed_cycles
+                    state = bus.read_state()
+                    if bus.errors.failed_cycles == failed:
+                        np.testing.assert_array_equal(rad_to_ticks(state.position), [expected[j] for j in ids])
+                    move()
+            except DeviceError as e:
+                # Unanswered after all tries is allowed (a late bus is a slow bus); a wrong answer is not.
+                assert "did not" in str(e), e
+                unanswered += 1
+                if op == 3:
+                    led[i] = bus.read(ADDR.LED, 1, i)  # whether it landed is unknown
+        assert emu.stats.replies_sent > 0 and bus.errors.stale_replies > 0, bus.errors
+        assert unanswered < 20, bus.errors
+    finally:
+        bus.close()
+        emu.stop()
+
+
+def test_port_reads_a_reply_that_came_while_the_process_was_not_running():
+    """Past the deadline with the reply already waiting is not a timeout (the stock SDK says it is)."""
+    import dynamixel_sdk as sdk
+
+    with BusEmulator([1], "xl330-m288") as path:
+        port, ph = BusPort(path), sdk.PacketHandler(2.0)
+        assert port.openPort()
+        try:
+            tx = [0] * 10
+            tx[4], tx[5], tx[7] = 1, 3, 0x01  # ping servo 1
+            assert ph.txPacket(port, tx) == sdk.COMM_SUCCESS
+            port.setPacketTimeoutMillis(1)
+            deadline = time.monotonic() + 5
+            while port.getBytesAvailable() < 14 and time.monotonic() < deadline:
+                time.sleep(0.005)  # as if descheduled: the deadline passes, the reply arrives
+            assert not port.isPacketTimeout()
+            rx, result = ph.rxPacket(port, False)
+            assert result == sdk.COMM_SUCCESS and rx[4] == 1
+        finally:
+            port.closePort()
 
 
 @pytest.mark.parametrize("ticks", [[-131073, 5], [5, -131073], [2048, 4095], [-1, -3]])

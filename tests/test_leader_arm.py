@@ -39,10 +39,15 @@ def test_leader_arm_drives_sim_follower(tmp_path):
         assert len(ep) == 120
         # The leader moves (the scripted hand), and the follower tracks the commands it is sent.
         assert np.ptp(action[:, :5], axis=0).max() > 0.3
-        # Stated tracking error: one tick after a command, within 0.05 rad (2.9 deg) at p95, 0.1 rad at worst.
+        # Stated tracking error: one tick after a command, within 0.05 rad (2.9 deg) at p95. How far a
+        # command is from the follower depends on how far the hand moved since the last tick, i.e.
+        # on wall-clock time (a late tick on a loaded host asks for a longer step); what the follower
+        # makes of it in one tick (1/30 s of simulated time) does not: it closes a quarter of the
+        # gap at least (measured: 30 % for the wrist roll from rest, up to 59 % for the elbow).
         err = np.abs(state[1:, :5] - action[:-1, :5])
+        gap = np.abs(action[:-1, :5] - state[:-1, :5])
         assert np.percentile(err, 95) < 0.05, f"tracking error p95 {np.percentile(err, 95):.3f} rad"
-        assert err.max() < 0.1, f"tracking error max {err.max():.3f} rad"
+        assert np.all(err <= 0.75 * gap + 0.01), f"tracking error max {err.max():.3f} rad"
         assert ep.metadata["comm_errors"]["teleop"]["failed_cycles"] == 0
     assert run(tool("telecorder"), "doctor", str(out)).returncode == 0
 
@@ -146,8 +151,11 @@ def test_leader_drives_dynamixel_follower_and_start_check(tmp_path):
     ep = eps[0]
     state, action = ep.data["observation.state"], ep.data["action"]
     assert ds.info.robot_type == "dynamixel_arm" and "observation.velocity" in ep.data
-    # Ramp-in over 1 s: the first command moves 1/30 of the 0.1 rad gap, not a jump to the leader.
-    np.testing.assert_allclose(action[0, :5], state[0, :5], atol=0.1 / 30 + 1e-3)
+    # Ramp-in over 1 s: the first command moves 1/30 of the gap to the leader, not a jump to it. The
+    # leader's hand holds `start` for 1 s of this process's clock and then heads for `end`; on a
+    # loaded host the recording may begin after that, so the gap is at most the larger of the two.
+    gap = np.maximum(np.abs(np.array(start[:5]) - state[0, :5]), np.abs(np.array(end[:5]) - state[0, :5]))
+    assert np.all(np.abs(action[0, :5] - state[0, :5]) <= gap / 30 + 1e-3), (action[0], state[0])
     assert np.abs(np.diff(action[:, :5], axis=0)).max() <= 0.25 + 1e-6
     # The follower ends where the leader went (the gripper in normalized units).
     np.testing.assert_allclose(state[-1, :5], end[:5], atol=0.03)

@@ -2,14 +2,40 @@
 
 What the SDK leaves to its caller, this class does:
 
-- every transaction has a deadline (the SDK's packet timeout) and is retried a bounded
-  number of times; timeouts, CRC failures and servo status errors are counted, so an
-  episode can record how healthy the bus was;
+- every transaction has a deadline and is retried a bounded number of times; timeouts,
+  CRC failures, servo status errors and stale replies are counted, so an episode can
+  record how healthy the bus was;
+- a reply is only ever taken as the answer to the request it belongs to (below);
 - a bus that stays dead raises one :class:`DeviceError` naming the port and the servos
   that stopped answering, instead of hanging or returning stale numbers forever;
 - positions are radians (4096 ticks per revolution, 2048 ticks = 0 rad), signed present
   velocity/current are decoded, and sync reads fetch current, velocity and position of
   every servo in one round trip.
+
+Late replies. A status packet names its servo, not the request it answers, and the SDK's
+``readTxRx``/``writeTxRx`` take the first packet with the right ID. A reply that misses its
+deadline (a slow USB adapter, a loaded host, an emulator thread not scheduled in time)
+then becomes the answer to the *next* request to that servo: the low byte of a position
+read back as Torque Enable, a refused write acknowledged by the late "OK" of an earlier
+one. So this driver sends and receives packets itself (the SDK's ``txPacket`` and
+``rxPacket``) and
+
+1. takes a reply only if its ID and data length are what the request asks for (in a sync
+   read, each listed servo once); anything else is discarded and counted as stale;
+2. after a request that went unanswered, or any stale or corrupt packet, treats the line
+   as dirty: before the next request it sends a *fence*, a read whose length no other
+   request uses (and that changes from fence to fence), and discards everything up to the
+   fence's reply. Replies on one serial line arrive in the order they were asked for, so
+   once the fence's reply is in, no older reply can still be on its way. An unanswered
+   fence counts as a failed attempt of the request it preceded.
+
+Waiting. :class:`BusPort` is the SDK's ``PortHandler`` with its timing made per port and
+two changes: it sleeps in ``select`` until bytes arrive or the deadline passes, where the
+SDK polls the port in a busy loop that holds a CPU and the GIL (on a loaded host an
+emulator thread in the same process waited 85 ms for its turn); and it reports a timeout
+only when nothing is waiting on the port, where the SDK also gives up on a reply that
+arrived while the process was descheduled past its deadline (measured: a reply written
+27 ms before the SDK's "timeout", and read 0.1 ms after it by the next call).
 
 The SDK's transmit path computes Protocol 2.0 byte stuffing but then sends the
 unstuffed packet (``txPacket`` drops ``addStuffing``'s result when the length changes).
@@ -21,6 +47,7 @@ tick (0.088 degrees), which only ever happens for multi-turn goals near -32 revo
 from __future__ import annotations
 
 import math
+import select
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -39,15 +66,24 @@ from .control_table import (
 
 try:
     import dynamixel_sdk as sdk
-    from dynamixel_sdk import port_handler as sdk_port
 except ImportError:  # pragma: no cover - exercised only without the extra
     sdk = None
-    sdk_port = None
 
 RAD_PER_TICK = 2 * math.pi / TICKS_PER_REV
 # Present Current(126, 2) + Present Velocity(128, 4) + Present Position(132, 4): one contiguous block.
 STATE_ADDR, STATE_LEN = ADDR.PRESENT_CURRENT, 10
 SUPPORTED_BAUDRATES = tuple(sorted(BAUD_RATES.values()))
+
+# Protocol 2.0 instructions and packet offsets (the SDK's names, not exported by it).
+_PING, _READ, _WRITE, _SYNC_READ = 0x01, 0x02, 0x03, 0x82
+_BROADCAST_ID = 0xFE
+_ID, _LEN_L, _LEN_H, _INSTRUCTION, _ERROR = 4, 5, 6, 7, 8
+_STATUS_OVERHEAD = 11  # header(4) + id + length(2) + instruction + error + crc(2)
+# A fence reads Model Number onward with one of these lengths, which no other request uses;
+# consecutive fences use different ones, so a late reply to one fence never passes for the next.
+FENCE_LENGTHS = range(20, 52)
+# Past its deadline, a read goes on while bytes keep arriving, for at most this long.
+_LATE_BYTES_GRACE_S = 0.05
 
 
 @dataclass
@@ -61,6 +97,7 @@ class BusErrorCounts:
     hardware_alerts: int = 0
     retries: int = 0
     failed_cycles: int = 0
+    stale_replies: int = 0  # status packets that answered some other request, discarded
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -94,6 +131,49 @@ def avoid_header_sequence(ids: Sequence[int], ticks: Sequence[int]) -> list[int]
     return out
 
 
+class BusPort(sdk.PortHandler if sdk is not None else object):  # type: ignore[misc]
+    """The SDK's ``PortHandler`` that waits asleep and reads what came in while it was not running.
+
+    ``latency_timer_ms`` is the adapter's latency timer (FTDI/U2D2: 16 ms by default, 1 ms once
+    lowered in sysfs); the SDK keeps it in a module global, here each port has its own. The
+    deadline for a reply is the SDK's (transfer time + 2 x latency timer + 2 ms), but at least
+    ``min_timeout_ms``.
+    """
+
+    def __init__(self, port_name: str, *, latency_timer_ms: float = 16.0, min_timeout_ms: float = 0.0) -> None:
+        super().__init__(port_name)
+        self.latency_timer_ms = float(latency_timer_ms)
+        self.min_timeout_ms = float(min_timeout_ms)
+        self.timed_out = False
+        self._deadline = 0.0
+
+    def setPacketTimeout(self, packet_length):  # the SDK's name
+        ms = self.tx_time_per_byte * packet_length + 2.0 * self.latency_timer_ms + 2.0
+        self.setPacketTimeoutMillis(max(ms, self.min_timeout_ms))
+
+    def setPacketTimeoutMillis(self, msec):
+        super().setPacketTimeoutMillis(msec)
+        self._deadline = time.monotonic() + msec / 1000.0
+        self.timed_out = False
+
+    def isPacketTimeout(self):
+        now = time.monotonic()
+        if now < self._deadline:
+            return False
+        if now < self._deadline + _LATE_BYTES_GRACE_S and self.ser.in_waiting:
+            return False  # they came while this process was not running: read them first
+        self.packet_timeout = 0
+        self.timed_out = True
+        return True
+
+    def readPort(self, length):
+        if not self.ser.in_waiting:
+            left = self._deadline - time.monotonic()
+            if left > 0:
+                select.select([self.ser.fileno()], [], [], left)  # sleeps, without the GIL
+        return self.ser.read(length)
+
+
 class DynamixelBus:
     def __init__(
         self,
@@ -105,7 +185,11 @@ class DynamixelBus:
         retries: int = 2,
         dead_after_cycles: int = 10,
         latency_timer_ms: float | None = None,
+        reply_timeout_ms: float | None = None,
     ) -> None:
+        """``latency_timer_ms``: the adapter's latency timer (default 16 ms, FTDI's and the SDK's).
+        ``reply_timeout_ms``: wait at least this long for a reply (default: the SDK's deadline,
+        transfer time + 2 x latency timer + 2 ms); for adapters or bridges slower than that."""
         if sdk is None:
             raise missing_extra("dynamixel_sdk", "dynamixel")
         if baudrate not in SUPPORTED_BAUDRATES:
@@ -121,21 +205,24 @@ class DynamixelBus:
         self.model = model_spec(model).name if model else None
         self.retries = retries
         self.dead_after_cycles = dead_after_cycles
+        self.latency_timer_ms = 16.0 if latency_timer_ms is None else float(latency_timer_ms)
+        self.reply_timeout_ms = reply_timeout_ms
         self.errors = BusErrorCounts()
         self._consecutive_failures = 0
         self._last_state: BusState | None = None
-        if latency_timer_ms is not None:
-            # The SDK's read deadline is 2 x its LATENCY_TIMER + 2 ms; it must cover the adapter's own
-            # latency timer (16 ms by default for FTDI/U2D2; 1 ms once lowered in sysfs, as GELLO does).
-            sdk_port.LATENCY_TIMER = latency_timer_ms
         self._port = None
         self._ph = None
+        self._dirty = False  # a reply to an earlier request may still arrive
+        self._fences = 0
+        self._last_result = 0
+        self._last_answered: int | None = None  # the servo that gave the latest wanted reply
 
     # -- connection ----------------------------------------------------------
 
     def open(self) -> dict[int, int]:
         """Open the port, ping every servo, check models; returns id -> model number."""
-        port = sdk.PortHandler(self.port_name)
+        port = BusPort(self.port_name, latency_timer_ms=self.latency_timer_ms,
+                       min_timeout_ms=self.reply_timeout_ms or 0.0)
         try:
             opened = port.openPort()
         except Exception as e:  # pyserial raises its own SerialException subclasses
@@ -149,6 +236,7 @@ class DynamixelBus:
             port.closePort()
             raise DeviceError(f"{self.port_name}: the adapter refused baud rate {self.baudrate}")
         self._port, self._ph = port, sdk.PacketHandler(2.0)
+        self._dirty = False
         try:
             return self._check_servos()
         except BaseException:
@@ -159,17 +247,15 @@ class DynamixelBus:
         found: dict[int, int] = {}
         for i in self.ids:
             # A line just opened can hold bytes from before (adapter buffers, a previous program's
-            # half packet): give each servo a few spaced attempts on a cleared line.
+            # half packet): give each servo a few spaced attempts (each send clears the input first).
             for attempt in range(max(3, self.retries + 1)):
                 if attempt:
                     time.sleep(0.02)
-                    self._port.clearPort()
-                model, result, error = self._ph.ping(self._port, i)
-                self.errors.transactions += 1
-                if result == sdk.COMM_SUCCESS:
-                    found[i] = int(model)
+                reply = self._request(i, _PING, b"", 3, attempts=1, retry=attempt > 0)
+                if reply is not None:
+                    data = reply[1]
+                    found[i] = data[0] | (data[1] << 8)
                     break
-                self._count(result, error)
         missing = [i for i in self.ids if i not in found]
         if missing:
             raise DeviceError(
@@ -202,47 +288,112 @@ class DynamixelBus:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- transactions ------------------------------------------------------------
+
+    def _send(self, packet_id: int, instruction: int, params: bytes, reply_bytes: int) -> bool:
+        """One instruction packet (the SDK clears the port's input first); arms the reply deadline."""
+        n = len(params) + 3
+        tx = [0] * (n + 7)
+        tx[_ID], tx[_LEN_L], tx[_LEN_H], tx[_INSTRUCTION] = packet_id, n & 0xFF, n >> 8, instruction
+        tx[8 : 8 + len(params)] = list(params)
+        result = self._ph.txPacket(self._port, tx)
+        self.errors.transactions += 1
+        self._last_result = result
+        if result != sdk.COMM_SUCCESS:
+            self._count(result, 0)
+            self._port.is_using = False
+            self._dirty = True  # how much of it went out is unknown
+            return False
+        self._port.setPacketTimeout(reply_bytes)
+        return True
+
+    def _receive(self, want: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+        """Status packets until each servo in ``want`` (id -> data length) has answered or the deadline passed.
+
+        Returns id -> (error byte, data). Any packet that is not one of the wanted replies (another
+        servo, another length, a second one from the same servo) is a reply to some other request:
+        it is dropped, counted, and leaves the line dirty; so does a corrupt or missing reply.
+        """
+        got: dict[int, tuple[int, bytes]] = {}
+        while len(got) < len(want):
+            rx, result = self._ph.rxPacket(self._port, False)
+            self._last_result = result
+            if result == sdk.COMM_SUCCESS:
+                sid = rx[_ID]
+                length = (rx[_LEN_L] | (rx[_LEN_H] << 8)) - 4  # instruction, error and CRC
+                if want.get(sid) == length and sid not in got:
+                    got[sid] = (rx[_ERROR], bytes(rx[_ERROR + 1 : _ERROR + 1 + length]))
+                    self._count(result, rx[_ERROR])
+                    self._last_answered = sid
+                else:
+                    self.errors.stale_replies += 1
+                    self._dirty = True
+                continue
+            self._dirty = True
+            if self._port.timed_out:
+                self.errors.timeouts += len(want) - len(got)
+                break
+            self._count(result, 0)  # a corrupt packet; the deadline still runs
+        return got
+
+    def _fence(self, servo_id: int) -> bool:
+        """Flush the line (see the module docstring); True once no older reply can still arrive."""
+        length = FENCE_LENGTHS[self._fences % len(FENCE_LENGTHS)]
+        self._fences += 1
+        if not self._send(servo_id, _READ, _read_params(0, length), _STATUS_OVERHEAD + length):
+            return False
+        if servo_id in self._receive({servo_id: length}):
+            self._dirty = False
+            return True
+        return False
+
+    def _request(self, servo_id: int, instruction: int, params: bytes, data_len: int, *, attempts: int,
+                 retry: bool = False) -> tuple[int, bytes] | None:
+        """A unicast instruction and its own status packet: (error byte, data), or None after ``attempts``."""
+        for attempt in range(attempts):
+            if attempt or retry:
+                self.errors.retries += 1
+            if self._dirty and not self._fence(servo_id):
+                continue
+            if not self._send(servo_id, instruction, params, _STATUS_OVERHEAD + data_len):
+                continue
+            reply = self._receive({servo_id: data_len}).get(servo_id)
+            if reply is not None:
+                return reply
+        return None
+
     # -- registers -------------------------------------------------------------
 
     def write(self, address: int, size: int, values: int | Iterable[int], ids: Sequence[int] | None = None) -> None:
         """Write a register on each servo (unicast, acknowledged, retried)."""
+        if size not in (1, 2, 4):
+            raise ValueError(f"register size must be 1, 2 or 4 bytes, got {size}")
         targets = list(ids) if ids is not None else self.ids
         vals = [int(values)] * len(targets) if isinstance(values, (int, np.integer)) else [int(v) for v in values]
-        fn = {1: self._ph.write1ByteTxRx, 2: self._ph.write2ByteTxRx, 4: self._ph.write4ByteTxRx}[size]
         for i, v in zip(targets, vals, strict=True):
             raw = v & ((1 << (8 * size)) - 1)
-            for attempt in range(self.retries + 1):
-                result, error = fn(self._port, i, address, raw)
-                self.errors.transactions += 1
-                if result == sdk.COMM_SUCCESS and error == 0:
-                    break
-                self._count(result, error)
-                if result == sdk.COMM_SUCCESS and error & 0x7F:
-                    raise DeviceError(
-                        f"{self.port_name}: servo {i} refused writing {raw} to address {address} "
-                        f"({self._ph.getRxPacketError(error)})"
-                    )
-                if attempt == self.retries:
-                    raise DeviceError(
-                        f"{self.port_name}: servo {i} did not acknowledge a write to address {address} "
-                        f"after {self.retries + 1} tries ({self._ph.getTxRxResult(result)})"
-                    )
+            params = address.to_bytes(2, "little") + raw.to_bytes(size, "little")
+            reply = self._request(i, _WRITE, params, 0, attempts=self.retries + 1)
+            if reply is None:
+                raise DeviceError(
+                    f"{self.port_name}: servo {i} did not acknowledge a write to address {address} "
+                    f"after {self.retries + 1} tries ({self._ph.getTxRxResult(self._last_result)})"
+                )
+            error = reply[0]
+            if error & 0x7F:
+                raise DeviceError(
+                    f"{self.port_name}: servo {i} refused writing {raw} to address {address} "
+                    f"({self._ph.getRxPacketError(error)})"
+                )
 
     def read(self, address: int, size: int, servo_id: int, signed: bool = False) -> int:
-        for attempt in range(self.retries + 1):
-            data, result, error = self._ph.readTxRx(self._port, servo_id, address, size)
-            self.errors.transactions += 1
-            if result == sdk.COMM_SUCCESS:
-                if error:
-                    self._count(result, error)
-                return int.from_bytes(bytes(data[:size]), "little", signed=signed)
-            self._count(result, error)
-            if attempt == self.retries:
-                raise DeviceError(
-                    f"{self.port_name}: servo {servo_id} did not answer a read of address {address} "
-                    f"after {self.retries + 1} tries ({self._ph.getTxRxResult(result)})"
-                )
-        raise AssertionError("unreachable")
+        reply = self._request(servo_id, _READ, _read_params(address, size), size, attempts=self.retries + 1)
+        if reply is None:
+            raise DeviceError(
+                f"{self.port_name}: servo {servo_id} did not answer a read of address {address} "
+                f"after {self.retries + 1} tries ({self._ph.getTxRxResult(self._last_result)})"
+            )
+        return int.from_bytes(reply[1], "little", signed=signed)
 
     def set_torque(self, enabled: bool, ids: Sequence[int] | None = None) -> None:
         self.write(ADDR.TORQUE_ENABLE, 1, int(enabled), ids)
@@ -276,36 +427,18 @@ class DynamixelBus:
         want_extra = velocity or current
         addr, length = (STATE_ADDR, STATE_LEN) if want_extra else (ADDR.PRESENT_POSITION, 4)
         raw: dict[int, bytes] = {}
-        silent: list[int] = []
-        result = self._ph.syncReadTx(self._port, addr, length, self.ids, len(self.ids), False)
-        self.errors.transactions += 1
-        if result != sdk.COMM_SUCCESS:
-            self._count(result, 0)
-            silent = list(self.ids)
-        else:
-            for i in self.ids:
-                data, result, error = self._ph.readRx(self._port, i, length)
-                if result == sdk.COMM_SUCCESS:
-                    raw[i] = bytes(data[:length])
-                    if error:
-                        self._count(result, error)
-                else:
-                    # Servos answer a sync read in turn, each after the one before it; once one is
-                    # silent the rest may be too, so they are retried one by one below.
-                    self._count(result, error)
-                    silent.append(i)
-        if silent:
-            self._port.clearPort()
-            for i in list(silent):
-                for _ in range(self.retries):
-                    self.errors.retries += 1
-                    data, result, error = self._ph.readTxRx(self._port, i, addr, length)
-                    self.errors.transactions += 1
-                    if result == sdk.COMM_SUCCESS:
-                        raw[i] = bytes(data[:length])
-                        silent.remove(i)
-                        break
-                    self._count(result, error)
+        fence_id = self._last_answered if self._last_answered in self.ids else self.ids[0]
+        if not self._dirty or self._fence(fence_id):
+            params = _read_params(addr, length) + bytes(self.ids)
+            if self._send(_BROADCAST_ID, _SYNC_READ, params, (_STATUS_OVERHEAD + length) * len(self.ids)):
+                raw = {i: data for i, (_, data) in self._receive(dict.fromkeys(self.ids, length)).items()}
+        silent = [i for i in self.ids if i not in raw]
+        # Servos answer a sync read in turn; the ones that did not are asked one by one.
+        for i in silent:
+            reply = self._request(i, _READ, _read_params(addr, length), length, attempts=self.retries, retry=True)
+            if reply is not None:
+                raw[i] = reply[1]
+        silent = [i for i in self.ids if i not in raw]
         if silent:
             self.errors.failed_cycles += 1
             self._consecutive_failures += 1
@@ -361,6 +494,10 @@ class DynamixelBus:
             self.errors.hardware_alerts += 1
         if error & 0x7F:
             self.errors.status_errors += 1
+
+
+def _read_params(address: int, length: int) -> bytes:
+    return address.to_bytes(2, "little") + length.to_bytes(2, "little")
 
 
 def _ids(ids: Iterable[int]) -> str:

@@ -10,7 +10,10 @@ an unknown instruction gets an instruction error. Status Return Level and the Se
 ID are honoured, and a servo only hears the client when the line speed the client set
 matches the servo's Baud Rate(8).
 
-Faults (:class:`FaultConfig`) drop or corrupt replies, delay them, or let servos die.
+Faults (:class:`FaultConfig`) drop or corrupt replies, delay them (all, or some past a
+client's deadline, as a slow USB adapter can; :meth:`BusEmulator.delay_next_reply` does it
+once), or let servos die. Replies leave in the order the instructions came, one per
+instruction that asks for one, as on a real bus.
 With the torque off, servos follow a :class:`HandMotion` as if someone moved the arm.
 """
 
@@ -49,14 +52,19 @@ class FaultConfig:
     crc_error_rate: float = 0.0  # a reply's CRC is corrupted
     latency_s: float = 0.0  # added before each reply
     dead_after_s: dict[int, float] = field(default_factory=dict)  # servo id -> seconds after start() it goes silent
+    # A reply held back late_s (past a client's deadline) as a slow USB adapter can; the
+    # replies after it queue behind it, in order, as they would in the adapter.
+    late_rate: float = 0.0
+    late_s: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("drop_rate", "crc_error_rate"):
+        for name in ("drop_rate", "crc_error_rate", "late_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
-        if self.latency_s < 0:
-            raise ValueError(f"latency_s must be >= 0, got {self.latency_s}")
+        for name in ("latency_s", "late_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -116,6 +124,7 @@ class BusEmulator:
         self._stop = threading.Event()
         self._wake_r = self._wake_w = -1
         self._links: list[Path] = []
+        self._holds: list[tuple[int | None, float]] = []  # delay_next_reply() requests, oldest first
         self.path: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -200,6 +209,25 @@ class BusEmulator:
         with self.lock:
             self._by_id(servo_id).set_position_rad(radians)
 
+    def delay_next_reply(self, seconds: float, servo_id: int | None = None) -> None:
+        """Hold the next status packet (of ``servo_id``, or of any servo) back ``seconds``.
+
+        The serving thread waits, so what comes after queues behind it in order, as behind a
+        slow USB adapter: a client whose deadline is shorter sees the reply arrive late.
+        """
+        if seconds < 0:
+            raise ValueError(f"seconds must be >= 0, got {seconds}")
+        with self.lock:
+            self._holds.append((servo_id, float(seconds)))
+
+    def _take_hold(self, servo_id: int) -> float:
+        with self.lock:
+            for k, (sid, seconds) in enumerate(self._holds):
+                if sid is None or sid == servo_id:
+                    del self._holds[k]
+                    return seconds
+        return 0.0
+
     def elapsed(self) -> float:
         """Seconds since start() (or construction): the clock of hand motion and dead faults."""
         return time.monotonic() - self._t0
@@ -250,10 +278,25 @@ class BusEmulator:
             self._send(replies)
 
     def _send(self, replies: list[_Reply]) -> None:
+        # Each reply is due a Return Delay Time (plus faults) after the one before it. Waiting for
+        # the due time, not sleeping each delay in turn, keeps a thread woken late on a loaded
+        # host from adding its lateness once per servo of a sync read; replies due together go
+        # out in one write, as back-to-back packets reach the host in one USB transfer (each
+        # write also hands the GIL to the client's threads, who may keep it a while).
+        due = time.monotonic()
+        out, count = bytearray(), 0
         for reply in replies:
-            delay = self.faults.latency_s + reply.servo.table[ADDR.RETURN_DELAY_TIME] * 2e-6
-            if delay > 0:
-                time.sleep(delay)
+            due += self.faults.latency_s + reply.servo.table[ADDR.RETURN_DELAY_TIME] * 2e-6
+            late = self._take_hold(reply.servo.id)
+            if self.faults.late_rate and self._rng.random() < self.faults.late_rate:
+                late += self.faults.late_s
+            if late:
+                due = max(due, time.monotonic()) + late
+            wait = due - time.monotonic()
+            if wait > 0:
+                self._write(out, count)
+                out, count = bytearray(), 0
+                time.sleep(wait)
             if self._rng.random() < self.faults.drop_rate:
                 self.stats.replies_dropped += 1
                 continue
@@ -261,9 +304,11 @@ class BusEmulator:
             if self._rng.random() < self.faults.crc_error_rate:
                 packet = packet[:-1] + bytes([packet[-1] ^ 0xA5])
                 self.stats.replies_corrupted += 1
-            self._write(packet)
+            out += packet
+            count += 1
+        self._write(out, count)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes | bytearray, replies: int) -> None:
         assert self._line is not None
         view = memoryview(data)
         while view:
@@ -278,7 +323,7 @@ class BusEmulator:
                 return
             self.stats.bytes_sent += n
             view = view[n:]
-        self.stats.replies_sent += 1
+        self.stats.replies_sent += replies
 
     # -- instruction handling (called with the lock held) ----------------------------------
 
