@@ -326,6 +326,30 @@ def test_slow_sim_rendering_makes_ticks_late_and_never_drops_a_frame(tmp_path, m
     assert any("missed tick" in w for w in report.all_warnings), report.all_warnings
 
 
+def test_control_loop_stall_opens_no_gap_in_sim_frame_numbers(tmp_path, monkeypatch):
+    """A tick held up for longer than the cameras wait before rendering previews: still one frame per step."""
+    from telecorder.collect.scripted import ScriptedTeleop
+
+    real_read = ScriptedTeleop.read
+    calls = {"n": 0}
+
+    def stalling_read(self, observation):
+        calls["n"] += 1
+        if calls["n"] in (10, 20):
+            time.sleep(3 * SimCameraRig.IDLE_AFTER_S)  # e.g. a bus timeout: long enough for previews to start
+        return real_read(self, observation)
+
+    monkeypatch.setattr(ScriptedTeleop, "read", stalling_read)
+    _, session = record_sim(tmp_path, episode_time=1.5)
+    summary = session.run()
+    assert summary.outcomes[0].missed_ticks > 0
+    ds = Dataset.open(tmp_path / "ds")
+    with ds.episode(ds.episode_indices[0]) as ep:
+        for cam in ("front", "wrist"):
+            assert np.array_equal(np.diff(ep.frame_indices(cam)), np.ones(len(ep) - 1))
+    assert summary.outcomes[0].dropped_frames == {"front": 0, "wrist": 0}
+
+
 def test_sim_camera_slower_than_the_loop_repeats_frames_as_expected(tmp_path):
     _, session = record_sim(tmp_path, fps=30.0, camera_fps=15.0, episode_time=1.0)
     session.run()
@@ -372,16 +396,17 @@ def test_sim_camera_latest_follows_resets_between_episodes():
         first = cam.latest()
         robot.reset(6)
         deadline = time.monotonic() + 10
-        while cam.latest().index == first.index and time.monotonic() < deadline:
+        while cam.latest().capture_ns == first.capture_ns and time.monotonic() < deadline:
             time.sleep(0.01)
         after = cam.latest()
-        assert after.index > first.index and after.capture_ns > first.capture_ns
+        assert after.capture_ns > first.capture_ns
         assert not np.array_equal(after.image, first.image), "the cube moved with the reset"
-        # A request captures the state as it is at the request, stamped with the time given.
-        fut = cam.request(123)
-        frame = fut.result(timeout=10)
-        assert frame.capture_ns == 123 and frame.index == after.index + 1
-        assert np.array_equal(frame.image, after.image)
+        # A request captures the state as it is at the request, stamped with the time given;
+        # previews do not advance the frame counter, captures do.
+        frames = [cam.request(123 + i).result(timeout=10) for i in range(3)]
+        assert [f.capture_ns for f in frames] == [123, 124, 125]
+        assert [f.index for f in frames] == [after.index + 1, after.index + 2, after.index + 3]
+        assert np.array_equal(frames[0].image, after.image)
     finally:
         cam.stop()
     with pytest.raises(CameraError, match="not started"):

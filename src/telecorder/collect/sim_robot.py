@@ -106,8 +106,10 @@ class SimCameraRig:
     state on the caller's thread and returns a future of the frame that shows exactly that
     state, stamped ``tick_ns``: one capture per tick, numbered consecutively, so a recording
     never repeats or drops a frame. ``latest(name)`` returns the newest frame rendered (the
-    live view's); while no tick asks for frames, the rig also renders by itself whenever the
-    state changed (a reset), at most at the camera rate.
+    live view's); while no tick asks for frames, the rig also renders previews by itself
+    whenever the state changed (a reset), at most at the camera rate. A preview carries the
+    number of the last capture: only captures advance the frame counter, so a preview made
+    during a long stall of the control loop cannot open a gap in a recording's numbering.
 
     Requests wait in a bounded queue: if rendering falls behind, ``request`` blocks, the
     control loop's ticks come late and that is recorded; nothing is skipped.
@@ -249,8 +251,7 @@ class SimCameraRig:
                     qpos, _, _ = self.robot.env.snapshot()
                     captured = time.monotonic_ns()
                     with self._cond:
-                        index = self._next_index
-                        self._next_index += 1
+                        index = self._next_index - 1
                     frames = {name: Frame(renderer.render(qpos, name), captured, index) for name in self.names}
                 else:
                     assert isinstance(job, _Capture)
