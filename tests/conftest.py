@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +97,44 @@ def small_dataset(tmp_path: Path) -> tuple[Path, DatasetInfo, list[list[Step]]]:
     root = tmp_path / "ds"
     steps = write_dataset(root, info, [12, 20, 7])
     return root, info, steps
+
+
+# A recorder that saves two episodes, then records a third until it is killed (or told to stop).
+_RECORDER = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {tests!r})
+    from conftest import make_info, synthetic_steps, write_dataset
+    from telecorder.datasets.async_writer import AsyncEpisodeWriter
+    from telecorder.datasets.dataset import DatasetWriter
+
+    info = make_info(cameras=("front", "wrist"))
+    write_dataset({root!r}, info, [10, 15])
+    dw = DatasetWriter({root!r}, info, resume=True)
+    writer = AsyncEpisodeWriter(dw, flush_interval_s=0.05)
+    writer.begin({{"task": "interrupted"}})
+    for i in range(100000):
+        step = synthetic_steps(1, info, seed=i)[0]
+        step.timestamp = i / info.fps
+        step.frame_index = {{c: i for c in info.cameras}}
+        writer.add(step)
+        if i == 40:
+            print("RECORDING", flush=True)
+        time.sleep(0.002)
+    """
+)
+
+
+def start_recorder(root: Path) -> subprocess.Popen:
+    script = _RECORDER.format(tests=str(Path(__file__).parent), root=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline().strip()
+    assert line == "RECORDING", line
+    time.sleep(0.3)  # several flushed batches of the episode in progress
+    return proc
+
+
+def kill(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL

@@ -6,11 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import stat
 import subprocess
-import sys
-import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -18,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import make_info, write_dataset
+from conftest import kill, make_info, start_recorder, write_dataset
 
 from telecorder.datasets.dataset import (
     Dataset,
@@ -38,53 +35,9 @@ from telecorder.datasets.lock import DatasetLockedError
 from telecorder.datasets.stats import DatasetStats
 from telecorder.errors import DatasetError
 
-TESTS = Path(__file__).parent
-
 
 def digests(root: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "episodes").glob("episode_*.h5"))}
-
-
-# A recorder that saves two episodes, then records a third until it is killed (or told to stop).
-_RECORDER = textwrap.dedent(
-    """
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from conftest import make_info, synthetic_steps, write_dataset
-    from telecorder.datasets.async_writer import AsyncEpisodeWriter
-    from telecorder.datasets.dataset import DatasetWriter
-
-    info = make_info(cameras=("front", "wrist"))
-    if {first!r}:
-        write_dataset({root!r}, info, [10, 15])
-    dw = DatasetWriter({root!r}, info, resume=True)
-    writer = AsyncEpisodeWriter(dw, flush_interval_s=0.05)
-    writer.begin({{"task": "interrupted"}})
-    for i in range(100000):
-        step = synthetic_steps(1, info, seed=i)[0]
-        step.timestamp = i / info.fps
-        step.frame_index = {{c: i for c in info.cameras}}
-        writer.add(step)
-        if i == 40:
-            print("RECORDING", flush=True)
-        time.sleep(0.002)
-    """
-)
-
-
-def start_recorder(root: Path, first: bool = True) -> subprocess.Popen:
-    script = _RECORDER.format(tests=str(TESTS), root=str(root), first=first)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline().strip()
-    assert line == "RECORDING", line
-    time.sleep(0.3)  # several flushed batches of the episode in progress
-    return proc
-
-
-def kill(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
 
 
 # -- 1. resume after a crash ------------------------------------------------------------

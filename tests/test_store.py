@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
-import textwrap
 import time
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from conftest import make_info, synthetic_frame, write_dataset
+from conftest import kill, make_info, start_recorder, synthetic_frame, write_dataset
 
 from telecorder.datasets.dataset import Dataset, DatasetWriter
 from telecorder.datasets.doctor import check_dataset, repair_dataset
@@ -114,42 +110,9 @@ def test_non_empty_foreign_folder_is_refused(tmp_path):
         DatasetWriter(tmp_path, make_info())
 
 
-_KILL_SCRIPT = textwrap.dedent(
-    """
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from conftest import make_info, synthetic_steps, write_dataset
-    from telecorder.datasets.async_writer import AsyncEpisodeWriter
-    from telecorder.datasets.dataset import DatasetWriter
-
-    info = make_info(cameras=("front", "wrist"))
-    write_dataset({root!r}, info, [10, 15])
-    dw = DatasetWriter({root!r}, info, resume=True)
-    writer = AsyncEpisodeWriter(dw, flush_interval_s=0.05)
-    writer.begin({{"task": "interrupted"}})
-    for i in range(100000):
-        step = synthetic_steps(1, info, seed=i)[0]
-        step.timestamp = i / info.fps
-        step.frame_index = {{c: i for c in info.cameras}}
-        writer.add(step)
-        if i == 40:
-            print("RECORDING", flush=True)
-        time.sleep(0.002)
-    """
-)
-
-
 def test_sigkill_mid_episode_keeps_earlier_episodes_and_repair_salvages(tmp_path):
     root = tmp_path / "ds"
-    script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), root=str(root))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "RECORDING"
-        time.sleep(0.3)  # let it write and flush several batches of the third episode
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=10)
-    assert proc.returncode == -signal.SIGKILL
+    kill(start_recorder(root))
 
     ds = Dataset.open(root)
     assert ds.episode_indices == [0, 1] and ds.info.total_episodes == 2
