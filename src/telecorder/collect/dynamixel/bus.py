@@ -321,7 +321,9 @@ class DynamixelBus:
             if result == sdk.COMM_SUCCESS:
                 sid = rx[_ID]
                 length = (rx[_LEN_L] | (rx[_LEN_H] << 8)) - 4  # instruction, error and CRC
-                if want.get(sid) == length and sid not in got:
+                # A servo that refuses a read may answer with the error and no data.
+                expected = (want.get(sid), 0) if rx[_ERROR] & 0x7F else (want.get(sid),)
+                if sid in want and sid not in got and length in expected:
                     got[sid] = (rx[_ERROR], bytes(rx[_ERROR + 1 : _ERROR + 1 + length]))
                     self._count(result, rx[_ERROR])
                     self._last_answered = sid
