@@ -121,6 +121,8 @@ def sdk_group_cycle_rate(path: str, seconds: float, port_class) -> dict:
     port, ph = port_class(path), sdk.PacketHandler(2.0)
     port.openPort()
     try:
+        for i in IDS:  # as drivers do (the factory's 500 us per reply would be most of each cycle)
+            ph.write1ByteTxRx(port, i, ADDR.RETURN_DELAY_TIME, 0)
         reader = sdk.GroupSyncRead(port, ph, ADDR.PRESENT_POSITION, 4)
         writer = sdk.GroupSyncWrite(port, ph, ADDR.GOAL_POSITION, 4)
         for i in IDS:
