@@ -162,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(record(tmp, device, size, args.seconds, args.episodes, seed=rep))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    table = Table(title="recordings at 30 Hz with 2 sim cameras")
-    table.add_column("metric")
+    table = Table(title="recordings at 30 Hz with 2 sim cameras, one row per run")
+    short = {"device": "set-up", "size": "size", "steps": "steps", "late_ticks": "late", "max_lateness_ms": "worst ms",
+             "missed_ticks": "missed", "repeated_frames": "repeated", "dropped_frames": "dropped",
+             "frame_age_max_ms": "age max ms", "cpu_pct_of_one_core": "CPU %", "doctor_warnings": "warnings",
+             "load_avg_1min_before": "load"}
+    for title in short.values():
+        table.add_column(title, justify="left" if title in ("set-up", "size") else "right")
     for row in runs:
-        table.add_column(f"{row['device']} {row['size']}", justify="right")
-    for key in list(runs[0])[2:]:
-        table.add_row(key, *(str(row[key]) for row in runs))
+        table.add_row(*(str(row[key]) for key in short))
     console.print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"cpu_count": os.cpu_count(), "render": renders, "recordings": runs}, indent=2)
