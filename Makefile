@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/record.py
 	$(BIN)/python benchmarks/bus.py
 	$(BIN)/python benchmarks/convert.py
+	$(BIN)/python benchmarks/sim_cameras.py
 	$(BIN)/python benchmarks/fault_campaign.py
 
 lint: $(STAMP)

