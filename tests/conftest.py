@@ -15,6 +15,11 @@ import pytest
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+# A test run started in the background (``make test &`` in a script) inherits SIGINT ignored, and
+# so would every command a test starts; the Ctrl-C tests need what a terminal gives them.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 try:
     from hypothesis import settings
 
