@@ -85,6 +85,7 @@ class EpisodeFileWriter:
         self.info = info
         self.length = 0
         self._numeric_rows: dict[str, list[np.ndarray]] = {f.name: [] for f in info.numeric_features}
+        self._datasets: dict[str, h5py.Dataset] = {}
         if self.final_path.exists():
             raise DatasetError(f"{self.final_path}: episode file exists already; refusing to overwrite it")
         try:
@@ -133,10 +134,10 @@ class EpisodeFileWriter:
         n = len(batch)
         if n == 0:
             return
-        f, start, end = self._file, self.length, self.length + n
+        start, end = self.length, self.length + n
 
         def put(path: str, values: Any) -> None:
-            ds = f[path]
+            ds = self._dataset(path)
             ds.resize(end, axis=0)
             ds[start:end] = values
 
@@ -156,7 +157,7 @@ class EpisodeFileWriter:
                 put(path, blobs)
             else:
                 # h5py reads an object array of equal-length buffers as a 2-D array and refuses it.
-                ds = f[path]
+                ds = self._dataset(path)
                 ds.resize(end, axis=0)
                 for i, buf in enumerate(frames):
                     ds[start + i] = buf
@@ -164,6 +165,14 @@ class EpisodeFileWriter:
             put(f"{FRAME_INDEX_GROUP}/{cam}", batch.frame_index[cam])
         put(LATENESS_PATH, batch.tick_lateness)
         self.length = end
+
+    def _dataset(self, path: str) -> h5py.Dataset:
+        # Held until the file closes: a dataset handle released after a failed write would flush
+        # its chunk cache on release, fail again, and leave HDF5 in a state that crashes later.
+        ds = self._datasets.get(path)
+        if ds is None:
+            ds = self._datasets[path] = self._file[path]
+        return ds
 
     def flush(self) -> None:
         """Push everything appended so far to disk (fsync), so that a crash or power loss leaves a
@@ -195,7 +204,11 @@ class EpisodeFileWriter:
     def finish(self, attrs: Mapping[str, Any]) -> Path:
         set_attrs(self._file, attrs)
         self._file.attrs["num_steps"] = self.length
+        # Flush first: if the disk is full, this fails and abort() can still close the file
+        # safely; a close that fails to write would not leave it in a state to close again.
+        self._file.flush()
         self._file.close()
+        self._datasets.clear()
         fsync_path(self.path)
         if self.final_path.exists():  # only a second writer could have made it; never replace it
             raise DatasetError(f"{self.final_path}: appeared while this episode was recorded; "
@@ -206,10 +219,35 @@ class EpisodeFileWriter:
 
     def abort(self) -> None:
         """Drop the partial file (a discarded or failed episode)."""
-        with contextlib.suppress(Exception):
-            self._file.close()
+        _close_discarding(self._file)
+        self._datasets.clear()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def _close_discarding(f: h5py.File) -> None:
+    """Close an HDF5 file whose content is being thrown away, without writing to its disk.
+
+    Closing flushes HDF5's caches. On a full disk that write fails, and a failed close
+    leaves the HDF5 library in a state that crashes the process later (h5py issues 914
+    and 2160: the file's id stays valid after its memory is freed). The file is discarded
+    anyway, so its descriptor is first pointed at an anonymous in-memory file: the close
+    then succeeds, and unlinking the partial file frees its disk space at once.
+    """
+    if not f.id.valid:
+        return
+    try:
+        fd = f.id.get_vfd_handle()
+        scratch = os.memfd_create("telecorder-discarded-episode")
+    except (AttributeError, OSError, ValueError, RuntimeError):
+        scratch = None
+    if scratch is not None:
+        try:
+            os.dup2(scratch, fd)
+        finally:
+            os.close(scratch)
+    with contextlib.suppress(Exception):
+        f.close()
 
 
 def set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
