@@ -303,6 +303,14 @@ class Outcome:
 
 def dataset_verify(root: Path, before: Snapshot) -> tuple[list[str], bool]:
     snap = before.merge(Snapshot.of(root))
+    if not (root / "meta/info.json").exists() and not snap.complete and not snap.unfinished:
+        # Killed before the dataset existed: nothing was recorded, and recording into the folder
+        # must still be possible (a half-created skeleton is not a foreign folder).
+        from telecorder.datasets.dataset import _empty_or_unborn
+
+        if root.exists() and not _empty_or_unborn(root):
+            return [f"{root}: left in a state a new recording would refuse"], False
+        return [], False
     ok, repaired, out = doctor_passes(root)
     problems = check_nothing_lost(root, snap)
     if not ok:
