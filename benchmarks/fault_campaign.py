@@ -249,6 +249,7 @@ def same_episodes(src: Path, dst: Path) -> list[str]:
 class Templates:
     clean: Path  # 3 complete episodes
     crashed: Path  # 2 complete episodes and one killed mid-episode
+    clean_digests: dict[str, str]  # the clean template's episode files: conversions must leave them alone
 
 
 def make_templates(work: Path) -> Templates:
@@ -262,7 +263,7 @@ def make_templates(work: Path) -> Templates:
                                            "--out", str(crashed), "--resume"]),
                       crashed / "episodes/.episode_000002.partial.h5")
     assert Snapshot.of(crashed).unfinished, "the crashed template needs an unfinished episode"
-    return Templates(clean, crashed)
+    return Templates(clean, crashed, Snapshot.of(clean).complete)
 
 
 def kill_when_flushed(code: str, partial: Path, steps: int = 20, timeout: float = 120) -> None:
@@ -318,7 +319,7 @@ def dataset_verify(root: Path, before: Snapshot) -> tuple[list[str], bool]:
     return problems, repaired
 
 
-def scenarios(t: Templates, work: Path) -> list[Scenario]:
+def scenarios(t: Templates) -> list[Scenario]:
     def copy_of(template: Path) -> Callable[[Path], Path]:
         def setup(run_dir: Path) -> Path:
             dst = run_dir / "ds"
@@ -360,7 +361,7 @@ def scenarios(t: Templates, work: Path) -> list[Scenario]:
 
     def convert_verify(dst: Path, before: Snapshot) -> tuple[list[str], bool]:
         problems = []
-        if {p.name: sha(p) for p in (t.clean / "episodes").glob("episode_*.h5")} != _clean_digests(t.clean):
+        if Snapshot.of(t.clean).complete != t.clean_digests:
             problems.append("the source changed")
         work_dir = dst.with_name("." + dst.name + ".partial")
         partial_snap = before.merge(Snapshot.of(work_dir))
@@ -391,16 +392,6 @@ def scenarios(t: Templates, work: Path) -> list[Scenario]:
     ]
 
 
-_CLEAN: dict[str, dict[str, str]] = {}
-
-
-def _clean_digests(root: Path) -> dict[str, str]:
-    key = str(root)
-    if key not in _CLEAN:
-        _CLEAN[key] = {p.name: sha(p) for p in (root / "episodes").glob("episode_*.h5")}
-    return _CLEAN[key]
-
-
 # Kills per scenario and mode, 30 in all.
 PLAN = [
     ("record", "time", 5), ("record", "syscall", 5),
@@ -425,7 +416,7 @@ def main() -> int:
     try:
         print(f"fault campaign in {work} (seed {args.seed})", flush=True)
         templates = make_templates(work)
-        by_name = {s.name: s for s in scenarios(templates, work)}
+        by_name = {s.name: s for s in scenarios(templates)}
         plan = _scaled(PLAN, args.kills)
         calls: dict[str, int] = {}
         durations: dict[str, float] = {}

@@ -236,7 +236,11 @@ def _swap_into_place(work: Path, dst: Path) -> None:
         if lock is not None:
             lock.release()
     if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+        _remove(old)
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def _undo_interrupted_swap(dst: Path) -> None:
@@ -244,7 +248,7 @@ def _undo_interrupted_swap(dst: Path) -> None:
     if not old.exists():
         return
     if dst.exists():  # the swap finished; only the deletion of the old output was cut short
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+        _remove(old)
     else:  # killed between the two renames: the old output comes back, the new one is redone
         os.replace(old, dst)
 

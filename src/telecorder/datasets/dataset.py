@@ -97,20 +97,6 @@ def read_index(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return [by_index[i] for i in sorted(by_index)], problems
 
 
-def index_tail_is_torn(root: Path) -> bool:
-    """Whether the index ends inside a line (a crash during an append)."""
-    path = Path(root) / INDEX
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() == 0:
-                return False
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) != b"\n"
-    except FileNotFoundError:
-        return False
-
-
 def write_index(root: Path, records: list[dict[str, Any]]) -> None:
     """Replace ``meta/episodes.jsonl`` atomically (readers see the old or the new index)."""
     with atomic_write(Path(root) / INDEX) as fh:
@@ -122,10 +108,11 @@ def append_index_line(root: Path, entry: Mapping[str, Any]) -> None:
     """Append one line, durably; a torn tail left by a crash is ended first so that it cannot
     swallow the new line (doctor reports the fragment, repair rebuilds it from its file)."""
     line = (json.dumps(dict(entry)) + "\n").encode("utf-8")
-    if index_tail_is_torn(root):
-        line = b"\n" + line
-    fd = os.open(Path(root) / INDEX, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    fd = os.open(Path(root) / INDEX, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a crash cut the last line short
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:

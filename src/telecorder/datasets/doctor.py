@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import is_temporary
 from ..errors import DatasetError
-from .dataset import INDEX, INFO, episode_files, partial_files, read_index
-from .episode_file import EPISODES_DIR, EpisodeReader, episode_relpath
-from .features import DatasetInfo
+from .dataset import INDEX, INFO, STATS, episode_files, partial_files, read_index
+from .episode_file import EpisodeReader, episode_relpath
+from .features import DatasetInfo, read_json
 from .lock import DatasetLock, lock_holder
-from .recovery import UNRECOVERABLE_DIR, recover, stats_disagreements
+from .recovery import UNRECOVERABLE_DIR, recover, stats_disagreements, temporaries
 from .stats import DatasetStats
 from .sync import SyncReport, analyze_timing
 
@@ -108,11 +107,10 @@ def check_dataset(root: str | Path, *, decode_frames: str = "ends") -> DoctorRep
     for p in partial_files(root):
         if not holder:
             report.errors.append(f"{p}: unfinished episode left by an interrupted recording (repair salvages it)")
-    for folder in (root / "meta", root / EPISODES_DIR):
-        debris = sorted(p.name for p in folder.glob(".*") if is_temporary(p.name)) if folder.is_dir() else []
-        if debris and not holder:
-            report.warnings.append(f"{folder}: {len(debris)} temporary file(s) left by an interrupted write "
-                                   f"({', '.join(debris[:3])}); repair removes them")
+    debris = [str(p.relative_to(root)) for p in temporaries(root)]
+    if debris and not holder:
+        report.warnings.append(f"{root}: {len(debris)} temporary file(s) left by an interrupted write "
+                               f"({', '.join(debris[:3])}); repair removes them")
     finite_rows: dict[str, int] = {}
     readable = True
     for idx in sorted(indexed):
@@ -139,9 +137,6 @@ def check_dataset(root: str | Path, *, decode_frames: str = "ends") -> DoctorRep
 def _stats_count_disagreements(root: Path, finite_rows: dict[str, int]) -> list[str]:
     """Row counts in ``stats.json`` against the episodes' own rows: a check that also holds for
     statistics written before they recorded which episodes they cover."""
-    from .dataset import STATS
-    from .features import read_json
-
     stats = DatasetStats.from_json_dict(read_json(root / STATS))
     out = []
     for name, n in sorted(finite_rows.items()):

@@ -102,7 +102,7 @@ def recover(
             else:
                 actions.append(f"left {files[idx].name} out of the index: {e}; run 'telecorder doctor {root}'")
 
-    stats_ok = _stats_cover(root, set(by_index))
+    stats_ok = not stats_disagreements(root, set(by_index))
     if thorough or index_changed or not stats_ok:
         stats, unreadable = _recompute_stats(root, info, sorted(by_index))
         for idx, why in unreadable.items():
@@ -128,16 +128,6 @@ def recover(
     return actions
 
 
-def _stats_cover(root: Path, indexed: set[int]) -> bool:
-    """Whether ``stats.json`` is readable and covers exactly the indexed episodes
-    (files written before coverage was recorded are taken as they are)."""
-    try:
-        stats = DatasetStats.from_json_dict(read_json(root / STATS))
-    except (DatasetError, ValueError):
-        return False
-    return stats.episodes is None or stats.episodes == indexed
-
-
 def _recompute_stats(root: Path, info: DatasetInfo, indices: list[int]) -> tuple[DatasetStats, dict[int, str]]:
     stats = DatasetStats({}, episodes=())
     unreadable: dict[int, str] = {}
@@ -153,7 +143,8 @@ def _recompute_stats(root: Path, info: DatasetInfo, indices: list[int]) -> tuple
 
 
 def stats_disagreements(root: Path, indexed: set[int]) -> list[str]:
-    """What is wrong with ``stats.json`` relative to the index (empty when it agrees)."""
+    """What is wrong with ``stats.json`` relative to the index (empty when it agrees; statistics
+    written before they recorded their episodes are taken as they are)."""
     path = root / STATS
     try:
         stats = DatasetStats.from_json_dict(read_json(path))
@@ -209,17 +200,23 @@ def quarantine(root: Path, path: Path, why: str) -> str:
     return f"moved {path.name} to {dest.relative_to(root)}: {why}"
 
 
-def _remove_temporaries(root: Path) -> list[str]:
-    removed = []
+def temporaries(root: Path) -> list[Path]:
+    """Temporaries of atomic writes and salvages that a kill interrupted (safe to remove: the file
+    they were to replace is intact, or the partial they copy from still exists)."""
+    found = []
     for folder in (root / "meta", root / EPISODES_DIR):
-        if not folder.is_dir():
-            continue
-        for p in folder.iterdir():
-            if p.is_file() and (is_temporary(p.name) or p.name.endswith(SALVAGE_SUFFIX)):
-                p.unlink()
-                removed.append(p.name)
-    return [f"removed {len(removed)} temporary file(s) an interrupted write left: {', '.join(sorted(removed))}"] \
-        if removed else []
+        if folder.is_dir():
+            found += [p for p in folder.iterdir()
+                      if p.is_file() and (is_temporary(p.name) or p.name.endswith(SALVAGE_SUFFIX))]
+    return sorted(found)
+
+
+def _remove_temporaries(root: Path) -> list[str]:
+    removed = temporaries(root)
+    for p in removed:
+        p.unlink()
+    names = ", ".join(p.name for p in removed)
+    return [f"removed {len(removed)} temporary file(s) an interrupted write left: {names}"] if removed else []
 
 
 def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
