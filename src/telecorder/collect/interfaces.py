@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,11 @@ class Event(enum.Enum):
     SAVE_EPISODE = "save"  # end the episode now and keep it
     DISCARD_EPISODE = "discard"  # drop this episode and record it again
     STOP = "stop"  # save the current episode and end the session
+    INTERVENE = "intervene"  # the operator takes over from a policy, or hands back (a toggle)
+
+
+# Events that end the episode in progress; the others go to the teleop device.
+EPISODE_EVENTS = frozenset({Event.SAVE_EPISODE, Event.DISCARD_EPISODE, Event.STOP})
 
 
 @dataclass
@@ -104,6 +110,19 @@ class Teleop(ABC):
     def features(self) -> list[FeatureSpec]:
         """Features this device records besides the robot's (the keys of ``TeleopOutput.extra``)."""
         return []
+
+    # True for a device that looks at the cameras (a policy): it gets each tick's frames.
+    uses_frames: bool = False
+
+    def see_frames(self, frames: dict[str, Frame | Future[Frame]]) -> None:  # noqa: B027 - most ignore frames
+        """This tick's frames, just before ``read``; a synchronous camera's may still be in the making."""
+
+    def handle_events(self, events: set[Event]) -> None:  # noqa: B027 - only some devices take operator keys
+        """Operator events that do not end the episode (``INTERVENE``), from the session's keys."""
+
+    def episode_summary(self) -> dict[str, Any]:
+        """Per-episode numbers this device kept (e.g. human steps), stored in the index and the file."""
+        return {}
 
     @abstractmethod
     def disconnect(self) -> None: ...

@@ -33,7 +33,7 @@ import numpy as np
 from ..datasets.async_writer import AsyncEpisodeWriter, Step
 from ..datasets.sync import LATE_THRESHOLD_S
 from ..errors import CameraError
-from .interfaces import Camera, Event, Frame, Robot, Teleop
+from .interfaces import EPISODE_EVENTS, Camera, Event, Frame, Robot, Teleop
 
 # Python hands the GIL between threads every 5 ms by default; with encoder and writer
 # threads busy, the control thread would wake that late. 0.5 ms keeps ticks on time.
@@ -196,6 +196,8 @@ class Recorder:
                     frames[cam.name] = last[1]
                 for cam in other_cams:
                     frames[cam.name] = cam.latest()
+                if self.teleop.uses_frames:
+                    self.teleop.see_frames(frames)
                 command = self.teleop.read(observation)
                 sent = self.robot.act(command.action)
 
@@ -214,6 +216,9 @@ class Recorder:
                 events = set(command.events)
                 if poll_keys is not None:
                     events |= poll_keys()
+                if events - EPISODE_EVENTS:
+                    self.teleop.handle_events(events - EPISODE_EVENTS)
+                events &= EPISODE_EVENTS
                 if on_tick is not None and (steps % status_every == 0 or events):
                     elapsed = (time.monotonic_ns() - t0) / 1e9
                     status.step, status.elapsed_s = steps, elapsed
@@ -259,7 +264,9 @@ class Recorder:
             )
             if now
         }
+        summary = self.teleop.episode_summary()
         final_attrs = {
+            **summary,
             "success": success,
             "comm_errors": comm_errors or None,
             "action_from_next_state": bool(self.teleop.action_from_next_state) or None,
@@ -280,6 +287,7 @@ class Recorder:
             "repeated_frames": repeated,
             "dropped_frames": dropped,
             "comm_errors": comm_errors or None,
+            **summary,
         }
         outcome.saved = self.writer.end(final_attrs, record)
         return outcome
