@@ -49,6 +49,10 @@ class DeviceConfig:
     vr_hand: str = "right"
     vr_scale: float = 1.0
     vr_axes: str = "openxr_to_robot"
+    # Pace the loop by simulated time instead of the wall clock (--no-realtime; sim only).
+    realtime: bool = True
+    # Record the sim's privileged object state as observation.environment_state (--env-state).
+    env_state: bool = False
 
 
 def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
