@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
 
 from ..errors import DatasetError, missing_extra
@@ -28,6 +27,7 @@ from .dataset import Dataset
 from .episode_file import EpisodeReader
 from .features import read_json
 from .images import decode_image
+from .model_inputs import concat_state, concat_summaries, model_image
 
 try:
     import torch
@@ -39,6 +39,7 @@ __all__ = ["ActionTokenizer", "MixtureDataset", "TorchDataset"]
 
 NORMALIZE_MODES = ("q99", "mean_std", "min_max", "none")
 PAD_MODES = ("repeat_last", "zero")
+INTERVENTION_KEY = "intervention"
 _EPS = 1e-8
 
 
@@ -123,6 +124,18 @@ def make_normalizer(stats: dict[str, Any], feature: str, mode: str, mask: Sequen
     return Normalizer.from_dataset_stats(stats, feature=feature, mode=mode, mask=mask_arr)
 
 
+def make_state_normalizer(stats: dict[str, Any], keys: Sequence[str], mode: str) -> Any:
+    """One normalizer for the concatenation of ``keys`` (see ``concat_state``), each part
+    normalized with its own statistics from ``meta/stats.json``."""
+    if mode not in NORMALIZE_MODES:
+        raise ValueError(f"unknown normalization {mode!r} (use one of {', '.join(NORMALIZE_MODES)})")
+    from ..actions.normalize import Normalizer
+
+    if mode == "none":
+        return Normalizer("none")
+    return Normalizer(mode, concat_summaries(stats, keys))
+
+
 # -- per-process episode cache ---------------------------------------------------------
 
 
@@ -132,6 +145,7 @@ class _OpenEpisode:
     state: np.ndarray  # normalized, float32 [T, D]
     action: np.ndarray  # normalized, float32 [T, A]
     instruction: str
+    intervention: np.ndarray | None  # bool [T], None when the episode has no such feature
 
 
 class TorchDataset(_TorchBase):
@@ -150,6 +164,22 @@ class TorchDataset(_TorchBase):
     * ``language_instruction`` (str), ``episode_index`` and ``step_index`` (int64 tensors);
     * ``action_tokens``: int64 ids from ``tokenizer.encode(normalized action chunk)`` when a
       tokenizer is given (see :class:`ActionTokenizer`).
+
+    * ``intervention``: bool scalar tensor, True where a human acted in an episode recorded
+      with a policy in the loop (the per-step feature ``intervention``; False when absent);
+      ``weight``: float32 scalar tensor, the sample's weight (see below).
+
+    ``state_key`` is one feature or a sequence of features concatenated in order (the
+    ``state_keys`` of a policy); a concatenation is normalized with one normalizer whose
+    parts use each feature's own statistics. ``state_normalize`` is the state's mode (None:
+    the same as ``normalize``, which applies to actions).
+
+    ``intervention_weight`` / ``policy_weight`` weight the steps of intervention data
+    (HG-DAgger): a human-labelled step weighs ``intervention_weight`` (when given), a
+    policy-acted one ``policy_weight``, a step of an episode without the feature 1.0. Steps
+    of weight 0 are left out of the index (``policy_weight=0`` keeps only human-labelled
+    steps). :meth:`sample_weights` gives the weights for a ``WeightedRandomSampler``. Only
+    with a weight option given does construction read the episode files' ``intervention``.
 
     ``normalize_mask`` (one bool per action dimension, False = leave raw, e.g. a gripper)
     applies to actions; states are normalized in every dimension. ``episodes`` selects
@@ -170,9 +200,12 @@ class TorchDataset(_TorchBase):
         episodes: Iterable[int] | None = None,
         exclude_bad: bool = True,
         pad: str = "repeat_last",
-        state_key: str = "observation.state",
+        state_key: str | Sequence[str] = "observation.state",
         action_key: str = "action",
         max_open_files: int = 16,
+        state_normalize: str | None = None,
+        intervention_weight: float | None = None,
+        policy_weight: float = 1.0,
     ) -> None:
         if history < 1 or horizon < 1:
             raise ValueError(f"history and horizon must be >= 1, got {history} and {horizon}")
@@ -185,12 +218,19 @@ class TorchDataset(_TorchBase):
         unknown = [c for c in self.cameras if c not in info.cameras]
         if unknown:
             raise DatasetError(f"{self.root}: no camera(s) {unknown} (has {info.cameras})")
-        for key in (state_key, action_key):
+        if isinstance(state_key, str):
+            self.state_keys: tuple[str, ...] = (state_key,)
+        else:
+            self.state_keys = tuple(str(k) for k in state_key)
+            if not self.state_keys:
+                raise ValueError("state_key: give at least one feature")
+        for key in (*self.state_keys, action_key):
             if key not in info.features:
                 raise DatasetError(f"{self.root}: no feature {key!r} (has {sorted(info.features)})")
         self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
         self.history, self.horizon, self.pad = int(history), int(horizon), pad
-        self.state_key, self.action_key = state_key, action_key
+        self.state_key = state_key if isinstance(state_key, str) else self.state_keys
+        self.action_key = action_key
         self.tokenizer = tokenizer
         self.max_open_files = max(1, int(max_open_files))
 
@@ -204,19 +244,61 @@ class TorchDataset(_TorchBase):
         if exclude_bad:
             records = [r for r in records if not r.get("bad", False)]
         records = [r for r in records if int(r.get("length", 0)) > 0]
-        self.records = records
-        self.episode_indices = [int(r["episode_index"]) for r in records]
-        lengths = np.array([int(r["length"]) for r in records], dtype=np.int64)
-        self._ends = np.cumsum(lengths)
 
         stats_path = self.root / "meta" / "stats.json"
         stats = read_json(stats_path) if stats_path.exists() else {}
         self.normalize_mode = normalize
-        self.state_normalizer = make_normalizer(stats, state_key, normalize)
+        self.state_normalize_mode = normalize if state_normalize is None else state_normalize
+        if isinstance(state_key, str):
+            self.state_normalizer = make_normalizer(stats, state_key, self.state_normalize_mode)
+        else:
+            self.state_normalizer = make_state_normalizer(stats, self.state_keys, self.state_normalize_mode)
         self.action_normalizer = make_normalizer(stats, action_key, normalize, normalize_mask)
+
+        for name, w in (("intervention_weight", intervention_weight), ("policy_weight", policy_weight)):
+            if w is not None and not (np.isfinite(w) and w >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {w}")
+        self.intervention_weight = None if intervention_weight is None else float(intervention_weight)
+        self.policy_weight = float(policy_weight)
+        self.has_intervention = INTERVENTION_KEY in info.features
+        # Per episode: the steps kept and their weights; None = every step, weight 1.
+        self._keep: list[np.ndarray] | None = None
+        self._weights: list[np.ndarray] | None = None
+        if self.has_intervention and (self.intervention_weight is not None or self.policy_weight != 1.0):
+            self._keep, self._weights, kept_records = [], [], []
+            for rec in records:
+                w = self._step_weights(rec)
+                keep = np.flatnonzero(w > 0)
+                if keep.size:
+                    kept_records.append(rec)
+                    self._keep.append(keep)
+                    self._weights.append(w[keep])
+            records = kept_records
+            lengths = np.array([k.size for k in self._keep], dtype=np.int64)
+        else:
+            lengths = np.array([int(r["length"]) for r in records], dtype=np.int64)
+        self.records = records
+        self.episode_indices = [int(r["episode_index"]) for r in records]
+        self._ends = np.cumsum(lengths)
         # Open readers per process id: a forked worker inherits the parent's entries but
         # never touches (or closes) them, since HDF5 handles are not fork-safe.
         self._readers: dict[int, OrderedDict[int, _OpenEpisode]] = {}
+
+    def _step_weights(self, rec: dict[str, Any]) -> np.ndarray:
+        """Weight of every step of one episode, from its ``intervention`` column."""
+        path = self.dataset.episode_path(int(rec["episode_index"]))
+        with EpisodeReader(path, self.dataset.info) as reader:
+            flags = _intervention_flags(reader)
+        if flags is None:
+            return np.ones(int(rec["length"]), dtype=np.float64)
+        human = self.policy_weight if self.intervention_weight is None else self.intervention_weight
+        return np.where(flags, human, self.policy_weight).astype(np.float64)
+
+    def sample_weights(self) -> np.ndarray:
+        """Weight of every item (float64, ``len(self)``), for a ``WeightedRandomSampler``."""
+        if self._weights is None:
+            return np.ones(len(self), dtype=np.float64)
+        return np.concatenate(self._weights) if self._weights else np.zeros(0, dtype=np.float64)
 
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
@@ -228,10 +310,11 @@ class TorchDataset(_TorchBase):
 
     def locate(self, i: int) -> tuple[int, int]:
         """(episode number, step) of item ``i``."""
-        pos, step = self._locate(i)
+        pos, step, _ = self._locate(i)
         return self.episode_indices[pos], step
 
-    def _locate(self, i: int) -> tuple[int, int]:
+    def _locate(self, i: int) -> tuple[int, int, float]:
+        """(position in ``records``, step, weight) of item ``i``."""
         n = len(self)
         if i < 0:
             i += n
@@ -239,7 +322,9 @@ class TorchDataset(_TorchBase):
             raise IndexError(f"index {i} out of range for {n} samples")
         pos = int(np.searchsorted(self._ends, i, side="right"))
         start = int(self._ends[pos - 1]) if pos else 0
-        return pos, i - start
+        if self._keep is None or self._weights is None:
+            return pos, i - start, 1.0
+        return pos, int(self._keep[pos][i - start]), float(self._weights[pos][i - start])
 
     def _episode(self, pos: int) -> _OpenEpisode:
         cache = self._readers.setdefault(os.getpid(), OrderedDict())
@@ -251,7 +336,12 @@ class TorchDataset(_TorchBase):
         path = self.dataset.episode_path(int(rec["episode_index"]))
         reader = EpisodeReader(path, self.dataset.info)
         try:
-            state = self.state_normalizer.normalize(reader.numeric(self.state_key)).astype(np.float32)
+            if isinstance(self.state_key, str):
+                raw_state = reader.numeric(self.state_key)
+            else:
+                raw_state = concat_state({k: reader.numeric(k) for k in self.state_keys}, self.state_keys)
+            state = self.state_normalizer.normalize(raw_state).astype(np.float32)
+            intervention = _intervention_flags(reader) if self.has_intervention else None
             action = self.action_normalizer.normalize(reader.numeric(self.action_key)).astype(np.float32)
             attrs = reader.attrs
             if len(reader) != int(rec["length"]):
@@ -260,7 +350,8 @@ class TorchDataset(_TorchBase):
             reader.close()
             raise
         instruction = str(attrs.get("language_instruction") or attrs.get("task") or rec.get("task") or "")
-        ep = _OpenEpisode(reader, state.reshape(len(state), -1), action.reshape(len(action), -1), instruction)
+        ep = _OpenEpisode(reader, state.reshape(len(state), -1), action.reshape(len(action), -1), instruction,
+                          intervention)
         cache[pos] = ep
         while len(cache) > self.max_open_files:
             _, old = cache.popitem(last=False)
@@ -269,13 +360,10 @@ class TorchDataset(_TorchBase):
 
     def _image(self, reader: EpisodeReader, camera: str, step: int) -> np.ndarray:
         rgb = decode_image(reader.encoded_frame(camera, step), where=f"{reader.path} camera {camera!r} step {step}")
-        if self.image_size is not None and rgb.shape[:2] != self.image_size:
-            h, w = self.image_size
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-        return rgb.transpose(2, 0, 1)
+        return model_image(rgb, self.image_size)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        pos, step = self._locate(int(i))
+        pos, step, weight = self._locate(int(i))
         episode_index = self.episode_indices[pos]
         ep = self._episode(pos)
         length = len(ep.action)
@@ -301,6 +389,8 @@ class TorchDataset(_TorchBase):
         out["language_instruction"] = ep.instruction
         out["episode_index"] = torch.tensor(episode_index, dtype=torch.int64)
         out["step_index"] = torch.tensor(step, dtype=torch.int64)
+        out["intervention"] = torch.tensor(bool(ep.intervention is not None and ep.intervention[step]))
+        out["weight"] = torch.tensor(weight, dtype=torch.float32)
         if self.tokenizer is not None:
             encode = getattr(self.tokenizer, "encode", self.tokenizer)
             out["action_tokens"] = torch.as_tensor(list(encode(action)), dtype=torch.int64)
@@ -324,6 +414,15 @@ class TorchDataset(_TorchBase):
         """Close the episode files this process opened."""
         for ep in self._readers.pop(os.getpid(), OrderedDict()).values():
             ep.reader.close()
+
+
+def _intervention_flags(reader: EpisodeReader) -> np.ndarray | None:
+    """The episode's per-step ``intervention`` flags (bool ``[T]``), None when it has none."""
+    try:
+        a = np.asarray(reader.numeric(INTERVENTION_KEY))
+    except DatasetError:
+        return None
+    return a.reshape(len(a), -1).astype(bool).any(axis=1)
 
 
 class MixtureDataset(_TorchBase):
