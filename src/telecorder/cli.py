@@ -95,6 +95,12 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
                    help="show a live window with the cameras and status (keys n/r/q work there too)")
     p.add_argument("--operator", default=None, help="operator name stored with each episode")
     p.add_argument("--seed", type=int, default=None, help="seed for scene randomization and the script")
+    p.add_argument("--no-realtime", action="store_true",
+                   help="sim only: run on simulated time as fast as physics and rendering allow, no reset "
+                        "pause (times in the file are simulation time; not with a real robot, camera or person)")
+    p.add_argument("--env-state", action="store_true",
+                   help="sim only: also record the task cube's world pose as observation.environment_state "
+                        "(privileged simulator state)")
     v = p.add_argument_group("End-effector devices (--device vr|gamepad|keyboard, with --robot sim)")
     v.add_argument("--pose-stream", type=Path, help="vr: replay a controller pose stream (JSON lines) instead of a headset")
     v.add_argument("--vr-hand", choices=["left", "right"], default="right")
@@ -154,6 +160,8 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             vr_hand=args.vr_hand,
             vr_scale=args.vr_scale,
             vr_axes=args.vr_axes,
+            realtime=not args.no_realtime,
+            env_state=args.env_state,
             emulator=EmulatorOptions(drop_rate=args.emulate_drop_rate, crc_error_rate=args.emulate_crc_rate,
                                      latency_s=args.emulate_latency, dead_after_s=dead, hand_file=args.hand_file),
         )
@@ -178,6 +186,7 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             operator=args.operator,
             seed=args.seed,
             display=args.display,
+            realtime=not args.no_realtime,
         ),
         console=console,
     )

@@ -60,6 +60,7 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
         raise ValueError(f"unknown robot {cfg.robot!r}; available: {', '.join(ROBOTS)}")
     if cfg.device not in DEVICES:
         raise ValueError(f"unknown teleop device {cfg.device!r}; available: {', '.join(DEVICES)}")
+    _check_sim_only_options(cfg)
     cleanups: list[Callable[[], None]] = []
     try:
         robot, teleop = _robot_and_teleop(cfg, cleanups)
@@ -85,6 +86,32 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
     return robot, teleop, cameras
 
 
+def _check_sim_only_options(cfg: DeviceConfig) -> None:
+    """Refuse --no-realtime and --env-state where something outside the simulation takes part."""
+    if cfg.env_state and (cfg.robot != "sim" or cfg.device == "kinesthetic"):
+        raise TelecorderError("--env-state records the simulated cube's pose: it needs the simulated arm "
+                              "(--robot sim, not with --device kinesthetic)")
+    if cfg.realtime:
+        return
+    # Simulated time runs faster than the wall clock: only parts that live entirely in the simulation
+    # (or replay a recording) can follow it; a real arm, a real camera or a person cannot.
+    offenders = []
+    if cfg.robot != "sim":
+        offenders.append(f"--robot {cfg.robot}")
+    if cfg.cameras:
+        offenders.append("--camera " + ", ".join(spec.name for spec in cfg.cameras))
+    if cfg.device == "vr" and cfg.pose_stream is None:
+        offenders.append("--device vr with a live headset (use --pose-stream)")
+    elif cfg.device not in ("scripted", "policy", "vr"):
+        offenders.append(f"--device {cfg.device}")
+    if offenders:
+        raise TelecorderError(
+            f"--no-realtime runs on simulated time, which a real robot, camera or person cannot follow: "
+            f"{'; '.join(offenders)}. Use it with --robot sim, sim cameras only, and --device scripted, "
+            "policy or vr --pose-stream; or drop --no-realtime"
+        )
+
+
 def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[Robot, Teleop]:
     if cfg.device == "scripted":
         if cfg.robot != "sim":
@@ -92,7 +119,7 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
         from .scripted import ScriptedTeleop
         from .sim_robot import SimRobot
 
-        robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed)
+        robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
         return robot, ScriptedTeleop(robot, script=cfg.script, seed=cfg.seed)
 
     if cfg.device in ("vr", "gamepad", "keyboard"):
@@ -138,7 +165,7 @@ def _follower(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> Robot:
     if cfg.robot == "sim":
         from .sim_robot import SimRobot
 
-        return SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed)
+        return SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
     if not cfg.follower_port:
         raise TelecorderError(
             "--robot dynamixel needs --follower-port PORT (the follower's serial adapter, e.g. /dev/ttyUSB1; "
@@ -193,7 +220,7 @@ def _eef_device(cfg: DeviceConfig) -> tuple[Robot, Teleop]:
     from .eef_teleop import EEFTeleop, velocity_source, vr_source
     from .sim_robot import SimRobot
 
-    robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed)
+    robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
     if cfg.device == "vr":
         from .vr import OpenXRClient, PoseStreamSource, VRMapping
 
