@@ -45,13 +45,15 @@ def rotation_to_euler_xyz(r: np.ndarray) -> np.ndarray:
 class EEFTeleop(Teleop):
     def __init__(self, robot: SimRobot, source: TargetSource, *, device_type: str, fps: float,
                  on_connect: Callable[[], None] | None = None, on_disconnect: Callable[[], None] | None = None,
-                 on_episode_start: Callable[[], None] | None = None, rot_weight: float = 0.1) -> None:
+                 on_episode_start: Callable[[], None] | None = None, rot_weight: float = 0.1,
+                 on_rebase: Callable[[], None] | None = None) -> None:
         from ..sim.kinematics import Kinematics
 
         self.rot_weight = rot_weight
         self.robot, self.source, self.device_type, self.dt = robot, source, device_type, 1.0 / fps
         self.kin = Kinematics(robot.env.model)
         self._on_connect, self._on_disconnect, self._on_start = on_connect, on_disconnect, on_episode_start
+        self._on_rebase = on_rebase
         self._grip = robot.env.gripper_index
         self.ik_times: list[float] = []
         self.ik_failures = 0
@@ -63,6 +65,11 @@ class EEFTeleop(Teleop):
     def start_episode(self) -> None:
         if self._on_start is not None:
             self._on_start()
+
+    def rebase(self) -> None:
+        """The arm was moved by someone else (a policy): steer on from where it stands now."""
+        if self._on_rebase is not None:
+            self._on_rebase()
 
     def features(self) -> list[FeatureSpec]:
         return [FeatureSpec("action_eef", "float32", (7,), names=EEF_NAMES,

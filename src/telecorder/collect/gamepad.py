@@ -82,6 +82,7 @@ class GamepadMapping:
     right_trigger: int = 5
     save_button: int = 0  # A
     discard_button: int = 1  # B
+    intervene_button: int = 2  # X: take over from a policy, or hand back
     rotation_button: int = 3  # Y
     down_button: int = 4  # LB
     up_button: int = 5  # RB
@@ -197,7 +198,7 @@ class GamepadInput:
         if self._pressed(m.rotation_button):
             self.rotation_mode = not self.rotation_mode
         for button, event in ((m.save_button, Event.SAVE_EPISODE), (m.discard_button, Event.DISCARD_EPISODE),
-                              (m.stop_button, Event.STOP)):
+                              (m.stop_button, Event.STOP), (m.intervene_button, Event.INTERVENE)):
             if self._pressed(button):
                 cmd.events.add(event)
         lx, ly = _stick(self._axis(m.left_x), self._axis(m.left_y), self.deadzone)
@@ -264,7 +265,7 @@ class KeyboardInput:
             pygame.K_SPACE: ("gripper", 0, 1), pygame.K_c: ("gripper", 0, -1),
         }
         self._events = {pygame.K_n: Event.SAVE_EPISODE, pygame.K_BACKSPACE: Event.DISCARD_EPISODE,
-                        pygame.K_ESCAPE: Event.STOP}
+                        pygame.K_ESCAPE: Event.STOP, pygame.K_i: Event.INTERVENE}
         self._held.clear()
         self._open = True
 

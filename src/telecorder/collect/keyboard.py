@@ -1,4 +1,4 @@
-"""Session keys read from the terminal without Enter: n/→ save, r/← re-record, q/Esc quit.
+"""Session keys read from the terminal without Enter: n/→ save, r/← re-record, q/Esc quit, i take over/hand back.
 
 When standard input is not a terminal (CI, pipes, nohup) keys are disabled and the
 session runs on its limits (episode count and time) alone.
@@ -20,6 +20,7 @@ _KEYS = {
     b"\x1b[C": Event.SAVE_EPISODE,
     b"r": Event.DISCARD_EPISODE,
     b"\x1b[D": Event.DISCARD_EPISODE,
+    b"i": Event.INTERVENE,
     b"q": Event.STOP,
     b"\x1b": Event.STOP,
 }

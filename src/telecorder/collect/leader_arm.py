@@ -47,6 +47,7 @@ class LeaderArmTeleop(Teleop):
         self.start_tolerance, self.ramp_ticks, self.max_step = start_tolerance, max(1, int(ramp_s * fps)), max_step
         self._on_disconnect = on_disconnect
         self._tick = 0
+        self._skip_start_check = False
         self._last: np.ndarray | None = None
         self._start: np.ndarray | None = None
         self._prev_leader: np.ndarray | None = None
@@ -65,6 +66,16 @@ class LeaderArmTeleop(Teleop):
         if self._on_episode_start is not None:
             self._on_episode_start()
 
+    def rebase(self) -> None:
+        """Someone else (a policy) drove the follower: ramp from where it stands to the leader again.
+
+        The start check is skipped here: the operator moved the leader away on purpose to
+        take over, and the ramp and the per-tick step limit bring the follower over smoothly.
+        """
+        self._tick = 0
+        self._last = self._start = None
+        self._skip_start_check = True
+
     def leader_pose(self) -> np.ndarray:
         return self.calibration.to_calibrated(self.bus.read_state().position)
 
@@ -72,7 +83,9 @@ class LeaderArmTeleop(Teleop):
         leader = self.leader_pose()
         follower = np.asarray(observation["observation.state"], dtype=np.float64)
         if self._start is None:
-            self._check_start(leader, follower)
+            if not self._skip_start_check:
+                self._check_start(leader, follower)
+            self._skip_start_check = False
             self._start = follower.copy()
             self._last = follower.copy()
         self._tick += 1

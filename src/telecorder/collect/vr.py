@@ -12,7 +12,7 @@ Three layers, each usable without the next:
 
 Buttons (rising edges only, so holding a button fires once): ``a`` saves the episode, ``b``
 re-centres (re-anchors the controller and the robot at their current poses), ``menu`` or ``y``
-discards the episode. Touch controllers put ``x``/``y`` on the left hand and ``a``/``b`` on the
+discards the episode, ``x`` takes over from a policy (or hands back). Touch controllers put ``x``/``y`` on the left hand and ``a``/``b`` on the
 right, so a left-hand operator has discard on ``y`` and nothing on ``x``.
 """
 
@@ -60,6 +60,7 @@ AXIS_PRESETS: dict[str, np.ndarray] = {
 SAVE_BUTTONS = frozenset({"a"})
 RECENTRE_BUTTONS = frozenset({"b"})
 DISCARD_BUTTONS = frozenset({"menu", "y"})
+INTERVENE_BUTTONS = frozenset({"x"})
 
 _RUNTIME_HINT = (
     "install an OpenXR runtime (e.g. Monado) and point XR_RUNTIME_JSON at its manifest, "
@@ -325,6 +326,8 @@ class VRMapping:
             events.add(Event.SAVE_EPISODE)
         if pressed & DISCARD_BUTTONS:
             events.add(Event.DISCARD_EPISODE)
+        if pressed & INTERVENE_BUTTONS:
+            events.add(Event.INTERVENE)
 
         if not sample.usable:
             if self.engaged:
