@@ -30,8 +30,14 @@ examples:
   # your own MJCF arm driven by a smooth joint sweep, appended to an existing dataset
   collect --robot sim --robot-model my_arm.xml --script sweep --out arm_data/ --resume
 
+  # a trained policy drives the sim arm; press i to take over with the keyboard, i to hand back
+  collect --device policy --policy ckpt/ --intervene keyboard --robot sim --out rollouts/
+
+  # DAgger with nobody present: the scripted expert corrects the policy, on simulated time
+  collect --device policy --policy ckpt/ --intervene expert --no-realtime --env-state --out dagger/
+
 keys while recording (in a terminal): n or -> save the episode, r or <- discard and
-re-record it, q or Esc save it and quit. Ctrl-C discards the episode in progress;
+re-record it, q or Esc save it and quit, i take over from a policy / hand back. Ctrl-C discards the episode in progress;
 every episode saved before stays intact.
 """
 
@@ -70,12 +76,21 @@ def _size(text: str) -> tuple[int, int]:
 
 def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="scripted",
-                   help="teleop front-end: scripted, leader_arm, kinesthetic, vr, gamepad, keyboard")
+                   help="teleop front-end: scripted, leader_arm, kinesthetic, vr, gamepad, keyboard, policy")
     p.add_argument("--robot", default="sim", help="follower robot (available: sim)")
     p.add_argument("--robot-model", type=Path, help="MJCF file of your own arm for --robot sim")
     p.add_argument("--script", default="expert", choices=["expert", "sweep"],
                    help="what --device scripted does: the pick-and-lift expert, or a joint sweep")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create (or append to with --resume)")
+    pol = p.add_argument_group("policy in the loop (--device policy)")
+    pol.add_argument("--policy", help="a checkpoint folder 'telecorder train' wrote, or module:factory returning a Policy")
+    pol.add_argument("--intervene", choices=["leader_arm", "gamepad", "keyboard", "vr", "expert"],
+                     help="who may take over from the policy (key i, gamepad X, VR x; a leader arm also by moving "
+                          "it); expert = the sim's scripted expert corrects automatically")
+    pol.add_argument("--execute-steps", type=int, default=None,
+                     help="actions of each chunk to run before the next chunk takes over (default: half the chunk)")
+    pol.add_argument("--ensemble", type=float, default=None, metavar="M",
+                     help="ACT temporal ensembling: a chunk every tick, averaged with weights exp(-M*i)")
     p.add_argument("--resume", action="store_true", help="append to an existing dataset with the same schema")
     p.add_argument("--episodes", type=int, default=10, help="episodes to save (default 10)")
     p.add_argument("--episode-time", type=_positive_float, default=20.0, help="time limit per episode in s (default 20)")
@@ -138,8 +153,16 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
         dead = {int(k): float(v) for k, v in (d.split(":") for d in args.emulate_dead)}
     except ValueError as e:
         raise TelecorderError(f"--emulate-dead takes ID:SECONDS, e.g. 3:5.0 ({e})") from e
+    task = args.task
+    if task is None:
+        task = "pick up the cube" if args.device in ("scripted", "policy") and args.robot_model is None else ""
     robot, teleop, cameras = make_devices(
         DeviceConfig(
+            policy=args.policy,
+            intervene=args.intervene,
+            task=task,
+            execute_steps=args.execute_steps,
+            ensemble=args.ensemble,
             robot=args.robot,
             device=args.device,
             robot_model=args.robot_model,
@@ -166,9 +189,6 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
                                      latency_s=args.emulate_latency, dead_after_s=dead, hand_file=args.hand_file),
         )
     )
-    task = args.task
-    if task is None:
-        task = "pick up the cube" if args.device == "scripted" and args.robot_model is None else ""
     session = RecordingSession(
         robot,
         teleop,

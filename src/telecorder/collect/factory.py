@@ -12,7 +12,7 @@ from .interfaces import Camera, Robot, Teleop
 from .opencv_camera import CameraSpec, OpenCVCamera
 
 ROBOTS = ("sim", "dynamixel")
-DEVICES = ("scripted", "leader_arm", "kinesthetic", "vr", "gamepad", "keyboard")
+DEVICES = ("scripted", "leader_arm", "kinesthetic", "vr", "gamepad", "keyboard", "policy")
 
 
 @dataclass
@@ -51,6 +51,12 @@ class DeviceConfig:
     vr_axes: str = "openxr_to_robot"
     # Pace the loop by simulated time instead of the wall clock (--no-realtime; sim only).
     realtime: bool = True
+    # --device policy: the checkpoint folder or module:factory, who may take over, how chunks run.
+    policy: str | None = None
+    intervene: str | None = None
+    task: str = ""
+    execute_steps: int | None = None
+    ensemble: float | None = None
     # Record the sim's privileged object state as observation.environment_state (--env-state).
     env_state: bool = False
 
@@ -83,6 +89,9 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
         if cam.name in seen:
             raise ValueError(f"two cameras are named {cam.name!r}; give each --camera a distinct name")
         seen.add(cam.name)
+    check = getattr(teleop, "check_inputs", None)
+    if check is not None:
+        check([f.name for f in robot.features()], [c.name for c in cameras])
     return robot, teleop, cameras
 
 
@@ -113,6 +122,11 @@ def _check_sim_only_options(cfg: DeviceConfig) -> None:
 
 
 def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[Robot, Teleop]:
+    if cfg.device == "policy":
+        from .policy_device import policy_devices
+
+        return policy_devices(cfg, cleanups, _robot_and_teleop, _follower)
+
     if cfg.device == "scripted":
         if cfg.robot != "sim":
             raise TelecorderError("--device scripted drives the simulated arm only; use --robot sim")
@@ -228,18 +242,19 @@ def _eef_device(cfg: DeviceConfig) -> tuple[Robot, Teleop]:
         if cfg.pose_stream is not None:
             stream = PoseStreamSource(cfg.pose_stream, hand=cfg.vr_hand)
             source, restart = vr_source(stream, mapping)
-            return robot, EEFTeleop(robot, source, device_type="vr", fps=cfg.fps, on_episode_start=restart)
+            return robot, EEFTeleop(robot, source, device_type="vr", fps=cfg.fps, on_episode_start=restart,
+                                    on_rebase=mapping.reset)
         # A live headset through OpenXR; without a runtime, connecting fails with the runtime named.
         live = LiveController(OpenXRClient(), cfg.vr_hand)
         source, restart = vr_source(live, mapping)
         return robot, EEFTeleop(robot, source, device_type="vr", fps=cfg.fps, on_connect=live.client.open,
-                                on_disconnect=live.client.close, on_episode_start=restart)
+                                on_disconnect=live.client.close, on_episode_start=restart, on_rebase=mapping.reset)
     from .gamepad import GamepadInput, KeyboardInput
 
     device = GamepadInput() if cfg.device == "gamepad" else KeyboardInput()
     source, restart = velocity_source(device)
     return robot, EEFTeleop(robot, source, device_type=cfg.device, fps=cfg.fps, on_connect=device.open,
-                            on_disconnect=device.close, on_episode_start=restart)
+                            on_disconnect=device.close, on_episode_start=restart, on_rebase=restart)
 
 
 class LiveController:

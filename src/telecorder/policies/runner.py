@@ -155,9 +155,10 @@ class PolicyRunner(Teleop):
         extra = {}
         if self._record_source:
             extra = {"intervention": np.array([False]), "action_source": np.array([SOURCE_POLICY], np.uint8)}
-        return TeleopOutput(action, self._events(), extra)
+        return TeleopOutput(action, self.success_events(), extra)
 
-    def _events(self) -> set[Event]:
+    def success_events(self) -> set[Event]:
+        """SAVE_EPISODE once the robot has reported success for ``success_hold_s`` (a sim task)."""
         if self._success is None:
             return set()
         self._succeeded = self._succeeded + 1 if self._success() else 0
