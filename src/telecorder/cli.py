@@ -476,6 +476,60 @@ def run_tokenizer(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+TRAIN_EXAMPLES = """\
+examples:
+  # state-only policy (joint state + object pose), 3000 steps: a few minutes on a CPU
+  telecorder train demos/ --out policies/bc_state
+
+  # from the cameras (resized to 96x96) + joint state, chunks of 20 actions
+  telecorder train demos/ --out policies/bc_images --obs images --cameras front,wrist --steps 20000
+
+  # HG-DAgger rounds: human-labelled steps weigh 5x, policy steps 1x (--policy-weight 0 keeps
+  # only the human-labelled steps)
+  telecorder train demos/ --out policies/round2 --intervention-weight 5 --overwrite
+
+the folder gets policy.json (spec, normalizers, training summary) and model.safetensors;
+'collect --device policy' runs it.
+"""
+
+
+def run_train(args: argparse.Namespace, console: Console) -> int:
+    from rich import progress as rp
+
+    from .policies.train import train_bc
+
+    out = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise TelecorderError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+    cameras = None if args.cameras is None else [c.strip() for c in args.cameras.split(",") if c.strip()]
+    width, height = args.image_size
+    with rp.Progress(rp.TextColumn("[bold]training"), rp.BarColumn(), rp.TextColumn("{task.completed}/{task.total}"),
+                     rp.TextColumn("{task.fields[losses]}"), rp.TimeElapsedColumn(), rp.TimeRemainingColumn(),
+                     console=console) as progress:
+        task = progress.add_task("train", total=args.steps, losses="")
+
+        def on_progress(step: int, total: int, loss: float, val_loss: float | None) -> None:
+            if step % 10 and step != total:
+                return
+            text = f"loss {loss:.4f}" + ("" if val_loss is None else f"  val {val_loss:.4f}")
+            progress.update(task, completed=step, losses=text)
+
+        summary = train_bc(
+            args.dataset, args.out, obs=args.obs, steps=args.steps, horizon=args.horizon,
+            val_episodes=args.val_episodes, batch_size=args.batch_size, lr=args.lr, image_size=(height, width),
+            cameras=cameras, seed=args.seed, intervention_weight=args.intervention_weight,
+            policy_weight=args.policy_weight, on_progress=on_progress, overwrite=args.overwrite,
+        )
+    val = summary["final_val_loss"]
+    console.print(
+        f"trained {summary['steps']} steps on {summary['train_samples']} samples "
+        f"({len(summary['train_episodes'])} episodes) in {summary['train_time_s']:.0f} s: train loss "
+        f"{summary['initial_train_loss']:.4f} -> {summary['final_train_loss']:.4f}"
+        + ("" if val is None else f", val loss {val:.4f} ({len(summary['val_episodes'])} episodes)")
+        + f"; saved to {summary['out']}", highlight=False)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -584,6 +638,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", type=Path, help="report: a fitted tokenizer folder")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_tokenizer)
+
+    p = sub.add_parser("train", help="train the reference behavioral-cloning policy on a dataset",
+                       description="Train a small CNN + MLP policy that predicts chunks of actions from the joint "
+                       "state and object pose (--obs state) or from camera frames and the joint state (--obs "
+                       "images), with an L1 loss on normalized actions; hold out whole episodes for a "
+                       "validation loss; save a checkpoint folder.",
+                       epilog=TRAIN_EXAMPLES, formatter_class=fmt)
+    p.add_argument("dataset", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
+    p.add_argument("--obs", choices=["state", "images"], default="state",
+                   help="what the policy sees (default state: observation.state + observation.environment_state)")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    p.add_argument("--horizon", type=int, default=20, help="actions predicted per chunk (default 20)")
+    p.add_argument("--val-episodes", type=int, default=None,
+                   help="episodes held out (the last by number) for the validation loss (default 10%%)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 (state) or 64 (images)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--image-size", type=_size, default=(96, 96), metavar="WxH",
+                   help="camera frames are resized to this (default 96x96)")
+    p.add_argument("--cameras", default=None, help="comma-separated cameras for --obs images (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialization and sampling (default 0)")
+    p.add_argument("--intervention-weight", type=float, default=None,
+                   help="sampling weight of human-labelled steps of intervention episodes (default: as policy steps)")
+    p.add_argument("--policy-weight", type=float, default=1.0,
+                   help="sampling weight of policy-acted steps (default 1; 0 drops them)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
+    p.set_defaults(func=run_train)
 
     p = sub.add_parser("emulate", help="serve an emulated Dynamixel servo chain on a pseudo-terminal",
                        description="A Protocol 2.0 chain of X-series servos behind a pseudo-terminal that "
