@@ -706,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pose-file", type=Path, help="JSON: known_pose, names, signs, gripper open/closed, range")
     p.add_argument("--out", type=Path, help="where to save (default: ~/.config/telecorder/calibration/ARM.json)")
     p.set_defaults(func=run_calibrate)
+    add_eval_parser(sub, fmt)
     return parser
 
 
@@ -728,6 +729,73 @@ def _run(func: Callable[[argparse.Namespace, Console], int], args: argparse.Name
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+
+
+EVAL_EXAMPLES = """\
+examples:
+  # success rate of a trained policy over 50 simulated episodes, with a 95% interval
+  telecorder eval ckpt/ --robot sim --episodes 50 --seed 1000
+
+  # keep the rollouts (a normal dataset: view it, or train on it) and print JSON
+  telecorder eval ckpt/ --episodes 10 --out rollouts/ --json
+
+  # your own policy class, at wall-clock pace as on hardware
+  telecorder eval my_pkg.policies:make_policy --episodes 5 --realtime
+"""
+
+
+def run_eval(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from .policies.evaluate import EvalConfig, evaluate
+
+    if args.robot != "sim":
+        raise TelecorderError("telecorder eval measures success in simulation: use --robot sim "
+                              "(on hardware, run 'collect --device policy' and judge the episodes)")
+    cfg = EvalConfig(
+        policy=args.policy, episodes=args.episodes, seed=args.seed, out=args.out, robot_model=args.robot_model,
+        episode_time_s=args.episode_time, fps=args.fps, realtime=args.realtime,
+        camera_size=args.camera_size, task=args.task, execute_steps=args.execute_steps, ensemble=args.ensemble,
+    )
+    if args.json:
+        result = evaluate(cfg)
+        print(json.dumps(result))
+        return 0
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        progress.add_task(f"evaluating {args.policy} on {args.episodes} episodes", total=None)
+        result = evaluate(cfg)
+    lo, hi = result["ci95"]
+    console.print(
+        f"success rate {100 * result['success_rate']:.1f}% ({result['successes']}/{result['episodes']}), "
+        f"95% interval {100 * lo:.1f}-{100 * hi:.1f}%; held ticks {result['held_ticks']} of {result['steps']}"
+        + (f"; rollouts in {result['rollouts']}" if result["rollouts"] else ""),
+        highlight=False,
+    )
+    return 0
+
+
+def add_eval_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
+    p = sub.add_parser("eval", help="closed-loop success rate of a policy in simulation",
+                       description="Run a policy in closed loop through 'collect --device policy' on the sim "
+                       "and print its success rate with a 95% (Wilson) interval.",
+                       epilog=EVAL_EXAMPLES, formatter_class=fmt)
+    p.add_argument("policy", help="checkpoint folder ('telecorder train' output) or module:factory")
+    p.add_argument("--robot", default="sim", help="sim (the only robot that can tell success)")
+    p.add_argument("--robot-model", type=Path, help="MJCF of your own arm (needs the task cube to score)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scene randomization (default 0)")
+    p.add_argument("--out", type=Path, help="keep the rollouts as a dataset here (default: discarded)")
+    p.add_argument("--episode-time", type=_positive_float, default=10.0, help="time limit per episode in s")
+    p.add_argument("--fps", type=_positive_float, default=None, help="control rate (default: the policy's)")
+    p.add_argument("--realtime", action="store_true", help="pace by the wall clock (default: simulated time)")
+    p.add_argument("--camera-size", type=_size, default=None, help="sim camera size (default: the policy's)")
+    p.add_argument("--task", default=None, help="language instruction given to the policy")
+    p.add_argument("--execute-steps", type=int, default=None, help="actions of each chunk to run")
+    p.add_argument("--ensemble", type=float, default=None, metavar="M", help="ACT temporal ensembling")
+    p.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
+    p.set_defaults(func=run_eval)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
