@@ -113,6 +113,8 @@ def _check_sim_only_options(cfg: DeviceConfig) -> None:
         offenders.append("--device vr with a live headset (use --pose-stream)")
     elif cfg.device not in ("scripted", "policy", "vr"):
         offenders.append(f"--device {cfg.device}")
+    if cfg.device == "policy" and cfg.intervene not in (None, "expert"):
+        offenders.append(f"--intervene {cfg.intervene}")
     if offenders:
         raise TelecorderError(
             f"--no-realtime runs on simulated time, which a real robot, camera or person cannot follow: "

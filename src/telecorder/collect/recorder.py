@@ -14,6 +14,12 @@ frame, its ticks come late and that is recorded, as with the writer's own queue.
 The loop never drops data to keep time. A tick that starts more than 2 ms after its
 schedule is counted late; when a tick overruns a whole period, the slots it covered
 are skipped (counted as missed) rather than run in a burst.
+
+With ``realtime=False`` (a simulated robot and cameras only) the loop is paced by
+simulated time instead: it never sleeps, tick ``k`` happens at ``t0 + k * period``
+virtual nanoseconds whenever the previous one is done, and every time in the file is
+that virtual time (``k / fps`` seconds). No tick can be late or missed; the episode
+runs as fast as physics and rendering allow.
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class EpisodeOutcome:
     dropped_frames: dict[str, int] = field(default_factory=dict)
     saved: Future | None = None
     success: bool | None = None
+    # Wall-clock seconds the episode took; equals duration_s only when recorded in real time.
+    wall_duration_s: float = 0.0
 
 
 def sleep_until(deadline_ns: int) -> None:
@@ -99,9 +107,11 @@ class Recorder:
         fps: float,
         late_threshold_s: float = LATE_THRESHOLD_S,
         frame_buffer_s: float = FRAME_BUFFER_S,
+        realtime: bool = True,
     ) -> None:
         self.robot, self.teleop, self.cameras, self.writer = robot, teleop, list(cameras), writer
         self.fps = fps
+        self.realtime = realtime
         self.late_threshold_s = late_threshold_s
         # Steps whose frames are still being made, at most; one more and the loop waits for the oldest.
         self.max_pending_steps = max(1, math.ceil(frame_buffer_s * fps))
@@ -142,9 +152,19 @@ class Recorder:
         counters_before = {"robot": self.robot.counters(), "teleop": self.teleop.counters()}
         index = self.writer.begin(attrs)
         old_switch = sys.getswitchinterval()
-        sys.setswitchinterval(_SWITCH_INTERVAL_S)
-        t0 = aligned_start(self.cameras, time.monotonic_ns(), period_ns)
+        if self.realtime:
+            sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        wall_t0 = time.monotonic_ns()
+        t0 = aligned_start(self.cameras, wall_t0, period_ns) if self.realtime else wall_t0
         k = steps = 0
+
+        if self.realtime:
+            def seconds(ns: int) -> float:
+                return (ns - t0) / 1e9
+        else:
+            # Simulated time counts whole periods: k / fps exactly, the same for a step and its frames.
+            def seconds(ns: int) -> float:
+                return round((ns - t0) / period_ns) / self.fps
 
         def hand_over(limit: int) -> None:
             """Send the steps whose frames are ready to the writer, in order; wait while over ``limit``."""
@@ -165,24 +185,28 @@ class Recorder:
                             dropped[name] += fr.index - prev - 1
                     last_index[name] = fr.index
                 step.frames = {n: f.image for n, f in got.items()}
-                step.frame_time = {n: (f.capture_ns - t0) / 1e9 for n, f in got.items()}
+                step.frame_time = {n: seconds(f.capture_ns) for n, f in got.items()}
                 step.frame_index = {n: f.index for n, f in got.items()}
                 self.writer.add(step)
 
         try:
             while steps < max_steps:
                 deadline = t0 + k * period_ns
-                sleep_until(deadline)
-                now = time.monotonic_ns()
-                if now - deadline >= period_ns:
-                    behind = (now - deadline) // period_ns
-                    missed += int(behind)
-                    k += int(behind)
-                    deadline = t0 + k * period_ns
-                lateness = (now - deadline) / 1e9
-                if lateness > self.late_threshold_s:
-                    late += 1
-                max_lateness = max(max_lateness, lateness)
+                if self.realtime:
+                    sleep_until(deadline)
+                    now = time.monotonic_ns()
+                    if now - deadline >= period_ns:
+                        behind = (now - deadline) // period_ns
+                        missed += int(behind)
+                        k += int(behind)
+                        deadline = t0 + k * period_ns
+                    lateness = (now - deadline) / 1e9
+                    if lateness > self.late_threshold_s:
+                        late += 1
+                    max_lateness = max(max_lateness, lateness)
+                else:
+                    # Simulated time: the tick happens exactly on schedule, whenever the last one is done.
+                    now, lateness = deadline, 0.0
 
                 observation = self.robot.observe()
                 # Right after observing: the synchronous cameras capture the state just observed.
@@ -203,7 +227,7 @@ class Recorder:
 
                 pending.append((
                     Step(
-                        timestamp=(now - t0) / 1e9,
+                        timestamp=seconds(now),
                         numeric={**observation, "action": sent, **command.extra},
                         lateness=lateness,
                     ),
@@ -220,9 +244,11 @@ class Recorder:
                     self.teleop.handle_events(events - EPISODE_EVENTS)
                 events &= EPISODE_EVENTS
                 if on_tick is not None and (steps % status_every == 0 or events):
-                    elapsed = (time.monotonic_ns() - t0) / 1e9
-                    status.step, status.elapsed_s = steps, elapsed
-                    status.loop_hz = (steps - 1) / elapsed if elapsed > 0 else 0.0
+                    wall = (time.monotonic_ns() - wall_t0) / 1e9
+                    # Episode time (simulated when not real time); the rate is the loop's real one.
+                    status.step = steps
+                    status.elapsed_s = wall if self.realtime else steps / self.fps
+                    status.loop_hz = (steps - 1) / wall if wall > 0 else 0.0
                     status.late_ticks, status.missed_ticks = late, missed
                     status.repeated_frames = sum(repeated.values())
                     status.dropped_frames = sum(dropped.values())
@@ -237,7 +263,9 @@ class Recorder:
             raise
         finally:
             sys.setswitchinterval(old_switch)
-        duration = (ended - t0) / 1e9
+        wall_duration = (ended - wall_t0) / 1e9
+        # Simulated, every step holds its command for one whole period.
+        duration = (ended - t0) / 1e9 if self.realtime else steps / self.fps
         kind = "discard" if Event.DISCARD_EPISODE in events else "stop" if Event.STOP in events else "save"
         success = self.robot.success()
         outcome = EpisodeOutcome(
@@ -252,6 +280,7 @@ class Recorder:
             repeated_frames=repeated,
             dropped_frames=dropped,
             success=success,
+            wall_duration_s=wall_duration,
         )
         if kind == "discard":
             self.writer.discard()

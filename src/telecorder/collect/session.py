@@ -5,6 +5,12 @@ late ticks, dropped frames), keys to save / re-record / quit, and a summary at t
 end. Recording and writing are the recorder's and the writer's; this module only
 sequences them and makes sure every way out (done, ``q``, Ctrl-C, a device failure)
 leaves each saved episode complete on disk.
+
+A session with ``realtime=False`` runs a simulation on simulated time (see
+:mod:`.recorder`): episodes follow each other without the reset pause, and the
+dataset (``meta/info.json`` ``extra.clock``) and each episode (attr ``clock``) say
+``"simulation"`` instead of ``"monotonic"``, so nobody reads its times as wall time.
+Appending to a dataset recorded on the other clock is refused (a schema difference).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 
 from ..datasets.async_writer import AsyncEpisodeWriter
 from ..datasets.dataset import DatasetWriter
-from ..datasets.features import DatasetInfo, image_feature
+from ..datasets.features import CLOCK_MONOTONIC, CLOCK_SIMULATION, DatasetInfo, image_feature
 from ..errors import TelecorderError
 from .interfaces import Camera, Event, Robot, Teleop
 from .keyboard import TerminalKeys
@@ -50,6 +56,8 @@ class SessionConfig:
     seed: int | None = None
     encode_threads: int = 2
     display: bool = False
+    # False: pace by simulated time (sim devices only; the factory checks that).
+    realtime: bool = True
 
 
 @dataclass
@@ -98,7 +106,12 @@ class RecordingSession:
             robot_type=self.robot.robot_type,
             image_encoding=self.config.image_encoding,
             jpeg_quality=self.config.jpeg_quality,
+            extra={"clock": self._clock},
         )
+
+    @property
+    def _clock(self) -> str:
+        return CLOCK_MONOTONIC if self.config.realtime else CLOCK_SIMULATION
 
     def run(self) -> SessionSummary:
         summary = SessionSummary(out=self.config.out)
@@ -153,7 +166,7 @@ class RecordingSession:
         pending: list[tuple[Future, int]],
     ) -> None:
         cfg = self.config
-        recorder = Recorder(self.robot, self.teleop, self.cameras, writer, fps=cfg.fps)
+        recorder = Recorder(self.robot, self.teleop, self.cameras, writer, fps=cfg.fps, realtime=cfg.realtime)
         rng = np.random.default_rng(cfg.seed)
         view = LiveView(self.cameras) if cfg.display else contextlib.nullcontext()
         with TerminalKeys() as keys, view:
@@ -167,7 +180,9 @@ class RecordingSession:
             saved = 0
             first = True
             while saved < cfg.episodes:
-                if not first and cfg.reset_time_s > 0 and self._reset_phase(poll, keys.enabled, live):
+                # A simulated scene resets itself: no pause for a person between episodes.
+                if (not first and cfg.realtime and cfg.reset_time_s > 0
+                        and self._reset_phase(poll, keys.enabled, live)):
                     break
                 first = False
                 reset_ns = time.monotonic_ns()  # before the reset: a frame captured after it shows the new scene
@@ -183,7 +198,7 @@ class RecordingSession:
                 assert outcome.saved is not None
                 pending.append((outcome.saved, outcome.ended_at_ns))
                 outcome.saved.add_done_callback(self._note_saved)
-                self.console.print(_episode_line(outcome.index, outcome))
+                self.console.print(_episode_line(outcome.index, outcome, cfg.realtime))
                 if outcome.kind == "stop":
                     break
 
@@ -247,7 +262,7 @@ class RecordingSession:
             "operator": self.config.operator,
             "start_time": now.isoformat(timespec="milliseconds"),
             "start_time_unix": now.timestamp(),
-            "clock": "monotonic",
+            "clock": self._clock,
             "cameras": {c.name: {"source": c.describe(), "fps": c.fps} for c in self.cameras},
         }
 
@@ -263,11 +278,15 @@ class RecordingSession:
         pending.clear()
 
 
-def _episode_line(number: int, o: EpisodeOutcome) -> str:
+def _episode_line(number: int, o: EpisodeOutcome, realtime: bool = True) -> str:
     ok = {True: "[green]success[/]", False: "[red]failed[/]", None: ""}[o.success]
+    if realtime:
+        took = f"{o.duration_s:.1f} s ({(o.steps - 1) / o.duration_s if o.duration_s > 0 else 0:.1f} Hz)"
+    else:
+        speed = o.duration_s / o.wall_duration_s if o.wall_duration_s > 0 else 0.0
+        took = f"{o.duration_s:.1f} s simulated in {o.wall_duration_s:.1f} s ({speed:.1f}x real time)"
     return (
-        f"episode {number}: {o.steps} steps in {o.duration_s:.1f} s "
-        f"({(o.steps - 1) / o.duration_s if o.duration_s > 0 else 0:.1f} Hz), late ticks {o.late_ticks}, "
+        f"episode {number}: {o.steps} steps in {took}, late ticks {o.late_ticks}, "
         f"missed {o.missed_ticks}, dropped frames {sum(o.dropped_frames.values())}, "
         f"repeated {sum(o.repeated_frames.values())} {ok}"
     )

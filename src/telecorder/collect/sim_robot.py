@@ -8,6 +8,10 @@ control thread, and a render thread of their own draws it (a GL context per thre
 and fills the frame's future. Every frame shows exactly the state observed at its
 tick, is stamped with that tick's time and numbered consecutively, and render time
 never lands in the control loop.
+
+With ``env_state=True`` the robot also records the simulator's privileged object state,
+the task cube's world pose, as ``observation.environment_state`` (the name LeRobot
+uses for it), for policies and baselines that learn from state instead of pixels.
 """
 
 from __future__ import annotations
@@ -22,18 +26,34 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets.features import FeatureSpec
-from ..errors import CameraError
+from ..errors import CameraError, DeviceError
 from .interfaces import Camera, Frame, Robot
 
 BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
+ENV_STATE_FEATURE = "observation.environment_state"
+ENV_STATE_NAMES = ("cube_x", "cube_y", "cube_z", "cube_qw", "cube_qx", "cube_qy", "cube_qz")
 
 
 class SimRobot(Robot):
-    def __init__(self, model_path: str | Path | None = None, *, fps: float = 30.0, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        fps: float = 30.0,
+        seed: int | None = None,
+        env_state: bool = False,
+    ) -> None:
         from ..sim.env import SimEnv
 
         self.env = SimEnv(model_path, control_dt=1.0 / fps, seed=seed)
         self.builtin = model_path is None
+        if env_state and not self.env.has_task:
+            self.env.close()
+            raise DeviceError(
+                f"--env-state records the task cube's pose, and {self.env.model_path} has no free-floating "
+                "'cube' body; leave --env-state off for this model"
+            )
+        self.env_state = env_state
         self._listeners: list[Callable[[], None]] = []
         self.robot_type = BUILTIN_ROBOT_TYPE if self.builtin else f"mujoco:{Path(model_path).stem}"
 
@@ -52,13 +72,24 @@ class SimRobot(Robot):
             grip = "; an actuator named 'gripper' is normalized 0 = closed, 1 = open" if "gripper" in names else ""
             state_unit = f"measured positions of the actuated joints, in the model's units{grip}"
             action_unit = f"actuator targets in the model's units{grip}; the command issued after observing this step"
-        return [
+        feats = [
             FeatureSpec("observation.state", "float32", (len(names),), names=names, unit=state_unit),
             FeatureSpec("action", "float32", (len(names),), names=names, unit=action_unit),
         ]
+        if self.env_state:
+            feats.append(FeatureSpec(
+                ENV_STATE_FEATURE, "float32", (len(ENV_STATE_NAMES),), names=ENV_STATE_NAMES,
+                unit="task cube pose in the world frame: position in metres, orientation as a unit "
+                     "quaternion w, x, y, z; privileged simulator state, not a sensor reading",
+            ))
+        return feats
 
     def observe(self) -> dict[str, np.ndarray]:
-        return {"observation.state": self.env.joint_positions().astype(np.float32)}
+        obs = {"observation.state": self.env.joint_positions().astype(np.float32)}
+        if self.env_state:
+            pos, quat = self.env.cube_pose()
+            obs[ENV_STATE_FEATURE] = np.concatenate([pos, quat]).astype(np.float32)
+        return obs
 
     def act(self, action: np.ndarray) -> np.ndarray:
         sent = np.clip(np.asarray(action, dtype=np.float64), self.env.action_low, self.env.action_high)

@@ -3,7 +3,9 @@
 Errors (non-zero exit): unreadable or missing files, schema mismatches, non-monotonic
 timestamps, NaN/inf values, corrupt frames, episodes missing from the index or
 unfinished ones left by a crash. Warnings: timing that may hurt training (late or
-missed ticks, old or repeated camera frames, a control rate off its target).
+missed ticks, old or repeated camera frames, a control rate off its target). An episode
+on simulated time (attr ``clock``, else the dataset's ``extra.clock``; wall clock when
+neither says) has no lateness to warn about; everything else is checked the same.
 
 ``repair`` mends what can be mended without guessing: it rebuilds index lines from
 the episode files, salvages the complete prefix of an episode a crash interrupted
@@ -193,6 +195,7 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
             capture,
             {c: reader.frame_indices(c) for c in cams},
             reader.tick_lateness(),
+            clock=str(reader.attrs.get("clock") or info.clock),
         )
         check.sync = sync
         if sync.non_monotonic:

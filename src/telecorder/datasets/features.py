@@ -23,6 +23,10 @@ FORMAT_NAME = "telecorder"
 FORMAT_VERSION = "1.0"
 IMAGE_PREFIX = "observation.images."
 IMAGE_ENCODINGS = ("jpeg", "png")
+# What the times of a recording count (``extra["clock"]`` in info.json, attr ``clock`` of an episode):
+# the recorder's monotonic wall clock, or a simulation's own time (faster than real time, never late).
+CLOCK_MONOTONIC = "monotonic"
+CLOCK_SIMULATION = "simulation"
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,11 @@ class DatasetInfo:
     def cameras(self) -> list[str]:
         return [f.camera for f in self.image_features]
 
+    @property
+    def clock(self) -> str:
+        """The clock of the recording's times; a dataset that does not say was recorded on the wall clock."""
+        return str(self.extra.get("clock") or CLOCK_MONOTONIC)
+
     def differences(self, other: DatasetInfo) -> list[str]:
         """Why episodes recorded under ``other`` cannot join this dataset (empty if they can)."""
         diffs = []
@@ -147,6 +156,9 @@ class DatasetInfo:
             diffs.append(f"fps {self.fps:g} vs {other.fps:g}")
         if self.robot_type != other.robot_type:
             diffs.append(f"robot {self.robot_type!r} vs {other.robot_type!r}")
+        # Wall-clock and simulated times do not mean the same thing (durations, lateness): no mixing.
+        if self.clock != other.clock:
+            diffs.append(f"clock {self.clock!r} vs {other.clock!r}")
         for name in sorted(set(self.features) | set(other.features)):
             mine, theirs = self.features.get(name), other.features.get(name)
             if mine is None:

@@ -4,6 +4,9 @@ Every step records when its tick ran and, per camera, when the frame used at tha
 step was captured and the camera's own frame counter. From those we derive the
 control rate actually achieved, late and missed ticks, the age of each frame when it
 was used, and frames that were used twice (repeated) or never used (skipped).
+
+On simulated time (``clock="simulation"``) every tick runs on its schedule by
+construction, so lateness is not a measurement there and is reported as none.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from .features import CLOCK_MONOTONIC, CLOCK_SIMULATION
 
 LATE_THRESHOLD_S = 0.002
 
@@ -51,6 +56,7 @@ class SyncReport:
     missed_ticks: int
     non_monotonic: int
     cameras: dict[str, CameraSync] = field(default_factory=dict)
+    clock: str = CLOCK_MONOTONIC
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,8 +69,9 @@ def analyze_timing(
     frame_index: Mapping[str, np.ndarray] | None = None,
     tick_lateness: np.ndarray | None = None,
     late_threshold: float = LATE_THRESHOLD_S,
+    clock: str = CLOCK_MONOTONIC,
 ) -> SyncReport:
-    """Summarize the timing of one episode (all times in seconds on the recorder's clock)."""
+    """Summarize the timing of one episode (all times in seconds on the recorder's clock, ``clock``)."""
     ts = np.asarray(timestamp, dtype=np.float64)
     n = len(ts)
     period = 1.0 / fps
@@ -77,6 +84,8 @@ def analyze_timing(
         lateness = np.asarray(tick_lateness, dtype=np.float64)
     else:
         lateness = ts - ts[0] - np.arange(n) * period if n else np.zeros(0)
+    if clock == CLOCK_SIMULATION:
+        lateness = np.zeros(n)
     report = SyncReport(
         steps=n,
         duration=duration,
@@ -86,6 +95,7 @@ def analyze_timing(
         max_lateness=float(lateness.max()) if n else 0.0,
         missed_ticks=missed,
         non_monotonic=int(np.sum(dt <= 0)),
+        clock=clock,
     )
     frame_index = frame_index or {}
     for cam, cam_ts in (image_timestamp or {}).items():
