@@ -519,6 +519,7 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             val_episodes=args.val_episodes, batch_size=args.batch_size, lr=args.lr, image_size=(height, width),
             cameras=cameras, seed=args.seed, intervention_weight=args.intervention_weight,
             policy_weight=args.policy_weight, on_progress=on_progress, overwrite=args.overwrite,
+            num_threads=args.threads,
         )
     val = summary["final_val_loss"]
     console.print(
@@ -663,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling weight of human-labelled steps of intervention episodes (default: as policy steps)")
     p.add_argument("--policy-weight", type=float, default=1.0,
                    help="sampling weight of policy-acted steps (default 1; 0 drops them)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
     p.set_defaults(func=run_train)
 

@@ -3,7 +3,8 @@
 The model (:class:`BCModel`) sees one step: the normalized state vector and, for the
 ``images`` variant, one RGB frame per camera. Each camera has its own encoder (four
 stride-2 3x3 convolutions with GroupNorm and ReLU, then a spatial softmax over 32
-keypoint maps, whose expected image coordinates are projected to 64 features); the
+keypoint maps, whose expected image coordinates are projected to 64 features; 16, 32,
+64 and 64 channels: about 3x faster to train on a CPU than 32-64-128-128); the
 state goes through a two-layer MLP; the concatenation goes through an MLP head that
 outputs ``horizon`` actions at once (ACT-style chunking without the CVAE), in the
 action normalizer's units. Training minimizes the L1 error over the non-padded rows.
@@ -45,7 +46,7 @@ class BCConfig:
     horizon: int
     cameras: tuple[str, ...] = ()
     image_size: tuple[int, int] | None = None  # (height, width) of the camera inputs
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = (16, 32, 64, 64)
     keypoints: int = 32
     image_features: int = 64
     state_hidden: int = 128
@@ -162,14 +163,16 @@ class BCModel(nn.Module):
 class BCPolicy(Policy):
     """A trained :class:`BCModel` as a :class:`Policy`: one observation in, raw actions out.
 
-    ``num_threads`` (default 2) is applied with ``torch.set_num_threads`` when the policy
-    is built; the same count gives bitwise-identical outputs from run to run.
+    ``num_threads`` (default 1; None leaves torch's setting) is applied with
+    ``torch.set_num_threads`` when the policy is built: one observation through this small
+    model takes a few milliseconds on one core, and more intra-op threads only compete with
+    the control loop. The same count gives bitwise-identical outputs from run to run.
     """
 
     model: BCModel
     spec: PolicySpec
     action_normalizer: Normalizer
-    num_threads: int | None = 2
+    num_threads: int | None = 1
     info: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

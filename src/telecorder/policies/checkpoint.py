@@ -85,7 +85,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_policy_dir(path: str | Path, *, num_threads: int | None = 2) -> Policy:
+def load_policy_dir(path: str | Path, *, num_threads: int | None = 1) -> Policy:
     """The policy saved in folder ``path`` (by :func:`save_bc_policy` / ``telecorder train``).
 
     Every problem (a missing file, a corrupt or truncated weights file, a JSON of another
