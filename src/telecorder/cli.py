@@ -88,7 +88,7 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
                      help="who may take over from the policy (key i, gamepad X, VR x; a leader arm also by moving "
                           "it); expert = the sim's scripted expert corrects automatically")
     pol.add_argument("--execute-steps", type=int, default=None,
-                     help="actions of each chunk to run before the next chunk takes over (default: half the chunk)")
+                     help="actions of each chunk to run before the next chunk takes over (default: the whole chunk)")
     pol.add_argument("--ensemble", type=float, default=None, metavar="M",
                      help="ACT temporal ensembling: a chunk every tick, averaged with weights exp(-M*i)")
     p.add_argument("--resume", action="store_true", help="append to an existing dataset with the same schema")
@@ -664,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling weight of human-labelled steps of intervention episodes (default: as policy steps)")
     p.add_argument("--policy-weight", type=float, default=1.0,
                    help="sampling weight of policy-acted steps (default 1; 0 drops them)")
-    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default 1 for --obs state, 2 for --obs images)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
     p.set_defaults(func=run_train)
 

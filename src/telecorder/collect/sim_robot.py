@@ -11,7 +11,9 @@ never lands in the control loop.
 
 With ``env_state=True`` the robot also records the simulator's privileged object state,
 the task cube's world pose, as ``observation.environment_state`` (the name LeRobot
-uses for it), for policies and baselines that learn from state instead of pixels.
+uses for it), for policies and baselines that learn from state instead of pixels. The
+orientation is the cube's symmetric equivalent nearest the identity (see
+:mod:`telecorder.sim.symmetry`), so a physical pose always reads the same.
 """
 
 from __future__ import annotations
@@ -80,15 +82,18 @@ class SimRobot(Robot):
             feats.append(FeatureSpec(
                 ENV_STATE_FEATURE, "float32", (len(ENV_STATE_NAMES),), names=ENV_STATE_NAMES,
                 unit="task cube pose in the world frame: position in metres, orientation as a unit "
-                     "quaternion w, x, y, z; privileged simulator state, not a sensor reading",
+                     "quaternion w, x, y, z (w >= 0), of the cube's 24 symmetric equivalents the one nearest "
+                     "the identity; privileged simulator state, not a sensor reading",
             ))
         return feats
 
     def observe(self) -> dict[str, np.ndarray]:
         obs = {"observation.state": self.env.joint_positions().astype(np.float32)}
         if self.env_state:
+            from ..sim.symmetry import canonical_cube_quat
+
             pos, quat = self.env.cube_pose()
-            obs[ENV_STATE_FEATURE] = np.concatenate([pos, quat]).astype(np.float32)
+            obs[ENV_STATE_FEATURE] = np.concatenate([pos, canonical_cube_quat(quat)]).astype(np.float32)
         return obs
 
     def act(self, action: np.ndarray) -> np.ndarray:

@@ -89,7 +89,9 @@ class PolicyRunner(Teleop):
         self.fps, self.task, self.realtime = float(fps), task, realtime
         horizon = self.spec.horizon
         if execute_steps is None:
-            execute_steps = max(1, horizon // 2)
+            # The whole chunk, as ACT does without ensembling; replanning mid-chunk measured worse on the
+            # sim task (a state-only policy cannot tell how long it has paused before a grasp).
+            execute_steps = horizon
         if not 1 <= execute_steps <= horizon:
             raise PolicyError(f"--execute-steps {execute_steps}: the policy's chunks hold {horizon} actions; "
                               f"use 1..{horizon}")
