@@ -44,7 +44,9 @@ def save_bc_policy(out_dir: str | Path, policy: BCPolicy, training: Mapping[str,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in policy.model.state_dict().items()}
-    blob = st_save(tensors, metadata={"format": POLICY_FORMAT, "kind": "bc"})
+    # One metadata key: safetensors writes a multi-key metadata map in a per-process random
+    # order, and the same weights must give the same bytes (and digest) in every run.
+    blob = st_save(tensors, metadata={"format": POLICY_FORMAT})
     with atomic_write(out / MODEL_FILE, binary=True) as fh:
         fh.write(blob)
     meta = {
