@@ -302,3 +302,46 @@ def test_intervene_event_does_not_end_the_episode():
     from telecorder.collect.interfaces import EPISODE_EVENTS
 
     assert Event.INTERVENE not in EPISODE_EVENTS
+
+
+@pytest.mark.slow
+def test_record_train_eval_dagger_round_trip_through_the_cli(tmp_path):
+    """The loop a user runs: demos -> train -> eval --json -> expert-corrected rollouts -> train on both."""
+    pytest.importorskip("mujoco")
+    pytest.importorskip("torch")
+    demos, ckpt, rollouts, ckpt2 = (tmp_path / n for n in ("demos", "ckpt", "rollouts", "ckpt2"))
+    run(str(BIN / "collect"), "--device", "scripted", "--robot", "sim", "--no-realtime", "--env-state",
+        "--sim-cameras", "none", "--episodes", "3", "--episode-time", "10", "--seed", "0", "--out", str(demos),
+        check=True)
+    run(str(BIN / "telecorder"), "train", str(demos), "--out", str(ckpt), "--steps", "200", "--val-episodes", "1",
+        check=True)
+    result = json.loads(run(str(BIN / "telecorder"), "eval", str(ckpt), "--episodes", "2", "--seed", "1000",
+                            "--episode-time", "4", "--json", check=True).stdout)
+    assert result["episodes"] == 2 and 0.0 <= result["success_rate"] <= 1.0
+    assert result["ci95"][0] <= result["success_rate"] <= result["ci95"][1]
+    assert len(result["per_episode"]) == 2 and result["clock"] == "simulation"
+
+    run(str(BIN / "collect"), "--device", "policy", "--policy", str(ckpt), "--intervene", "expert", "--robot", "sim",
+        "--no-realtime", "--env-state", "--sim-cameras", "none", "--episodes", "1", "--episode-time", "8",
+        "--seed", "7", "--out", str(rollouts), check=True)
+    proc = run(str(BIN / "telecorder"), "train", str(demos), str(rollouts), "--out", str(ckpt2), "--steps", "100",
+               "--val-episodes", "1", "--intervention-weight", "3", check=True)
+    meta = json.loads((ckpt2 / "policy.json").read_text())
+    assert meta["training"]["extra_episodes"] == 1 and meta["training"]["intervention_weight"] == 3
+    assert "saved to" in proc.stdout
+
+    # Training together needs the same features: a dataset without the cube pose is refused by name.
+    plain = tmp_path / "plain"
+    run(str(BIN / "collect"), "--device", "scripted", "--robot", "sim", "--no-realtime", "--sim-cameras", "none",
+        "--episodes", "1", "--episode-time", "3", "--out", str(plain), check=True)
+    bad = run(str(BIN / "telecorder"), "train", str(demos), str(plain), "--out", str(tmp_path / "x"), "--steps", "5")
+    assert bad.returncode != 0 and str(plain) in bad.stderr and "observation.environment_state" in bad.stderr
+
+    # A damaged checkpoint: one clear error naming the file, from eval as from collect.
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for cmd in ((str(BIN / "telecorder"), "eval", str(ckpt), "--episodes", "1"),
+                (str(BIN / "collect"), "--device", "policy", "--policy", str(ckpt), "--out", str(tmp_path / "y"))):
+        proc = run(*cmd)
+        assert proc.returncode == 2 and "model.safetensors" in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 3

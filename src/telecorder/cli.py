@@ -482,11 +482,11 @@ examples:
   telecorder train demos/ --out policies/bc_state
 
   # from the cameras (resized to 96x96) + joint state, chunks of 20 actions
-  telecorder train demos/ --out policies/bc_images --obs images --cameras front,wrist --steps 20000
+  telecorder train demos/ --out policies/bc_images --obs images --cameras front,wrist --max-minutes 20
 
-  # HG-DAgger rounds: human-labelled steps weigh 5x, policy steps 1x (--policy-weight 0 keeps
-  # only the human-labelled steps)
-  telecorder train demos/ --out policies/round2 --intervention-weight 5 --overwrite
+  # HG-DAgger: demonstrations plus intervention rollouts; human-labelled steps weigh 5x, policy
+  # steps 1x (--policy-weight 0 keeps only the human-labelled steps)
+  telecorder train demos/ rollouts1/ rollouts2/ --out policies/round2 --intervention-weight 5
 
 the folder gets policy.json (spec, normalizers, training summary) and model.safetensors;
 'collect --device policy' runs it.
@@ -512,14 +512,14 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             if step % 10 and step != total:
                 return
             text = f"loss {loss:.4f}" + ("" if val_loss is None else f"  val {val_loss:.4f}")
-            progress.update(task, completed=step, losses=text)
+            progress.update(task, completed=step, total=total, losses=text)
 
         summary = train_bc(
             args.dataset, args.out, obs=args.obs, steps=args.steps, horizon=args.horizon,
             val_episodes=args.val_episodes, batch_size=args.batch_size, lr=args.lr, image_size=(height, width),
             cameras=cameras, seed=args.seed, intervention_weight=args.intervention_weight,
             policy_weight=args.policy_weight, on_progress=on_progress, overwrite=args.overwrite,
-            num_threads=args.threads,
+            num_threads=args.threads, max_minutes=args.max_minutes,
         )
     val = summary["final_val_loss"]
     console.print(
@@ -646,8 +646,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "images), with an L1 loss on normalized actions; hold out whole episodes for a "
                        "validation loss; save a checkpoint folder.",
                        epilog=TRAIN_EXAMPLES, formatter_class=fmt)
-    p.add_argument("dataset", type=Path)
+    p.add_argument("dataset", type=Path, nargs="+",
+                   help="dataset folder(s); several (demos + DAgger rollouts) train together under one normalization")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
+    p.add_argument("--max-minutes", type=_positive_float, default=None,
+                   help="wall-clock budget: fewer steps if --steps would not fit (loading included)")
     p.add_argument("--obs", choices=["state", "images"], default="state",
                    help="what the policy sees (default state: observation.state + observation.environment_state)")
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -185,6 +185,8 @@ class TorchDataset(_TorchBase):
     applies to actions; states are normalized in every dimension. ``episodes`` selects
     episode numbers (as in the index); ``exclude_bad`` drops index records marked
     ``"bad": true``. ``max_open_files`` bounds the HDF5 files each process keeps open.
+    ``stats`` (the JSON dict of a ``meta/stats.json``) replaces the dataset's own statistics,
+    so that several datasets trained together share one normalization.
     """
 
     def __init__(
@@ -206,6 +208,7 @@ class TorchDataset(_TorchBase):
         state_normalize: str | None = None,
         intervention_weight: float | None = None,
         policy_weight: float = 1.0,
+        stats: Mapping[str, Any] | None = None,
     ) -> None:
         if history < 1 or horizon < 1:
             raise ValueError(f"history and horizon must be >= 1, got {history} and {horizon}")
@@ -245,8 +248,9 @@ class TorchDataset(_TorchBase):
             records = [r for r in records if not r.get("bad", False)]
         records = [r for r in records if int(r.get("length", 0)) > 0]
 
-        stats_path = self.root / "meta" / "stats.json"
-        stats = read_json(stats_path) if stats_path.exists() else {}
+        if stats is None:
+            stats_path = self.root / "meta" / "stats.json"
+            stats = read_json(stats_path) if stats_path.exists() else {}
         self.normalize_mode = normalize
         self.state_normalize_mode = normalize if state_normalize is None else state_normalize
         if isinstance(state_key, str):

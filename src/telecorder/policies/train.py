@@ -93,6 +93,45 @@ def _preload(ds: TorchDataset, workers: int) -> dict[str, Any]:
     return data
 
 
+def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, Any] = {k: torch.cat([p[k] for p in parts]) for k in parts[0] if k not in ("images", "n")}
+    out["images"] = {c: torch.cat([p["images"][c] for p in parts]) for c in parts[0]["images"]}
+    out["n"] = sum(p["n"] for p in parts)
+    return out
+
+
+def _check_compatible(first: Dataset, other: Dataset, keys: list[str], cameras: list[str]) -> None:
+    for key in keys:
+        a, b = first.info.features.get(key), other.info.features.get(key)
+        if b is None:
+            raise DatasetError(f"{other.root}: no feature {key!r}, which {first.root} has; datasets trained "
+                               "together need the same features")
+        if a is not None and tuple(a.shape) != tuple(b.shape):
+            raise DatasetError(f"{other.root}: {key!r} has shape {tuple(b.shape)}, {first.root} has {tuple(a.shape)}")
+        if a is not None and a.names and b.names and tuple(a.names) != tuple(b.names):
+            raise DatasetError(f"{other.root}: {key!r} names its dimensions {list(b.names)}, {first.root} "
+                               f"{list(a.names)}; datasets trained together must agree")
+    missing = [c for c in cameras if c not in other.info.cameras]
+    if missing:
+        raise DatasetError(f"{other.root}: no camera(s) {missing}, which training uses")
+    if abs(other.info.fps - first.info.fps) > 1e-6:
+        raise DatasetError(f"{other.root}: recorded at {other.info.fps:g} Hz, {first.root} at {first.info.fps:g} Hz; "
+                           "resample one (telecorder convert --fps) before training on both")
+
+
+def _merged_stats(datasets: list[Dataset]) -> dict[str, Any]:
+    merged = None
+    for d in datasets:
+        s = d.stats()
+        if s is None:
+            raise DatasetError(f"{d.root}: no meta/stats.json; repair it (telecorder doctor --repair)")
+        merged = s if merged is None else merged.merge(s)
+    assert merged is not None
+    return merged.to_json_dict()
+
+
 def _random_shift(img: torch.Tensor, pad: int, g: torch.Generator) -> torch.Tensor:
     """DrQ-style augmentation: each image shifted by up to ``pad`` pixels (edges repeated)."""
     b, c, h, w = img.shape
@@ -125,7 +164,7 @@ def _evaluate(model: BCModel, data: dict[str, Any], limit: int = 4096, batch: in
 
 
 def train_bc(
-    dataset_path: str | Path,
+    dataset_path: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     obs: str = "state",
@@ -146,6 +185,7 @@ def train_bc(
     augment: bool = True,
     num_threads: int | None = None,
     max_cache_gb: float = 8.0,
+    max_minutes: float | None = None,
 ) -> dict[str, Any]:
     """Train a :class:`BCPolicy` on the dataset at ``dataset_path``; save it to ``out_dir``.
 
@@ -155,6 +195,12 @@ def train_bc(
     256 for state, 64 for images. ``val_episodes`` None: 10% of the episodes (at least
     one when there are two or more). ``on_progress(step, steps, train_loss, val_loss)``
     is called after every step. Returns the training summary saved in ``policy.json``.
+
+    ``dataset_path`` may be several datasets with the same features (e.g. demonstrations
+    plus DAgger rollouts): they train together under one normalization, from their merged
+    statistics; validation episodes come from the first. ``max_minutes`` bounds the training
+    loop's wall time: the step count is cut to what fits (measured after the first steps),
+    and the learning-rate schedule follows the cut.
     """
     t0 = time.monotonic()
     if obs not in OBS_VARIANTS:
@@ -168,7 +214,11 @@ def train_bc(
         num_threads = 2 if obs == "images" else 1
     torch.set_num_threads(max(1, int(num_threads)))
 
-    ds = Dataset.open(dataset_path)
+    paths = [dataset_path] if isinstance(dataset_path, (str, Path)) else list(dataset_path)
+    if not paths:
+        raise TelecorderError("give at least one dataset to train on")
+    opened = [Dataset.open(p) for p in paths]
+    ds = opened[0]
     info = ds.info
     if obs == "state":
         if cameras:
@@ -188,18 +238,22 @@ def train_bc(
             raise DatasetError(f"{ds.root}: no cameras, which --obs images needs; train with --obs state")
         size = (int(image_size[0]), int(image_size[1]))
     batch = int(batch_size or DEFAULTS["batch_size"][obs])
+    for other in opened[1:]:
+        _check_compatible(ds, other, [*state_keys, "action"], cams)
     train_eps, val_eps = _split(ds, val_episodes)
+    merged_stats = _merged_stats(opened) if len(opened) > 1 else None
 
     common: dict[str, Any] = dict(
         cameras=cams, image_size=size, history=1, horizon=horizon, normalize=ACTION_NORMALIZE,
         state_normalize=STATE_NORMALIZE, state_key=list(state_keys), intervention_weight=intervention_weight,
-        policy_weight=policy_weight,
+        policy_weight=policy_weight, stats=merged_stats,
     )
     train_ds = TorchDataset(ds.root, episodes=train_eps, **common)
+    extra_ds = [TorchDataset(o.root, **common) for o in opened[1:]]
     val_ds = TorchDataset(ds.root, episodes=val_eps, **common) if val_eps else None
-    if len(train_ds) == 0:
+    if len(train_ds) + sum(len(e) for e in extra_ds) == 0:
         raise DatasetError(f"{ds.root}: no training samples left (every step has weight 0?)")
-    n_all = len(train_ds) + (len(val_ds) if val_ds is not None else 0)
+    n_all = len(train_ds) + sum(len(e) for e in extra_ds) + (len(val_ds) if val_ds is not None else 0)
     cache_bytes = n_all * len(cams) * 3 * (size[0] * size[1] if size else 0)
     if cache_bytes > max_cache_gb * 2**30:
         raise TelecorderError(
@@ -207,7 +261,7 @@ def train_bc(
             "use a smaller --image-size, fewer --cameras or fewer episodes"
         )
     workers = 2 if cams and n_all > 2000 else 0
-    train = _preload(train_ds, workers)
+    train = _concat([_preload(d, workers) for d in (train_ds, *extra_ds) if len(d)])
     val = _preload(val_ds, workers) if val_ds is not None and len(val_ds) else None
     state_dim = int(train["state"].shape[1])
     action_dim = int(train["action"].shape[2])
@@ -219,10 +273,13 @@ def train_bc(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup = min(100, max(1, steps // 20))
 
+    planned = steps
+    budget_s = None if max_minutes is None else max(1.0, 60.0 * max_minutes)
+
     def schedule(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     g = torch.Generator().manual_seed(seed)
@@ -234,7 +291,14 @@ def train_bc(
     val_loss: float | None = None
     model.train()
     t_train = time.monotonic()
-    for step in range(steps):
+    step = 0
+    while step < steps:
+        if budget_s is not None and step == min(50, steps // 10 + 1):
+            # Cut the run to the steps that fit the budget at the rate measured so far.
+            rate = step / max(1e-6, time.monotonic() - t_train)
+            left = budget_s - (time.monotonic() - t0)  # the budget covers loading the data too
+            steps = max(step + 1, min(steps, step + int(rate * left)))
+            every = eval_every or max(1, steps // 20)
         if uniform:
             idx = torch.randint(0, train["n"], (batch,), generator=g)
         else:
@@ -257,6 +321,9 @@ def train_bc(
             history.append({"step": step + 1, "train_loss": float(np.mean(losses[-every:])), "val_loss": val_loss})
         if on_progress is not None:
             on_progress(step + 1, steps, losses[-1], val_loss)
+        step += 1
+        if budget_s is not None and time.monotonic() - t0 > budget_s and step < steps:
+            steps = step  # slower than measured (a busy machine): stop at the budget
     train_s = time.monotonic() - t_train
     model.eval()
 
@@ -270,6 +337,8 @@ def train_bc(
     summary: dict[str, Any] = {
         "obs": obs,
         "steps": steps,
+        "planned_steps": planned,
+        "max_minutes": max_minutes,
         "batch_size": batch,
         "lr": lr,
         "weight_decay": weight_decay,
@@ -282,9 +351,11 @@ def train_bc(
         "final_val_loss": val_loss,
         "history": history,
         "dataset": str(ds.root.resolve()),
+        "extra_datasets": [str(o.root.resolve()) for o in opened[1:]],
         "train_episodes": train_eps,
         "val_episodes": val_eps,
         "train_samples": train["n"],
+        "extra_episodes": sum(len(e.records) for e in extra_ds),
         "val_samples": 0 if val is None else val["n"],
         "intervention_weight": intervention_weight,
         "policy_weight": policy_weight,
