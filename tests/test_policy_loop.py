@@ -345,3 +345,23 @@ def test_record_train_eval_dagger_round_trip_through_the_cli(tmp_path):
         proc = run(*cmd)
         assert proc.returncode == 2 and "model.safetensors" in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) <= 3
+
+
+@pytest.mark.slow
+def test_moving_the_leader_arm_takes_over_from_the_policy(tmp_path):
+    """The emulated operator starts moving the leader: past 0.2 rad the leader arm drives, ramped in."""
+    pytest.importorskip("mujoco")
+    pytest.importorskip("dynamixel_sdk")
+    out = tmp_path / "leader"
+    run(str(BIN / "collect"), "--device", "policy", "--policy", "toy_policies:drift", "--intervene", "leader_arm",
+        "--emulate", "--robot", "sim", "--sim-cameras", "none", "--episodes", "1", "--episode-time", "8",
+        "--reset-time", "0", "--seed", "3", "--out", str(out), check=True)
+    rec = json.loads((out / "meta" / "episodes.jsonl").read_text())
+    with h5py.File(out / "episodes" / "episode_000000.h5") as f:
+        intervention = f["intervention"][:].ravel()
+        action = f["action"][:].astype(np.float64)
+    assert rec["interventions"] == 1 and rec["human_steps"] == int(intervention.sum()) > 0
+    t = int(np.argmax(intervention))
+    assert t > 0 and intervention[t:].all(), "one takeover, kept until the end (nobody handed back)"
+    assert np.abs(action[t] - action[t - 1]).max() < 0.1
+    assert rec["success"], "the emulated operator finishes the pick after taking over"

@@ -519,7 +519,7 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             val_episodes=args.val_episodes, batch_size=args.batch_size, lr=args.lr, image_size=(height, width),
             cameras=cameras, seed=args.seed, intervention_weight=args.intervention_weight,
             policy_weight=args.policy_weight, on_progress=on_progress, overwrite=args.overwrite,
-            num_threads=args.threads, max_minutes=args.max_minutes,
+            num_threads=args.threads, max_minutes=args.max_minutes, state_noise=args.state_noise,
         )
     val = summary["final_val_loss"]
     console.print(
@@ -649,6 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", type=Path, nargs="+",
                    help="dataset folder(s); several (demos + DAgger rollouts) train together under one normalization")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
+    p.add_argument("--state-noise", type=float, default=0.0, metavar="SIGMA",
+                   help="Gaussian noise added to the normalized state in training (robustness to drift)")
     p.add_argument("--max-minutes", type=_positive_float, default=None,
                    help="wall-clock budget: fewer steps if --steps would not fit (loading included)")
     p.add_argument("--obs", choices=["state", "images"], default="state",

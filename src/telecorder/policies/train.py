@@ -186,6 +186,7 @@ def train_bc(
     num_threads: int | None = None,
     max_cache_gb: float = 8.0,
     max_minutes: float | None = None,
+    state_noise: float = 0.0,
 ) -> dict[str, Any]:
     """Train a :class:`BCPolicy` on the dataset at ``dataset_path``; save it to ``out_dir``.
 
@@ -306,7 +307,12 @@ def train_bc(
         images = {c: v[idx] for c, v in train["images"].items()}
         if augment and images and DEFAULTS["shift_pixels"]:
             images = {c: _random_shift(v, DEFAULTS["shift_pixels"], g) for c, v in images.items()}
-        pred = model(train["state"][idx], images)
+        state = train["state"][idx]
+        if state_noise > 0:
+            # Noise on the (normalized) state: the policy learns to act from states near the demonstrations',
+            # which is where its own errors take it in closed loop.
+            state = state + state_noise * torch.randn(state.shape, generator=g)
+        pred = model(state, images)
         loss = _masked_l1(pred, train["action"][idx], train["action_is_pad"][idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -345,6 +351,7 @@ def train_bc(
         "schedule": f"linear warm-up {warmup} steps, cosine decay to 0",
         "loss": "L1 on normalized actions, padded chunk rows masked",
         "augment": f"random shift +-{DEFAULTS['shift_pixels']} px" if augment and cams else None,
+        "state_noise": state_noise,
         "normalization": {"state": STATE_NORMALIZE, "action": ACTION_NORMALIZE},
         "initial_train_loss": losses[0],
         "final_train_loss": float(np.mean(losses[-tail:])),
