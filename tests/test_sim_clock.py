@@ -163,8 +163,20 @@ def test_env_state_is_off_by_default_and_needs_the_cube(tmp_path: Path) -> None:
     robot = SimRobot(env_state=True)
     try:
         robot.connect()
+        from telecorder.sim.symmetry import canonical_cube_quat
+
         pos, quat = robot.env.cube_pose()
-        np.testing.assert_allclose(robot.observe()[ENV_STATE], np.concatenate([pos, quat]), atol=1e-6)
+        np.testing.assert_allclose(robot.observe()[ENV_STATE], np.concatenate([pos, canonical_cube_quat(quat)]),
+                                   atol=1e-6)
+        # The same physical pose reads the same: the cube turned by a quarter turn about any axis.
+        first = robot.observe()[ENV_STATE]
+        for axis in range(3):
+            turn = np.zeros(4)
+            turn[0] = turn[1 + axis] = np.sqrt(0.5)
+            from telecorder.sim.symmetry import quat_mul
+
+            robot.env.place_cube(pos, quat_mul(quat, turn))
+            np.testing.assert_allclose(robot.observe()[ENV_STATE], first, atol=1e-5)
     finally:
         robot.disconnect()
 
@@ -174,6 +186,25 @@ def test_env_state_is_off_by_default_and_needs_the_cube(tmp_path: Path) -> None:
         SimRobot(_write_arm(tmp_path), env_state=True)
     with pytest.raises(TelecorderError, match="env-state"):
         make_devices(DeviceConfig(robot="dynamixel", device="leader_arm", env_state=True))
+
+
+def test_canonical_cube_orientation_is_the_equivalent_nearest_the_identity():
+    from telecorder.sim.symmetry import CUBE_SYMMETRIES, canonical_cube_quat, quat_mul
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        c = canonical_cube_quat(q)
+        assert c[0] >= 0 and abs(np.linalg.norm(c) - 1) < 1e-9
+        # It is one of q's 24 equivalents, and none of them is nearer the identity.
+        equivalents = np.array([quat_mul(q, g) for g in CUBE_SYMMETRIES])
+        assert np.isclose(np.abs(equivalents @ c), 1.0).any()
+        assert c[0] >= np.abs(equivalents[:, 0]).max() - 1e-12
+    for yaw_deg, expected in ((30, 30), (100, 10), (-170, 10), (44, 44), (46, -44)):
+        y = np.radians(yaw_deg)
+        c = canonical_cube_quat(np.array([np.cos(y / 2), 0, 0, np.sin(y / 2)]))
+        assert np.degrees(2 * np.arctan2(c[3], c[0])) == pytest.approx(expected)
 
 
 # ---------------------------------------------------------------- doctor and the clock
