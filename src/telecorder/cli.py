@@ -649,8 +649,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", type=Path, nargs="+",
                    help="dataset folder(s); several (demos + DAgger rollouts) train together under one normalization")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
-    p.add_argument("--state-noise", type=float, default=0.0, metavar="SIGMA",
-                   help="Gaussian noise added to the normalized state in training (robustness to drift)")
+    p.add_argument("--state-noise", type=float, default=0.05, metavar="SIGMA",
+                   help="Gaussian noise on the normalized state in training, for robustness to the policy's own "
+                        "drift (default 0.05; 0 turns it off)")
     p.add_argument("--max-minutes", type=_positive_float, default=None,
                    help="wall-clock budget: fewer steps if --steps would not fit (loading included)")
     p.add_argument("--obs", choices=["state", "images"], default="state",

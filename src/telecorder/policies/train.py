@@ -58,6 +58,10 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-4,
     "image_size": (96, 96),
     "shift_pixels": 4,
+    # Noise (in normalized units) on the training states. Measured on the sim task, state policy,
+    # 50 demos, 50 evaluation episodes: 0 -> 76-84% success (4 runs), 0.02 -> 78%, 0.05 -> 88-92%
+    # (3 runs), 0.1 -> 80%.
+    "state_noise": 0.05,
 }
 ProgressFn = Callable[[int, int, float, float | None], None]
 
@@ -186,7 +190,7 @@ def train_bc(
     num_threads: int | None = None,
     max_cache_gb: float = 8.0,
     max_minutes: float | None = None,
-    state_noise: float = 0.0,
+    state_noise: float = DEFAULTS["state_noise"],
 ) -> dict[str, Any]:
     """Train a :class:`BCPolicy` on the dataset at ``dataset_path``; save it to ``out_dir``.
 
@@ -201,7 +205,9 @@ def train_bc(
     plus DAgger rollouts): they train together under one normalization, from their merged
     statistics; validation episodes come from the first. ``max_minutes`` bounds the training
     loop's wall time: the step count is cut to what fits (measured after the first steps),
-    and the learning-rate schedule follows the cut.
+    and the learning-rate schedule follows the cut. ``state_noise`` is the standard deviation
+    of Gaussian noise added to the normalized training states (DART-like robustness: the
+    policy learns to act from states near the demonstrations', where its own errors lead).
     """
     t0 = time.monotonic()
     if obs not in OBS_VARIANTS:
