@@ -122,7 +122,8 @@ def main() -> None:
                         for line in (rollouts / "meta" / "episodes.jsonl").read_text().splitlines())
             training.append(rollouts)
             policy = work / f"dagger_{r}"
-            row = train(training, policy, *state_args)
+            # HG-DAgger: learn from the expert's corrections only, not from the policy's own actions.
+            row = train(training, policy, *state_args, "--policy-weight", "0")
             row.update(evaluate(policy, n_eval))
             total = 10 + 10 * r
             bc = train([demos(work / f"demos{total}", total)], work / f"bc_{total}", *state_args)

@@ -54,11 +54,15 @@ def _eef_positions(ds_path):
 
 
 @pytest.mark.slow
-def test_vr_pose_stream_moves_the_eef_along_the_mapped_path(tmp_path):
+@pytest.mark.parametrize("realtime", [True, False], ids=["wall-clock", "simulated-time"])
+def test_vr_pose_stream_moves_the_eef_along_the_mapped_path(tmp_path, realtime):
+    # On simulated time the stream replays by the simulation's clock: the same path, just faster.
     stream = tmp_path / "circle.jsonl"
     _circle_stream(stream)
-    robot, teleop, cameras = make_devices(DeviceConfig(device="vr", pose_stream=stream, sim_cameras=[], fps=FPS))
-    cfg = SessionConfig(out=tmp_path / "vr", episodes=1, episode_time_s=4.2, reset_time_s=0, fps=FPS)
+    robot, teleop, cameras = make_devices(DeviceConfig(device="vr", pose_stream=stream, sim_cameras=[], fps=FPS,
+                                                       realtime=realtime))
+    cfg = SessionConfig(out=tmp_path / "vr", episodes=1, episode_time_s=4.2, reset_time_s=0, fps=FPS,
+                        realtime=realtime)
     RecordingSession(robot, teleop, cameras, cfg, console=Console(quiet=True)).run()
     t, measured, cmd = _eef_positions(tmp_path / "vr")
 

@@ -242,7 +242,9 @@ def _eef_device(cfg: DeviceConfig) -> tuple[Robot, Teleop]:
 
         mapping = VRMapping(scale=cfg.vr_scale, axes=cfg.vr_axes)
         if cfg.pose_stream is not None:
-            stream = PoseStreamSource(cfg.pose_stream, hand=cfg.vr_hand)
+            # On simulated time the stream replays by the simulation's clock, as the loop runs.
+            clock = None if cfg.realtime else (lambda: robot.env.time)
+            stream = PoseStreamSource(cfg.pose_stream, hand=cfg.vr_hand, clock=clock)
             source, restart = vr_source(stream, mapping)
             return robot, EEFTeleop(robot, source, device_type="vr", fps=cfg.fps, on_episode_start=restart,
                                     on_rebase=mapping.reset)

@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,32 +191,37 @@ def write_pose_stream(path: str | os.PathLike[str], samples: Iterable[Controller
 
 
 class PoseStreamSource:
-    """Replays one hand of a recorded pose stream against the wall clock.
+    """Replays one hand of a recorded pose stream against the wall clock (or another clock).
 
     ``t`` in the stream is seconds since the recording started, so :meth:`current` returns the
-    latest sample with ``t <= elapsed``, ``elapsed`` counted from :meth:`start`.
+    latest sample with ``t <= elapsed``, ``elapsed`` counted from :meth:`start`. ``clock``
+    (seconds) replaces the wall clock, e.g. by the simulation's time under ``--no-realtime``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], hand: str = "right") -> None:
+    def __init__(self, path: str | os.PathLike[str], hand: str = "right",
+                 clock: Callable[[], float] | None = None) -> None:
         if hand not in HANDS:
             raise ValueError(f"hand must be one of {HANDS}, got {hand!r}")
         self.path = Path(path)
         self.hand = hand
         self.samples = [s for s in load_pose_stream(self.path) if s.hand == hand]
         self._times = [s.t for s in self.samples]
-        self._start_ns: int | None = None
+        self._clock = clock or (lambda: time.monotonic_ns() / 1e9)
+        self._start: float | None = None
 
     def start(self) -> None:
-        self._start_ns = time.monotonic_ns()
+        self._start = self._clock()
 
     def elapsed(self) -> float:
-        if self._start_ns is None:
+        if self._start is None:
             raise RuntimeError("PoseStreamSource.start() was not called")
-        return (time.monotonic_ns() - self._start_ns) / 1e9
+        return self._clock() - self._start
 
     def sample_at(self, elapsed: float) -> ControllerSample | None:
         """Latest sample with ``t <= elapsed``; None before the first one."""
-        i = bisect.bisect_right(self._times, elapsed)
+        # A microsecond of slack: a simulated clock sums its steps in floating point, and a sample
+        # stamped exactly on a tick must not slip to the next one.
+        i = bisect.bisect_right(self._times, elapsed + 1e-6)
         return self.samples[i - 1] if i else None
 
     def current(self) -> ControllerSample | None:
