@@ -95,14 +95,8 @@ def main() -> None:
         row = train([demos50], work / "bc_state", *state_args)
         row.update(evaluate(work / "bc_state", n_eval))
         results["state"] = row
+        save(args.json, results)
         print(f"state BC (50 demos): {row['success_rate']:.0%} {row['ci95']}", flush=True)
-
-    if "images" in args.only:
-        row = train([demos50], work / "bc_images", "--obs", "images", "--image-size", "96x96",
-                    "--val-episodes", "0", "--max-minutes", str(args.image_minutes))
-        row.update(evaluate(work / "bc_images", n_eval))
-        results["images"] = row
-        print(f"image BC (50 demos): {row['success_rate']:.0%} {row['ci95']}", flush=True)
 
     if "dagger" in args.only:
         rounds: list[dict[str, Any]] = []
@@ -133,6 +127,15 @@ def main() -> None:
             print(f"DAgger round {r} ({total} episodes): {row['success_rate']:.0%} vs BC {bc['success_rate']:.0%}",
                   flush=True)
         results["dagger"] = rounds
+        save(args.json, results)
+
+    if "images" in args.only:
+        row = train([demos50], work / "bc_images", "--obs", "images", "--image-size", "96x96",
+                    "--val-episodes", "0", "--max-minutes", str(args.image_minutes))
+        row.update(evaluate(work / "bc_images", n_eval))
+        results["images"] = row
+        save(args.json, results)
+        print(f"image BC (50 demos): {row['success_rate']:.0%} {row['ci95']}", flush=True)
 
     if "timing" in args.only:
         policy = work / "bc_images"
@@ -146,9 +149,13 @@ def main() -> None:
         print(f"timing at 30 Hz: {row['ticks_on_time']:.2%} ticks on time, {row['held_ticks']} held "
               f"of {row['steps']}", flush=True)
 
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    save(args.json, results)
     print(table(results))
+
+
+def save(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
 
 
 def table(r: dict[str, Any]) -> str:
