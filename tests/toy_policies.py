@@ -31,6 +31,19 @@ class Drift(Policy):
         return chunk
 
 
+class Hold(Policy):
+    """Keeps the arm where it is: never does the task, never undoes what someone else did."""
+
+    spec = PolicySpec(action_dim=ARM_DIM, horizon=10)
+
+    def predict(self, observation):
+        return np.repeat(np.asarray(observation["state"][-1], dtype=np.float64)[None], 10, axis=0)
+
+
+def hold() -> Hold:
+    return Hold()
+
+
 def drift() -> Drift:
     return Drift()
 

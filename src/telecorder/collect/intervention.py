@@ -8,11 +8,13 @@ policy's last command to the operator's over ``ramp_s`` seconds, within the same
 step limit as teleoperation, and handing back clamps the policy's first commands the
 same way.
 
-``expert``: in simulation the scripted expert plays the operator. It follows its own plan
-for the episode every tick; when the arm strays from that plan by more than
-``expert_threshold`` rad (or the gripper command disagrees by more than half its range) it
-takes over, and it hands back once the arm has tracked the plan within
-``expert_back`` rad for ``back_s`` seconds. That makes DAgger measurable with nobody present.
+``expert``: in simulation the scripted expert plays the operator. It keeps a plan for the
+episode; when the arm strays from that plan by more than ``expert_threshold`` rad (or the
+gripper command disagrees by more than half its range) it takes over, planning the rest of
+the task from the state the policy left (the lift, if the cube is already in the gripper),
+so its actions label the states the policy visits, as DAgger needs. It hands back once the
+arm has tracked its plan within ``expert_back`` rad for ``back_s`` seconds. That makes
+DAgger measurable with nobody present.
 
 Every step records ``intervention`` (True where the human/expert acted) and
 ``action_source`` (0 policy, 1 human); the episode's record counts ``human_steps``.
@@ -47,6 +49,10 @@ class ExpertCorrector(Teleop):
 
     def start_episode(self) -> None:
         self.expert.reset()
+
+    def rebase(self) -> None:
+        """Taking over: plan from the state the policy left, so the corrections are labels for that state."""
+        self.expert.replan()
 
     def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
         return TeleopOutput(self.expert.act())
@@ -139,9 +145,8 @@ class InterventionTeleop(Teleop):
 
         if toggle and not self.human_acting:
             self._take_over(state)
-            if self.kind != "expert" or out is None:
-                out = self.human.read(observation)  # from the rebased device: starts where the arm stands
-                events |= out.events
+            out = self.human.read(observation)  # from the rebased device: starts where the arm stands
+            events |= out.events
         elif toggle and self.human_acting:
             self.human_acting = False
             self._rest = None

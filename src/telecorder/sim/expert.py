@@ -119,6 +119,40 @@ class ScriptedExpert:
         self._q_pre = self.kin.ik(self._pre_pos, self._rot, seed, max_iters=200, restarts=10).q
         self._q_cmd = self._q_start.copy()
 
+    def replan(self) -> None:
+        """Plan the rest of the task from the arm's current state (a corrector taking over).
+
+        With the cube between the closed fingers, the plan is the lift from where the gripper
+        is. With the gripper open above the cube (within 1.5 cm of the grasp axis, between the
+        grasp and the pre-grasp heights), it is the descent from there. Otherwise it is a
+        fresh pick from the current pose, which opens the gripper on the way.
+        """
+        q = self.env.joint_positions()
+        arm = q[self._arm_idx]
+        ee, rot = self.kin.fk(arm)
+        cube, _ = self.env.cube_pose()
+        holding = float(q[self._grip_idx]) < 0.9 and float(np.linalg.norm(cube - ee)) < 0.03
+        self.reset()  # fresh timings and grasp from the current pose and cube
+        p = self.plan
+        if not holding:
+            above = (float(q[self._grip_idx]) > 0.9
+                     and float(np.linalg.norm(ee[:2] - self._grasp_pos[:2])) < 0.015
+                     and self._grasp_pos[2] - 0.005 <= ee[2] <= self._pre_pos[2] + 0.02)
+            if above:
+                # Descend from here: the descent interpolates from the pre-grasp point to the grasp.
+                self._pre_pos = ee.copy()
+                self._q_pre = arm.copy()
+                self._q_cmd = arm.copy()
+                self._t = p.t_approach
+                self.phase = "descend"
+            return
+        self._rot = rot
+        self._grasp_pos = ee.copy()
+        self._lift_pos = np.array([ee[0], ee[1], self.env.cube_rest_z + GRASP_ABOVE_CENTER + p.lift_height])
+        self._q_cmd = arm.copy()
+        self._t = p.t_approach + p.t_descend + p.t_settle + p.t_close + p.t_grip
+        self.phase = "lift"
+
     def _plan_grasp(self) -> None:
         """Grasp orientation and pre-grasp / grasp / lift positions from the cube's current pose."""
         pos, quat = self.env.cube_pose()
