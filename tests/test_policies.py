@@ -279,13 +279,18 @@ def test_intervention_weights_and_filtering(state_ds: tuple[Path, list]) -> None
         item = weighted[i]
         assert float(item["weight"]) == w[i] and bool(item["intervention"]) == (w[i] == 5.0)
 
-    only_human = TorchDataset(root, image_size=None, policy_weight=0.0, intervention_weight=1.0)
+    # policy_weight 0 alone keeps the human-labelled steps (weight 1): corrections only.
+    only_human = TorchDataset(root, image_size=None, policy_weight=0.0)
     assert len(only_human) == n_human
     assert np.array_equal(only_human.sample_weights(), np.ones(n_human))
     items = [only_human[i] for i in range(len(only_human))]
     assert all(bool(it["intervention"]) for it in items)
     assert [int(it["step_index"]) for it in items[:3]] == [0, 3, 6]
     assert only_human.locate(1) == (0, 3)
+    # ...and the policy's actions later in a chunk are no labels: masked like padding.
+    chunked = TorchDataset(root, image_size=None, policy_weight=0.0, horizon=4)
+    np.testing.assert_array_equal(chunked[0]["action_is_pad"].numpy(), [False, True, True, False])
+    assert not TorchDataset(root, image_size=None, horizon=4)[0]["action_is_pad"].any()
 
     drop_human = TorchDataset(root, image_size=None, intervention_weight=0.0)
     assert len(drop_human) == n - n_human and not any(bool(drop_human[i]["intervention"]) for i in range(5))

@@ -667,7 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cameras", default=None, help="comma-separated cameras for --obs images (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of initialization and sampling (default 0)")
     p.add_argument("--intervention-weight", type=float, default=None,
-                   help="sampling weight of human-labelled steps of intervention episodes (default: as policy steps)")
+                   help="sampling weight of human-labelled steps of intervention episodes (default 1)")
     p.add_argument("--policy-weight", type=float, default=1.0,
                    help="sampling weight of policy-acted steps (default 1; 0 drops them)")
     p.add_argument("--threads", type=int, default=None,

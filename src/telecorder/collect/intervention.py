@@ -12,8 +12,9 @@ same way.
 episode; when the arm strays from that plan by more than ``expert_threshold`` rad (or the
 gripper command disagrees by more than half its range) it takes over, planning the rest of
 the task from the state the policy left (the lift, if the cube is already in the gripper),
-so its actions label the states the policy visits, as DAgger needs. It hands back once the
-arm has tracked its plan within ``expert_back`` rad for ``back_s`` seconds. That makes
+so its actions label the states the policy visits, as DAgger needs. It hands back once it
+has finished the phase of its plan it took over in (reached the pre-grasp pose, the grasp,
+...) with the arm tracking the plan within ``expert_back`` rad for ``back_s`` seconds. That makes
 DAgger measurable with nobody present.
 
 Every step records ``intervention`` (True where the human/expert acted) and
@@ -53,6 +54,11 @@ class ExpertCorrector(Teleop):
     def rebase(self) -> None:
         """Taking over: plan from the state the policy left, so the corrections are labels for that state."""
         self.expert.replan()
+        self._phase_at_takeover = self.expert.phase
+
+    def at_waypoint(self) -> bool:
+        """Whether the expert has finished the phase it took over in (reached the next waypoint of its plan)."""
+        return self.expert.phase != getattr(self, "_phase_at_takeover", None)
 
     def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
         return TeleopOutput(self.expert.act())
@@ -224,4 +230,7 @@ class InterventionTeleop(Teleop):
         plan = np.asarray(out.action, dtype=np.float64)
         close = np.abs(self._arm(state) - self._arm(plan)).max() < self.expert_back
         self._on_track = self._on_track + 1 if close else 0
-        return self._on_track >= self.back_ticks
+        # Handing back mid-motion would give the policy a state the plan is rushing through; the
+        # expert hands back at the next waypoint of its plan (the end of a phase), on track there.
+        at_waypoint = getattr(self.human, "at_waypoint", None)
+        return self._on_track >= self.back_ticks and (at_waypoint is None or at_waypoint())

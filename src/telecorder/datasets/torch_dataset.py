@@ -175,11 +175,13 @@ class TorchDataset(_TorchBase):
     the same as ``normalize``, which applies to actions).
 
     ``intervention_weight`` / ``policy_weight`` weight the steps of intervention data
-    (HG-DAgger): a human-labelled step weighs ``intervention_weight`` (when given), a
+    (HG-DAgger): a human-labelled step weighs ``intervention_weight`` (default 1), a
     policy-acted one ``policy_weight``, a step of an episode without the feature 1.0. Steps
     of weight 0 are left out of the index (``policy_weight=0`` keeps only human-labelled
     steps). :meth:`sample_weights` gives the weights for a ``WeightedRandomSampler``. Only
     with a weight option given does construction read the episode files' ``intervention``.
+    With ``policy_weight=0`` the policy's actions are no labels at all: chunk rows the policy
+    produced (after a hand-back) are marked in ``action_is_pad``.
 
     ``normalize_mask`` (one bool per action dimension, False = leave raw, e.g. a gripper)
     applies to actions; states are normalized in every dimension. ``episodes`` selects
@@ -295,7 +297,9 @@ class TorchDataset(_TorchBase):
             flags = _intervention_flags(reader)
         if flags is None:
             return np.ones(int(rec["length"]), dtype=np.float64)
-        human = self.policy_weight if self.intervention_weight is None else self.intervention_weight
+        # A human-labelled step is a demonstration: weight 1 unless told otherwise, whatever the
+        # policy steps weigh (policy_weight=0 must keep the corrections, not drop everything).
+        human = 1.0 if self.intervention_weight is None else self.intervention_weight
         return np.where(flags, human, self.policy_weight).astype(np.float64)
 
     def sample_weights(self) -> np.ndarray:
@@ -377,6 +381,10 @@ class TorchDataset(_TorchBase):
         hist = np.maximum(hist, 0)
         chunk = np.arange(step, step + self.horizon)
         action_is_pad = chunk >= length
+        if self.policy_weight == 0 and ep.intervention is not None:
+            # Learning from corrections only: the policy's own actions later in the chunk (after a
+            # hand-back) are no labels either, so they are masked like padding.
+            action_is_pad = action_is_pad | ~ep.intervention[np.minimum(chunk, length - 1)]
         action = ep.action[np.minimum(chunk, length - 1)]
         if self.pad == "zero":
             action = np.where(action_is_pad[:, None], np.float32(0), action)

@@ -139,12 +139,21 @@ class ScriptedExpert:
                      and float(np.linalg.norm(ee[:2] - self._grasp_pos[:2])) < 0.015
                      and self._grasp_pos[2] - 0.005 <= ee[2] <= self._pre_pos[2] + 0.02)
             if above:
-                # Descend from here: the descent interpolates from the pre-grasp point to the grasp.
+                # Descend from here: the descent interpolates from the pre-grasp point to the grasp,
+                # in the share of its time that the remaining height needs.
+                full = max(1e-6, p.approach_height)
+                p.t_descend *= float(np.clip((ee[2] - self._grasp_pos[2]) / full, 0.25, 1.0))
                 self._pre_pos = ee.copy()
                 self._q_pre = arm.copy()
                 self._q_cmd = arm.copy()
                 self._t = p.t_approach
                 self.phase = "descend"
+            else:
+                # A fresh approach at the demonstrations' pace: a short way takes a short time
+                # (never the crawl of a full-length move over a few centimetres).
+                home = self.kin.home
+                full = max(1e-6, float(np.abs(self._q_pre - home).max()))
+                p.t_approach *= float(np.clip(np.abs(self._q_pre - arm).max() / full, 0.25, 1.0))
             return
         self._rot = rot
         self._grasp_pos = ee.copy()
