@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/sim_cameras.py
 	$(BIN)/python benchmarks/fault_campaign.py
+	$(BIN)/python benchmarks/bc.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
