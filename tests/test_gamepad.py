@@ -305,6 +305,8 @@ def test_keyboard_episode_keys(pg: object) -> None:
         assert kb.read().events == {Event.STOP}
         pygame.event.post(pygame.event.Event(pygame.QUIT))
         assert kb.read().events == {Event.STOP}
+        _key(pygame.KEYDOWN, pygame.K_i)  # take over from a policy / hand back
+        assert kb.read().events == {Event.INTERVENE}
 
 
 def test_keyboard_focus_loss_releases_keys(pg: object) -> None:

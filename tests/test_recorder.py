@@ -126,6 +126,7 @@ def test_terminal_key_parsing():
     assert parse_keys(b"\x1b") == [Event.STOP]
     assert parse_keys(b"Q") == [Event.STOP]
     assert parse_keys(b"\x1b[Ax") == []
+    assert parse_keys(b"i") == [Event.INTERVENE]
 
 
 def test_frozen_network_camera_is_detected_within_a_second():

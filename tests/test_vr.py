@@ -184,6 +184,7 @@ def test_mapping_gripper_and_button_events():
         Event.DISCARD_EPISODE
     }
     assert mapping.update(None, p, r).events == set()
+    assert mapping.update(_sample(0, [0, 1, 0], buttons={"x": True}), p, r).events == {Event.INTERVENE}
 
 
 def test_openxr_client_without_runtime_raises_device_error(monkeypatch, tmp_path: Path):
