@@ -16,7 +16,7 @@ On the built-in pick-and-lift task, with fixed seeds, every step through the CLI
 Evaluation episodes use seeds no demonstration used. Results go to
 ``benchmarks/results/bc.json`` and a Markdown table is printed.
 
-    python benchmarks/bc.py                     # everything (about 35-40 minutes)
+    python benchmarks/bc.py                     # everything (about 20 minutes on 2 cores)
     python benchmarks/bc.py --only state dagger # a subset
     python benchmarks/bc.py --image-minutes 5   # a smaller image-training budget
 """
