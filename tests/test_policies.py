@@ -338,3 +338,35 @@ def test_train_command_writes_a_loadable_checkpoint(state_ds: tuple[Path, list],
     assert main(argv) == 2  # refuses a non-empty folder
     assert "--overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
+
+
+def test_trains_on_a_lerobot_dataset_found_in_the_wild(tmp_path: Path) -> None:
+    """A public LeRobot dataset (Unitree G1, 26-D joint state, no object pose) converts, trains and runs."""
+    from conftest import SHARED
+
+    from telecorder.converters.pipeline import ConvertOptions, convert
+    from telecorder.datasets.episode_file import EpisodeReader
+    from telecorder.policies.loading import load_policy
+    from telecorder.policies.runner import PolicyRunner
+
+    src = SHARED / "samples" / "YifanTian07_G1-policy-train"
+    if not src.exists():
+        pytest.skip(f"sample dataset not present at {src}")
+    native = tmp_path / "g1"
+    convert(src, native, ConvertOptions(to="native", episodes=list(range(10)), reader_options={"tabular_only": True}))
+    with pytest.raises(DatasetError, match=r"--state-keys observation\.state"):
+        train_bc(native, tmp_path / "x", steps=1)
+    summary = train_bc(native, tmp_path / "ckpt", steps=150, state_keys=["observation.state"], val_episodes=1)
+    assert summary["final_train_loss"] < summary["initial_train_loss"]
+    policy = load_policy(tmp_path / "ckpt")
+    assert policy.spec.state_keys == ("observation.state",) and policy.spec.action_dim == 26
+    runner = PolicyRunner(policy, fps=30, realtime=False, record_source=False, max_step=100.0)
+    runner.connect()
+    runner.start_episode()
+    with EpisodeReader(native / "episodes" / "episode_000009.h5") as reader:
+        state, action = reader.numeric("observation.state"), reader.numeric("action")
+    out = np.stack([runner.step({"observation.state": state[t]})[0] for t in range(20)])
+    runner.disconnect()
+    assert out.shape == (20, 26) and np.isfinite(out).all()
+    # Held-out episode: the policy's actions are nearer the recorded ones than a constant guess is.
+    assert np.abs(out - action[:20]).mean() < np.abs(action[:20] - action.mean(0)).mean() + 1e-9

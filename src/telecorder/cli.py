@@ -520,6 +520,7 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             cameras=cameras, seed=args.seed, intervention_weight=args.intervention_weight,
             policy_weight=args.policy_weight, on_progress=on_progress, overwrite=args.overwrite,
             num_threads=args.threads, max_minutes=args.max_minutes, state_noise=args.state_noise,
+            state_keys=None if args.state_keys is None else [k.strip() for k in args.state_keys.split(",") if k.strip()],
         )
     val = summary["final_val_loss"]
     console.print(
@@ -649,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", type=Path, nargs="+",
                    help="dataset folder(s); several (demos + DAgger rollouts) train together under one normalization")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
+    p.add_argument("--state-keys", metavar="A,B",
+                   help="numeric features concatenated into the state (default: observation.state, plus "
+                        "observation.environment_state for --obs state)")
     p.add_argument("--state-noise", type=float, default=0.05, metavar="SIGMA",
                    help="Gaussian noise on the normalized state in training, for robustness to the policy's own "
                         "drift (default 0.05; 0 turns it off)")

@@ -191,11 +191,13 @@ def train_bc(
     max_cache_gb: float = 8.0,
     max_minutes: float | None = None,
     state_noise: float = DEFAULTS["state_noise"],
+    state_keys: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Train a :class:`BCPolicy` on the dataset at ``dataset_path``; save it to ``out_dir``.
 
     ``obs="state"``: the joint state plus ``observation.environment_state`` (the object
-    pose), no cameras; ``obs="images"``: ``cameras`` (default: all) resized to
+    pose), no cameras (``state_keys`` chooses other numeric features, e.g. the joint state
+    alone for a dataset without object poses); ``obs="images"``: ``cameras`` (default: all) resized to
     ``image_size`` = ``(height, width)`` plus ``observation.state``. ``batch_size`` None:
     256 for state, 64 for images. ``val_episodes`` None: 10% of the episodes (at least
     one when there are two or more). ``on_progress(step, steps, train_loss, val_loss)``
@@ -230,20 +232,25 @@ def train_bc(
     if obs == "state":
         if cameras:
             raise TelecorderError("--cameras applies to --obs images; --obs state uses no cameras")
-        if ENV_STATE_KEY not in info.features:
+        if state_keys is None and ENV_STATE_KEY not in info.features:
             raise DatasetError(
                 f"{ds.root}: no feature {ENV_STATE_KEY!r} (the object pose), which --obs state needs; "
-                "record with the environment state, or train with --obs images"
+                "record with the environment state, train with --obs images, or choose the state "
+                f"yourself (--state-keys {STATE_KEY} for the joint state alone)"
             )
-        state_keys: tuple[str, ...] = (STATE_KEY, ENV_STATE_KEY)
+        state_keys = tuple(state_keys or (STATE_KEY, ENV_STATE_KEY))
         cams: list[str] = []
         size: tuple[int, int] | None = None
     else:
-        state_keys = (STATE_KEY,)
+        state_keys = tuple(state_keys or (STATE_KEY,))
         cams = list(info.cameras if cameras is None else cameras)
         if not cams:
             raise DatasetError(f"{ds.root}: no cameras, which --obs images needs; train with --obs state")
         size = (int(image_size[0]), int(image_size[1]))
+    missing = [k for k in state_keys if k not in info.features]
+    if missing:
+        raise DatasetError(f"{ds.root}: no feature {missing[0]!r} for the state (numeric features: "
+                           f"{[f.name for f in info.numeric_features]})")
     batch = int(batch_size or DEFAULTS["batch_size"][obs])
     for other in opened[1:]:
         _check_compatible(ds, other, [*state_keys, "action"], cams)
