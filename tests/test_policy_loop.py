@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from test_cli import run as cli_run
 
 from telecorder.collect.interfaces import Event
 from telecorder.policies import Policy, PolicyError, PolicySpec
@@ -22,13 +22,9 @@ TESTS = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
 
 
-def run(*args: str, check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"), "COLUMNS": "160",
-           "PYTHONPATH": str(TESTS)}
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{args} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    # The toy policies load as module:factory from the tests folder.
+    return cli_run(*args, check=check, extra_env={"PYTHONPATH": str(TESTS), "COLUMNS": "160"})
 
 
 class Scripted(Policy):

@@ -52,7 +52,7 @@ class DeviceConfig:
     # Pace the loop by simulated time instead of the wall clock (--no-realtime; sim only).
     realtime: bool = True
     # --device policy: the checkpoint folder or module:factory, who may take over, how chunks run.
-    policy: str | None = None
+    policy: object = None  # a checkpoint folder or module:factory string, or a loaded Policy
     intervene: str | None = None
     task: str = ""
     execute_steps: int | None = None

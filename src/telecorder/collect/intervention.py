@@ -44,6 +44,7 @@ class ExpertCorrector(Teleop):
 
         self.robot = robot
         self.expert = ScriptedExpert(robot.env, seed=seed)
+        self._phase_at_takeover: str | None = None
 
     def connect(self) -> None:
         pass
@@ -58,7 +59,7 @@ class ExpertCorrector(Teleop):
 
     def at_waypoint(self) -> bool:
         """Whether the expert has finished the phase it took over in (reached the next waypoint of its plan)."""
-        return self.expert.phase != getattr(self, "_phase_at_takeover", None)
+        return self.expert.phase != self._phase_at_takeover
 
     def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
         return TeleopOutput(self.expert.act())

@@ -16,7 +16,11 @@ def policy_devices(
     build_pair: Callable[[Any, list[Callable[[], None]]], tuple[Robot, Teleop]],
     build_follower: Callable[[Any, list[Callable[[], None]]], Robot],
 ) -> tuple[Robot, Teleop]:
-    """The follower and the policy runner (wrapped for interventions when ``cfg.intervene`` is set)."""
+    """The follower and the policy runner (wrapped for interventions when ``cfg.intervene`` is set).
+
+    ``cfg.policy`` is a reference for :func:`load_policy`, or a :class:`Policy` already loaded.
+    """
+    from ..policies.base import Policy
     from ..policies.loading import load_policy
     from ..policies.runner import PolicyRunner
     from .intervention import INTERVENERS, ExpertCorrector, InterventionTeleop
@@ -26,7 +30,7 @@ def policy_devices(
                               "or --policy module:factory (your own Policy)")
     if cfg.intervene is not None and cfg.intervene not in INTERVENERS:
         raise TelecorderError(f"--intervene {cfg.intervene}: choose one of {', '.join(INTERVENERS)}")
-    policy = load_policy(cfg.policy)
+    policy = cfg.policy if isinstance(cfg.policy, Policy) else load_policy(cfg.policy)
     cleanups.append(policy.close)
     human: Teleop | None = None
     if cfg.intervene in (None, "expert"):

@@ -56,23 +56,23 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
 
     if cfg.episodes < 1:
         raise TelecorderError("--episodes must be at least 1")
-    # Read the policy's spec first: it says which cameras, image size and state the sim must provide.
-    probe = load_policy(cfg.policy)
-    spec = probe.spec
-    probe.close()
+    keep = cfg.out is not None
+    if keep and cfg.out.exists() and any(cfg.out.iterdir()):
+        raise TelecorderError(f"{cfg.out} exists and is not empty; choose a new --out folder for the rollouts")
+    # The policy's spec says which cameras, image size and state the sim must provide; the session
+    # then runs this same loaded policy (and closes it).
+    policy = load_policy(cfg.policy)
+    spec = policy.spec
     fps = cfg.fps or spec.fps or 30.0
     size = cfg.camera_size
     if size is None:
         size = (spec.image_size[1], spec.image_size[0]) if spec.image_size else (640, 480)
-    keep = cfg.out is not None
     out = cfg.out if keep else Path(tempfile.mkdtemp(prefix="telecorder-eval-")) / "rollouts"
-    if keep and out.exists() and any(out.iterdir()):
-        raise TelecorderError(f"{out} exists and is not empty; choose a new --out folder for the rollouts")
     console = console or Console(quiet=True)
     try:
         robot, teleop, cameras = make_devices(DeviceConfig(
             robot="sim", device="policy", robot_model=cfg.robot_model, fps=fps, seed=cfg.seed,
-            sim_cameras=list(spec.cameras), camera_size=size, camera_fps=fps, policy=cfg.policy,
+            sim_cameras=list(spec.cameras), camera_size=size, camera_fps=fps, policy=policy,
             intervene=cfg.intervene, task=cfg.task if cfg.task is not None else "pick up the cube",
             execute_steps=cfg.execute_steps, ensemble=cfg.ensemble, realtime=cfg.realtime,
             env_state="observation.environment_state" in spec.state_keys,

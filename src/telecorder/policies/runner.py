@@ -109,7 +109,6 @@ class PolicyRunner(Teleop):
         self._generation = 0
         self._frames: dict[str, Frame | Future[Frame]] = {}
         self._reset_episode()
-        self.inference_s: list[float] = []
 
     # -- Teleop -------------------------------------------------------------------------
 
@@ -256,7 +255,6 @@ class PolicyRunner(Teleop):
             raise PolicyError(f"{self.policy.describe()}.predict returned NaN or infinite actions")
         with self._lock:
             if generation == self._generation:
-                self.inference_s.append(took)
                 self._episode_inference.append(took)
         return out
 
