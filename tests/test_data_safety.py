@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import stat
+import struct
 import subprocess
 import time
 import warnings
@@ -15,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import kill, make_info, start_recorder, write_dataset
+from conftest import kill, make_info, start_recorder, synthetic_steps, write_dataset
 
 from telecorder.datasets.dataset import (
     Dataset,
@@ -27,6 +28,7 @@ from telecorder.datasets.dataset import (
 from telecorder.datasets.doctor import check_dataset, repair_dataset
 from telecorder.datasets.episode_file import (
     EpisodeFileWriter,
+    StepBatch,
     get_attrs,
     partial_path_for,
     set_attrs,
@@ -66,6 +68,58 @@ def test_resume_after_kill_salvages_the_interrupted_episode_first(tmp_path):
     report = check_dataset(root)
     assert report.ok, report.all_errors
     assert ds.stats()["action"].count == sum(r["length"] for r in ds.records)
+
+
+def _batch(info, steps: list, start: int) -> StepBatch:
+    import cv2
+
+    idx = np.arange(start, start + len(steps))
+    return StepBatch(
+        timestamp=idx / info.fps,
+        numeric={f.name: np.stack([s.numeric[f.name] for s in steps]) for f in info.numeric_features},
+        images={c: [cv2.imencode(".jpg", s.frames[c])[1].ravel() for s in steps] for c in info.cameras},
+        image_timestamp={c: idx / info.fps for c in info.cameras},
+        frame_index={c: idx for c in info.cameras},
+        tick_lateness=np.zeros(len(steps), np.float32),
+    )
+
+
+def test_a_kill_inside_a_flush_still_salvages_what_the_previous_flush_wrote(tmp_path):
+    # A kill while HDF5 flushes can leave new chunks and heap blocks on disk that the superblock's
+    # end-of-allocation (written at the previous flush) does not cover: reading them fails with
+    # "len not positive after adjustment for EOA". Snapshot a file right after its second flush
+    # and put the first flush's EOA back into the superblock: exactly that state.
+    root = tmp_path / "ds"
+    info = make_info(cameras=("front", "wrist"))
+    write_dataset(root, info, [5])
+    steps = synthetic_steps(300, info, seed=7)
+    with DatasetWriter(root, info, resume=True) as dw:
+        writer = dw.start_episode(1, {"task": "interrupted"})
+        writer.append(_batch(info, steps[:20], 0))
+        writer.flush()
+        first_eoa = writer.path.stat().st_size
+        writer.append(_batch(info, steps[20:], 20))
+        writer.flush()
+        crashed = bytearray(writer.path.read_bytes())
+        writer.abort()
+    assert crashed[8] == 0, "superblock version 0 keeps the end-of-allocation at byte 40"
+    struct.pack_into("<Q", crashed, 40, first_eoa)
+    partial = root / "episodes/.episode_000001.partial.h5"
+    partial.write_bytes(bytes(crashed))
+    with h5py.File(partial, "r") as f, pytest.raises(OSError, match="EOA"):
+        f["observation/images/front"][:]
+
+    with DatasetWriter(root, info, resume=True) as dw:
+        lines = [line for line in dw.recovered if "interrupted episode 1" in line]
+    assert len(lines) == 1, dw.recovered
+    line = lines[0]
+    assert line.startswith("salvaged ") and "unreadable" in line, line
+    ep = Dataset.open(root).episode(1).load(images=True)
+    n = len(ep)
+    assert 20 <= n < 300
+    np.testing.assert_array_equal(ep.data["action"], np.stack([s.numeric["action"] for s in steps[:n]]))
+    assert all(len(ep.images[c]) == n for c in info.cameras)
+    assert check_dataset(root).ok
 
 
 def test_an_unfinished_file_is_never_truncated(tmp_path):

@@ -233,10 +233,12 @@ def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
             paths = ["timestamp", LATENESS_PATH] + [s.h5_path for s in info.numeric_features]
             for cam in info.cameras:
                 paths += [f"{IMAGES_GROUP}/{cam}", f"{IMAGE_TS_GROUP}/{cam}", f"{FRAME_INDEX_GROUP}/{cam}"]
-            n = min(src[p].shape[0] for p in paths)
-            data = {p: (src[p][:n], dict(src[p].attrs)) for p in paths}
+            declared = min(src[p].shape[0] for p in paths)
+            data = {p: (readable_prefix(src[p], declared), dict(src[p].attrs)) for p in paths}
         except (OSError, KeyError, ValueError, TypeError) as e:
             return quarantine(root, partial, f"damaged ({e})")
+    n = _consistent_length(data, info)
+    data = {p: (values[:n], ds_attrs) for p, (values, ds_attrs) in data.items()}
     final = root / episode_relpath(idx)
     if n == 0:
         return quarantine(root, partial, "no complete step was written before the interruption")
@@ -259,4 +261,49 @@ def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
     fsync_dir(final.parent)
     partial.unlink()
     fsync_dir(final.parent)
-    return f"salvaged {n} steps of interrupted episode {idx} into {final.name} (marked recovered)"
+    lost = f"; the last {declared - n} step(s) it declared were unreadable" if n < declared else ""
+    return f"salvaged {n} steps of interrupted episode {idx} into {final.name} (marked recovered){lost}"
+
+
+def readable_prefix(ds: h5py.Dataset, n: int) -> np.ndarray:
+    """The first ``n`` rows of ``ds``, or as many of them as can be read.
+
+    A kill during ``H5Fflush`` can leave rows whose chunk or variable-length heap lies beyond
+    the end-of-allocation the superblock recorded at the previous flush ("len not positive
+    after adjustment for EOA"). Everything flushed before is still readable: read by chunk,
+    then by row inside the first chunk that fails, and stop at the first row that fails.
+    """
+    try:
+        return ds[:n]
+    except OSError:
+        pass
+    step = ds.chunks[0] if ds.chunks else 1
+    parts: list[np.ndarray] = []
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        try:
+            parts.append(ds[start:stop])
+            continue
+        except OSError:
+            pass
+        for row in range(start, stop):
+            try:
+                parts.append(ds[row : row + 1])
+            except OSError:
+                break
+        break
+    return np.concatenate(parts) if parts else ds[:0]
+
+
+def _consistent_length(data: dict[str, tuple[np.ndarray, dict]], info: DatasetInfo) -> int:
+    """Steps every column has, cut before the first step that was allocated but never written
+    (a crash can leave a dataset's extent on disk ahead of its data: fill values, i.e. a zero
+    timestamp or an empty frame)."""
+    n = min(len(values) for values, _ in data.values())
+    ts = data["timestamp"][0][:n]
+    bad = ~np.isfinite(ts)
+    bad[1:] |= np.diff(ts) <= 0
+    for cam in info.cameras:
+        frames = data[f"{IMAGES_GROUP}/{cam}"][0][:n]
+        bad |= np.array([len(f) == 0 for f in frames], dtype=bool)
+    return int(np.argmax(bad)) if bad.any() else n
