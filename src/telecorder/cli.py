@@ -329,8 +329,10 @@ CONVERT_EXAMPLES = """\
 examples:
   telecorder convert demos/ demos_rlds/ --to rlds                 # TFDS/RLDS, readable by tfds.builder_from_directory
   telecorder convert demos/ demos_oxe/ --to oxe --image-size 256x256 --cameras front:image,wrist:wrist_image
+  telecorder convert demos/ demos_oxe/ --to oxe --val-fraction 0.1 --binarize-gripper  # Octo/OpenVLA: train + val
   telecorder convert demos/ demos_lerobot/ --to lerobot --codec av1 --workers 2
   telecorder convert lerobot_ds/ native/ --to native --episodes 0-9,15 --skip-bad
+  telecorder convert lerobot_ds/ native/ --to native --cameras cam_high --skip-missing-cameras
   telecorder convert episodes_hdf5/ demos/ --to native --from aloha --fps 30
 
 formats: native, rlds, oxe (write only), lerobot (v2.0/v2.1/v3.0 in, v3.0 out), aloha, robomimic.
@@ -346,6 +348,7 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         "codec": args.codec, "file_format": args.file_format, "compress": args.compress or None,
         "action_space": args.action_space, "robot_model": args.robot_model,
         "language_embeddings": args.language_embeddings,
+        "binarize_gripper": True if args.binarize_gripper else None,
     }.items() if v is not None}
     reader_options: dict[str, object] = {"tabular_only": True} if args.tabular_only else {}
     if args.exclude_bad:
@@ -365,6 +368,8 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         overwrite=args.overwrite,
         resume=args.resume,
         skip_bad=args.skip_bad,
+        skip_missing_cameras=args.skip_missing_cameras,
+        val_fraction=args.val_fraction or 0.0,
         reader_options=reader_options,
         writer_options=writer_options,
     )
@@ -383,6 +388,8 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         f"wrote {report.episodes} episode(s), {report.frames} frames to {report.output} as {args.to} "
         f"in {report.seconds:.1f} s ({report.frames_per_s:.0f} frames/s)"
         + (f"; {report.resumed} converted before were kept" if report.resumed else ""), highlight=False)
+    for cam, why in report.cameras_left_out.items():
+        console.print(f"[yellow]left out camera[/] {cam!r}: {why}", highlight=False)
     for _, reason in report.skipped:
         console.print(f"[yellow]skipped[/] {reason}", highlight=False)
     return 0
@@ -590,19 +597,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", help="episodes to convert, e.g. 0-9,15")
     p.add_argument("--image-size", type=_size, help="resize frames to WIDTHxHEIGHT (area or Lanczos)")
     p.add_argument("--fps", type=_positive_float, help="resample to this control rate by timestamps")
-    p.add_argument("--cameras", help="select/rename cameras: front:image,wrist:wrist_image")
+    p.add_argument("--cameras", help="select/rename cameras: front:image,wrist:wrist_image; the others are never "
+                   "read")
     p.add_argument("--workers", type=int, default=1, help="episode-parallel reader processes")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("--resume", action="store_true", help="native output: keep episodes an interrupted run converted")
     p.add_argument("--skip-bad", action="store_true", help="convert the rest when an episode is bad, and list it")
     p.add_argument("--exclude-bad", action="store_true", help="leave out episodes marked bad (in the viewer)")
     p.add_argument("--tabular-only", action="store_true", help="LeRobot source: numeric data only, no videos")
+    p.add_argument("--skip-missing-cameras", action="store_true",
+                   help="leave out cameras whose video files are missing for some of the episodes, and list them")
     p.add_argument("--codec", choices=["h264", "av1"], help="LeRobot output video codec (default h264)")
     p.add_argument("--file-format", choices=["tfrecord", "array_record"], help="RLDS output shard format")
     p.add_argument("--compress", action="store_true", help="ALOHA output: JPEG-compressed image rows (robomimic: gzip the observations)")
     p.add_argument("--action-space", choices=["eef", "joint"], help="OXE output: EEF deltas (default) or joints")
     p.add_argument("--robot-model", type=Path, help="OXE output: MJCF/URDF for forward kinematics")
     p.add_argument("--language-embeddings", type=Path, help="OXE output: .npy with one embedding per episode")
+    p.add_argument("--val-fraction", type=float, metavar="F",
+                   help="RLDS/OXE output: whole episodes to a 'val' split (deterministic), e.g. 0.1")
+    p.add_argument("--binarize-gripper", action="store_true",
+                   help="OXE output: gripper action 0 = closed / 1 = open, split at 0.5 (Octo/OpenVLA convention)")
     p.set_defaults(func=run_convert)
 
     p = sub.add_parser("view", help="browse episodes in a window (or save a screenshot)",
@@ -720,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="where to save (default: ~/.config/telecorder/calibration/ARM.json)")
     p.set_defaults(func=run_calibrate)
     add_eval_parser(sub, fmt)
+    add_edit_parser(sub, fmt)
     return parser
 
 
@@ -809,6 +824,118 @@ def add_eval_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpForm
     p.add_argument("--ensemble", type=float, default=None, metavar="M", help="ACT temporal ensembling")
     p.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
     p.set_defaults(func=run_eval)
+
+
+EDIT_EXAMPLES = """\
+examples:
+  telecorder edit merge demos_mon/ demos_tue/ --out demos_all/
+  telecorder edit delete-episodes demos/ 3,7-9 --out demos_clean/
+  telecorder edit delete-episodes demos/ 3,7-9 --in-place
+  telecorder edit split demos/ --val-fraction 0.1 --out-train demos_train/ --out-val demos_val/
+  telecorder edit set-task demos/ --episodes 0-4 "pick up the red cube"
+  telecorder edit set-task demos/ --from-file tasks.csv        # rows: episodes,task  (e.g. 5-9,"stack, then push")
+  telecorder edit remove-feature demos/ observation.images.wrist --in-place
+
+every edit builds a complete dataset in a hidden folder and puts it in place in one step:
+a crash leaves the old dataset as it was. Episodes are renumbered 0..N-1 in the result and
+keep where they came from (source_dataset, source_episode_index). 'telecorder doctor' passes
+on every result.
+"""
+
+
+def run_edit(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .datasets import edit
+
+    ops = {
+        "merge": lambda cb: edit.merge(args.datasets, args.out, progress=cb),
+        "delete-episodes": lambda cb: edit.delete_episodes(
+            args.dataset, edit.parse_episodes(args.episodes), out=args.out, in_place=args.in_place, progress=cb),
+        "split": lambda cb: edit.split(args.dataset, val_fraction=args.val_fraction, out_train=args.out_train,
+                                       out_val=args.out_val, seed=args.seed, progress=cb),
+        "set-task": lambda cb: edit.set_task(
+            args.dataset, _edit_tasks(args), out=args.out, progress=cb,
+            episodes=edit.parse_episodes(args.episodes) if args.episodes else None),
+        "remove-feature": lambda cb: edit.remove_features(args.dataset, args.features, out=args.out,
+                                                          in_place=args.in_place, progress=cb),
+    }
+    if args.json:
+        print(json.dumps(ops[args.op](None).to_dict()))
+        return 0
+    columns = (TextColumn(args.op), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("", total=None)
+        report = ops[args.op](lambda done, total: progress.update(task, completed=done, total=total))
+    for name, path in report.outputs.items():
+        console.print(f"{args.op}: {report.episodes[name]} episode(s), {report.frames[name]} frames in {path}"
+                      + (f" ({name})" if name != "out" else ""), highlight=False)
+    return 0
+
+
+def _edit_tasks(args: argparse.Namespace) -> dict[int, str] | str:
+    from .datasets import edit
+
+    if (args.task is None) == (args.from_file is None):
+        raise TelecorderError("set-task: give the task text, or --from-file tasks.csv (not both)")
+    if args.from_file is not None:
+        if args.episodes:
+            raise TelecorderError("set-task: --episodes goes with a task text; the file names its own episodes")
+        return edit.read_task_file(args.from_file)
+    return args.task
+
+
+def add_edit_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
+    p = sub.add_parser("edit", help="merge, split, delete episodes, relabel tasks, remove features",
+                       description="Edit native datasets: each edit is atomic, runs under the dataset lock, "
+                       "recomputes statistics and keeps the index consistent.",
+                       epilog=EDIT_EXAMPLES, formatter_class=fmt)
+    ops = p.add_subparsers(dest="op", metavar="OPERATION")
+    ops.required = True
+
+    def op(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        q = ops.add_parser(name, help=help_text, description=help_text, formatter_class=fmt,
+                           epilog=f"example:\n  {example}\n")
+        q.add_argument("--json", action="store_true", help="print what was done as one JSON object")
+        q.set_defaults(func=run_edit)
+        return q
+
+    q = op("merge", "episodes of several datasets with the same features into a new one",
+           "telecorder edit merge demos_mon/ demos_tue/ --out demos_all/")
+    q.add_argument("datasets", nargs="+", type=Path, help="datasets to merge, in this order")
+    q.add_argument("--out", type=Path, required=True, help="new folder for the merged dataset")
+
+    q = op("delete-episodes", "leave episodes out (renumbering the rest)",
+           "telecorder edit delete-episodes demos/ 3,7-9 --in-place")
+    q.add_argument("dataset", type=Path)
+    q.add_argument("episodes", help="episode numbers and ranges, e.g. 3,7-9")
+    q.add_argument("--out", type=Path, help="new folder for the result")
+    q.add_argument("--in-place", action="store_true", help="replace the dataset itself (atomically)")
+
+    q = op("split", "whole episodes into a training and a validation dataset, deterministically",
+           "telecorder edit split demos/ --val-fraction 0.1 --out-train demos_train/ --out-val demos_val/")
+    q.add_argument("dataset", type=Path)
+    q.add_argument("--val-fraction", type=float, required=True, help="share of episodes for validation (0-1)")
+    q.add_argument("--out-train", type=Path, required=True)
+    q.add_argument("--out-val", type=Path, required=True)
+    q.add_argument("--seed", type=int, default=0, help="seed of the episode shuffle (default 0)")
+
+    q = op("set-task", "relabel language instructions (task and language_instruction), in place by default",
+           'telecorder edit set-task demos/ --episodes 0-4 "pick up the red cube"')
+    q.add_argument("dataset", type=Path)
+    q.add_argument("task", nargs="?", help="the new instruction")
+    q.add_argument("--episodes", help="episodes to relabel, e.g. 0-4 (default: all)")
+    q.add_argument("--from-file", type=Path, help="CSV of episodes,task rows (a header line is allowed)")
+    q.add_argument("--out", type=Path, help="write the result to a new folder instead")
+
+    q = op("remove-feature", "drop cameras or numeric features from every episode",
+           "telecorder edit remove-feature demos/ observation.images.wrist --out demos_front/")
+    q.add_argument("dataset", type=Path)
+    q.add_argument("features", nargs="+", help="feature names (a bare camera name works too)")
+    q.add_argument("--out", type=Path, help="new folder for the result")
+    q.add_argument("--in-place", action="store_true", help="replace the dataset itself (atomically)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -177,18 +177,23 @@ def split(dataset: str | Path, *, val_fraction: float, out_train: str | Path, ou
                    val_episodes=val, seed=seed)
 
 
-def set_task(dataset: str | Path, tasks: Mapping[int, str], *, out: str | Path | None = None,
-             progress: Progress | None = None) -> EditReport:
-    """Relabel episodes' language instructions (``{episode: text}``): ``task`` and
-    ``language_instruction`` in the episode files and ``task`` in the index. In place unless
-    ``out`` is given; episodes keep their numbers."""
+def set_task(dataset: str | Path, tasks: Mapping[int, str] | str, *, episodes: Iterable[int] | None = None,
+             out: str | Path | None = None, progress: Progress | None = None) -> EditReport:
+    """Relabel episodes' language instructions: ``task`` and ``language_instruction`` in the
+    episode files and ``task`` in the index. ``tasks`` is ``{episode: text}``, or one text for
+    ``episodes`` (default: every episode). In place unless ``out`` is given; in place,
+    episodes keep their numbers."""
     root = Path(dataset)
     in_place = out is None
+    if isinstance(tasks, Mapping) and episodes is not None:
+        raise EditError("set-task: episodes go with one task text; a mapping names its own episodes")
     target = _target(root, out, in_place, "set-task")
-    for idx, text in tasks.items():
-        if not str(text).strip():
-            raise EditError(f"episode {idx}: the task text is empty")
+    texts = [tasks] if isinstance(tasks, str) else list(tasks.values())
+    if any(not str(t).strip() for t in texts):
+        raise EditError("set-task: the task text is empty")
     with _locked([root], "set tasks", in_place=in_place) as (src,):
+        if isinstance(tasks, str):
+            tasks = dict.fromkeys(src.indices if episodes is None else episodes, tasks)
         missing = sorted(set(tasks) - set(src.indices))
         if missing:
             raise EditError(f"{root}: no episode(s) {format_ranges(missing)} to relabel "
