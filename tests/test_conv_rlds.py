@@ -308,7 +308,7 @@ def test_oxe_statistics_and_config(oxe_dir: Path, episodes: list[Episode]) -> No
     stats = json.loads((version_dir / "dataset_statistics.json").read_text())
     assert set(stats) == {"action", "proprio", "num_transitions", "num_trajectories"}
     assert stats["num_transitions"] == sum(LENGTHS) and stats["num_trajectories"] == 3
-    for key in ("mean", "std", "max", "min", "q01", "q99"):
+    for key in ("mean", "std", "max", "min", "q01", "q99", "p01", "p99"):
         assert len(stats["action"][key]) == 7 and len(stats["proprio"][key]) == 6
     assert stats["action"]["mask"] == [True] * 6 + [False]
     states = np.concatenate([e.data["observation.state"] for e in episodes]).astype(np.float64)
@@ -316,12 +316,16 @@ def test_oxe_statistics_and_config(oxe_dir: Path, episodes: list[Episode]) -> No
     np.testing.assert_allclose(stats["proprio"]["q99"], np.quantile(states, 0.99, axis=0), rtol=1e-6)
 
     config = json.loads((version_dir / "oxe_config.json").read_text())
-    assert config["image_obs_keys"] == {"primary": "image", "secondary": None, "wrist": "wrist_image"}
-    assert config["depth_obs_keys"] == {"primary": None, "secondary": None, "wrist": None}
-    assert config["state_obs_keys"] == ["state"]
-    assert config["state_encoding"] == "JOINT" and config["action_encoding"] == "EEF_POS"
-    assert config["control_frequency"] == 30.0
-    assert "R_action @ R_state.T" in config["conventions"]["rotation_delta"]
+    octo = config["make_dataset_from_rlds_kwargs"]["octo"]
+    assert octo["image_obs_keys"] == {"primary": "image", "secondary": None, "wrist": "wrist_image"}
+    assert octo["depth_obs_keys"] == {} and octo["proprio_obs_key"] == "state"
+    assert octo["data_dir"] == str(oxe_dir) and octo["name"] == "arm_oxe"
+    described = config["dataset"]
+    assert described["state_obs_keys"] == ["state"]
+    assert described["state_encoding"] == "JOINT" and described["action_encoding"] == "EEF_POS"
+    assert described["control_frequency"] == 30.0 and described["splits"] == {"train": 3}
+    assert described["gripper"] == {"convention": described["gripper"]["convention"], "binarized": False, "threshold": None}
+    assert "R_action @ R_state.T" in described["conventions"]["rotation_delta"]
 
     # Readable by a trainer running as another user: the umask decides, as for any file.
     probe = version_dir / ".probe"
@@ -375,11 +379,15 @@ def test_oxe_joint_action_space(tmp_path: Path, episodes: list[Episode]) -> None
     from telecorder.converters.oxe import OXEWriter
 
     out = tmp_path / "joint"
-    write(out, arm_info(), episodes[:1], OXEWriter, action_space="joint", layout="flat",
+    with pytest.raises(ConversionError, match="layout='flat' cannot be opened by Octo"):
+        OXEWriter(out, arm_info(), action_space="joint", layout="flat")
+    write(out, arm_info(), episodes[:1], OXEWriter, action_space="joint",
           cameras={"wrist": "wrist_image", "front": "image"})
-    config = json.loads((out / "oxe_config.json").read_text())
-    assert config["action_encoding"] == "JOINT_POS"
-    assert config["action_normalization_mask"] == [True] * 5 + [False]
+    config = json.loads((out / "joint" / "1.0.0" / "oxe_config.json").read_text())
+    assert config["dataset"]["action_encoding"] == "JOINT_POS"
+    assert config["make_dataset_from_rlds_kwargs"]["octo"]["action_normalization_mask"] == [True] * 5 + [False]
+    # Joint targets are absolute: OpenVLA repeats them (rather than zero-padding) past the episode end.
+    assert config["make_dataset_from_rlds_kwargs"]["openvla"]["absolute_action_mask"] == [True] * 6
     reader = RLDSReader(out)
     assert reader.info.extra["oxe"]["action_space"] == "joint"
     assert "absolute joint targets" in reader.info.features["action"].unit

@@ -14,14 +14,27 @@ forward kinematics of the robot's MJCF:
 * ``action[6]``: the commanded gripper opening, 1 = open, 0 = closed (absolute, not a delta).
 
 With ``action_space="joint"`` the recorded absolute joint targets are kept instead
-(``action_encoding`` ``JOINT_POS``). Next to the dataset: ``dataset_statistics.json`` in
-OpenVLA's layout and ``oxe_config.json`` with the Octo / OpenVLA dataset-config fields.
+(``action_encoding`` ``JOINT_POS``). ``binarize_gripper=True`` turns the gripper action into
+0/1 (open above ``gripper_threshold``), as Octo's and OpenVLA's dataset transforms do for the
+OXE datasets; 1 = open, 0 = closed is already their convention, so nothing is flipped.
+
+Next to the dataset (in ``<path>/<name>/<version>/``):
+
+* ``dataset_statistics.json``: action and proprio statistics with both quantile spellings,
+  ``q01``/``q99`` (OpenVLA, ``BOUNDS_Q99``) and ``p01``/``p99`` (Octo, ``BOUNDS``), plus
+  ``mean``/``std``/``min``/``max``, ``mask``, ``num_transitions``, ``num_trajectories``;
+* ``oxe_config.json``: ``make_dataset_from_rlds_kwargs`` with one block per loader, each
+  passed unchanged as ``**kwargs`` to that loader's ``make_dataset_from_rlds`` (Octo's takes
+  ``proprio_obs_key``, OpenVLA's fork takes ``state_obs_keys`` and ``absolute_action_mask``
+  instead, and each raises ``TypeError`` on the other's), and ``dataset``, the descriptive
+  fields (encodings, control frequency, names, splits, conventions).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -37,7 +50,7 @@ from ..datasets.features import (
     image_feature,
 )
 from .base import ConversionError
-from .rlds import RLDSWriter
+from .rlds import VAL_SPLIT, RLDSWriter
 
 #: robot_type of recordings made on the built-in simulated arm (``telecorder.sim``).
 BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
@@ -54,6 +67,10 @@ EEF_ACTION_UNIT = (
 )
 STATS_FILE = "dataset_statistics.json"
 CONFIG_FILE = "oxe_config.json"
+#: Key of the loader keyword-argument blocks in ``oxe_config.json``.
+KWARGS_KEY = "make_dataset_from_rlds_kwargs"
+#: Gripper commands above this count as open when binarizing (our in-memory range is 0..1).
+GRIPPER_THRESHOLD = 0.5
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -92,11 +109,15 @@ class OXEWriter(RLDSWriter):
         robot_model: MJCF of the robot for FK; default the built-in arm when the dataset's
             robot_type is ``telecorder_sim_arm``.
         ee_site: the end-effector site of the model (default ``ee_site``).
+        binarize_gripper: write the gripper action as 0 (closed) / 1 (open), open where the
+            command is above ``gripper_threshold`` (default 0.5). Off by default.
     """
 
     format_name = "oxe"
     default_layout = "nested"
-    _OPTIONS = RLDSWriter._OPTIONS | {"cameras", "action_space", "robot_model", "ee_site"}
+    _OPTIONS = RLDSWriter._OPTIONS | {
+        "cameras", "action_space", "robot_model", "ee_site", "binarize_gripper", "gripper_threshold"
+    }
 
     # -- setup -------------------------------------------------------------------------
 
@@ -105,6 +126,15 @@ class OXEWriter(RLDSWriter):
         self.action_space = str(opt("action_space", "eef"))
         if self.action_space not in ("eef", "joint"):
             raise ConversionError(f"oxe writer: action_space must be 'eef' or 'joint', not {self.action_space!r}")
+        if self.data_dir == self.path:
+            raise ConversionError(
+                "oxe writer: layout='flat' cannot be opened by Octo / OpenVLA, which look for "
+                "<data_dir>/<name>/<version>/; leave layout at 'nested' (or write --to rlds for a flat TFDS folder)"
+            )
+        self.binarize_gripper = bool(opt("binarize_gripper", False))
+        self.gripper_threshold = float(opt("gripper_threshold", GRIPPER_THRESHOLD))
+        if not 0.0 < self.gripper_threshold < 1.0:
+            raise ConversionError(f"oxe writer: gripper_threshold must be between 0 and 1, not {self.gripper_threshold}")
         for name in ("observation.state", "action"):
             if name not in info.features or len(info.features[name].shape) != 1:
                 raise ConversionError(f"oxe writer: the dataset needs a 1-D {name!r} feature (it has {sorted(info.features)})")
@@ -127,6 +157,11 @@ class OXEWriter(RLDSWriter):
         self.robot_model: Path | None = None
         if self.action_space == "eef":
             self._setup_kinematics(state_spec)
+        if self.binarize_gripper and self._gripper_action_dim() is None:
+            raise ConversionError(
+                f"oxe writer: binarize_gripper needs a 'gripper' dimension in observation.state / action "
+                f"(names: {self._state_names or 'none'})"
+            )
         self._actions: list[np.ndarray] = []
         self._states: list[np.ndarray] = []
 
@@ -214,7 +249,10 @@ class OXEWriter(RLDSWriter):
             "action_encoding": "EEF_POS" if self.action_space == "eef" else "JOINT_POS",
             "cameras": dict(self.camera_map),
             "gripper": "1 = open, 0 = closed",
+            "gripper_binarized": self.binarize_gripper,
         }
+        if self.binarize_gripper:
+            conv["gripper"] += f" (binarized: 1 where the command was above {self.gripper_threshold})"
         if self._gripper is None:
             conv["gripper"] += "; the recording has no gripper dimension, so action[6] is a constant 1"
         if self.action_space == "eef":
@@ -241,6 +279,11 @@ class OXEWriter(RLDSWriter):
                 raise ConversionError(f"{where}: feature {name!r} is missing or not shaped (steps, {self.info.features[name].shape[0]})")
         if self.action_space == "eef":
             data["action"] = self.eef_actions(np.asarray(data["observation.state"]), np.asarray(data["action"]))
+        if self.binarize_gripper:
+            action = np.array(data["action"], dtype=np.float32)
+            g = self._gripper_action_dim()
+            action[:, g] = (action[:, g] > self.gripper_threshold).astype(np.float32)
+            data["action"] = action
         rename = self.camera_map
         return dataclasses.replace(
             episode,
@@ -268,11 +311,20 @@ class OXEWriter(RLDSWriter):
 
     # -- files next to the dataset --------------------------------------------------------
 
+    def _gripper_action_dim(self) -> int | None:
+        return 6 if self.action_space == "eef" else self._gripper
+
     def _action_mask(self) -> list[bool]:
         dim = self.out_info.features["action"].shape[0]
-        # OpenVLA / Octo normalise only the dims whose mask is True; the gripper stays in 0..1.
-        gripper = dim - 1 if self.action_space == "eef" else self._gripper
+        # Octo / OpenVLA normalise only the dims whose mask is True; the gripper stays in 0..1.
+        gripper = self._gripper_action_dim()
         return [k != gripper for k in range(dim)]
+
+    def _absolute_action_mask(self) -> list[bool]:
+        # OpenVLA pads past the episode end with zeros on relative dims and repeats absolute ones.
+        if self.action_space == "joint":
+            return [True] * self.out_info.features["action"].shape[0]
+        return [False] * 6 + [True]
 
     def _finish(self) -> None:
         stats = {
@@ -283,49 +335,91 @@ class OXEWriter(RLDSWriter):
         }
         stats["action"]["mask"] = self._action_mask()
         write_json_atomic(self.data_dir / STATS_FILE, stats)
+        write_json_atomic(self.data_dir / CONFIG_FILE, self.config())
 
+    def config(self) -> dict[str, Any]:
+        """``oxe_config.json``: a kwargs block per loader and the descriptive fields."""
         keys = list(self.camera_map.values())
         wrist = [k for k in keys if k.startswith("wrist_image")]
         external = [k for k in keys if k not in wrist]
         primary = "image" if "image" in external else (external[0] if external else None)
         secondary = next((k for k in external if k != primary), None)
-        state_names = list(self.info.features["observation.state"].names or ())
-        config = {
-            "dataset_name": self.dataset_name,
-            "version": self.version,
+        root = final_root(self.path)
+        common: dict[str, Any] = {
+            "name": self.dataset_name,
+            # tfds.builder(name, data_dir) opens <data_dir>/<name>/<version>/: our output folder.
+            "data_dir": str(root),
             "image_obs_keys": {"primary": primary, "secondary": secondary, "wrist": wrist[0] if wrist else None},
-            "depth_obs_keys": {"primary": None, "secondary": None, "wrist": None},
+            # No depth cameras are written; {} is what Octo's make_oxe_dataset_kwargs leaves without load_depth.
+            "depth_obs_keys": {},
+            "language_key": "language_instruction",
+            "action_normalization_mask": self._action_mask(),
+            "dataset_statistics": str(root / self.dataset_name / self.version / STATS_FILE),
+        }
+        octo = {**common, "proprio_obs_key": "state"}
+        openvla = {
+            **common,
             "state_obs_keys": ["state"],
-            "proprio_obs_key": "state",
+            "absolute_action_mask": self._absolute_action_mask(),
+            # What OpenVLA's RLDSDataset trains with; it reads q01/q99 from dataset_statistics.
+            "action_proprio_normalization_type": "bounds_q99",
+        }
+        splits = {self.split: len(self._split_episodes[self.split])}
+        if VAL_SPLIT in self._split_episodes:
+            splits[VAL_SPLIT] = len(self._split_episodes[VAL_SPLIT])
+        dataset = {
+            "name": self.dataset_name,
+            "version": self.version,
+            "splits": splits,
+            "state_obs_keys": ["state"],
             "state_encoding": "JOINT",
             "proprio_encoding": "JOINT",
             "action_encoding": "EEF_POS" if self.action_space == "eef" else "JOINT_POS",
-            "action_normalization_mask": self._action_mask(),
-            "language_key": "language_instruction",
             "control_frequency": self.out_info.fps,
             "robot_type": self.info.robot_type,
-            "state_names": state_names,
+            "state_names": list(self.info.features["observation.state"].names or ()),
             "action_names": list(self.out_info.features["action"].names or ()),
+            "gripper": {
+                "convention": "1 = open, 0 = closed (Octo's and OpenVLA's; not inverted)",
+                "binarized": self.binarize_gripper,
+                "threshold": self.gripper_threshold if self.binarize_gripper else None,
+            },
+            "paths": "data_dir and dataset_statistics are absolute paths of where the dataset was written; "
+            "after moving it, set data_dir to the folder holding <name>/ and dataset_statistics to "
+            f"<data_dir>/<name>/<version>/{STATS_FILE}",
             "conventions": self._conventions(),
         }
-        write_json_atomic(self.data_dir / CONFIG_FILE, config)
+        return {KWARGS_KEY: {"octo": octo, "openvla": openvla}, "dataset": dataset}
 
     def _sidecar_extra(self) -> dict[str, Any]:
         return {"oxe": self._conventions()}
 
 
+def final_root(path: Path) -> Path:
+    """The absolute folder the dataset ends up in: ``telecorder convert`` builds it in
+    ``.NAME.partial`` next to the destination and renames it when complete."""
+    name = path.name
+    if name.startswith(".") and name.endswith(".partial") and len(name) > len("..partial"):
+        path = path.with_name(name[1 : -len(".partial")])
+    return Path(os.path.abspath(path))
+
+
 def _stats(rows: list[np.ndarray], dim: int) -> dict[str, list[float]]:
-    """Per-dimension statistics in OpenVLA's ``dataset_statistics.json`` layout."""
+    """Per-dimension statistics; quantiles under OpenVLA's (q01/q99) and Octo's (p01/p99) names."""
     x = np.concatenate(rows) if rows else np.zeros((0, dim))
     x = x.reshape(len(x), -1)
     if len(x) == 0:
         zeros = [0.0] * dim
-        return {"mean": zeros, "std": zeros, "max": zeros, "min": zeros, "q01": zeros, "q99": zeros}
+        return {k: zeros for k in ("mean", "std", "max", "min", "q01", "q99", "p01", "p99")}
+    q01 = np.quantile(x, 0.01, axis=0).tolist()
+    q99 = np.quantile(x, 0.99, axis=0).tolist()
     return {
         "mean": x.mean(0).tolist(),
         "std": x.std(0).tolist(),
         "max": x.max(0).tolist(),
         "min": x.min(0).tolist(),
-        "q01": np.quantile(x, 0.01, axis=0).tolist(),
-        "q99": np.quantile(x, 0.99, axis=0).tolist(),
+        "q01": q01,
+        "q99": q99,
+        "p01": q01,
+        "p99": q99,
     }

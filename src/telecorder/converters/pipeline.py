@@ -45,6 +45,7 @@ class ConvertOptions:
     overwrite: bool = False
     resume: bool = False
     skip_bad: bool = False
+    val_fraction: float = 0.0  # RLDS/OXE output: whole episodes to a "val" split (episode_split, seed 0)
     reader_options: dict[str, Any] = field(default_factory=dict)
     writer_options: dict[str, Any] = field(default_factory=dict)
 
@@ -175,6 +176,7 @@ def convert(
     absent = sorted(set(wanted) - set(available))
     if absent:
         raise ConversionError(f"{src}: no episode(s) {absent[:10]} (it has {len(available)} episodes)")
+    val_episodes = _val_episodes(wanted, opts)
     _undo_interrupted_swap(dst)
     if dst.exists() and not opts.overwrite:
         raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
@@ -188,6 +190,8 @@ def convert(
     writer_opts = dict(opts.writer_options)
     if resuming:
         writer_opts["resume"] = True
+    if val_episodes:
+        writer_opts["val_episodes"] = val_episodes
     writer = writer_class(opts.to)(work, out_info, **writer_opts)
     # Read after the writer has opened: on resume it first puts the output back in order.
     done_before = _converted_sources(work) if resuming else set()
@@ -213,6 +217,25 @@ def convert(
     _swap_into_place(work, dst)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _val_episodes(wanted: list[int], opts: ConvertOptions) -> list[int]:
+    if not opts.val_fraction:
+        return []
+    if opts.to not in ("rlds", "oxe"):
+        raise ConversionError(
+            f"--val-fraction: {opts.to} output has no splits; convert to native, split it with "
+            "`telecorder edit split DS --val-fraction F --out-train T --out-val V`, and convert each part"
+        )
+    from ..datasets.splits import episode_split
+
+    try:
+        val = episode_split(wanted, opts.val_fraction)[1]
+    except ValueError as e:
+        raise ConversionError(f"--val-fraction: {e}") from e
+    if not val:
+        raise ConversionError(f"--val-fraction {opts.val_fraction}: needs at least 2 episodes to split (converting {len(wanted)})")
+    return val
 
 
 def _replaced_path(dst: Path) -> Path:

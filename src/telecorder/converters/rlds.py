@@ -62,6 +62,8 @@ TIMING_KEY = "telecorder"
 #: Episode-metadata key holding the episode's full metadata as JSON.
 METADATA_JSON_KEY = "telecorder_metadata"
 DEFAULT_FPS = 10.0
+#: The held-out split's name: what Octo and OpenVLA's ``make_dataset_from_rlds(train=False)`` read.
+VAL_SPLIT = "val"
 
 # Standard RLDS step fields and the dtype RLDS tools expect them in.
 _RLDS_SCALARS = {"reward": "float32", "discount": "float32", "is_terminal": "bool"}
@@ -189,8 +191,9 @@ class RLDSReader(FormatReader):
         split: str = "train",
         fps: float | None = None,
         robot_type: str | None = None,
+        cameras: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(path)
+        super().__init__(path, cameras)
         self.data_dir = find_tfds_dir(self.path)
         if self.data_dir is None:
             raise ConversionError(
@@ -275,6 +278,7 @@ class RLDSReader(FormatReader):
         specs: dict[str, FeatureSpec] = {}
         stored_encoding = "jpeg"
         needs_shape: dict[str, tuple[str, ...]] = {}
+        declared: list[str] = []  # cameras; those not selected get no leaf, so are never decoded
         for path, feat in _walk(step_features, (), fdict):
             key = "/".join(path)
             doc = getattr(getattr(feat, "doc", None), "desc", "") or ""
@@ -295,6 +299,9 @@ class RLDSReader(FormatReader):
                 if len(shape) == 3 and shape[2] == 3 and dtype == "uint8":
                     cam = "_".join(path[1:]) if path[0] == "observation" else "_".join(path)
                     name = IMAGE_PREFIX + cam
+                    declared.append(cam)
+                    if not self.wants_camera(cam):
+                        continue
                     leaves.append(_Leaf(path, "image", name, "uint8", encoded=True))
                     if any(s is None for s in shape):
                         needs_shape[name] = path
@@ -319,6 +326,9 @@ class RLDSReader(FormatReader):
                 if dtype == "uint8" and len(shape) == 3 and shape[2] == 3 and path[0] == "observation":
                     cam = "_".join(path[1:])
                     name = IMAGE_PREFIX + cam
+                    declared.append(cam)
+                    if not self.wants_camera(cam):
+                        continue
                     leaves.append(_Leaf(path, "image", name, "uint8"))
                     specs[name] = image_feature(cam, shape[0], shape[1], unit=doc)
                     continue
@@ -327,6 +337,7 @@ class RLDSReader(FormatReader):
                 specs[name] = FeatureSpec(name, dtype, shape, unit=doc)
                 continue
             skipped.append(f"{key} ({type(feat).__name__})")
+        self.check_camera_selection(declared, self.data_dir / "features.json")
 
         if needs_shape:
             # Images declared without a size (shape (None, None, 3)) take the first frame's.
@@ -639,6 +650,9 @@ class RLDSWriter(FormatWriter):
         dataset_name: TFDS name, used in shard file names (default: the folder name).
         version: TFDS version (default ``"1.0.0"``).
         split: split the episodes go to (default ``"train"``).
+        val_episodes: episode indices (``Episode.index``) that go to a second split, ``"val"``,
+            the split Octo and OpenVLA read with ``train=False``; both splits must end up
+            non-empty (:func:`telecorder.datasets.splits.episode_split` picks them).
         layout: ``"flat"`` (default: the dataset files directly in ``path``) or ``"nested"``
             (``path/<dataset_name>/<version>/``, what ``tfds.builder(name, data_dir=path)``
             and the Octo / OpenVLA loaders look for).
@@ -664,6 +678,7 @@ class RLDSWriter(FormatWriter):
             "dataset_name",
             "version",
             "split",
+            "val_episodes",
             "layout",
             "episodes_per_shard",
             "shard_size_mb",
@@ -697,6 +712,10 @@ class RLDSWriter(FormatWriter):
         if not re.fullmatch(r"\d+\.\d+\.\d+", self.version):
             raise ConversionError(f"{self.format_name} writer: version must look like 1.0.0, not {self.version!r}")
         self.split = str(opt("split", "train"))
+        self._val = frozenset(int(i) for i in (opt("val_episodes") or ()))
+        if self._val and self.split == VAL_SPLIT:
+            raise ConversionError(f"{self.format_name} writer: split={VAL_SPLIT!r} clashes with val_episodes; name the other split differently")
+        self._split_episodes: dict[str, list[int]] = {self.split: []} | ({VAL_SPLIT: []} if self._val else {})
         layout = str(opt("layout", self.default_layout))
         if layout not in ("flat", "nested"):
             raise ConversionError(f"{self.format_name} writer: layout must be 'flat' or 'nested', not {layout!r}")
@@ -872,7 +891,7 @@ class RLDSWriter(FormatWriter):
             self._writer = tfds.core.SequentialWriter(
                 ds_info=ds_info, max_examples_per_shard=per_shard, file_format=self.file_format
             )
-            self._writer.initialize_splits([self.split])
+            self._writer.initialize_splits(list(self._split_episodes))
         except Exception as e:
             raise ConversionError(f"{self.data_dir}: cannot start the RLDS dataset ({type(e).__name__}: {e})") from e
 
@@ -889,14 +908,16 @@ class RLDSWriter(FormatWriter):
             size += sum(np.asarray(v).nbytes for v in ep.data.values())
             self._open(ep, size)
         example = self._example(ep, encoded)
+        split = VAL_SPLIT if ep.index in self._val else self.split
         try:
-            self._writer.add_examples({self.split: [example]})
+            self._writer.add_examples({split: [example]})
         except Exception as e:
             raise ConversionError(
                 f"{self.data_dir}: episode {ep.index} could not be written as RLDS ({type(e).__name__}: {e})"
             ) from e
         self._count += 1
         self._frames += len(ep)
+        self._split_episodes[split].append(ep.index)
         self._written(ep)
 
     def _check(self, ep: Episode) -> None:
@@ -1015,6 +1036,13 @@ class RLDSWriter(FormatWriter):
         self._closed = True
         if self._writer is None:
             self._open(None, 1)
+        empty = [name for name, eps in self._split_episodes.items() if not eps]
+        if self._val and self._count and empty:
+            # tfds refuses to read an empty split ("corresponds to no data"), so Octo would fail later.
+            raise ConversionError(
+                f"{self.data_dir}: split {empty[0]!r} would hold no episode (val_episodes "
+                f"{sorted(self._val)[:10]}, written {self._count}); choose episodes so both splits get some"
+            )
         try:
             self._writer.close_all()
         except Exception as e:
@@ -1030,6 +1058,7 @@ class RLDSWriter(FormatWriter):
             "version": self.version,
             "file_format": self.file_format,
             "split": self.split,
+            "splits": {name: {"episodes": eps} for name, eps in self._split_episodes.items()},
             "total_episodes": self._count,
             "total_frames": self._frames,
             "info": info.to_dict(),
