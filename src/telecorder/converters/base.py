@@ -16,7 +16,7 @@ so that a round trip through it loses nothing we recorded.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +32,44 @@ class ConversionError(DatasetError):
 
 
 class FormatReader(ABC):
-    """Reads one dataset of a format. Opening is cheap; episodes are read one at a time."""
+    """Reads one dataset of a format. Opening is cheap; episodes are read one at a time.
+
+    ``cameras`` selects cameras before anything is read: a camera not selected never appears
+    in ``info`` and its frames are never opened or decoded (None: every camera; an empty
+    selection: none). Naming a camera the dataset does not declare is a ConversionError.
+    """
 
     format_name: str
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cameras: Iterable[str] | None = None) -> None:
         self.path = Path(path)
+        if isinstance(cameras, str):
+            cameras = [cameras]
+        self.camera_selection: tuple[str, ...] | None = None if cameras is None else tuple(dict.fromkeys(cameras))
+
+    def wants_camera(self, camera: str) -> bool:
+        """Whether ``camera`` is selected (readers skip the frames of those that are not)."""
+        return self.camera_selection is None or camera in self.camera_selection
+
+    def check_camera_selection(self, declared: Iterable[str], source: object) -> None:
+        """Reject selected names that ``source`` (a file or folder) does not declare as cameras."""
+        if self.camera_selection is None:
+            return
+        declared = list(declared)
+        unknown = [c for c in self.camera_selection if c not in declared]
+        if unknown:
+            raise ConversionError(
+                f"{source}: no camera {', '.join(map(repr, unknown))}; it has {declared or 'no cameras'} "
+                "(choose among them with --cameras)"
+            )
+
+    def missing_cameras(self, episodes: Iterable[int]) -> dict[str, list[int]]:
+        """Selected cameras whose frames are absent for some of ``episodes``: camera -> those episodes.
+
+        Only formats that keep frames outside the episode's own file (LeRobot's videos) can lack
+        them; a cheap existence check, nothing is decoded.
+        """
+        return {}
 
     @classmethod
     @abstractmethod
@@ -47,14 +79,15 @@ class FormatReader(ABC):
     @property
     @abstractmethod
     def info(self) -> DatasetInfo:
-        """Features (numeric and image), fps, robot type of the dataset."""
+        """Features (numeric, and image features of the selected cameras), fps, robot type of the dataset."""
 
     @abstractmethod
     def episode_indices(self) -> list[int]: ...
 
     @abstractmethod
     def read_episode(self, index: int) -> Episode:
-        """One whole episode with decoded RGB frames in ``images``; ConversionError naming the file if bad."""
+        """One whole episode with decoded RGB frames of the selected cameras in ``images``;
+        ConversionError naming the file if bad."""
 
     def __iter__(self) -> Iterator[Episode]:
         for i in self.episode_indices():

@@ -185,6 +185,7 @@ class _Visual:
     key: str
     stored: str  # "video" (mp4 files) or "image" (encoded bytes in the parquet rows)
     spec: FeatureSpec
+    unsupported: str = ""  # why its frames cannot become RGB frames (depth maps), if they cannot
 
     @property
     def camera(self) -> str:
@@ -204,6 +205,21 @@ def _image_size(key: str, ft: Mapping[str, Any], info_path: Path) -> tuple[int, 
     return int(shape[0]), int(shape[1])
 
 
+def _depth_reason(ft: Mapping[str, Any]) -> str:
+    """Why a visual feature holds depth (or other high-bit-depth) values rather than RGB, or ""."""
+    info = ft.get("info") if isinstance(ft.get("info"), Mapping) else {}
+    video_info = ft.get("video_info") if isinstance(ft.get("video_info"), Mapping) else {}
+    # LeRobot's flag: canonical info.is_depth_map, legacy video.is_depth_map in info or video_info.
+    for where, block, key in (("info", info, "is_depth_map"), ("info", info, "video.is_depth_map"),
+                              ("video_info", video_info, "video.is_depth_map")):
+        if block.get(key):
+            return f"it is a depth map ({where}.{key} is true)"
+    pix_fmt = str(info.get("video.pix_fmt") or video_info.get("video.pix_fmt") or "")
+    if pix_fmt.startswith("gray") and pix_fmt != "gray":
+        return f"it is single-channel video of more than 8 bits ({pix_fmt}), depth or thermal, not RGB"
+    return ""
+
+
 def _parse_features(
     features: Mapping[str, Any], info_path: Path, known: Mapping[str, FeatureSpec]
 ) -> tuple[dict[str, FeatureSpec], list[_Visual]]:
@@ -219,7 +235,7 @@ def _parse_features(
                 h, w = _image_size(key, ft, info_path)
                 ours = known.get(IMAGE_PREFIX + camera_of(key))
                 spec = image_feature(camera_of(key), h, w, unit=ours.unit if ours else "")
-                visual.append(_Visual(key, str(dtype), spec))
+                visual.append(_Visual(key, str(dtype), spec, _depth_reason(ft)))
             elif _is_numeric(dtype):
                 numeric[key] = _numeric_spec(key, ft, known.get(key))
         except ValueError as e:
@@ -269,14 +285,16 @@ class LeRobotReader(FormatReader):
     """A LeRobot v2.0/v2.1/v3.0 dataset folder.
 
     ``tabular_only=True`` reads only the numeric part (no cameras in ``info``), for datasets
-    whose videos are missing. ``tolerance_s`` is how far a video frame may lie from a step's
-    timestamp (default half a frame period).
+    whose videos are missing; ``cameras`` reads only those cameras (the others' videos are never
+    opened). ``tolerance_s`` is how far a video frame may lie from a step's timestamp (default
+    half a frame period). :meth:`missing_cameras` tells which episodes lack a camera's video.
     """
 
     format_name = "lerobot"
 
-    def __init__(self, path: Path, *, tabular_only: bool = False, tolerance_s: float | None = None) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, tabular_only: bool = False, tolerance_s: float | None = None,
+                 cameras: Iterable[str] | None = None) -> None:
+        super().__init__(path, cameras)
         self.tabular_only = bool(tabular_only)
         self._info_path = self.path / INFO_PATH
         self._meta = _read_json(self._info_path, "meta/info.json")
@@ -288,12 +306,25 @@ class LeRobotReader(FormatReader):
             raise ConversionError(f"{self._info_path}: needs 'fps' and a 'features' object ({e})") from e
         self.tolerance_s = float(tolerance_s) if tolerance_s is not None else 1.0 / (2.0 * self.fps)
         self._sidecar = _load_sidecar(self.path)
-        self._numeric, self._visual = _parse_features(features, self._info_path, _sidecar_features(self._sidecar))
-        if self.tabular_only:
-            self._visual = []
+        self._numeric, visual = _parse_features(features, self._info_path, _sidecar_features(self._sidecar))
+        self.check_camera_selection([v.camera for v in visual], self._info_path)
+        self._visual = [] if self.tabular_only else [v for v in visual if self.wants_camera(v.camera)]
+        self._refuse_unsupported(visual)
         self._episodes, self._episodes_file = self._load_episodes()
         self._tasks = self._load_tasks()
         self._cached: tuple[Path, pa.Table] | None = None
+
+    def _refuse_unsupported(self, declared: list[_Visual]) -> None:
+        bad = next((v for v in self._visual if v.unsupported), None)
+        if bad is None:
+            return
+        others = [v.camera for v in declared if v is not bad and not v.unsupported]
+        how = (f"select the other cameras with --cameras {','.join(others)}" if others
+               else "convert without cameras with --tabular-only")
+        raise ConversionError(
+            f"{self._info_path}: feature {bad.key!r} (camera {bad.camera!r}) cannot be converted: {bad.unsupported}, "
+            f"and telecorder cameras hold 8-bit RGB frames; {how} (cameras=[...] in Python)"
+        )
 
     def _check_version(self, meta: Any) -> str:
         version = meta.get("codebase_version") if isinstance(meta, dict) else None
@@ -387,6 +418,31 @@ class LeRobotReader(FormatReader):
     def episode_indices(self) -> list[int]:
         return sorted(self._episodes)
 
+    def missing_cameras(self, episodes: Iterable[int]) -> dict[str, list[int]]:
+        """Selected video cameras whose file is absent for some of ``episodes`` (a stat per file)."""
+        out: dict[str, list[int]] = {}
+        exists: dict[Path, bool] = {}
+        for vis in self._visual:
+            if vis.stored != "video":
+                continue
+            lacking = []
+            for index in episodes:
+                row = self._episodes.get(index)
+                if row is None:
+                    continue
+                try:
+                    path = self._video_path(vis, index, row)
+                except ConversionError:  # v3 episode metadata without this camera's file: no video
+                    lacking.append(index)
+                    continue
+                if path not in exists:
+                    exists[path] = path.is_file()
+                if not exists[path]:
+                    lacking.append(index)
+            if lacking:
+                out[vis.camera] = lacking
+        return out
+
     # -- one episode -----------------------------------------------------------------------
 
     def read_episode(self, index: int) -> Episode:
@@ -413,15 +469,27 @@ class LeRobotReader(FormatReader):
         if not self.is_v3:
             chunk = index // int(self._meta.get("chunks_size", 1000))
             path = self._templated_path("data_path", episode_chunk=chunk, episode_index=index)
-            return _read_parquet(path), path
+            return self._read_frames(path), path
         chunk, file = (self._episode_field(index, row, f"data/{k}") for k in ("chunk_index", "file_index"))
         path = self._templated_path("data_path", chunk_index=chunk, file_index=file)
         if self._cached is None or self._cached[0] != path:
-            self._cached = (path, _read_parquet(path))  # consecutive episodes share a file
+            self._cached = (path, self._read_frames(path))  # consecutive episodes share a file
         table = self._cached[1]
         if "episode_index" not in table.column_names:
             raise ConversionError(f"{path}: column 'episode_index' is missing; cannot find episode {index}'s rows")
         return table.filter(pc.equal(table["episode_index"], index)), path
+
+    def _read_frames(self, path: Path) -> pa.Table:
+        """The columns this reader uses: image bytes of cameras not selected are not even read."""
+        wanted = [*BOOKKEEPING, *self._numeric, *(v.key for v in self._visual if v.stored == "image")]
+        try:
+            names = set(pq.read_schema(path).names)
+        except FileNotFoundError as e:
+            raise ConversionError(f"{path}: file is missing") from e
+        except (pa.ArrowException, OSError) as e:
+            raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
+        # Absent columns are reported by name where they are needed.
+        return _read_parquet(path, columns=[c for c in wanted if c in names])
 
     def _templated_path(self, key: str, **fields: Any) -> Path:
         """A file named by an ``info.json`` path template; it must lie inside the dataset."""
@@ -466,8 +534,9 @@ class LeRobotReader(FormatReader):
         path = self._video_path(vis, index, row)
         if not path.is_file():
             raise ConversionError(
-                f"{path}: video of camera {vis.camera!r} for episode {index} is missing; "
-                "to convert only the numeric data, pass --tabular-only (tabular_only=True in Python)"
+                f"{path}: video of camera {vis.camera!r} for episode {index} is missing; leave the camera out "
+                "(--cameras with the others, or --skip-missing-cameras), skip such episodes (--skip-bad), or "
+                "convert only the numeric data (--tabular-only; tabular_only=True or cameras=[...] in Python)"
             )
         start = float(self._episode_field(index, row, f"videos/{vis.key}/from_timestamp")) if self.is_v3 else 0.0
         context = f"episode {index}, camera {vis.camera!r}"
@@ -550,7 +619,13 @@ def _column_values(table: pa.Table, name: str, shape: tuple[int, ...], dtype: st
             f"{path}: column {name!r} holds {len(values)} values ({values.null_count} null) in {n} rows; "
             f"meta/info.json declares shape {list(shape) or [1]}"
         )
-    return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape((n, *shape))
+    try:
+        return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape((n, *shape))
+    except (ValueError, TypeError, pa.ArrowException) as e:
+        raise ConversionError(
+            f"{path}: column {name!r} holds {values.type} values that are not {dtype} numbers, as meta/info.json "
+            f"declares ({e}); fix its dtype there, or leave it out of 'features'"
+        ) from e
 
 
 def _image_column(table: pa.Table, key: str, path: Path, root: Path) -> list[np.ndarray]:
@@ -570,11 +645,28 @@ def _image_column(table: pa.Table, key: str, path: Path, root: Path) -> list[np.
             blob = _read_bytes(image, path, key, step)
         if blob is None:
             raise ConversionError(f"{path}: column {key!r} step {step} holds neither image bytes nor a path")
+        if step == 0 and _high_bit_depth(blob):
+            raise ConversionError(
+                f"{path}: column {key!r} holds {_high_bit_depth(blob)} images (depth?), which 8-bit RGB frames "
+                "would truncate; leave this camera out with --cameras (cameras=[...] in Python), or flag it in "
+                "meta/info.json with info.is_depth_map"
+            )
         try:
             frames.append(decode_image(blob, where=f"{path} column {key!r} step {step}"))
         except DatasetError as e:
             raise ConversionError(str(e)) from e
     return frames
+
+
+def _high_bit_depth(blob: bytes) -> str:
+    """What a stored image is when more than 8 bits a sample ("16-bit PNG", "TIFF"), else ""."""
+    head = bytes(blob[:26])
+    # PNG: 8-byte signature, then the IHDR chunk whose bit depth is byte 24.
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) > 24 and head[24] > 8:
+        return f"{head[24]}-bit PNG"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):  # LeRobot's depth frames are TIFF files
+        return "TIFF"
+    return ""
 
 
 def _read_bytes(image: Path, path: Path, key: str, step: int) -> bytes:

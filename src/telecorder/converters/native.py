@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,11 @@ _OWN_ATTRS = {"episode_index", "format_version", "fps", "robot_type", "image_enc
 class NativeReader(FormatReader):
     format_name = "native"
 
-    def __init__(self, path: Path, *, exclude_bad: bool = False) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, *, exclude_bad: bool = False, cameras: Iterable[str] | None = None) -> None:
+        super().__init__(path, cameras)
         self._ds = Dataset.open(self.path)
         self.exclude_bad = exclude_bad
+        self.check_camera_selection(self._ds.info.cameras, self.path / "meta/info.json")
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -38,7 +41,11 @@ class NativeReader(FormatReader):
 
     @property
     def info(self) -> DatasetInfo:
-        return self._ds.info
+        info = self._ds.info
+        if self.camera_selection is None:
+            return info
+        features = {k: f for k, f in info.features.items() if not f.is_image or self.wants_camera(f.camera)}
+        return replace(info, features=features)
 
     def episode_indices(self) -> list[int]:
         if self.exclude_bad:
@@ -47,7 +54,13 @@ class NativeReader(FormatReader):
 
     def read_episode(self, index: int) -> Episode:
         with self._ds.episode(index) as reader:
-            return reader.load(images=True)
+            episode = reader.load(images=False)
+            # Only the selected cameras' frames are decoded; the rest stay untouched in the file.
+            cams = [c for c in reader.cameras if self.wants_camera(c)]
+            episode.images = {c: [reader.frame(c, i) for i in range(len(reader))] for c in cams}
+        episode.image_timestamp = {c: v for c, v in episode.image_timestamp.items() if c in episode.images}
+        episode.frame_index = {c: v for c, v in episode.frame_index.items() if c in episode.images}
+        return episode
 
 
 class NativeWriter(FormatWriter):

@@ -1,7 +1,10 @@
 """``telecorder convert``: reader -> transforms -> writer, episode by episode.
 
 Transforms: select episodes, select and rename cameras, resize images, resample to
-another control rate by timestamps. The output is built in a hidden ``.NAME.partial``
+another control rate by timestamps. Cameras are selected in the reader, before anything is
+read: a camera left out is never opened or decoded. Cameras whose files are absent for the
+episodes asked for (LeRobot videos) stop the conversion up front, or with
+``skip_missing_cameras`` are left out and listed in the report and the output's metadata. The output is built in a hidden ``.NAME.partial``
 folder next to the destination and moved into place only when complete, so a failed
 or interrupted conversion never leaves a half dataset under the destination name.
 With ``workers > 1`` episodes are read, decoded and transformed in parallel processes
@@ -30,7 +33,7 @@ from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_fe
 from ..datasets.lock import DatasetLock, lock_holder
 from ..errors import DatasetError
 from . import open_reader, writer_class
-from .base import ConversionError
+from .base import ConversionError, FormatReader
 
 
 @dataclass
@@ -45,6 +48,7 @@ class ConvertOptions:
     overwrite: bool = False
     resume: bool = False
     skip_bad: bool = False
+    skip_missing_cameras: bool = False
     val_fraction: float = 0.0  # RLDS/OXE output: whole episodes to a "val" split (episode_split, seed 0)
     reader_options: dict[str, Any] = field(default_factory=dict)
     writer_options: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +62,7 @@ class ConvertReport:
     seconds: float = 0.0
     skipped: list[tuple[int, str]] = field(default_factory=list)
     resumed: int = 0
+    cameras_left_out: dict[str, str] = field(default_factory=dict)  # camera -> why (skip_missing_cameras)
 
     @property
     def frames_per_s(self) -> float:
@@ -74,6 +79,17 @@ def parse_episode_ranges(text: str) -> list[int]:
     except ValueError as e:
         raise ValueError(f"episode ranges look like 0-9,15, not {text!r}") from e
     return out
+
+
+def format_ranges(indices: list[int]) -> str:
+    """[0, 1, 2, 5, 7, 8] -> ``0-2,5,7-8`` (what --episodes takes)."""
+    runs: list[list[int]] = []
+    for i in sorted(set(indices)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def parse_cameras(text: str) -> dict[str, str]:
@@ -168,14 +184,22 @@ def convert(
     """Convert ``src`` into a new dataset at ``dst``; ``on_episode(done, total, frames)`` reports progress."""
     src, dst = Path(src), Path(dst)
     t0 = time.perf_counter()
-    reader = open_reader(src, opts.src_format, **opts.reader_options)
-    src_info = reader.info
-    out_info = transform_info(src_info, opts)
+    reader = _open(src, opts)
     available = reader.episode_indices()
     wanted = opts.episodes if opts.episodes is not None else available
     absent = sorted(set(wanted) - set(available))
     if absent:
         raise ConversionError(f"{src}: no episode(s) {absent[:10]} (it has {len(available)} episodes)")
+    left_out = _cameras_without_files(src, reader, wanted, opts)
+    if left_out:
+        kept = [c for c in reader.info.cameras if c not in left_out]
+        mapping = opts.cameras or {}
+        opts = replace(opts, cameras={c: mapping.get(c, c) for c in kept})
+        reader = _open(src, opts)
+    src_info = reader.info
+    out_info = transform_info(src_info, opts)
+    if left_out:
+        out_info.extra["source_cameras_left_out"] = dict(left_out)
     val_episodes = _val_episodes(wanted, opts)
     _undo_interrupted_swap(dst)
     if dst.exists() and not opts.overwrite:
@@ -195,7 +219,7 @@ def convert(
     writer = writer_class(opts.to)(work, out_info, **writer_opts)
     # Read after the writer has opened: on resume it first puts the output back in order.
     done_before = _converted_sources(work) if resuming else set()
-    report = ConvertReport(output=dst, resumed=len(done_before))
+    report = ConvertReport(output=dst, resumed=len(done_before), cameras_left_out=left_out)
     remaining = [i for i in wanted if i not in done_before]
     try:
         for index, result in _episodes(src, src_info, opts, remaining):
@@ -236,6 +260,50 @@ def _val_episodes(wanted: list[int], opts: ConvertOptions) -> list[int]:
     if not val:
         raise ConversionError(f"--val-fraction {opts.val_fraction}: needs at least 2 episodes to split (converting {len(wanted)})")
     return val
+
+
+def _open(src: Path | str, opts: ConvertOptions) -> FormatReader:
+    """The source's reader with the camera selection applied (None: every camera)."""
+    cameras = list(opts.cameras) if opts.cameras is not None else None
+    return open_reader(src, opts.src_format, cameras=cameras, **opts.reader_options)
+
+
+def _cameras_without_files(src: Path, reader: FormatReader, wanted: list[int], opts: ConvertOptions) -> dict[str, str]:
+    """Cameras to leave out because their files are absent (``skip_missing_cameras``), camera -> why.
+
+    Without that option an absent camera stops the conversion before anything is written, with
+    the ways out; one absent for only some episodes is left to ``skip_bad`` when that is on.
+    """
+    missing = reader.missing_cameras(wanted)
+    if not missing:
+        return {}
+    if opts.skip_missing_cameras:
+        return {cam: f"no video for {len(eps)} of {len(wanted)} episode(s) ({_shorten(format_ranges(eps))})"
+                for cam, eps in missing.items()}
+    total = [c for c, eps in missing.items() if len(eps) == len(wanted)]
+    if total:
+        others = [c for c in reader.info.cameras if c not in missing]
+        instead = f"--cameras {','.join(others)} to convert the others, or " if others else ""
+        raise ConversionError(
+            f"{src}: camera(s) {', '.join(map(repr, total))} declared in the dataset have no video file for any of "
+            f"the {len(wanted)} episode(s) to convert; pass {instead}--skip-missing-cameras to convert what "
+            "exists and list what was left out"
+        )
+    if opts.skip_bad:
+        return {}  # each episode without the video is skipped and listed
+    cam, eps = next(iter(missing.items()))
+    having = [i for i in wanted if i not in set(eps)]
+    raise ConversionError(
+        f"{src}: camera {cam!r} has no video for {len(eps)} of {len(wanted)} episode(s) "
+        f"({_shorten(format_ranges(eps))}); convert the episodes that have it (--episodes "
+        f"{_shorten(format_ranges(having))}), leave the camera out (--skip-missing-cameras), "
+        "or skip those episodes (--skip-bad)"
+    )
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    cut = text.rfind(",", 0, limit)
+    return text if len(text) <= limit or cut < 0 else text[:cut] + ",..."
 
 
 def _replaced_path(dst: Path) -> Path:
@@ -290,7 +358,7 @@ _worker_state: dict[str, Any] = {}
 
 
 def _worker_init(src: str, opts: ConvertOptions) -> None:
-    reader = open_reader(src, opts.src_format, **opts.reader_options)
+    reader = _open(src, opts)
     _worker_state.update(reader=reader, info=reader.info, opts=opts)
 
 
