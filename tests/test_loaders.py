@@ -13,11 +13,13 @@ torch = pytest.importorskip("torch")
 
 from conftest import make_info, write_dataset  # noqa: E402
 
-from telecorder.datasets import torch_dataset  # noqa: E402
 from telecorder.datasets.splits import episode_split  # noqa: E402
-from telecorder.datasets.torch_dataset import MixtureDataset, TorchDataset  # noqa: E402
 from telecorder.datasets.vla_prompt import IGNORE_INDEX, VLAPromptAdapter  # noqa: E402
 from telecorder.errors import DatasetError  # noqa: E402
+from telecorder.loaders import native as native_source  # noqa: E402
+from telecorder.loaders import normalization  # noqa: E402
+from telecorder.loaders.mixture import MixtureDataset  # noqa: E402
+from telecorder.loaders.torch_dataset import TorchDataset  # noqa: E402
 
 LENGTHS = [12, 20, 7]
 
@@ -171,12 +173,12 @@ def test_construction_opens_no_episode_file(dataset: tuple[Path, list], tmp_path
     root, _ = dataset
     opened: list[Path] = []
 
-    class CountingReader(torch_dataset.EpisodeReader):
+    class CountingReader(native_source.EpisodeReader):
         def __init__(self, path: Path, info: object = None) -> None:
             opened.append(Path(path))
             super().__init__(path, info)
 
-    monkeypatch.setattr(torch_dataset, "EpisodeReader", CountingReader)
+    monkeypatch.setattr(native_source, "EpisodeReader", CountingReader)
     ds = TorchDataset(root, history=3, horizon=4)
     assert len(ds) == sum(LENGTHS) and opened == []
     ds[LENGTHS[0] + 1]
@@ -305,8 +307,8 @@ def test_fallback_normalizer_matches_shared_one(dataset: tuple[Path, list]) -> N
     stats = json.loads((root / "meta" / "stats.json").read_text())
     x = np.random.default_rng(1).normal(size=(50, 4)) * 3
     mask = np.array([True, True, False, True])
-    for mode in torch_dataset.NORMALIZE_MODES:
+    for mode in normalization.NORMALIZE_MODES:
         shared = normalize.Normalizer.from_dataset_stats(stats, feature="action", mode=mode, mask=mask)
-        local = torch_dataset._BoundsNormalizer(mode, stats["features"]["action"], mask)
+        local = normalization._BoundsNormalizer(mode, stats["features"]["action"], mask)
         np.testing.assert_allclose(local.normalize(x), shared.normalize(x), atol=1e-12)
         np.testing.assert_allclose(local.unnormalize(x), shared.unnormalize(x), atol=1e-12)

@@ -13,11 +13,12 @@ from .vla_prompt import VLAPromptAdapter
 
 
 def __getattr__(name: str) -> object:
-    # The PyTorch loaders import torch; only load them when asked for.
+    # The PyTorch loaders live in telecorder.loaders (above this package) and import torch;
+    # these names stay for existing users and load only when asked for.
     if name in ("TorchDataset", "MixtureDataset"):
-        from . import torch_dataset
+        from .. import loaders
 
-        return getattr(torch_dataset, name)
+        return getattr(loaders, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

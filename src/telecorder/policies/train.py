@@ -1,6 +1,6 @@
 """Train the reference behavioral-cloning policy on a native dataset (``telecorder train``).
 
-The samples come from :class:`~telecorder.datasets.torch_dataset.TorchDataset`, the loader
+The samples come from :class:`~telecorder.loaders.TorchDataset`, the loader
 any other trainer would use, so the state layout, normalization and image resizing are
 the ones the policy runner reproduces at deployment. They are read once and kept in
 memory as tensors (decoded, resized frames included: 50 episodes x 200 steps x 2 cameras
@@ -43,7 +43,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise missing_extra("torch", "torch") from e
 
-from ..datasets.torch_dataset import TorchDataset
+from ..loaders.torch_dataset import TorchDataset
 
 __all__ = ["DEFAULTS", "train_bc"]
 

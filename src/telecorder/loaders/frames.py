@@ -1,0 +1,89 @@
+"""Stored frames to model input, ``(3, h, w)`` uint8 RGB, with as few passes over the pixels as possible.
+
+A JPEG wanted much smaller than it is stored is decoded at 1/2, 1/4 or 1/8 scale inside
+libjpeg(-turbo) (DCT scaling: ``cv2.IMREAD_REDUCED_COLOR_*``), which skips most of the
+inverse DCT and colour work, then resized to the exact size with ``INTER_AREA`` as the
+loader always has. The scale chosen never goes below the requested size, so the final
+resize still only shrinks. Channel reordering (OpenCV decodes BGR) and the HWC -> CHW
+transpose happen in one ``cv2.split`` into the output planes.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from ..errors import DatasetError
+
+_REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+_JPEG_MAGIC = b"\xff\xd8"
+
+
+def reduced_flag(stored_hw: tuple[int, int] | None, out_hw: tuple[int, int] | None) -> int:
+    """The ``cv2.imdecode`` flag for a JPEG of ``stored_hw`` wanted at ``out_hw``.
+
+    libjpeg rounds scaled sizes up, so 1/f of a dimension is ``ceil(d / f)``.
+    """
+    if stored_hw is None or out_hw is None:
+        return cv2.IMREAD_COLOR
+    (sh, sw), (h, w) = stored_hw, out_hw
+    for f, flag in _REDUCED:
+        if -(-sh // f) >= h and -(-sw // f) >= w:
+            return flag
+    return cv2.IMREAD_COLOR
+
+
+def _split_writes_in_place() -> bool:
+    # cv2.split fills the given planes when their shape and dtype fit; checked once, because a
+    # binding that returned fresh arrays instead would leave the output untouched.
+    src = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    out = np.zeros((3, 2, 2), np.uint8)
+    cv2.split(src, [out[0], out[1], out[2]])
+    return bool(np.array_equal(out, src.transpose(2, 0, 1)))
+
+
+_SPLIT_IN_PLACE = _split_writes_in_place()
+
+
+def hwc_to_chw(img: np.ndarray, out: np.ndarray | None = None, *, bgr: bool = False) -> np.ndarray:
+    """``(H, W, 3)`` -> ``(3, H, W)``; ``bgr=True`` also swaps the channels to RGB."""
+    h, w = img.shape[:2]
+    if out is None:
+        out = np.empty((3, h, w), np.uint8)
+    planes = [out[2], out[1], out[0]] if bgr else [out[0], out[1], out[2]]
+    if _SPLIT_IN_PLACE and img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3:
+        cv2.split(img, planes)
+    else:
+        src = img[..., ::-1] if bgr else img
+        np.copyto(out, src.transpose(2, 0, 1))
+    return out
+
+
+def resize_to(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``img`` at ``size`` (``(height, width)``) with ``INTER_AREA``; unchanged when it is already."""
+    if size is None or tuple(img.shape[:2]) == tuple(size):
+        return img
+    return cv2.resize(img, (int(size[1]), int(size[0])), interpolation=cv2.INTER_AREA)
+
+
+def decode_chw(
+    data: np.ndarray | bytes | memoryview,
+    size: tuple[int, int] | None,
+    *,
+    stored_hw: tuple[int, int] | None = None,
+    where: str = "frame",
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Stored JPEG/PNG bytes as a ``(3, h, w)`` uint8 RGB model input.
+
+    ``size`` is ``(height, width)`` (None: as stored); ``stored_hw`` is the stored size when
+    known (from the dataset's features), which enables reduced-size JPEG decoding.
+    """
+    buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    flag = cv2.IMREAD_COLOR
+    if size is not None and buf.size > 2 and buf[:2].tobytes() == _JPEG_MAGIC:
+        flag = reduced_flag(stored_hw, size)
+    img = cv2.imdecode(buf, flag) if buf.size else None
+    if img is None:
+        raise DatasetError(f"{where}: stored image bytes cannot be decoded (corrupt or empty)")
+    return hwc_to_chw(resize_to(img, size), out, bgr=True)

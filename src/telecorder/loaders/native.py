@@ -1,0 +1,70 @@
+"""Native telecorder datasets (``meta/`` + one HDF5 file per episode) as a loader source."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..datasets.dataset import Dataset
+from ..datasets.episode_file import EpisodeReader
+from ..datasets.features import read_json
+from ..errors import DatasetError
+from .frames import decode_chw
+from .source import EpisodeSource, LoadedEpisode
+
+
+class NativeEpisode(LoadedEpisode):
+    def __init__(self, reader: EpisodeReader, numeric: dict[str, np.ndarray], instruction: str,
+                 stored: dict[str, tuple[int, int]]) -> None:
+        self.reader = reader
+        self.numeric = numeric
+        self.instruction = instruction
+        self._stored = stored
+
+    def _encoded(self, camera: str, step: int) -> np.ndarray:
+        return self.reader.encoded_frame(camera, step)
+
+    def frame(self, camera: str, step: int, size: tuple[int, int] | None, out: np.ndarray | None = None
+              ) -> np.ndarray:
+        where = f"{self.reader.path} camera {camera!r} step {step}"
+        return decode_chw(self._encoded(camera, step), size, stored_hw=self._stored.get(camera), where=where,
+                          out=out)
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class NativeSource(EpisodeSource):
+    format_name = "native"
+
+    def __init__(self, path: str | Path) -> None:
+        self.dataset = Dataset.open(path)
+        self.root = self.dataset.root
+        self.info = self.dataset.info
+        self.records = list(self.dataset.records)
+        self._stored = {f.camera: (int(f.shape[0]), int(f.shape[1])) for f in self.info.image_features}
+
+    def own_stats(self) -> dict[str, Any]:
+        path = self.root / "meta" / "stats.json"
+        return read_json(path) if path.exists() else {}
+
+    def episode_path(self, episode_index: int) -> Path:
+        return self.dataset.episode_path(episode_index)
+
+    def load(self, episode_index: int, numeric: Sequence[str]) -> NativeEpisode:
+        rec = next((r for r in self.records if int(r["episode_index"]) == episode_index), {})
+        path = self.dataset.episode_path(episode_index)
+        reader = EpisodeReader(path, self.info)
+        try:
+            arrays = {k: reader.numeric(k) for k in numeric}
+            attrs = reader.attrs
+            if rec and len(reader) != int(rec["length"]):
+                raise DatasetError(f"{path}: {len(reader)} steps, but meta/episodes.jsonl says {rec['length']}")
+        except BaseException:
+            reader.close()
+            raise
+        instruction = str(attrs.get("language_instruction") or attrs.get("task") or rec.get("task") or "")
+        return NativeEpisode(reader, arrays, instruction, self._stored)

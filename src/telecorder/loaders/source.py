@@ -1,0 +1,129 @@
+"""What a loader needs from a dataset on disk, whatever its format: one interface, one opener.
+
+An :class:`EpisodeSource` lists its episodes (number, length, task) without reading them,
+and hands out one episode at a time as a :class:`LoadedEpisode`: its numeric columns in
+memory (small) and its frames on demand, one step at a time, so that a sample costs the
+frames it shows and nothing else. Sources hold no open files when pickled: DataLoader
+workers open their own.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..datasets.features import DatasetInfo
+from ..datasets.stats import DatasetStats
+from ..errors import DatasetError
+
+FORMATS = ("native", "lerobot", "rlds")
+
+
+class LoadedEpisode(ABC):
+    """One episode opened for sampling: numeric columns in memory, frames decoded per step."""
+
+    numeric: dict[str, np.ndarray]
+    instruction: str
+
+    @abstractmethod
+    def frame(self, camera: str, step: int, size: tuple[int, int] | None, out: np.ndarray | None = None
+              ) -> np.ndarray:
+        """RGB frame of ``camera`` at ``step`` as ``(3, h, w)`` uint8, resized to ``size``."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: not every episode holds something open
+        """Release what this episode holds open (file handles)."""
+
+
+class EpisodeSource(ABC):
+    """A dataset folder seen by the loaders; see the module docstring."""
+
+    format_name = ""
+    root: Path
+    info: DatasetInfo
+    #: One dict per episode: ``episode_index``, ``length``, optionally ``task`` and ``bad``.
+    records: list[dict[str, Any]]
+
+    @abstractmethod
+    def load(self, episode_index: int, numeric: Sequence[str]) -> LoadedEpisode:
+        """Open one episode with the numeric features ``numeric`` read."""
+
+    @abstractmethod
+    def own_stats(self) -> dict[str, Any]:
+        """The dataset's statistics file as ``{"features": {name: summary}}`` ({} if none)."""
+
+    def computed_stats(self, features: Sequence[str]) -> dict[str, Any]:
+        """Statistics of ``features`` computed from every episode's numeric columns, merged
+        episode by episode exactly as the native store merges its ``meta/stats.json``."""
+        total = DatasetStats()
+        for rec in self.records:
+            ep = self.load(int(rec["episode_index"]), features)
+            try:
+                arrays = {f: np.asarray(ep.numeric[f]) for f in features}
+            finally:
+                ep.close()
+            total = total.merge(DatasetStats.from_arrays(arrays, episode=int(rec["episode_index"])))
+        return total.to_json_dict()
+
+    def close(self) -> None:  # noqa: B027 - optional hook: not every source holds something open
+        """Release what this process holds open for the source (decoders, file maps)."""
+
+
+def detect_format(path: Path) -> str:
+    """``native``, ``lerobot`` or ``rlds`` from what the folder holds; nothing heavy is imported."""
+    from ..converters.lerobot import LeRobotReader
+    from ..converters.rlds import find_tfds_dir
+    from ..datasets.dataset import is_dataset
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such folder")
+    if is_dataset(path):
+        return "native"
+    if LeRobotReader.detect(path):
+        return "lerobot"
+    if find_tfds_dir(path) is not None:
+        return "rlds"
+    raise DatasetError(
+        f"{path}: not a dataset the loaders read (a telecorder dataset with meta/info.json and episodes/, "
+        "a LeRobot v2/v3 folder, or an RLDS/TFDS folder with dataset_info.json + features.json)"
+    )
+
+
+def open_source(path: str | Path, format: str | None = None, **options: Any) -> EpisodeSource:
+    """The source for ``path``; ``format`` (``native``, ``lerobot``, ``rlds``) skips detection.
+
+    ``options`` go to the format's source: ``split`` for RLDS (default ``"train"``).
+    """
+    path = Path(path)
+    fmt = detect_format(path) if format is None else format
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown dataset format {fmt!r} (use one of {', '.join(FORMATS)})")
+    if fmt == "native":
+        from .native import NativeSource
+
+        return NativeSource(path, **options)
+    if fmt == "lerobot":
+        from .lerobot import LeRobotSource
+
+        return LeRobotSource(path, **options)
+    from .rlds import RLDSSource
+
+    return RLDSSource(path, **options)
+
+
+def stats_dict(summaries: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"features": ...}`` from per-feature summaries whose ``count`` may be a one-element list."""
+    features: dict[str, Any] = {}
+    for name, s in summaries.items():
+        if not isinstance(s, Mapping):
+            continue
+        s = dict(s)
+        count = s.get("count")
+        if isinstance(count, (list, tuple)):
+            s["count"] = int(np.asarray(count).reshape(-1)[0]) if len(count) else 0
+        features[name] = s
+    return {"features": features}

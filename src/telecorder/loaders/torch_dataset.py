@@ -1,0 +1,400 @@
+"""PyTorch loader over any dataset the loaders read: native, LeRobot v2/v3, RLDS/Open X-Embodiment.
+
+:class:`TorchDataset` serves one sample per (episode, step): a short history of camera frames
+and states, and a chunk of future actions, normalized with the dataset's statistics.
+
+Nothing but the episode list is read when a dataset is built, so start-up costs the same for
+ten episodes or ten thousand. Episodes are opened on first use inside the process that reads
+them (a DataLoader worker), because file handles and decoders must not cross a ``fork``; an
+opened episode holds its numeric columns, and frames are decoded only for the steps a sample
+shows.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..datasets.model_inputs import concat_state
+from ..errors import DatasetError, missing_extra
+from .normalization import NORMALIZE_MODES, has_stats, make_normalizer, make_state_normalizer
+from .source import EpisodeSource, LoadedEpisode, open_source
+
+try:
+    import torch
+    from torch.utils.data import Dataset as _TorchBase
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise missing_extra("torch", "torch") from e
+
+__all__ = ["NORMALIZE_MODES", "ActionTokenizer", "TorchDataset"]
+
+PAD_MODES = ("repeat_last", "zero")
+INTERVENTION_KEY = "intervention"
+
+
+class ActionTokenizer(Protocol):
+    """What ``TorchDataset(tokenizer=...)`` needs: normalized actions in, token ids out.
+
+    ``encode`` receives the sample's whole action chunk, already normalized, as a float32
+    array of shape ``[horizon, action_dim]`` (padded rows included; mask them with
+    ``action_is_pad``) and returns the ids to train on, e.g. a 256-bin discretizer's ids.
+    """
+
+    def encode(self, actions: np.ndarray) -> list[int]: ...
+
+
+@dataclass
+class _OpenEpisode:
+    loaded: LoadedEpisode
+    state: np.ndarray  # normalized, float32 [T, D]
+    action: np.ndarray  # normalized, float32 [T, A]
+    instruction: str
+    intervention: np.ndarray | None  # bool [T], None when the episode has no such feature
+
+
+def _intervention_flags(values: np.ndarray | None) -> np.ndarray | None:
+    """Per-step ``intervention`` flags (bool ``[T]``) from the feature's column."""
+    if values is None:
+        return None
+    a = np.asarray(values)
+    return a.reshape(len(a), -1).astype(bool).any(axis=1)
+
+
+class TorchDataset(_TorchBase):
+    """Map-style dataset: item ``i`` is one step of one episode, with history and action chunk.
+
+    ``path`` is a native telecorder dataset, a LeRobot v2.0/v2.1/v3.0 folder or an RLDS/TFDS
+    folder (Open X-Embodiment exports included), read in place: nothing is converted first.
+    ``format`` skips detection; ``split`` picks the RLDS split (default ``"train"``).
+
+    Each item is a dict:
+
+    * ``images.<camera>``: uint8 ``[history, 3, h, w]`` RGB, decoded in the reading process and
+      resized with ``cv2.INTER_AREA`` to ``image_size`` (``(height, width)``; ``None`` keeps
+      the stored size). JPEGs wanted at a fraction of their size are decoded at reduced scale
+      by libjpeg first; LeRobot video frames are found by timestamp, as LeRobot does;
+    * ``state``: float32 ``[history, D]``, normalized; ``state_is_pad``: bool ``[history]``,
+      True for steps before the episode start (those repeat the first state and frame);
+    * ``action``: float32 ``[horizon, A]``, normalized, starting at the current step;
+      ``action_is_pad``: bool ``[horizon]``, True past the episode end, where rows repeat
+      the last action (``pad="repeat_last"``) or are zero in normalized units (``"zero"``);
+    * ``language_instruction`` (str), ``episode_index`` and ``step_index`` (int64 tensors);
+    * ``action_tokens``: int64 ids from ``tokenizer.encode(normalized action chunk)`` when a
+      tokenizer is given (see :class:`ActionTokenizer`);
+    * ``intervention``: bool scalar tensor, True where a human acted in an episode recorded
+      with a policy in the loop (the per-step feature ``intervention``; False when absent);
+      ``weight``: float32 scalar tensor, the sample's weight (see below).
+
+    ``state_key`` is one feature or a sequence of features concatenated in order (the
+    ``state_keys`` of a policy); a concatenation is normalized with one normalizer whose
+    parts use each feature's own statistics. ``state_normalize`` is the state's mode (None:
+    the same as ``normalize``, which applies to actions).
+
+    Statistics: ``stats`` (a ``meta/stats.json``-style dict) when given, so that several
+    datasets trained together share one normalization; otherwise the dataset's own file
+    (native ``meta/stats.json``; LeRobot ``meta/stats.json`` when it holds what the modes
+    need), otherwise computed from the numeric columns of every episode, merged the way the
+    native store merges its own.
+
+    ``intervention_weight`` / ``policy_weight`` weight the steps of intervention data
+    (HG-DAgger): a human-labelled step weighs ``intervention_weight`` (default 1), a
+    policy-acted one ``policy_weight``, a step of an episode without the feature 1.0. Steps
+    of weight 0 are left out of the index (``policy_weight=0`` keeps only human-labelled
+    steps). :meth:`sample_weights` gives the weights for a ``WeightedRandomSampler``. Only
+    with a weight option given does construction read the episodes' ``intervention``.
+    With ``policy_weight=0`` the policy's actions are no labels at all: chunk rows the policy
+    produced (after a hand-back) are marked in ``action_is_pad``.
+
+    ``normalize_mask`` (one bool per action dimension, False = leave raw, e.g. a gripper)
+    applies to actions; states are normalized in every dimension. ``episodes`` selects
+    episode numbers (as in the index); ``exclude_bad`` drops index records marked
+    ``"bad": true``. ``max_open_files`` bounds the episodes each process keeps open.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        cameras: Sequence[str] | None = None,
+        image_size: tuple[int, int] | None = (224, 224),
+        history: int = 1,
+        horizon: int = 1,
+        normalize: str = "q99",
+        normalize_mask: Sequence[bool] | None = None,
+        tokenizer: ActionTokenizer | None = None,
+        episodes: Iterable[int] | None = None,
+        exclude_bad: bool = True,
+        pad: str = "repeat_last",
+        state_key: str | Sequence[str] = "observation.state",
+        action_key: str = "action",
+        max_open_files: int = 16,
+        state_normalize: str | None = None,
+        intervention_weight: float | None = None,
+        policy_weight: float = 1.0,
+        stats: Mapping[str, Any] | None = None,
+        format: str | None = None,
+        split: str | None = None,
+    ) -> None:
+        if history < 1 or horizon < 1:
+            raise ValueError(f"history and horizon must be >= 1, got {history} and {horizon}")
+        if pad not in PAD_MODES:
+            raise ValueError(f"unknown pad {pad!r} (use one of {', '.join(PAD_MODES)})")
+        for mode in (normalize, state_normalize):
+            if mode is not None and mode not in NORMALIZE_MODES:
+                raise ValueError(f"unknown normalization {mode!r} (use one of {', '.join(NORMALIZE_MODES)})")
+        self.source: EpisodeSource = open_source(path, format, **({"split": split} if split else {}))
+        self.root = self.source.root
+        info = self.info = self.source.info
+        self.cameras = list(info.cameras if cameras is None else cameras)
+        unknown = [c for c in self.cameras if c not in info.cameras]
+        if unknown:
+            raise DatasetError(f"{self.root}: no camera(s) {unknown} (has {info.cameras})")
+        if isinstance(state_key, str):
+            self.state_keys: tuple[str, ...] = (state_key,)
+        else:
+            self.state_keys = tuple(str(k) for k in state_key)
+            if not self.state_keys:
+                raise ValueError("state_key: give at least one feature")
+        for key in (*self.state_keys, action_key):
+            if key not in info.features:
+                raise DatasetError(f"{self.root}: no feature {key!r} (has {sorted(info.features)})")
+        self.image_size = None if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self._frame_size = {
+            f.camera: self.image_size or (int(f.shape[0]), int(f.shape[1])) for f in info.image_features
+        }
+        self.history, self.horizon, self.pad = int(history), int(horizon), pad
+        self.state_key = state_key if isinstance(state_key, str) else self.state_keys
+        self.action_key = action_key
+        self.tokenizer = tokenizer
+        self.max_open_files = max(1, int(max_open_files))
+
+        records = self.source.records
+        if episodes is not None:
+            wanted = {int(e) for e in episodes}
+            missing = wanted - {int(r["episode_index"]) for r in records}
+            if missing:
+                raise DatasetError(f"{self.root}: no episode(s) {sorted(missing)} in the index")
+            records = [r for r in records if int(r["episode_index"]) in wanted]
+        if exclude_bad:
+            records = [r for r in records if not r.get("bad", False)]
+        records = [r for r in records if int(r.get("length", 0)) > 0]
+
+        self.normalize_mode = normalize
+        self.state_normalize_mode = normalize if state_normalize is None else state_normalize
+        if stats is None:
+            stats = self._statistics()
+        if isinstance(state_key, str):
+            self.state_normalizer = make_normalizer(stats, state_key, self.state_normalize_mode)
+        else:
+            self.state_normalizer = make_state_normalizer(stats, self.state_keys, self.state_normalize_mode)
+        self.action_normalizer = make_normalizer(stats, action_key, normalize, normalize_mask)
+
+        for name, w in (("intervention_weight", intervention_weight), ("policy_weight", policy_weight)):
+            if w is not None and not (np.isfinite(w) and w >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {w}")
+        self.intervention_weight = None if intervention_weight is None else float(intervention_weight)
+        self.policy_weight = float(policy_weight)
+        self.has_intervention = INTERVENTION_KEY in info.features
+        self._numeric_keys = tuple(dict.fromkeys((*self.state_keys, action_key)))
+        if self.has_intervention:
+            self._numeric_keys += (INTERVENTION_KEY,)
+        # Per episode: the steps kept and their weights; None = every step, weight 1.
+        self._keep: list[np.ndarray] | None = None
+        self._weights: list[np.ndarray] | None = None
+        if self.has_intervention and (self.intervention_weight is not None or self.policy_weight != 1.0):
+            self._keep, self._weights, kept_records = [], [], []
+            for rec in records:
+                w = self._step_weights(rec)
+                keep = np.flatnonzero(w > 0)
+                if keep.size:
+                    kept_records.append(rec)
+                    self._keep.append(keep)
+                    self._weights.append(w[keep])
+            records = kept_records
+            lengths = np.array([k.size for k in self._keep], dtype=np.int64)
+        else:
+            lengths = np.array([int(r["length"]) for r in records], dtype=np.int64)
+        self.records = records
+        self.episode_indices = [int(r["episode_index"]) for r in records]
+        self._ends = np.cumsum(lengths)
+        # Open episodes per process id: a forked worker inherits the parent's entries but
+        # never touches (or closes) them, since file handles are not fork-safe.
+        self._open: dict[int, OrderedDict[int, _OpenEpisode]] = {}
+
+    @property
+    def dataset(self) -> Any:
+        """The native :class:`~telecorder.datasets.Dataset` (native sources only)."""
+        return getattr(self.source, "dataset", None)
+
+    def _statistics(self) -> dict[str, Any]:
+        own = self.source.own_stats()
+        if self.source.format_name == "native":
+            return own  # a missing feature is reported by the normalizer, naming meta/stats.json
+        wanted = [(self.state_keys, self.state_normalize_mode), ((self.action_key,), self.normalize_mode)]
+        if all(has_stats(own, keys, mode) for keys, mode in wanted):
+            return own
+        needed = [k for keys, mode in wanted if mode != "none" for k in keys]
+        return self.source.computed_stats(list(dict.fromkeys(needed))) if needed else {}
+
+    def _step_weights(self, rec: dict[str, Any]) -> np.ndarray:
+        """Weight of every step of one episode, from its ``intervention`` column."""
+        ep = self.source.load(int(rec["episode_index"]), [INTERVENTION_KEY])
+        try:
+            flags = _intervention_flags(ep.numeric.get(INTERVENTION_KEY))
+        finally:
+            ep.close()
+        if flags is None:
+            return np.ones(int(rec["length"]), dtype=np.float64)
+        # A human-labelled step is a demonstration: weight 1 unless told otherwise, whatever the
+        # policy steps weigh (policy_weight=0 must keep the corrections, not drop everything).
+        human = 1.0 if self.intervention_weight is None else self.intervention_weight
+        return np.where(flags, human, self.policy_weight).astype(np.float64)
+
+    def sample_weights(self) -> np.ndarray:
+        """Weight of every item (float64, ``len(self)``), for a ``WeightedRandomSampler``."""
+        if self._weights is None:
+            return np.ones(len(self), dtype=np.float64)
+        return np.concatenate(self._weights) if self._weights else np.zeros(0, dtype=np.float64)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_open"] = {}  # spawned workers open their own files
+        return state
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(episode number, step) of item ``i``."""
+        pos, step, _ = self._locate(i)
+        return self.episode_indices[pos], step
+
+    def _locate(self, i: int) -> tuple[int, int, float]:
+        """(position in ``records``, step, weight) of item ``i``."""
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for {n} samples")
+        pos = int(np.searchsorted(self._ends, i, side="right"))
+        start = int(self._ends[pos - 1]) if pos else 0
+        if self._keep is None or self._weights is None:
+            return pos, i - start, 1.0
+        return pos, int(self._keep[pos][i - start]), float(self._weights[pos][i - start])
+
+    def _episode(self, pos: int) -> _OpenEpisode:
+        pid = os.getpid()
+        cache = self._open.get(pid)
+        if cache is None:
+            cache = self._open[pid] = OrderedDict()
+            _one_thread_per_worker()
+        ep = cache.get(pos)
+        if ep is not None:
+            cache.move_to_end(pos)
+            return ep
+        rec = self.records[pos]
+        loaded = self.source.load(int(rec["episode_index"]), self._numeric_keys)
+        try:
+            if isinstance(self.state_key, str):
+                raw_state = loaded.numeric[self.state_key]
+            else:
+                raw_state = concat_state({k: loaded.numeric[k] for k in self.state_keys}, self.state_keys)
+            state = self.state_normalizer.normalize(raw_state).astype(np.float32)
+            action = self.action_normalizer.normalize(loaded.numeric[self.action_key]).astype(np.float32)
+            intervention = _intervention_flags(loaded.numeric.get(INTERVENTION_KEY))
+        except BaseException:
+            loaded.close()
+            raise
+        ep = _OpenEpisode(loaded, state.reshape(len(state), -1), action.reshape(len(action), -1),
+                          loaded.instruction or str(rec.get("task") or ""), intervention)
+        cache[pos] = ep
+        while len(cache) > self.max_open_files:
+            _, old = cache.popitem(last=False)
+            old.loaded.close()
+        return ep
+
+    def _frames(self, ep: _OpenEpisode, camera: str, hist: np.ndarray) -> np.ndarray:
+        h, w = self._frame_size[camera]
+        out = np.empty((len(hist), 3, h, w), np.uint8)
+        done: dict[int, int] = {}
+        for k, s in enumerate(hist.tolist()):
+            if s in done:  # padded history repeats frame 0: decode each distinct step once
+                out[k] = out[done[s]]
+                continue
+            frame = ep.loaded.frame(camera, s, (h, w), out=out[k])
+            if frame.shape != (3, h, w):
+                raise DatasetError(f"{self.root}: camera {camera!r} step {s} gave a {frame.shape} frame")
+            if frame is not out[k] and not np.shares_memory(frame, out[k]):
+                out[k] = frame
+            done[s] = k
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        pos, step, weight = self._locate(int(i))
+        episode_index = self.episode_indices[pos]
+        ep = self._episode(pos)
+        length = len(ep.action)
+
+        hist = np.arange(step - self.history + 1, step + 1)
+        state_is_pad = hist < 0
+        hist = np.maximum(hist, 0)
+        chunk = np.arange(step, step + self.horizon)
+        action_is_pad = chunk >= length
+        if self.policy_weight == 0 and ep.intervention is not None:
+            # Learning from corrections only: the policy's own actions later in the chunk (after a
+            # hand-back) are no labels either, so they are masked like padding.
+            action_is_pad = action_is_pad | ~ep.intervention[np.minimum(chunk, length - 1)]
+        action = ep.action[np.minimum(chunk, length - 1)]
+        if self.pad == "zero":
+            action = np.where(action_is_pad[:, None], np.float32(0), action)
+
+        out: dict[str, Any] = {}
+        for cam in self.cameras:
+            out[f"images.{cam}"] = torch.from_numpy(self._frames(ep, cam, hist))
+        out["state"] = torch.from_numpy(np.ascontiguousarray(ep.state[hist]))
+        out["state_is_pad"] = torch.from_numpy(state_is_pad)
+        out["action"] = torch.from_numpy(np.ascontiguousarray(action, dtype=np.float32))
+        out["action_is_pad"] = torch.from_numpy(action_is_pad)
+        out["language_instruction"] = ep.instruction
+        out["episode_index"] = torch.tensor(episode_index, dtype=torch.int64)
+        out["step_index"] = torch.tensor(step, dtype=torch.int64)
+        out["intervention"] = torch.tensor(bool(ep.intervention is not None and ep.intervention[step]))
+        out["weight"] = torch.tensor(weight, dtype=torch.float32)
+        if self.tokenizer is not None:
+            encode = getattr(self.tokenizer, "encode", self.tokenizer)
+            out["action_tokens"] = torch.as_tensor(list(encode(action)), dtype=torch.int64)
+        return out
+
+    def denormalize_action(self, action: Any) -> Any:
+        """Normalized actions (tensor or array, last dim = action dim) back in robot units.
+
+        A tensor comes back as a tensor of the same dtype and device; for a policy's output
+        at inference time.
+        """
+        if isinstance(action, torch.Tensor):
+            raw = self.action_normalizer.unnormalize(action.detach().cpu().double().numpy())
+            return torch.as_tensor(np.asarray(raw), dtype=action.dtype, device=action.device)
+        return np.asarray(self.action_normalizer.unnormalize(np.asarray(action)))
+
+    def normalize_action(self, action: np.ndarray) -> np.ndarray:
+        return np.asarray(self.action_normalizer.normalize(np.asarray(action)), dtype=np.float32)
+
+    def close(self) -> None:
+        """Close the episodes and decoders this process opened."""
+        for ep in self._open.pop(os.getpid(), OrderedDict()).values():
+            ep.loaded.close()
+        self.source.close()
+
+
+def _one_thread_per_worker() -> None:
+    # A DataLoader worker is a process with a core of its own; OpenCV's thread pool in each of
+    # them (resize) would make the workers fight over the cores.
+    if torch.utils.data.get_worker_info() is not None:
+        import cv2
+
+        cv2.setNumThreads(1)
