@@ -349,7 +349,12 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         "action_space": args.action_space, "robot_model": args.robot_model,
         "language_embeddings": args.language_embeddings,
         "binarize_gripper": True if args.binarize_gripper else None,
+        "episode_length": args.episode_length, "actions": args.robomimic_actions,
     }.items() if v is not None}
+    if args.episode_length is not None and args.to != "aloha":
+        raise TelecorderError("--episode-length: only ALOHA output (--to aloha) has fixed-length episodes")
+    if args.robomimic_actions is not None and args.to != "robomimic":
+        raise TelecorderError("--robomimic-actions: only for robomimic output (--to robomimic)")
     reader_options: dict[str, object] = {"tabular_only": True} if args.tabular_only else {}
     if args.exclude_bad:
         from .converters import detect_format
@@ -617,6 +622,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RLDS/OXE output: whole episodes to a 'val' split (deterministic), e.g. 0.1")
     p.add_argument("--binarize-gripper", action="store_true",
                    help="OXE output: gripper action 0 = closed / 1 = open, split at 0.5 (Octo/OpenVLA convention)")
+    p.add_argument("--episode-length", type=_positive_int, metavar="N",
+                   help="ALOHA output: every episode exactly N steps, padded by holding its last step or cut "
+                   "(ACT stacks whole episodes); each file records its original length")
+    p.add_argument("--robomimic-actions", choices=["normalized", "raw"],
+                   help="robomimic output: actions scaled per dimension into [-1, 1] with the statistics stored "
+                   "(default), or raw robot units")
     p.set_defaults(func=run_convert)
 
     p = sub.add_parser("view", help="browse episodes in a window (or save a screenshot)",
@@ -887,12 +898,28 @@ def _edit_tasks(args: argparse.Namespace) -> dict[int, str] | str:
     return args.task
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """Options may come between positionals (``set-task DS --episodes 0-4 "text"``): plain argparse
+    gives an optional positional nothing once an option follows the first one."""
+
+    _inside = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._inside:  # parse_known_intermixed_args calls back into this method
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
+
+
 def add_edit_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
     p = sub.add_parser("edit", help="merge, split, delete episodes, relabel tasks, remove features",
                        description="Edit native datasets: each edit is atomic, runs under the dataset lock, "
                        "recomputes statistics and keeps the index consistent.",
                        epilog=EDIT_EXAMPLES, formatter_class=fmt)
-    ops = p.add_subparsers(dest="op", metavar="OPERATION")
+    ops = p.add_subparsers(dest="op", metavar="OPERATION", parser_class=_IntermixedParser)
     ops.required = True
 
     def op(name: str, help_text: str, example: str) -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ from .stats import format_ranges, parse_ranges
 __all__ = [
     "EditError",
     "EditReport",
+    "TaskFile",
     "delete_episodes",
     "merge",
     "read_task_file",
@@ -195,6 +196,9 @@ def set_task(dataset: str | Path, tasks: Mapping[int, str] | str, *, episodes: I
         if isinstance(tasks, str):
             tasks = dict.fromkeys(src.indices if episodes is None else episodes, tasks)
         missing = sorted(set(tasks) - set(src.indices))
+        if missing and isinstance(tasks, TaskFile):
+            raise EditError(f"{tasks.path}:{tasks.line_of[missing[0]]}: {root} has no episode {missing[0]} "
+                            f"(it has {format_ranges(src.indices)}); nothing was changed")
         if missing:
             raise EditError(f"{root}: no episode(s) {format_ranges(missing)} to relabel "
                             f"(it has {format_ranges(src.indices) or 'none'}); nothing was changed")
@@ -249,7 +253,16 @@ def remove_features(dataset: str | Path, features: Sequence[str], *, out: str | 
     return _report("remove-feature", {"out": target}, staged, removed=names)
 
 
-def read_task_file(path: str | Path) -> dict[int, str]:
+class TaskFile(dict[int, str]):
+    """``{episode: task}`` read from a file, remembering the line of each episode for errors."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        self.line_of: dict[int, int] = {}
+
+
+def read_task_file(path: str | Path) -> TaskFile:
     """``EPISODES,TASK`` rows (``3,pick up the cube`` or ``0-4,"stack, then push"``); a first
     line that does not start with an episode number is a header. Any bad row is an error
     naming its line."""
@@ -260,8 +273,8 @@ def read_task_file(path: str | Path) -> dict[int, str]:
         raise EditError(f"{path}: no such task file") from e
     except (OSError, UnicodeDecodeError) as e:
         raise EditError(f"{path}: cannot be read as UTF-8 text ({e})") from e
-    tasks: dict[int, str] = {}
-    line_of: dict[int, int] = {}
+    tasks = TaskFile(path)
+    line_of = tasks.line_of
     reader = csv.reader(text.splitlines())
     for row in reader:
         lineno = reader.line_num
