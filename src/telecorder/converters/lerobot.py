@@ -313,6 +313,7 @@ class LeRobotReader(FormatReader):
         self._episodes, self._episodes_file = self._load_episodes()
         self._tasks = self._load_tasks()
         self._cached: tuple[Path, pa.Table] | None = None
+        self._columns_cache: tuple[tuple[Path, tuple[str, ...]], pa.Table] | None = None
 
     def _refuse_unsupported(self, declared: list[_Visual]) -> None:
         bad = next((v for v in self._visual if v.unsupported), None)
@@ -443,6 +444,81 @@ class LeRobotReader(FormatReader):
                 out[vis.camera] = lacking
         return out
 
+    # -- lazy access for the PyTorch loaders: columns and frames, never a whole episode -------
+
+    def episode_length(self, index: int) -> int | None:
+        """Steps of episode ``index`` as the episode metadata says (None where it does not say)."""
+        length = self._row(index).get("length")
+        return None if length is None else int(length)
+
+    def episode_columns(self, index: int, names: Iterable[str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Numeric columns ``names`` plus ``timestamp`` of one episode, and its metadata.
+
+        Only those columns are read from the Parquet file (no image bytes, no video); a file
+        shared by several episodes is read once and kept for the next one.
+        """
+        row = self._row(index)
+        names = list(names)
+        unknown = [n for n in names if n not in self._numeric]
+        if unknown:
+            raise ConversionError(f"{self._info_path}: no numeric feature(s) {unknown} (has {sorted(self._numeric)})")
+        path = self._data_path(index, row)
+        columns = [*BOOKKEEPING, *names]
+        key = (path, tuple(columns))
+        if self._columns_cache is None or self._columns_cache[0] != key:
+            try:
+                present = set(pq.read_schema(path).names)
+            except FileNotFoundError as e:
+                raise ConversionError(f"{path}: file is missing") from e
+            except (pa.ArrowException, OSError) as e:
+                raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
+            self._columns_cache = (key, _read_parquet(path, columns=[c for c in columns if c in present]))
+        table = self._columns_cache[1]
+        if self.is_v3:
+            if "episode_index" not in table.column_names:
+                raise ConversionError(f"{path}: column 'episode_index' is missing; cannot find episode {index}'s rows")
+            table = table.filter(pc.equal(table["episode_index"], index))
+        if "length" in row and int(row["length"]) != table.num_rows:
+            raise ConversionError(f"{path}: episode {index} has {table.num_rows} rows but "
+                                  f"{self._episodes_file[index]} says length {row['length']}")
+        out = {name: _column_values(table, name, self._numeric[name].shape, self._numeric[name].dtype, path)
+               for name in names}
+        out["timestamp"] = _column_values(table, "timestamp", (), "float64", path)
+        return out, self._metadata(index, row, table)
+
+    def camera_storage(self, camera: str) -> tuple[str, FeatureSpec]:
+        """How ``camera`` is stored, ``"video"`` (mp4 files) or ``"image"`` (bytes in the rows), and its spec."""
+        vis = next((v for v in self._visual if v.camera == camera), None)
+        if vis is None:
+            raise ConversionError(f"{self._info_path}: no camera {camera!r} (has {[v.camera for v in self._visual]})")
+        return vis.stored, vis.spec
+
+    def video_file(self, camera: str, index: int) -> tuple[Path, float]:
+        """The mp4 holding ``camera``'s frames of episode ``index`` and the time (s) the episode starts in it."""
+        vis = next(v for v in self._visual if v.camera == camera)
+        row = self._row(index)
+        path = self._video_path(vis, index, row)
+        if not path.is_file():
+            raise ConversionError(f"{path}: video of camera {camera!r} for episode {index} is missing; "
+                                  "leave the camera out (cameras=[...])")
+        start = float(self._episode_field(index, row, f"videos/{vis.key}/from_timestamp")) if self.is_v3 else 0.0
+        return path, start
+
+    def encoded_images(self, camera: str, index: int) -> list[bytes]:
+        """The stored image bytes of ``camera`` (an ``image`` feature) for each step of episode ``index``."""
+        vis = next(v for v in self._visual if v.camera == camera)
+        row = self._row(index)
+        path = self._data_path(index, row)
+        table = _read_parquet(path, columns=["episode_index", vis.key])
+        if self.is_v3:
+            table = table.filter(pc.equal(table["episode_index"], index))
+        return _image_bytes(table, vis.key, path, self.path)
+
+    def _row(self, index: int) -> dict[str, Any]:
+        if index not in self._episodes:
+            raise ConversionError(f"{self.path}: no episode {index} (it has {len(self._episodes)} episodes)")
+        return self._episodes[index]
+
     # -- one episode -----------------------------------------------------------------------
 
     def read_episode(self, index: int) -> Episode:
@@ -465,13 +541,17 @@ class LeRobotReader(FormatReader):
         self._restore_timing(episode)
         return episode
 
-    def _episode_table(self, index: int, row: Mapping[str, Any]) -> tuple[pa.Table, Path]:
+    def _data_path(self, index: int, row: Mapping[str, Any]) -> Path:
         if not self.is_v3:
             chunk = index // int(self._meta.get("chunks_size", 1000))
-            path = self._templated_path("data_path", episode_chunk=chunk, episode_index=index)
-            return self._read_frames(path), path
+            return self._templated_path("data_path", episode_chunk=chunk, episode_index=index)
         chunk, file = (self._episode_field(index, row, f"data/{k}") for k in ("chunk_index", "file_index"))
-        path = self._templated_path("data_path", chunk_index=chunk, file_index=file)
+        return self._templated_path("data_path", chunk_index=chunk, file_index=file)
+
+    def _episode_table(self, index: int, row: Mapping[str, Any]) -> tuple[pa.Table, Path]:
+        path = self._data_path(index, row)
+        if not self.is_v3:
+            return self._read_frames(path), path
         if self._cached is None or self._cached[0] != path:
             self._cached = (path, self._read_frames(path))  # consecutive episodes share a file
         table = self._cached[1]
@@ -630,21 +710,8 @@ def _column_values(table: pa.Table, name: str, shape: tuple[int, ...], dtype: st
 
 def _image_column(table: pa.Table, key: str, path: Path, root: Path) -> list[np.ndarray]:
     """Frames stored in the rows (LeRobot ``image`` dtype: struct of PNG/JPEG bytes and a path)."""
-    if key not in table.column_names:
-        raise ConversionError(f"{path}: column {key!r} is missing (meta/info.json declares it as an image)")
-    col = table[key].combine_chunks()
-    if pa.types.is_struct(col.type):
-        blobs = col.field("bytes").to_pylist() if col.type.get_field_index("bytes") >= 0 else [None] * len(col)
-        paths = col.field("path").to_pylist() if col.type.get_field_index("path") >= 0 else [None] * len(col)
-    else:
-        blobs, paths = col.to_pylist(), [None] * len(col)
     frames = []
-    for step, (blob, rel) in enumerate(zip(blobs, paths, strict=True)):
-        if blob is None and rel:
-            image = join_inside(root, rel, source=f"{path} column {key!r} step {step}", error=ConversionError)
-            blob = _read_bytes(image, path, key, step)
-        if blob is None:
-            raise ConversionError(f"{path}: column {key!r} step {step} holds neither image bytes nor a path")
+    for step, blob in enumerate(_image_bytes(table, key, path, root)):
         if step == 0 and _high_bit_depth(blob):
             raise ConversionError(
                 f"{path}: column {key!r} holds {_high_bit_depth(blob)} images (depth?), which 8-bit RGB frames "
@@ -656,6 +723,27 @@ def _image_column(table: pa.Table, key: str, path: Path, root: Path) -> list[np.
         except DatasetError as e:
             raise ConversionError(str(e)) from e
     return frames
+
+
+def _image_bytes(table: pa.Table, key: str, path: Path, root: Path) -> list[bytes]:
+    """The stored image file of each row of an ``image`` column (inline bytes, or a file it names)."""
+    if key not in table.column_names:
+        raise ConversionError(f"{path}: column {key!r} is missing (meta/info.json declares it as an image)")
+    col = table[key].combine_chunks()
+    if pa.types.is_struct(col.type):
+        blobs = col.field("bytes").to_pylist() if col.type.get_field_index("bytes") >= 0 else [None] * len(col)
+        paths = col.field("path").to_pylist() if col.type.get_field_index("path") >= 0 else [None] * len(col)
+    else:
+        blobs, paths = col.to_pylist(), [None] * len(col)
+    out = []
+    for step, (blob, rel) in enumerate(zip(blobs, paths, strict=True)):
+        if blob is None and rel:
+            image = join_inside(root, rel, source=f"{path} column {key!r} step {step}", error=ConversionError)
+            blob = _read_bytes(image, path, key, step)
+        if blob is None:
+            raise ConversionError(f"{path}: column {key!r} step {step} holds neither image bytes nor a path")
+        out.append(blob)
+    return out
 
 
 def _high_bit_depth(blob: bytes) -> str:

@@ -81,10 +81,11 @@ def detect_format(path: Path) -> str:
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such folder")
-    if is_dataset(path):
-        return "native"
+    # LeRobot first: both keep a meta/info.json, and only LeRobot's has a codebase_version.
     if LeRobotReader.detect(path):
         return "lerobot"
+    if is_dataset(path):
+        return "native"
     if find_tfds_dir(path) is not None:
         return "rlds"
     raise DatasetError(
@@ -93,10 +94,12 @@ def detect_format(path: Path) -> str:
     )
 
 
-def open_source(path: str | Path, format: str | None = None, **options: Any) -> EpisodeSource:
+def open_source(path: str | Path, format: str | None = None, *, cameras: Sequence[str] | None = None,
+                split: str | None = None) -> EpisodeSource:
     """The source for ``path``; ``format`` (``native``, ``lerobot``, ``rlds``) skips detection.
 
-    ``options`` go to the format's source: ``split`` for RLDS (default ``"train"``).
+    ``cameras`` limits a LeRobot source to those cameras (the others are never opened);
+    ``split`` picks an RLDS split (default ``"train"``).
     """
     path = Path(path)
     fmt = detect_format(path) if format is None else format
@@ -105,14 +108,14 @@ def open_source(path: str | Path, format: str | None = None, **options: Any) -> 
     if fmt == "native":
         from .native import NativeSource
 
-        return NativeSource(path, **options)
+        return NativeSource(path)
     if fmt == "lerobot":
         from .lerobot import LeRobotSource
 
-        return LeRobotSource(path, **options)
+        return LeRobotSource(path, cameras=cameras)
     from .rlds import RLDSSource
 
-    return RLDSSource(path, **options)
+    return RLDSSource(path, split=split or "train")
 
 
 def stats_dict(summaries: Mapping[str, Any]) -> dict[str, Any]:

@@ -147,7 +147,7 @@ class TorchDataset(_TorchBase):
         for mode in (normalize, state_normalize):
             if mode is not None and mode not in NORMALIZE_MODES:
                 raise ValueError(f"unknown normalization {mode!r} (use one of {', '.join(NORMALIZE_MODES)})")
-        self.source: EpisodeSource = open_source(path, format, **({"split": split} if split else {}))
+        self.source: EpisodeSource = open_source(path, format, cameras=cameras, split=split)
         self.root = self.source.root
         info = self.info = self.source.info
         self.cameras = list(info.cameras if cameras is None else cameras)
