@@ -378,3 +378,247 @@ def test_writer_rejects_bad_episodes_and_options(tmp_path, episodes):
     with pytest.raises(ConversionError, match="camera 'wrist' has 3 frames for 5 steps"):
         writer.write_episode(short)
     writer.close()
+
+
+# -- layout variants found in the wild ---------------------------------------------------------
+# Each is described by LeRobot's own code: v2.0 (stats.json only), v2.1 (episodes_stats.jsonl,
+# convert_dataset_v20_to_v21.py), v3.0 files and chunks (convert_dataset_v21_to_v30.py), `image`
+# features stored in the rows, `names` of any shape, depth maps (configs/video.py is_depth_map).
+
+
+def _rewrite_info(root: Path, edit) -> None:
+    path = root / "meta/info.json"
+    info = json.loads(path.read_text())
+    edit(info)
+    path.write_text(json.dumps(info))
+
+
+def _add_columns(path: Path, **columns: pa.Array) -> None:
+    table = pq.read_table(path)
+    for name, values in columns.items():
+        table = table.append_column(name, values)
+    pq.write_table(table, path)
+
+
+def test_v20_with_only_global_stats_and_v21_with_episode_stats(tmp_path):
+    v20 = make_v2(tmp_path / "v20", version="v2.0")
+    (v20 / "meta/stats.json").write_text(json.dumps({"action": {"min": [0, 0, 0], "max": [1, 1, 1]}}))
+    v21 = make_v2(tmp_path / "v21", version="v2.1")
+    # What LeRobot's v2.0 -> v2.1 converter writes: per-episode stats, no stats.json.
+    stats = {"episode_index": 0, "stats": {"action": {"min": [0.0] * 3, "max": [1.0] * 3, "mean": [0.5] * 3,
+                                                      "std": [0.1] * 3, "count": [12]}}}
+    (v21 / "meta/episodes_stats.jsonl").write_text(json.dumps(stats) + "\n")
+    a, b = LeRobotReader(v20).read_episode(0), LeRobotReader(v21).read_episode(0)
+    assert LeRobotReader(v21).info.extra["lerobot_codebase_version"] == "v2.1"
+    for name in ("observation.state", "action", "next.done"):
+        np.testing.assert_array_equal(a.data[name], b.data[name])
+    assert len(b.images["image"]) == 12
+
+
+def _split_episode_metadata(root: Path) -> None:
+    """One episode per meta/episodes file, across two chunks, as LeRobot writes large datasets."""
+    src = root / "meta/episodes/chunk-000/file-000.parquet"
+    rows = pq.read_table(src).to_pylist()
+    src.unlink()
+    for k, row in enumerate(rows):
+        chunk, file = divmod(k, 2)
+        row.update({"meta/episodes/chunk_index": chunk, "meta/episodes/file_index": file})
+        path = root / f"meta/episodes/chunk-{chunk:03d}/file-{file:03d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist([row]), path)
+
+
+def test_v3_several_chunks_and_files_for_data_videos_and_episode_metadata(tmp_path, episodes):
+    root = write(tmp_path / "many", episodes, data_file_size_mb=1e-6, video_file_size_mb=1e-6, chunks_size=2)
+    _split_episode_metadata(root)
+    assert len(list((root / "meta/episodes").glob("chunk-*/file-*.parquet"))) == 3
+    assert (root / "data/chunk-001/file-000.parquet").is_file()
+    reader = LeRobotReader(root)
+    assert reader.episode_indices() == [0, 1, 2]
+    for i in (2, 0, 1):  # out of order: each episode finds its own files
+        check_same(reader.read_episode(i), episodes[i])
+
+
+def _v3_image_dataset(root: Path, n: int = 10) -> Path:
+    """A LeRobot v3.0 image dataset by hand: JPEG bytes in the rows (episode 0) or a path (episode 1)."""
+    (root / "meta/episodes/chunk-000").mkdir(parents=True)
+    (root / "data/chunk-000").mkdir(parents=True)
+    feats = {
+        "observation.images.top": {"dtype": "image", "shape": [3, H, W], "names": ["channels", "height", "width"]},
+        "observation.state": {"dtype": "float32", "shape": [2], "names": None},
+        "action": {"dtype": "float32", "shape": [2], "names": {"motors": ["x", "y"]}},
+        **{k: {"dtype": "int64", "shape": [1], "names": None} for k in ("frame_index", "episode_index", "index",
+                                                                           "task_index")},
+        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+    }
+    info = {"codebase_version": "v3.0", "robot_type": "so100", "fps": FPS, "chunks_size": 1000,
+            "total_episodes": 2, "total_frames": 2 * n, "features": feats, "video_path": None,
+            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"}
+    (root / "meta/info.json").write_text(json.dumps(info))
+    structs = []
+    for s in range(n):
+        structs.append({"bytes": encode_image(scene(s, 0), "jpeg", 95).tobytes(), "path": None})
+    for s in range(n):
+        rel = f"images/observation.images.top/episode-000001/frame-{s:06d}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(encode_image(scene(s, 1), "png").tobytes())
+        structs.append({"bytes": None, "path": rel})
+    values = np.arange(2 * n * 2, dtype=np.float32).reshape(2 * n, 2)
+    pq.write_table(pa.table({
+        "observation.images.top": pa.array(structs, pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "observation.state": pa.array(values.tolist(), pa.list_(pa.float32(), 2)),
+        "action": pa.array((values + 0.5).tolist(), pa.list_(pa.float32(), 2)),
+        "timestamp": pa.array(np.tile(np.arange(n, dtype=np.float32) / FPS, 2)),
+        "frame_index": pa.array(np.tile(np.arange(n), 2)),
+        "episode_index": pa.array(np.repeat([0, 1], n)),
+        "index": pa.array(np.arange(2 * n)),
+        "task_index": pa.array(np.zeros(2 * n, np.int64)),
+    }), root / "data/chunk-000/file-000.parquet")
+    pq.write_table(pa.table({
+        "episode_index": [0, 1], "tasks": [["push"], ["push"]], "length": [n, n],
+        "data/chunk_index": [0, 0], "data/file_index": [0, 0],
+        "dataset_from_index": [0, n], "dataset_to_index": [n, 2 * n],
+    }), root / "meta/episodes/chunk-000/file-000.parquet")
+    pq.write_table(pa.table({"task_index": [0], "__index_level_0__": ["push"]}), root / "meta/tasks.parquet")
+    return root
+
+
+def test_v3_image_dataset_with_bytes_and_paths_in_parquet(tmp_path):
+    root = _v3_image_dataset(tmp_path / "img")
+    reader = LeRobotReader(root)
+    assert reader.info.cameras == ["top"]
+    assert reader.info.features["observation.images.top"].shape == (H, W, 3)  # channels-first shape read right
+    assert reader.info.features["action"].names == ("x", "y")
+    first, second = reader.read_episode(0), reader.read_episode(1)
+    assert first.metadata["task"] == "push"
+    assert min(psnr(f, scene(s, 0)) for s, f in enumerate(first.images["top"])) >= 35  # JPEG bytes
+    for s, f in enumerate(second.images["top"]):
+        np.testing.assert_array_equal(f, scene(s, 1))  # PNG files next to the data: lossless
+    np.testing.assert_array_equal(second.data["action"][0], [20.5, 21.5])
+
+
+def test_names_of_every_shape_and_columns_that_are_not_numbers(tmp_path):
+    root = make_v2(tmp_path / "names", n=6)
+    path = root / "data/chunk-000/episode_000000.parquet"
+    grid = np.arange(6 * 2 * 3, dtype=np.float64).reshape(6, 2, 3)
+    _add_columns(
+        path,
+        **{"observation.grid": pa.array(grid.tolist(), pa.list_(pa.list_(pa.float64()))),
+           "observation.effort": pa.array(np.arange(6, dtype=np.float32)),
+           "annotation.tags": pa.array([["a", "b"]] * 6, pa.list_(pa.string())),
+           "is_intervention": pa.array([False] * 6)},
+    )
+
+    def edit(info):
+        info["features"]["observation.grid"] = {"dtype": "float64", "shape": [2, 3], "names": None}
+        info["features"]["observation.effort"] = {"dtype": "float32", "shape": [1],
+                                                  "names": {"motors": {"arm": ["elbow"]}}}
+        info["features"]["annotation.tags"] = {"dtype": "string", "shape": [2], "names": None}
+
+    _rewrite_info(root, edit)
+    reader = LeRobotReader(root)
+    info = reader.info
+    assert info.features["observation.grid"].shape == (2, 3) and info.features["observation.grid"].names is None
+    assert info.features["observation.effort"].names == ("elbow",)
+    assert "annotation.tags" not in info.features and "language" not in info.features
+    ep = reader.read_episode(0)
+    np.testing.assert_array_equal(ep.data["observation.grid"], grid)
+    np.testing.assert_array_equal(ep.data["observation.effort"][:, 0], np.arange(6))
+
+
+def test_declared_number_column_holding_text_is_a_precise_error(tmp_path):
+    root = make_v2(tmp_path / "text", n=4)
+    _rewrite_info(root, lambda info: info["features"].__setitem__("language", {"dtype": "float32", "shape": [1]}))
+    with pytest.raises(ConversionError, match=r"episode_000000\.parquet: column 'language' holds string values "
+                                              r"that are not float32 numbers"):
+        LeRobotReader(root).read_episode(0)
+
+
+@pytest.mark.parametrize("flag", [{"info": {"is_depth_map": True}}, {"info": {"video.is_depth_map": True}},
+                                  {"video_info": {"video.is_depth_map": True}},
+                                  {"info": {"video.pix_fmt": "gray12le"}}])
+def test_depth_camera_is_refused_by_name_and_the_others_convert(tmp_path, flag):
+    root = make_v2(tmp_path / "depth", video_frames=12)
+    _rewrite_info(root, lambda info: info["features"]["observation.images.top"].update(flag))
+    # Never opened when not selected: its file is not a video at all.
+    (root / "videos/chunk-000/observation.images.top/episode_000000.mp4").write_bytes(b"not a video")
+    with pytest.raises(ConversionError, match=r"info\.json: feature 'observation\.images\.top' \(camera 'top'\) "
+                                              r"cannot be converted: .*--cameras image"):
+        LeRobotReader(root)
+    reader = LeRobotReader(root, cameras=["image"])
+    assert reader.info.cameras == ["image"]
+    ep = reader.read_episode(0)
+    assert list(ep.images) == ["image"] and list(ep.image_timestamp) == ["image"]
+
+
+def test_sixteen_bit_images_in_parquet_are_a_precise_error(tmp_path):
+    root = make_v2(tmp_path / "png16", n=3)
+    path = root / "data/chunk-000/episode_000000.parquet"
+    depth = [{"bytes": encode_png16(np.full((H, W), 1000 + s, np.uint16)), "path": None} for s in range(3)]
+    table = pq.read_table(path).drop_columns(["observation.image"])
+    table = table.append_column("observation.image",
+                                pa.array(depth, pa.struct([("bytes", pa.binary()), ("path", pa.string())])))
+    pq.write_table(table, path)
+    with pytest.raises(ConversionError, match=r"episode_000000\.parquet: column 'observation\.image' holds "
+                                              r"16-bit PNG images .*--cameras"):
+        LeRobotReader(root).read_episode(0)
+
+
+def encode_png16(values: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", values)
+    assert ok
+    return buf.tobytes()
+
+
+def test_single_channel_eight_bit_images_become_grey_rgb(tmp_path):
+    import cv2
+
+    root = make_v2(tmp_path / "grey", n=3)
+    path = root / "data/chunk-000/episode_000000.parquet"
+    grey = [cv2.cvtColor(scene(s, 0), cv2.COLOR_RGB2GRAY) for s in range(3)]
+    structs = [{"bytes": cv2.imencode(".png", g)[1].tobytes(), "path": None} for g in grey]
+    table = pq.read_table(path).drop_columns(["observation.image"])
+    table = table.append_column("observation.image",
+                                pa.array(structs, pa.struct([("bytes", pa.binary()), ("path", pa.string())])))
+    pq.write_table(table, path)
+    _rewrite_info(root, lambda info: info["features"]["observation.image"].update(shape=[H, W, 1]))
+    ep = LeRobotReader(root).read_episode(0)
+    for s, frame in enumerate(ep.images["image"]):
+        assert frame.shape == (H, W, 3)
+        for c in range(3):
+            np.testing.assert_array_equal(frame[..., c], grey[s])
+
+
+# -- camera selection and cameras without videos -----------------------------------------------
+
+
+def test_unselected_camera_is_never_opened(tmp_path, episodes):
+    root = write(tmp_path / "sel", episodes[:2])
+    wrist = root / "videos/observation.images.wrist/chunk-000/file-000.mp4"
+    wrist.write_bytes(b"\0" * 4096)  # corrupt: any attempt to decode it fails
+    with pytest.raises(ConversionError, match=r"wrist/chunk-000/file-000\.mp4: cannot be decoded as video"):
+        LeRobotReader(root).read_episode(0)
+    reader = LeRobotReader(root, cameras=["front"])
+    assert reader.info.cameras == ["front"] and reader.missing_cameras([0, 1]) == {}
+    for i in (0, 1):
+        ep = reader.read_episode(i)
+        assert list(ep.images) == ["front"] and set(ep.frame_index) == {"front"}
+        assert min(psnr(a, b) for a, b in zip(ep.images["front"], episodes[i].images["front"], strict=True)) >= 35
+    with pytest.raises(ConversionError, match=r"no camera 'side'; it has \['front', 'wrist'\].*--cameras"):
+        LeRobotReader(root, cameras=["side"])
+
+
+def test_missing_cameras_lists_episodes_without_the_video(tmp_path, episodes):
+    v3 = write(tmp_path / "v3", episodes[:2], video_file_size_mb=1e-6)
+    (v3 / "videos/observation.images.wrist/chunk-000/file-001.mp4").unlink()
+    assert LeRobotReader(v3).missing_cameras([0, 1]) == {"wrist": [1]}
+    assert LeRobotReader(v3, cameras=["front"]).missing_cameras([0, 1]) == {}
+    v2 = make_v2(tmp_path / "v2", video_frames=12)
+    (v2 / "videos/chunk-000/observation.images.top/episode_000000.mp4").unlink()
+    reader = LeRobotReader(v2)
+    assert reader.missing_cameras([0]) == {"top": [0]}
+    with pytest.raises(ConversionError, match=r"video of camera 'top' for episode 0 is missing; .*--cameras.*"
+                                              r"--skip-missing-cameras"):
+        reader.read_episode(0)

@@ -14,6 +14,7 @@ from telecorder.converters import ConversionError, detect_format, open_reader
 from telecorder.converters.pipeline import (
     ConvertOptions,
     convert,
+    format_ranges,
     parse_cameras,
     parse_episode_ranges,
 )
@@ -219,3 +220,144 @@ def test_exclude_bad_leaves_marked_episodes_out(source, tmp_path):
     run(tool("telecorder"), "convert", str(root), str(tmp_path / "clean"), "--to", "native", "--exclude-bad",
         check=True)
     assert [r["source_episode_index"] for r in Dataset.open(tmp_path / "clean").records] == [0, 1, 3]
+
+
+# -- camera selection happens in the reader ----------------------------------------------------
+
+
+def _corrupt_native_camera(root: Path, camera: str) -> None:
+    """Overwrite every stored frame of ``camera`` with bytes no image decoder accepts."""
+    import h5py
+
+    for path in sorted((root / "episodes").glob("*.h5")):
+        with h5py.File(path, "r+") as f:
+            frames = f[f"observation/images/{camera}"]
+            for i in range(frames.shape[0]):
+                frames[i] = np.frombuffer(b"garbage!" * 4, np.uint8)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_native_unselected_camera_is_never_decoded(source, tmp_path, workers):
+    root, _ = source
+    _corrupt_native_camera(root, "wrist")
+    with pytest.raises(ConversionError, match=r"camera 'wrist' step 0: stored image bytes cannot be decoded"):
+        convert(root, tmp_path / "all", ConvertOptions(to="native", episodes=[0]))
+    report = convert(root, tmp_path / "front", ConvertOptions(to="native", cameras={"front": "image"},
+                                                              workers=workers))
+    assert report.episodes == 4
+    ds = Dataset.open(tmp_path / "front")
+    assert ds.info.cameras == ["image"]
+    with ds.episode(1) as ep:
+        assert len(ep) == 20 and ep.frame("image", 19).shape == (48, 64, 3)
+    with pytest.raises(ConversionError, match=r"no camera 'side'; it has \['front', 'wrist'\]"):
+        convert(root, tmp_path / "side", ConvertOptions(to="native", cameras={"side": "side"}))
+
+
+@pytest.mark.parametrize("fmt", ["aloha", "robomimic"])
+def test_hdf5_formats_never_open_an_unselected_camera(fmt, source, tmp_path):
+    import h5py
+
+    root, _ = source
+    mid = tmp_path / fmt
+    convert(root, mid, ConvertOptions(to=fmt, episodes=[0, 1], writer_options={"compress": True}
+                                      if fmt == "aloha" else {}))
+    # The second episode loses its wrist camera; the schema comes from the first, which keeps it.
+    if fmt == "aloha":
+        path, loc = mid / "episode_1.hdf5", "observations/images/wrist"
+    else:
+        path, loc = next(mid.glob("*.hdf5")), "data/demo_1/obs/robot0_eye_in_hand_image"
+    with h5py.File(path, "r+") as f:
+        del f[loc]
+    with pytest.raises(ConversionError, match="wrist"):
+        convert(mid, tmp_path / "all", ConvertOptions(to="native"))
+    report = convert(mid, tmp_path / "front", ConvertOptions(to="native", cameras={"front": "front"}))
+    assert report.episodes == 2 and Dataset.open(tmp_path / "front").info.cameras == ["front"]
+    with pytest.raises(ConversionError, match=r"no camera 'side'"):
+        convert(mid, tmp_path / "side", ConvertOptions(to="native", cameras={"side": "side"}))
+
+
+@pytest.mark.tf
+def test_rlds_unselected_camera_is_never_decoded(source, tmp_path):
+    pytest.importorskip("tensorflow_datasets", reason="the rlds extra is not installed")
+    import tensorflow as tf
+
+    root, _ = source
+    mid = tmp_path / "rlds"
+    convert(root, mid, ConvertOptions(to="rlds", episodes=[0, 1]))
+    shards = sorted(mid.rglob("*.tfrecord*"))
+    assert shards
+    for shard in shards:
+        records = []
+        for raw in tf.data.TFRecordDataset(str(shard)):
+            example = tf.train.Example.FromString(raw.numpy())
+            frames = example.features.feature["steps/observation/wrist"].bytes_list.value
+            assert len(frames) > 0
+            for i in range(len(frames)):
+                frames[i] = b"not a jpeg"
+            records.append(example.SerializeToString())
+        with tf.io.TFRecordWriter(str(shard)) as w:
+            for r in records:
+                w.write(r)
+    with pytest.raises(ConversionError, match=r"observation/wrist"):
+        convert(mid, tmp_path / "all", ConvertOptions(to="native"))
+    report = convert(mid, tmp_path / "front", ConvertOptions(to="native", cameras={"front": "front"}))
+    assert report.episodes == 2 and Dataset.open(tmp_path / "front").info.cameras == ["front"]
+
+
+def _lerobot_without_wrist_videos(source, tmp_path) -> Path:
+    root, _ = source
+    lerobot = tmp_path / "lerobot"
+    convert(root, lerobot, ConvertOptions(to="lerobot", episodes=[0, 1, 2]))
+    for mp4 in (lerobot / "videos/observation.images.wrist").rglob("*.mp4"):
+        mp4.unlink()
+    return lerobot
+
+
+def test_lerobot_camera_without_any_video(source, tmp_path):
+    lerobot = _lerobot_without_wrist_videos(source, tmp_path)
+    with pytest.raises(ConversionError, match=r"camera\(s\) 'wrist' declared in the dataset have no video file for "
+                                              r"any of the 3 episode\(s\).*--cameras front.*--skip-missing-cameras"):
+        convert(lerobot, tmp_path / "a", ConvertOptions(to="native"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / ".a.partial").exists()
+    report = convert(lerobot, tmp_path / "b", ConvertOptions(to="native", cameras={"front": "front"}))
+    assert report.episodes == 3 and report.cameras_left_out == {}
+    report = convert(lerobot, tmp_path / "c", ConvertOptions(to="native", skip_missing_cameras=True))
+    assert report.episodes == 3
+    assert report.cameras_left_out == {"wrist": "no video for 3 of 3 episode(s) (0-2)"}
+    ds = Dataset.open(tmp_path / "c")
+    assert ds.info.cameras == ["front"] and ds.info.extra["source_cameras_left_out"] == report.cameras_left_out
+
+
+def test_cli_skip_missing_cameras_lists_what_it_left_out(source, tmp_path):
+    lerobot = _lerobot_without_wrist_videos(source, tmp_path)
+    bad = run(tool("telecorder"), "convert", str(lerobot), str(tmp_path / "x"), "--to", "native")
+    assert bad.returncode == 2 and "'wrist'" in bad.stderr and "--cameras front" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    ok = run(tool("telecorder"), "convert", str(lerobot), str(tmp_path / "x"), "--to", "native",
+             "--skip-missing-cameras", check=True)
+    assert "wrote 3 episode(s)" in ok.stdout and "left out camera 'wrist': no video for 3 of 3" in ok.stdout
+
+
+def test_format_ranges():
+    assert format_ranges([5, 0, 1, 2, 7, 8]) == "0-2,5,7-8"
+    assert parse_episode_ranges(format_ranges([3, 9, 10, 11])) == [3, 9, 10, 11]
+
+
+def test_g1_sample_converts_with_existing_cameras_or_skipping_missing_ones(tmp_path):
+    if not G1.exists():
+        pytest.skip(f"sample datasets not found at {G1} (../shared is absent)")
+    with pytest.raises(ConversionError, match=r"camera 'cam_high' has no video for 98 of 100 episode\(s\) "
+                                              r"\(0,3-99\); convert the episodes that have it \(--episodes 1-2\)"):
+        convert(G1, tmp_path / "all", ConvertOptions(to="native"))
+    with pytest.raises(ConversionError, match=r"'cam_high' declared in the dataset have no video file for any of "
+                                              r"the 2 episode\(s\)"):
+        convert(G1, tmp_path / "none", ConvertOptions(to="native", episodes=[0, 3]))
+    report = convert(G1, tmp_path / "cam", ConvertOptions(to="native", episodes=[2], cameras={"cam_high": "top"},
+                                                          image_size=(80, 60)))
+    assert report.episodes == 1 and Dataset.open(tmp_path / "cam").info.cameras == ["top"]
+    proc = run(tool("telecorder"), "convert", str(G1), str(tmp_path / "skip"), "--to", "native",
+               "--episodes", "0-4", "--skip-missing-cameras", check=True)
+    assert "wrote 5 episode(s)" in proc.stdout
+    assert "left out camera 'cam_high': no video for 3 of 5 episode(s) (0,3-4)" in proc.stdout
+    ds = Dataset.open(tmp_path / "skip")
+    assert ds.info.cameras == [] and ds.info.features["action"].shape == (26,)
