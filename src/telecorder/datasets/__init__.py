@@ -3,6 +3,7 @@
 from .async_writer import AsyncEpisodeWriter, Step
 from .dataset import Dataset, DatasetWriter, is_dataset, mark_bad
 from .doctor import DoctorReport, check_dataset, repair_dataset
+from .edit import EditError, EditReport
 from .episode_file import Episode, EpisodeReader
 from .features import DatasetInfo, FeatureSpec, image_feature
 from .lock import DatasetLock, DatasetLockedError
@@ -31,6 +32,8 @@ __all__ = [
     "DatasetStats",
     "DatasetWriter",
     "DoctorReport",
+    "EditError",
+    "EditReport",
     "Episode",
     "EpisodeReader",
     "FeatureSpec",

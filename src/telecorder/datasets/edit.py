@@ -323,6 +323,9 @@ def _new_output(out: str | Path, sources: Sequence[Path]) -> Path:
     clear_leftovers(out)
     if any(out.resolve() == s.resolve() for s in sources):
         raise EditError(f"{out} is also a source; write to a new folder (or use --in-place where offered)")
+    inside = next((s for s in sources if s.resolve() in out.resolve().parents), None)
+    if inside is not None:
+        raise EditError(f"{out} is inside the dataset {inside}; write the result next to it, not into it")
     if out.exists():
         raise EditError(f"{out} exists; choose a new folder for the result")
     return out
