@@ -147,8 +147,9 @@ class RobomimicReader(FormatReader):
 
     format_name = "robomimic"
 
-    def __init__(self, path: Path, fps: float | None = None, task: str | None = None, **options: Any) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, fps: float | None = None, task: str | None = None,
+                 cameras: list[str] | None = None, **options: Any) -> None:
+        super().__init__(path, cameras)
         self.file = _hdf5_file(self.path)
         with _open(self.file) as f:
             self._demos = _demos(self.file, f)
@@ -196,6 +197,10 @@ class RobomimicReader(FormatReader):
                 info, locations = self._scan(f["data"][demo], demo)
         if self._fps is not None:
             info = replace(info, fps=self._fps)
+        if self.camera_selection is not None:  # cameras not selected are never read
+            self.check_camera_selection(info.cameras, self.file)
+            info = replace(info, features={k: f for k, f in info.features.items()
+                                           if not f.is_image or self.wants_camera(f.camera)})
         return info, locations
 
     def _scan(self, g: h5py.Group, demo: str) -> tuple[DatasetInfo, dict[str, str]]:
