@@ -608,6 +608,8 @@ def test_unselected_camera_is_never_opened(tmp_path, episodes):
         assert min(psnr(a, b) for a, b in zip(ep.images["front"], episodes[i].images["front"], strict=True)) >= 35
     with pytest.raises(ConversionError, match=r"no camera 'side'; it has \['front', 'wrist'\].*--cameras"):
         LeRobotReader(root, cameras=["side"])
+    with pytest.raises(ConversionError, match=r"tabular_only \(--tabular-only\) reads no camera.*--cameras"):
+        LeRobotReader(root, tabular_only=True, cameras=["front"])
 
 
 def test_missing_cameras_lists_episodes_without_the_video(tmp_path, episodes):

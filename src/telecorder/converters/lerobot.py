@@ -308,6 +308,9 @@ class LeRobotReader(FormatReader):
         self._sidecar = _load_sidecar(self.path)
         self._numeric, visual = _parse_features(features, self._info_path, _sidecar_features(self._sidecar))
         self.check_camera_selection([v.camera for v in visual], self._info_path)
+        if self.tabular_only and self.camera_selection:
+            raise ConversionError(f"{self.path}: tabular_only (--tabular-only) reads no camera, but cameras "
+                                  f"{list(self.camera_selection)} were selected (--cameras); pass one or the other")
         self._visual = [] if self.tabular_only else [v for v in visual if self.wants_camera(v.camera)]
         self._refuse_unsupported(visual)
         self._episodes, self._episodes_file = self._load_episodes()
