@@ -1,0 +1,270 @@
+"""OXE output as Octo and OpenVLA consume it: the kwargs blocks against their loaders' parameter
+lists, both splits read by real tensorflow-datasets the way their loaders open them, the
+statistics through their normalizations, and the binarized gripper.
+
+Octo and OpenVLA themselves (JAX / dlimp stacks) do not install here; their function signatures
+are written down below from the upstream source, and the few lines of their logic that decide
+whether our files work are reimplemented with a citation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_datasets", reason="the rlds extra (tensorflow-datasets) is not installed")
+pytest.importorskip("mujoco", reason="EEF actions need MuJoCo forward kinematics (the sim extra)")
+
+from conftest import write_dataset
+from test_cli import run, tool
+
+from telecorder.converters.base import ConversionError
+from telecorder.converters.pipeline import ConvertOptions, convert
+from telecorder.converters.rlds import RLDSReader, RLDSWriter, import_tfds
+from telecorder.datasets.episode_file import Episode
+from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
+from telecorder.datasets.splits import episode_split
+
+pytestmark = pytest.mark.tf
+
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+LENGTHS = [6, 5, 7, 4, 6]
+VAL_FRACTION = 0.4
+
+_KW = inspect.Parameter.KEYWORD_ONLY
+_POS = inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+def _signature(positional: tuple[str, ...], keyword_only: tuple[str, ...], required_kw: tuple[str, ...]) -> inspect.Signature:
+    params = [inspect.Parameter(n, _POS) for n in positional]
+    params += [inspect.Parameter(n, _KW, **({} if n in required_kw else {"default": None})) for n in keyword_only]
+    return inspect.Signature(params)
+
+
+# octo-models/octo@241fb35, octo/data/dataset.py, make_dataset_from_rlds(name, data_dir, *, train, ...)
+OCTO_SIGNATURE = _signature(
+    ("name", "data_dir"),
+    (
+        "train", "standardize_fn", "shuffle", "image_obs_keys", "depth_obs_keys", "proprio_obs_key",
+        "language_key", "action_proprio_normalization_type", "dataset_statistics",
+        "force_recompute_dataset_statistics", "action_normalization_mask", "filter_functions",
+        "skip_norm", "ignore_errors", "num_parallel_reads", "num_parallel_calls",
+    ),
+    required_kw=("train",),
+)
+# openvla/openvla@c8f03f4, prismatic/vla/datasets/rlds/dataset.py, make_dataset_from_rlds(name, data_dir, *, train, ...)
+OPENVLA_SIGNATURE = _signature(
+    ("name", "data_dir"),
+    (
+        "train", "standardize_fn", "shuffle", "image_obs_keys", "depth_obs_keys", "state_obs_keys",
+        "language_key", "action_proprio_normalization_type", "dataset_statistics", "absolute_action_mask",
+        "action_normalization_mask", "num_parallel_reads", "num_parallel_calls",
+    ),
+    required_kw=("train",),
+)
+# Values of NormalizationType (a str Enum) in each: octo/data/utils/data_utils.py and
+# prismatic/vla/datasets/rlds/utils/data_utils.py.
+OCTO_NORMALIZATION = {"normal", "bounds"}
+OPENVLA_NORMALIZATION = {"normal", "bounds", "bounds_q99"}
+
+
+def arm_info() -> DatasetInfo:
+    feats = [
+        FeatureSpec("observation.state", "float32", (6,), names=JOINTS, unit="rad; gripper 0 = closed 1 = open"),
+        FeatureSpec("action", "float32", (6,), names=JOINTS, unit="rad, absolute joint targets"),
+        image_feature("front", 48, 64),
+        image_feature("wrist", 48, 64),
+    ]
+    return DatasetInfo.create(feats, fps=10.0, robot_type="telecorder_sim_arm")
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Five recorded episodes converted by the CLI with a val split and a binarized gripper."""
+    root = tmp_path_factory.mktemp("oxe_consumers")
+    steps = write_dataset(root / "demos", arm_info(), LENGTHS)
+    dst = root / "demos_oxe"
+    run(tool("telecorder"), "convert", str(root / "demos"), str(dst), "--to", "oxe", "--val-fraction", str(VAL_FRACTION),
+        "--binarize-gripper", check=True)
+    config_path = dst / "demos_oxe" / "1.0.0" / "oxe_config.json"
+    return {"dst": dst, "steps": steps, "config": json.loads(config_path.read_text())}
+
+
+def _builder(kwargs: dict):
+    _, tfds = import_tfds()
+    # Both loaders open the dataset exactly like this (tfds.builder(name, data_dir=data_dir)).
+    return tfds.builder(kwargs["name"], data_dir=kwargs["data_dir"])
+
+
+def _episodes(builder, split: str) -> list[dict]:
+    _, tfds = import_tfds()
+    ds = builder.as_dataset(split=split, read_config=tfds.ReadConfig(interleave_cycle_length=1))
+    return [{"id": int(ep["episode_metadata"]["episode_id"]), "steps": list(ep["steps"])} for ep in tfds.as_numpy(ds)]
+
+
+# --------------------------------------------------------------------------- kwargs blocks
+
+
+@pytest.mark.parametrize(("stack", "signature"), [("octo", OCTO_SIGNATURE), ("openvla", OPENVLA_SIGNATURE)])
+def test_kwargs_bind_to_the_loaders_signature(converted: dict, stack: str, signature: inspect.Signature) -> None:
+    kwargs = converted["config"]["make_dataset_from_rlds_kwargs"][stack]
+    # The loaders pass train= themselves (Octo's make_single_dataset(**dataset_kwargs, train=train)).
+    assert "train" not in kwargs
+    bound = signature.bind(**kwargs, train=False)  # TypeError on any key the function does not take
+    assert bound.arguments["name"] == "demos_oxe"
+    for descriptive in ("version", "action_encoding", "state_encoding", "control_frequency", "conventions"):
+        assert descriptive not in kwargs
+    norm = kwargs.get("action_proprio_normalization_type", "normal")
+    assert norm in (OCTO_NORMALIZATION if stack == "octo" else OPENVLA_NORMALIZATION)
+
+
+def test_each_block_is_rejected_by_the_other_loader(converted: dict) -> None:
+    # Why there are two blocks: the signatures differ in how proprio is named.
+    blocks = converted["config"]["make_dataset_from_rlds_kwargs"]
+    with pytest.raises(TypeError):
+        OPENVLA_SIGNATURE.bind(**blocks["octo"], train=True)
+    with pytest.raises(TypeError):
+        OCTO_SIGNATURE.bind(**blocks["openvla"], train=True)
+
+
+@pytest.mark.parametrize("stack", ["octo", "openvla"])
+def test_kwargs_name_keys_the_dataset_has(converted: dict, stack: str) -> None:
+    kwargs = converted["config"]["make_dataset_from_rlds_kwargs"][stack]
+    builder = _builder(kwargs)
+    steps = builder.info.features["steps"]
+    observation = steps["observation"]
+    # Octo and OpenVLA's restructure(): new_obs[f"image_{new}"] = old_obs[old] for each non-None old.
+    assert kwargs["image_obs_keys"] == {"primary": "image", "secondary": None, "wrist": "wrist_image"}
+    for old in kwargs["image_obs_keys"].values():
+        assert old is None or old in observation
+    assert all(old is None or old in observation for old in kwargs["depth_obs_keys"].values())
+    proprio_keys = [kwargs["proprio_obs_key"]] if stack == "octo" else kwargs["state_obs_keys"]
+    proprio_dim = sum(observation[k].shape[-1] for k in proprio_keys)
+    stats = json.loads(Path(kwargs["dataset_statistics"]).read_text())
+    assert proprio_dim == len(stats["proprio"]["mean"]) == 6
+    # The language key must be a string field of the step (both raise unless it is tf.string).
+    _, tfds = import_tfds()
+    assert isinstance(steps[kwargs["language_key"]], tfds.features.Text)
+    assert len(kwargs["action_normalization_mask"]) == steps["action"].shape[-1] == len(stats["action"]["mean"])
+    assert kwargs["action_normalization_mask"] == [True] * 6 + [False]
+    if stack == "openvla":
+        # EEF deltas are relative, the gripper command absolute (OpenVLA's EEF_POS contract in materialize.py).
+        assert kwargs["absolute_action_mask"] == [False] * 6 + [True]
+
+
+def test_descriptive_block(converted: dict) -> None:
+    described = converted["config"]["dataset"]
+    split = episode_split(range(len(LENGTHS)), VAL_FRACTION)
+    assert described["splits"] == {"train": len(split[0]), "val": len(split[1])}
+    assert described["action_encoding"] == "EEF_POS" and described["control_frequency"] == 10.0
+    assert described["gripper"]["binarized"] is True and described["gripper"]["threshold"] == 0.5
+    assert described["conventions"]["gripper_binarized"] is True
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def test_both_splits_read_by_real_tfds(converted: dict) -> None:
+    kwargs = converted["config"]["make_dataset_from_rlds_kwargs"]["octo"]
+    builder = _builder(kwargs)
+    splits = builder.info.splits
+    # Octo and OpenVLA: split = "train" if train else "val" when the builder has a "val" split
+    # (else they carve train[95%:], which a handful of episodes may leave empty).
+    assert set(splits) == {"train", "val"}
+    want_train, want_val = episode_split(range(len(LENGTHS)), VAL_FRACTION)
+    train, val = _episodes(builder, "train"), _episodes(builder, "val")
+    assert sorted(e["id"] for e in train) == want_train and sorted(e["id"] for e in val) == want_val
+    assert not {e["id"] for e in train} & {e["id"] for e in val}
+    assert splits["train"].num_examples == len(want_train) and sum(splits["val"].shard_lengths) == len(want_val)
+    for ep in train + val:
+        assert len(ep["steps"]) == LENGTHS[ep["id"]]  # whole episodes, never cut between splits
+    # Our own reader takes either split.
+    reader = RLDSReader(converted["dst"], split="val")
+    assert reader.episode_indices() == list(range(len(want_val)))
+    assert len(reader.read_episode(0)) == LENGTHS[want_val[0]]
+
+
+def test_val_fraction_on_a_format_without_splits(tmp_path: Path, converted: dict) -> None:
+    src = converted["dst"].parent / "demos"
+    with pytest.raises(ConversionError, match="telecorder edit split"):
+        convert(src, tmp_path / "out", ConvertOptions(to="lerobot", val_fraction=0.2))
+    with pytest.raises(ConversionError, match="at least 2 episodes"):
+        convert(src, tmp_path / "out", ConvertOptions(to="oxe", episodes=[3], val_fraction=0.2))
+    assert not (tmp_path / "out").exists()
+
+
+def test_writer_refuses_an_empty_val_split(tmp_path: Path) -> None:
+    info = DatasetInfo.create([FeatureSpec("observation.state", "float32", (2,)), FeatureSpec("action", "float32", (2,))], fps=10.0, robot_type="toy")
+    n = 3
+    ep = Episode(index=0, timestamp=np.arange(n) / 10.0,
+                 data={"observation.state": np.zeros((n, 2), np.float32), "action": np.ones((n, 2), np.float32)})
+    writer = RLDSWriter(tmp_path / "ds", info, val_episodes=[7])
+    writer.write_episode(ep)
+    # tfds cannot read an empty split back ("corresponds to no data"), so Octo's train=False would fail.
+    with pytest.raises(ConversionError, match="split 'val' would hold no episode"):
+        writer.close()
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _octo_bounds(x: np.ndarray, stats: dict) -> np.ndarray:
+    # octo/data/utils/data_utils.py@241fb35, normalize_action_and_proprio, NormalizationType.BOUNDS:
+    # where(mask, clip(2 * (x - p01) / (p99 - p01 + 1e-8) - 1, -1, 1), x)
+    mask = np.asarray(stats.get("mask", np.ones_like(stats["p01"], dtype=bool)))
+    p01, p99 = np.asarray(stats["p01"]), np.asarray(stats["p99"])
+    return np.where(mask, np.clip(2 * (x - p01) / (p99 - p01 + 1e-8) - 1, -1, 1), x)
+
+
+def _openvla_bounds_q99(x: np.ndarray, stats: dict) -> np.ndarray:
+    # prismatic/vla/datasets/rlds/utils/data_utils.py@c8f03f4, normalize_action_and_proprio,
+    # BOUNDS_Q99: low, high = q01, q99; mask default from "min"; then dims with min == max -> 0.
+    low, high = np.asarray(stats["q01"]), np.asarray(stats["q99"])
+    mask = np.asarray(stats.get("mask", np.ones_like(stats["min"], dtype=bool)))
+    out = np.where(mask, np.clip(2 * (x - low) / (high - low + 1e-8) - 1, -1, 1), x)
+    return np.where(np.asarray(stats["min"]) == np.asarray(stats["max"]), 0.0, out)
+
+
+def test_statistics_serve_both_normalizations(converted: dict) -> None:
+    kwargs = converted["config"]["make_dataset_from_rlds_kwargs"]["octo"]
+    stats = json.loads(Path(kwargs["dataset_statistics"]).read_text())
+    assert stats["num_trajectories"] == len(LENGTHS) and stats["num_transitions"] == sum(LENGTHS)
+    for key in ("action", "proprio"):
+        for q in ("mean", "std", "min", "max", "q01", "q99", "p01", "p99"):
+            assert len(stats[key][q]) == (7 if key == "action" else 6), (key, q)
+        assert stats[key]["p01"] == stats[key]["q01"] and stats[key]["p99"] == stats[key]["q99"]
+
+    builder = _builder(kwargs)
+    rows = [s for split in ("train", "val") for ep in _episodes(builder, split) for s in ep["steps"]]
+    actions = np.stack([s["action"] for s in rows]).astype(np.float64)
+    proprio = np.stack([s["observation"]["state"] for s in rows]).astype(np.float64)
+    # Statistics over every split, as both loaders compute them (split="all").
+    np.testing.assert_allclose(stats["action"]["q99"], np.quantile(actions, 0.99, axis=0), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats["proprio"]["mean"], proprio.mean(0), rtol=1e-5, atol=1e-7)
+
+    action_stats = {**stats["action"], "mask": kwargs["action_normalization_mask"]}
+    for norm in (_octo_bounds(actions, action_stats), _openvla_bounds_q99(actions, action_stats)):
+        assert np.abs(norm[:, :6]).max() <= 1.0
+        inside = np.mean(np.abs(norm[:, :6]) < 1.0)
+        assert inside > 0.9  # the 1-99% band is spread over [-1, 1], not collapsed onto its ends
+        np.testing.assert_array_equal(norm[:, 6], actions[:, 6])  # the gripper is left as 0/1
+    proprio_norm = _octo_bounds(proprio, stats["proprio"])
+    assert np.abs(proprio_norm).max() <= 1.0 and np.mean(np.abs(proprio_norm) < 1.0) > 0.9
+
+
+# --------------------------------------------------------------------------- gripper
+
+
+def test_binarized_gripper_is_open_above_half(converted: dict) -> None:
+    builder = _builder(converted["config"]["make_dataset_from_rlds_kwargs"]["octo"])
+    for split in ("train", "val"):
+        for ep in _episodes(builder, split):
+            got = np.array([s["action"][6] for s in ep["steps"]])
+            commanded = np.array([s.numeric["action"][JOINTS.index("gripper")] for s in converted["steps"][ep["id"]]])
+            # 1 = open, 0 = closed in both our data and the Octo / OpenVLA RLDS convention: no flip.
+            np.testing.assert_array_equal(got, (commanded > 0.5).astype(np.float32))
+            assert set(np.unique(got)) <= {0.0, 1.0}
