@@ -361,3 +361,44 @@ def test_cli_help_and_json(two, tmp_path, capsys):
     # The form the README shows: an option between the dataset and the task text.
     assert main(["edit", "set-task", str(a), "--episodes", "0-1", "pick up the red cube"]) == 0
     assert [r["task"] for r in Dataset.open(a).records] == ["pick up the red cube"] * 2 + ["stack the blocks"]
+
+
+def test_an_in_place_edit_keeps_what_else_the_folder_holds(two):
+    a, _ = two
+    (a / "notes.txt").write_text("camera 2 was loose on Tuesday")
+    aside = a / "episodes/.unrecoverable"
+    aside.mkdir()
+    (aside / "episode_000009.h5").write_bytes(b"kept for the user")
+    set_task(a, "relabelled", episodes=[2])
+    remove_features(a, ["wrist"], in_place=True)
+    delete_episodes(a, [0], in_place=True)
+    assert (a / "notes.txt").read_text() == "camera 2 was loose on Tuesday"
+    assert (aside / "episode_000009.h5").read_bytes() == b"kept for the user"
+    assert len(assert_sound(a)) == 2
+
+
+def test_an_in_place_edit_refuses_an_episode_only_repair_would_index(tmp_path):
+    kill(start_recorder(tmp_path / "crashed"))  # leaves an unfinished episode 2
+    before = tree_digest(tmp_path / "crashed")
+    with pytest.raises(EditError, match=r"episode_000002.partial.h5 is not in the index .* doctor .* --repair"):
+        delete_episodes(tmp_path / "crashed", [0], in_place=True)
+    assert tree_digest(tmp_path / "crashed") == before
+    # A new dataset from it is fine: the source keeps the unfinished episode for repair.
+    delete_episodes(tmp_path / "crashed", [0], out=tmp_path / "out")
+    assert len(assert_sound(tmp_path / "out")) == 1
+
+
+def test_without_folder_exchange_a_kill_between_the_renames_is_put_back(two, monkeypatch):
+    """File systems without RENAME_EXCHANGE: two renames with a backup; the next edit restores
+    the backup if a kill fell between them."""
+    from telecorder.datasets import edit_publish
+
+    a, _ = two
+    monkeypatch.setattr(edit_publish, "_renameat2", lambda src, dst, flags: False)
+    before = tree_digest(a)
+    os.replace(a, edit_publish.backup_path(a))  # the state a kill after the first rename leaves
+    staging_path(a).mkdir()
+    delete_episodes(a, [1], in_place=True)
+    assert [r.get("source_episode_index") for r in assert_sound(a).records] == [None, 2]
+    assert not edit_publish.backup_path(a).exists() and not staging_path(a).exists()
+    assert before["episodes/episode_000000.h5"] == tree_digest(a)["episodes/episode_000000.h5"]

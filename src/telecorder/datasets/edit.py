@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .dataset import INFO, Dataset, is_dataset
+from .dataset import INFO, Dataset, episode_files, is_dataset, partial_files
 from .edit_build import EpisodeJob, Progress, Staged, pause_point, stage
 from .edit_publish import EditError, clear_leftovers, publish_in_place, publish_new, staging_path
 from .episode_file import FRAME_INDEX_GROUP, IMAGE_TS_GROUP, IMAGES_GROUP
@@ -142,7 +142,7 @@ def delete_episodes(dataset: str | Path, episodes: Iterable[int], *, out: str | 
             jobs.append(EpisodeJob(src.root, old, rec, k, provenance="delete-episodes" if moved else None,
                                    link=in_place))
         info = _derived_info(src.info, "delete-episodes", [src.root], deleted=format_ranges(doomed))
-        staged = _stage_all([(target, info, jobs)], "delete episodes", progress)
+        staged = _stage_all([(target, info, jobs)], "delete episodes", progress, src.root if in_place else None)
         _publish(staged, [target], in_place)
     return _report("delete-episodes", {"out": target}, staged, deleted=doomed)
 
@@ -215,7 +215,7 @@ def set_task(dataset: str | Path, tasks: Mapping[int, str] | str, *, episodes: I
                     job.record_updates["language_instruction"] = text
             jobs.append(job)
         info = _derived_info(src.info, "set-task", [src.root], episodes=format_ranges(tasks))
-        staged = _stage_all([(target, info, jobs)], "set tasks", progress)
+        staged = _stage_all([(target, info, jobs)], "set tasks", progress, src.root if in_place else None)
         _publish(staged, [target], in_place)
     return _report("set-task", {"out": target}, staged, relabeled=sorted(tasks))
 
@@ -248,7 +248,7 @@ def remove_features(dataset: str | Path, features: Sequence[str], *, out: str | 
                 for k, r in enumerate(src.records)]
         info = _derived_info(src.info, "remove-feature", [src.root], features=names)
         info.features = remaining
-        staged = _stage_all([(target, info, jobs)], "remove features", progress)
+        staged = _stage_all([(target, info, jobs)], "remove features", progress, src.root if in_place else None)
         _publish(staged, [target], in_place)
     return _report("remove-feature", {"out": target}, staged, removed=names)
 
@@ -344,6 +344,8 @@ def _locked(roots: Sequence[Path], what: str, *, in_place: bool = False):
                     raise EditError(f"{root} is not a telecorder dataset (no {INFO})")
                 stack.enter_context(DatasetLock(root, f"{what} ({'in place' if in_place else 'reading'})"))
                 seen[key] = _load(root)
+                if in_place:
+                    _refuse_unfinished(seen[key])
             out.append(seen[key])
         yield out
 
@@ -358,6 +360,16 @@ def _load(root: Path) -> _Source:
     if not ds.records:
         raise EditError(f"{root}: the dataset has no episodes")
     return _Source(root.resolve(), ds.info, ds.records)
+
+
+def _refuse_unfinished(src: _Source) -> None:
+    """An in-place edit replaces the whole folder: an episode that only ``doctor --repair``
+    can bring into the index (unfinished, or complete but unindexed) would be lost with it."""
+    stray = [p.name for p in partial_files(src.root)]
+    stray += [p.name for i, p in sorted(episode_files(src.root).items()) if i not in set(src.indices)]
+    if stray:
+        raise EditError(f"{src.root}: {stray[0]} is not in the index yet (an interrupted recording?); "
+                        f"run 'telecorder doctor {src.root} --repair' first, so that the edit keeps it")
 
 
 def _feature_name(info: DatasetInfo, name: str) -> str:
@@ -378,7 +390,7 @@ def _derived_info(info: DatasetInfo, op: str, sources: Sequence[Path], **what: A
 
 
 def _stage_all(plans: list[tuple[Path, DatasetInfo, list[EpisodeJob]]], what: str,
-               progress: Progress | None) -> list[Staged]:
+               progress: Progress | None, carry_from: Path | None = None) -> list[Staged]:
     total = sum(len(jobs) for _, _, jobs in plans)
     done = 0
 
@@ -392,7 +404,7 @@ def _stage_all(plans: list[tuple[Path, DatasetInfo, list[EpisodeJob]]], what: st
     staged: list[Staged] = []
     try:
         for dst, info, jobs in plans:
-            staged.append(stage(staging_path(dst), info, jobs, f"edit ({what})", step))
+            staged.append(stage(staging_path(dst), info, jobs, f"edit ({what})", step, carry_from))
     except BaseException:
         _discard(staged)
         for dst, _, _ in plans[len(staged):]:

@@ -91,12 +91,16 @@ class Staged:
 
 
 def stage(folder: Path, info: DatasetInfo, jobs: list[EpisodeJob], purpose: str,
-          progress: Callable[[], None] | None = None) -> Staged:
-    """Write ``jobs`` into the new ``folder`` as a complete dataset with schema ``info``."""
+          progress: Callable[[], None] | None = None, carry_from: Path | None = None) -> Staged:
+    """Write ``jobs`` into the new ``folder`` as a complete dataset with schema ``info``;
+    ``carry_from`` (an in-place edit's dataset) also brings along everything of it that is
+    not an episode or the metadata rewritten here (see :func:`carry_over`)."""
     (folder / "meta").mkdir(parents=True)
     (folder / EPISODES_DIR).mkdir()
     lock = DatasetLock(folder, purpose).acquire()
     try:
+        if carry_from is not None:
+            carry_over(carry_from, folder)
         stats = DatasetStats({}, episodes=())
         records = []
         for job in jobs:
@@ -206,3 +210,32 @@ def _copy_without(src: Path, dst: Path, drop: set[str]) -> None:
                     group.create_group(part).attrs.update(s[here].attrs)
                 group = group[part]
             s.copy(s[name], group, name=leaf)
+
+
+_REWRITTEN = {"meta/info.json", "meta/episodes.jsonl", "meta/stats.json", "meta/.lock"}
+
+
+def carry_over(src: Path, dst: Path) -> list[str]:
+    """Bring every file of ``src`` that the edit does not rewrite into ``dst`` (hard links, or
+    copies where links are refused): files set aside in ``episodes/.unrecoverable/``, a
+    user's notes, other tools' metadata. The exchange deletes the old folder, and with it
+    anything not carried. Episode files and atomic-write debris are not carried."""
+    from ..atomic import is_temporary
+
+    carried = []
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src).as_posix()
+        target = dst / rel
+        if rel in _REWRITTEN or is_temporary(path.name):
+            continue
+        if path.parent == src / EPISODES_DIR and path.name.startswith("episode_") and path.suffix == ".h5":
+            continue
+        if path.is_symlink():
+            target.symlink_to(os.readlink(path))
+        elif path.is_dir():
+            target.mkdir(exist_ok=True)
+            continue
+        elif not _linked(path, target):
+            shutil.copy2(path, target)
+        carried.append(rel)
+    return carried
