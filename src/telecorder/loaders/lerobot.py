@@ -1,0 +1,103 @@
+"""LeRobot v2.0/v2.1/v3.0 datasets as a loader source, read in place through :class:`LeRobotReader`.
+
+An episode opens with its numeric columns only (the Parquet columns asked for); a video frame
+is decoded when a sample shows it, found by timestamp in the camera's mp4 as LeRobot finds it;
+an ``image`` camera (bytes in the rows) reads that episode's column of bytes and decodes the
+steps asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..converters.base import ConversionError
+from ..converters.lerobot import STATS_PATH, LeRobotReader
+from ..datasets.features import read_json
+from .frames import decode_chw
+from .source import EpisodeSource, LoadedEpisode, stats_dict
+from .video import VideoFrames
+
+
+class LeRobotEpisode(LoadedEpisode):
+    def __init__(self, source: LeRobotSource, index: int, numeric: dict[str, np.ndarray], instruction: str,
+                 timestamp: np.ndarray) -> None:
+        self.source = source
+        self.index = index
+        self.numeric = numeric
+        self.instruction = instruction
+        self.timestamp = timestamp
+        self._videos: dict[str, tuple[Path, float]] = {}
+        self._images: dict[str, list[bytes]] = {}
+
+    def frame(self, camera: str, step: int, size: tuple[int, int] | None, out: np.ndarray | None = None
+              ) -> np.ndarray:
+        src = self.source
+        stored, spec = src.reader.camera_storage(camera)
+        context = f"episode {self.index}, camera {camera!r}, step {step}"
+        if stored == "video":
+            if camera not in self._videos:
+                self._videos[camera] = src.reader.video_file(camera, self.index)
+            path, start = self._videos[camera]
+            return src.videos().frame(path, start + float(self.timestamp[step]), src.reader.tolerance_s,
+                                      size, out, context=context)
+        if camera not in self._images:
+            self._images[camera] = src.reader.encoded_images(camera, self.index)
+        blobs = self._images[camera]
+        if len(blobs) != len(self.timestamp):
+            raise ConversionError(f"{src.root}: camera {camera!r} has {len(blobs)} images for the "
+                                  f"{len(self.timestamp)} steps of episode {self.index}")
+        return decode_chw(blobs[step], size, stored_hw=tuple(spec.shape[:2]), where=f"{src.root} {context}", out=out)
+
+    def close(self) -> None:
+        self._images.clear()
+
+
+class LeRobotSource(EpisodeSource):
+    format_name = "lerobot"
+
+    def __init__(self, path: str | Path, cameras: Sequence[str] | None = None) -> None:
+        self.reader = LeRobotReader(Path(path), cameras=cameras)
+        self.root = self.reader.path
+        self.info = self.reader.info
+        self.records = []
+        for index in self.reader.episode_indices():
+            length = self.reader.episode_length(index)
+            if length is None:  # v2.0 metadata without lengths: count the rows
+                length = len(self.reader.episode_columns(index, [])[0]["timestamp"])
+            self.records.append({"episode_index": index, "length": length})
+        self._videos: dict[int, VideoFrames] = {}
+
+    def videos(self) -> VideoFrames:
+        """This process's open videos (a forked worker opens its own)."""
+        pid = os.getpid()
+        if pid not in self._videos:
+            self._videos[pid] = VideoFrames()
+        return self._videos[pid]
+
+    def own_stats(self) -> dict[str, Any]:
+        path = self.root / STATS_PATH
+        if not path.is_file():
+            return {}
+        stats = read_json(path, error=ConversionError)
+        return stats_dict(stats) if isinstance(stats, dict) else {}
+
+    def load(self, episode_index: int, numeric: Sequence[str]) -> LeRobotEpisode:
+        columns, meta = self.reader.episode_columns(episode_index, numeric)
+        timestamp = columns.pop("timestamp")
+        instruction = str(meta.get("language_instruction") or meta.get("task") or "")
+        return LeRobotEpisode(self, episode_index, columns, instruction, timestamp)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_videos"] = {}
+        return state
+
+    def close(self) -> None:
+        videos = self._videos.pop(os.getpid(), None)
+        if videos is not None:
+            videos.close()
