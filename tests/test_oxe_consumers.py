@@ -268,3 +268,11 @@ def test_binarized_gripper_is_open_above_half(converted: dict) -> None:
             # 1 = open, 0 = closed in both our data and the Octo / OpenVLA RLDS convention: no flip.
             np.testing.assert_array_equal(got, (commanded > 0.5).astype(np.float32))
             assert set(np.unique(got)) <= {0.0, 1.0}
+
+
+def test_a_tfds_catalogue_name_is_refused(tmp_path: Path) -> None:
+    from telecorder.converters.oxe import OXEWriter
+
+    # tfds.builder("bridge", data_dir=...) would build the catalogue's Bridge dataset, not ours.
+    with pytest.raises(ConversionError, match="'bridge' is a dataset of the TFDS catalogue"):
+        OXEWriter(tmp_path / "bridge", arm_info())

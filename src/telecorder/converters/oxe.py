@@ -50,7 +50,7 @@ from ..datasets.features import (
     image_feature,
 )
 from .base import ConversionError
-from .rlds import VAL_SPLIT, RLDSWriter
+from .rlds import VAL_SPLIT, RLDSWriter, import_tfds
 
 #: robot_type of recordings made on the built-in simulated arm (``telecorder.sim``).
 BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
@@ -130,6 +130,13 @@ class OXEWriter(RLDSWriter):
             raise ConversionError(
                 "oxe writer: layout='flat' cannot be opened by Octo / OpenVLA, which look for "
                 "<data_dir>/<name>/<version>/; leave layout at 'nested' (or write --to rlds for a flat TFDS folder)"
+            )
+        _, tfds = import_tfds()
+        if self.dataset_name in tfds.list_builders(with_community_datasets=False):
+            # tfds.builder(name, data_dir), as Octo and OpenVLA call it, prefers a catalogue builder.
+            raise ConversionError(
+                f"oxe writer: {self.dataset_name!r} is a dataset of the TFDS catalogue, so Octo and OpenVLA "
+                "would load that one instead of this; name the output folder differently (or pass dataset_name)"
             )
         self.binarize_gripper = bool(opt("binarize_gripper", False))
         self.gripper_threshold = float(opt("gripper_threshold", GRIPPER_THRESHOLD))
