@@ -66,6 +66,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from e
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
+    return value
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = text.lower().split("x")
@@ -334,6 +344,8 @@ examples:
   telecorder convert lerobot_ds/ native/ --to native --episodes 0-9,15 --skip-bad
   telecorder convert lerobot_ds/ native/ --to native --cameras cam_high --skip-missing-cameras
   telecorder convert episodes_hdf5/ demos/ --to native --from aloha --fps 30
+  telecorder convert demos/ act_data/ --to aloha --fps 50 --episode-length 400   # ACT: 50 Hz, equal lengths
+  telecorder convert demos/ rm/ --to robomimic             # actions scaled into [-1, 1], statistics stored
 
 formats: native, rlds, oxe (write only), lerobot (v2.0/v2.1/v3.0 in, v3.0 out), aloha, robomimic.
 """

@@ -43,6 +43,7 @@ from ..datasets.features import (
 )
 from ..errors import DatasetError
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
+from .fixed_length import PADDED, fit_episode
 
 ALOHA_FPS = 50.0  # ALOHA's control loop and ACT's sim both step every DT = 0.02 s
 DEFAULT_JPEG_QUALITY = 50  # aloha's record_episodes.py
@@ -62,6 +63,9 @@ _RESERVED_ROOT = {"observations", "action", COMPRESS_LEN, "telecorder"}
 # Dataset attributes written on what we store: the feature a dataset holds, or why it was made up.
 FEATURE_ATTR = "telecorder_feature"
 DERIVED_ATTR = "telecorder_derived"
+# File attributes of an episode fitted to --episode-length: its recorded length and padded/cut/unchanged.
+ORIGINAL_LENGTH_ATTR = "telecorder_original_length"
+LENGTH_FIT_ATTR = "telecorder_length_fit"
 
 # Per-step arrays that no foreign format has a place for, under a group the foreign loaders ignore.
 EXTRAS = "telecorder"
@@ -69,6 +73,7 @@ _TIMESTAMP = "timestamp"
 _IMAGE_TS = "images_timestamp"
 _FRAME_INDEX = "images_frame_index"
 _LATENESS = "tick_lateness"
+_IS_PAD = "is_pad"
 _EXTRA_DATA = "data"
 
 _EPISODE_FILE = re.compile(r"^episode_(\d+)\.hdf5$")
@@ -267,8 +272,9 @@ class AlohaReader(FormatReader):
 
     format_name = "aloha"
 
-    def __init__(self, path: Path, fps: float | None = None, task: str | None = None, **options: Any) -> None:
-        super().__init__(path)
+    def __init__(self, path: Path, fps: float | None = None, task: str | None = None,
+                 cameras: list[str] | None = None, **options: Any) -> None:
+        super().__init__(path, cameras)
         if not self.path.is_dir():
             raise ConversionError(f"{self.path}: an ALOHA/ACT dataset is a folder of episode_<i>.hdf5 files")
         self._files = _episode_files(self.path)
@@ -311,6 +317,10 @@ class AlohaReader(FormatReader):
                 info, locations = self._scan(first, f)
         if self._fps is not None:
             info = replace(info, fps=self._fps)
+        if self.camera_selection is not None:  # cameras not selected are never read
+            self.check_camera_selection(info.cameras, self.path)
+            info = replace(info, features={k: f for k, f in info.features.items()
+                                           if not f.is_image or self.wants_camera(f.camera)})
         return info, locations
 
     def _scan(self, path: Path, f: h5py.File) -> tuple[DatasetInfo, dict[str, str]]:
@@ -327,6 +337,9 @@ class AlohaReader(FormatReader):
                 return  # strings and the like are not per-step numbers
             if loc.startswith(IMAGES + "/"):
                 cam = loc.removeprefix(IMAGES + "/")
+                if (_is_rgb(ds) or _is_jpeg_rows(ds)) and not self.wants_camera(cam):
+                    images.append(image_feature(cam, 2, 2))  # declared; its size is never read
+                    return
                 if _is_rgb(ds):
                     images.append(image_feature(cam, ds.shape[1], ds.shape[2]))
                     return
@@ -392,6 +405,7 @@ class AlohaReader(FormatReader):
         with self._open(path) as f:
             self._check(path, f)
             n = f["action"].shape[0]
+            keep = self._recorded_length(path, f, n)
             data = {}
             for spec in info.numeric_features:
                 loc = self._locations[spec.name]
@@ -403,9 +417,10 @@ class AlohaReader(FormatReader):
                         f"{path}: /{loc} has shape {arr.shape}, expected {(n, *spec.shape)} "
                         f"({n} rows like /action)"
                     )
-                data[spec.name] = arr.astype(spec.dtype, copy=False)
-            images = {spec.camera: self._frames(path, f, spec, n) for spec in info.image_features}
+                data[spec.name] = arr[:keep].astype(spec.dtype, copy=False)
+            images = {spec.camera: self._frames(path, f, spec, n, keep) for spec in info.image_features}
             extras = read_extras(f, n, info.cameras, info.fps, str(path))
+        extras = {k: _first_steps(v, keep) for k, v in extras.items()}
         meta: dict[str, Any] = {}
         if self._sidecar is not None:
             meta = dict((self._sidecar.get("episodes") or {}).get(path.name, {}).get("metadata") or {})
@@ -414,7 +429,18 @@ class AlohaReader(FormatReader):
             meta.setdefault("language_instruction", self._task)
         return Episode(index=index, data=data, metadata=meta, images=images, **extras)
 
-    def _frames(self, path: Path, f: h5py.File, spec: FeatureSpec, n: int) -> list[np.ndarray]:
+    @staticmethod
+    def _recorded_length(path: Path, f: h5py.File, n: int) -> int:
+        """Steps that were recorded: a file padded to ``--episode-length`` holds its last step after them."""
+        if str(f.attrs.get(LENGTH_FIT_ATTR, "")) != PADDED:
+            return n
+        original = int(f.attrs.get(ORIGINAL_LENGTH_ATTR, n))
+        if not 1 <= original <= n:
+            raise ConversionError(
+                f"{path}: attribute {ORIGINAL_LENGTH_ATTR}={original} does not fit a padded file of {n} steps")
+        return original
+
+    def _frames(self, path: Path, f: h5py.File, spec: FeatureSpec, n: int, keep: int) -> list[np.ndarray]:
         cam = spec.camera
         loc = f"{IMAGES}/{cam}"
         if loc not in f:
@@ -422,16 +448,17 @@ class AlohaReader(FormatReader):
         ds = f[loc]
         if ds.shape[0] != n:
             raise ConversionError(f"{path}: /{loc} has {ds.shape[0]} frames, /action has {n} rows")
+        # Steps past ``keep`` are --episode-length padding (copies of the last frame): not decoded.
         if _is_rgb(ds):
-            frames = list(ds[()])
+            frames = list(ds[:keep])
         elif _is_jpeg_rows(ds):
-            rows, lengths = ds[()], self._compress_len(path, f, cam, n)
+            rows, lengths = ds[:keep], self._compress_len(path, f, cam, n)
             frames = [
                 # ACT decodes the whole padded row (JPEG stops at its end marker); where we know the
                 # true length we cut the padding off first.
                 decode_act_jpeg(rows[t] if lengths is None else rows[t, : int(lengths[t])],
                                 f"{path} camera {cam!r} step {t}")
-                for t in range(n)
+                for t in range(keep)
             ]
         else:
             raise ConversionError(f"{path}: /{loc} is {ds.dtype} {ds.shape}, neither RGB frames nor JPEG rows")
@@ -455,13 +482,21 @@ class AlohaReader(FormatReader):
         return lengths
 
 
+def _first_steps(value: Any, keep: int) -> Any:
+    if isinstance(value, dict):
+        return {k: v[:keep] for k, v in value.items()}
+    return None if value is None else value[:keep]
+
+
 class AlohaWriter(FormatWriter):
     """Writes ``episode_0.hdf5``, ``episode_1.hdf5``, ... that ACT's ``EpisodicDataset`` loads.
 
     Options: ``compress`` (JPEG rows like aloha's ``record_episodes.py --compress``; default False),
     ``jpeg_quality`` (default 50, aloha's), ``sim`` (the root ``sim`` attribute ACT reads; default
-    from the source's ``info.extra['sim']``, else False). Episodes are numbered from 0 without gaps,
-    as ACT expects; the source index is kept in the sidecar.
+    from the source's ``info.extra['sim']``, else False), ``episode_length`` (every episode padded
+    by holding its last step, or cut, to exactly this many steps: ACT stacks whole episodes; each
+    file records its original length and whether it was padded or cut). Episodes are numbered from
+    0 without gaps, as ACT expects; the source index is kept in the sidecar.
     """
 
     format_name = "aloha"
@@ -473,6 +508,10 @@ class AlohaWriter(FormatWriter):
         if not 1 <= self.jpeg_quality <= 100:
             raise ConversionError(f"{self.path}: jpeg_quality must be within 1..100, not {self.jpeg_quality}")
         self.sim = bool(options.get("sim", info.extra.get("sim", False)))
+        length = options.get("episode_length")
+        self.episode_length = None if length is None else int(length)
+        if self.episode_length is not None and self.episode_length < 1:
+            raise ConversionError(f"{self.path}: episode_length must be at least 1 step, not {self.episode_length}")
         for name in ("observation.state", "action"):
             spec = info.features.get(name)
             if spec is None or spec.is_image or len(spec.shape) != 1:
@@ -489,15 +528,26 @@ class AlohaWriter(FormatWriter):
 
     def write_episode(self, episode: Episode) -> None:
         file = self.path / f"episode_{len(self._episodes)}.hdf5"
+        fit = None
+        if self.episode_length is not None:
+            episode, fit = fit_episode(episode, self.episode_length, self.info.fps)
         numeric, frames = episode_arrays(episode, self.info, str(file))
         meta = plain_metadata(episode.metadata, f"{file}: episode {episode.index}")
         try:
             with h5py.File(file, "w") as f:
                 self._write(f, episode, numeric, frames)
+                if fit is not None:
+                    f.attrs[ORIGINAL_LENGTH_ATTR] = fit.original_length
+                    f.attrs[LENGTH_FIT_ATTR] = fit.how
+                    is_pad = np.arange(len(episode)) >= fit.original_length
+                    f.create_dataset(f"{EXTRAS}/{_IS_PAD}", data=is_pad)
         except BaseException:
             file.unlink(missing_ok=True)
             raise
-        self._episodes[file.name] = {"source_index": int(episode.index), "length": len(episode), "metadata": meta}
+        entry = {"source_index": int(episode.index), "length": len(episode), "metadata": meta}
+        if fit is not None:
+            entry.update(fit.to_dict())
+        self._episodes[file.name] = entry
         self._frames += len(episode)
 
     def _write(self, f: h5py.File, episode: Episode, numeric: dict[str, np.ndarray],
@@ -544,5 +594,6 @@ class AlohaWriter(FormatWriter):
             "locations": self._locations,
             "compress": self.compress,
             "jpeg_quality": self.jpeg_quality if self.compress else None,
+            "episode_length": self.episode_length,
             "episodes": self._episodes,
         })

@@ -2,11 +2,12 @@
 
 ::
 
-    /data                          attrs: total (samples in all demos), env_args (JSON: env_name, type, env_kwargs)
+    /data                          attrs: total (samples in all demos), env_args (JSON: env_name, type, env_kwargs),
+                                   telecorder_actions (JSON: "raw", or the min/max scaling into [-1, 1])
     /data/demo_<i>                 attrs: num_samples, telecorder_task
         obs/<key>                  (T, ...)       observations; images uint8 (T, H, W, 3) RGB
         next_obs/<key>             (T, ...)       obs shifted by one step, the last repeated
-        actions                    (T, A)
+        actions                    (T, A)         scaled into [-1, 1] per dimension by default (see below)
         rewards                    (T,)           sparse: 1 at the last step of a successful demo
         dones                      (T,)           1 at the last step
         states                     (T, S)         the robot state vector (robomimic: simulator state)
@@ -18,6 +19,17 @@ any other camera ``<cam>_image``; other ``observation.<name>`` -> ``<name>`` wit
 robomimic has no language, no timestamps and no units: the task goes to the demo attribute
 ``telecorder_task``, per-step timing to ``/data/demo_<i>/telecorder/...`` (robomimic loads only the
 keys it is configured with), and the schema and episode metadata to ``telecorder_meta.json``.
+
+Actions: robomimic's actors end in ``tanh`` and its dataset checks want actions in [-1, 1], so by
+default each dimension is scaled by the dataset's min/max (widened by 1% of the span) and the
+scaling is stored in ``/data`` attribute ``telecorder_actions`` and the sidecar; our reader maps
+them back to robot units. ``actions="raw"`` keeps robot units.
+
+Environment: robomimic resolves ``env_args["type"]`` to a simulator class (1 robosuite, 2 gym,
+3 iGibson). Our recordings come from none of them, so we write type 0, which robomimic does not
+define: nothing that only reads the dataset (``SequenceDataset``, training without rollouts,
+``get_dataset_info.py``) looks at it, and nothing mistakes the data for robosuite's. Data that came
+from a robosuite file keeps its own ``env_args`` (and raw actions, which robosuite's controllers take).
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from ..datasets.features import (
     FeatureSpec,
     image_feature,
 )
+from .action_scaling import ActionScaling
 from .aloha import (
     DERIVED_ATTR,
     EXTRAS,
@@ -57,6 +70,10 @@ from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
 DEFAULT_CAMERA_KEYS = {"front": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
 DEFAULT_FPS = 20.0  # robosuite's default control_freq, for files that state no rate
 ROBOSUITE_ENV_TYPE = 1  # robomimic.envs.env_base.EnvType.ROBOSUITE_TYPE
+# Not one of robomimic's EnvType values (1 robosuite, 2 gym, 3 iGibson MOMART): no simulator class.
+NO_SIMULATOR_ENV_TYPE = 0
+ACTIONS_ATTR = "telecorder_actions"
+ACTION_MODES = ("normalized", "raw")
 TASK_ATTR = "telecorder_task"
 FPS_ATTR = "telecorder_fps"
 
@@ -134,6 +151,26 @@ def _env_args(path: Path, data: h5py.Group) -> dict[str, Any] | None:
     return env if isinstance(env, dict) else None
 
 
+def _action_scaling(path: Path, data: h5py.Group) -> tuple[ActionScaling | None, str | None]:
+    """The scaling our writer applied to ``actions`` and their dtype before (None: raw, or not ours)."""
+    raw = data.attrs.get(ACTIONS_ATTR)
+    if raw is None:
+        return None, None
+    try:
+        record = json.loads(_attr_str(raw))
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{path}: /data attribute {ACTIONS_ATTR} is not valid JSON ({e})") from e
+    if record == "raw":
+        return None, None
+    where = f"{path}: /data attribute {ACTIONS_ATTR}"
+    dtype = record.get("dtype") if isinstance(record, dict) else None
+    try:
+        dtype = None if dtype is None else np.dtype(dtype).name
+    except TypeError as e:
+        raise ConversionError(f"{where}: dtype {dtype!r} is not a numpy dtype") from e
+    return ActionScaling.from_dict(record, where), dtype
+
+
 def _attr_str(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
@@ -155,6 +192,7 @@ class RobomimicReader(FormatReader):
             self._demos = _demos(self.file, f)
             self._env_args = _env_args(self.file, f["data"])
             self._file_fps = f["data"].attrs.get(FPS_ATTR)
+            self._scaling, self._action_dtype = _action_scaling(self.file, f["data"])
             problem = f["data"].attrs.get("problem_info")
         self._fps = float(fps) if fps else None
         self._task = task
@@ -238,7 +276,9 @@ class RobomimicReader(FormatReader):
                 return
             if ds.ndim < 1 or ds.shape[0] != n:
                 raise ConversionError(f"{where}: {loc} has shape {ds.shape}, but actions has {n} rows")
-            numeric.append(FeatureSpec(name, ds.dtype.name, ds.shape[1:]))
+            # Scaled actions are stored as float64; mapped back they have the dtype they were written with.
+            dtype = self._action_dtype if loc == "actions" and self._action_dtype else ds.dtype.name
+            numeric.append(FeatureSpec(name, dtype, ds.shape[1:]))
             locations[name] = loc
 
         g.visititems(visit)
@@ -284,11 +324,21 @@ class RobomimicReader(FormatReader):
                         f"{where}: {loc} has shape {arr.shape}, expected {(n, *spec.shape)} ({n} rows like actions)"
                     )
                 arrays[spec.name] = arr
+            if self._scaling is not None and self._locations.get("action") == "actions":
+                arrays["action"] = self._robot_units(arrays["action"], info.features["action"], where)
             extras = read_extras(g, n, info.cameras, info.fps, where)
             attrs = dict(g.attrs)
         data = {s.name: arrays[s.name].astype(s.dtype, copy=False) for s in info.numeric_features}
         images = {s.camera: list(arrays[s.name]) for s in info.image_features}
         return Episode(index=index, data=data, metadata=self._metadata(demo, attrs), images=images, **extras)
+
+    def _robot_units(self, normalized: np.ndarray, spec: FeatureSpec, where: str) -> np.ndarray:
+        assert self._scaling is not None
+        if normalized.shape[1:] != self._scaling.offset.shape:
+            raise ConversionError(f"{where}: actions have {normalized.shape[1:]} values per step, but /data "
+                                  f"{ACTIONS_ATTR} scales {self._scaling.offset.shape}")
+        out = self._scaling.denormalize(normalized)
+        return np.rint(out) if np.dtype(spec.dtype).kind in "iub" else out
 
     def _metadata(self, demo: str, attrs: dict[str, Any]) -> dict[str, Any]:
         if self._sidecar is not None:
@@ -316,9 +366,11 @@ class RobomimicWriter(FormatWriter):
     Options: ``filename`` (default ``demo.hdf5``), ``valid_fraction`` (default 0.1; at least one
     validation demo once there are two), ``split_seed`` (default 0), ``camera_keys`` (camera ->
     obs key, over the defaults ``front``/``wrist``), ``next_obs`` (default True), ``compress``
-    (gzip the obs, like robomimic's ``--compress``; default False), ``env_name``, ``env_type``,
-    ``env_kwargs`` (``env_args``; by default the source's when it was robomimic, else the robot
-    type and robosuite's type 1).
+    (gzip the obs, like robomimic's ``--compress``; default False), ``actions`` (``normalized``:
+    scaled into [-1, 1] with the scaling stored, the default; ``raw``: robot units; data from a
+    robosuite file stays raw unless asked), ``env_name``, ``env_type``, ``env_kwargs``
+    (``env_args``; by default the source's when it was robomimic, else the robot type and type 0,
+    no simulator).
     """
 
     format_name = "robomimic"
@@ -332,6 +384,12 @@ class RobomimicWriter(FormatWriter):
         self.split_seed = int(options.get("split_seed", 0))
         self.next_obs = bool(options.get("next_obs", True))
         self.compression = "gzip" if options.get("compress") else None
+        source_env = info.extra.get("robomimic_env_args")
+        from_robosuite = isinstance(source_env, dict) and source_env.get("type") == ROBOSUITE_ENV_TYPE
+        # robosuite's controllers take the actions as recorded; scaling them would break its rollouts.
+        self.actions = str(options.get("actions") or ("raw" if from_robosuite else "normalized"))
+        if self.actions not in ACTION_MODES:
+            raise ConversionError(f"{self.path}: actions must be one of {ACTION_MODES}, not {self.actions!r}")
         self.env_args = self._env_args(options)
         if "action" not in info.features or info.features["action"].is_image:
             raise ConversionError(f"{self.path}: robomimic demos need an 'action' feature; the source has none")
@@ -355,12 +413,22 @@ class RobomimicWriter(FormatWriter):
         self._data = self._file.create_group("data")
         self._demos: dict[str, dict[str, Any]] = {}
         self._total = 0
+        self._action_min: np.ndarray | None = None
+        self._action_max: np.ndarray | None = None
         self._closed = False
 
     def _env_args(self, options: dict[str, Any]) -> dict[str, Any]:
         base = self.info.extra.get("robomimic_env_args")
         env = dict(base) if isinstance(base, dict) else {
-            "env_name": self.info.robot_type, "type": ROBOSUITE_ENV_TYPE, "env_kwargs": {},
+            # env_kwargs go to the environment's constructor, so our description stays out of them.
+            "env_name": self.info.robot_type, "type": NO_SIMULATOR_ENV_TYPE, "env_kwargs": {},
+            "telecorder": {
+                "robot_type": self.info.robot_type,
+                "control_freq": float(self.info.fps),
+                "actions": self.actions,
+                "note": "type 0 is no robomimic environment class (not robosuite, gym or iGibson): train "
+                        "with experiment.rollout.enabled=false, or map type 0 to your own EnvBase subclass",
+            },
         }
         for opt, key in (("env_name", "env_name"), ("env_type", "type"), ("env_kwargs", "env_kwargs")):
             if options.get(opt) is not None:
@@ -372,6 +440,8 @@ class RobomimicWriter(FormatWriter):
         where = f"{self.file_path}: {demo}"
         numeric, frames = episode_arrays(episode, self.info, where)
         meta = plain_metadata(episode.metadata, f"{where} (episode {episode.index})")
+        if self.actions == "normalized":
+            self._track_action_range(numeric["action"], f"{where} (episode {episode.index})")
         arrays = {**numeric, **{IMAGE_PREFIX + c: v for c, v in frames.items()}}
         try:
             self._write(self._data.create_group(demo), episode, arrays, meta)
@@ -382,6 +452,29 @@ class RobomimicWriter(FormatWriter):
         self._demos[demo] = {"source_index": int(episode.index), "length": len(episode), "metadata": meta}
         self._total += len(episode)
 
+    def _track_action_range(self, action: np.ndarray, where: str) -> None:
+        flat = action.reshape(len(action), -1).astype(np.float64)
+        bad = ~np.isfinite(flat).all(axis=1)
+        if bad.any():
+            raise ConversionError(
+                f"{where}: action is not finite at step {int(np.argmax(bad))}; normalized robomimic actions "
+                "need finite values (fix the episode, leave it out with --episodes, or use --robomimic-actions raw)")
+        lo, hi = flat.min(axis=0), flat.max(axis=0)
+        self._action_min = lo if self._action_min is None else np.minimum(self._action_min, lo)
+        self._action_max = hi if self._action_max is None else np.maximum(self._action_max, hi)
+
+    def _normalize_actions(self) -> dict[str, Any] | str:
+        """Rescale every demo's ``actions`` in place once the whole range is known; the record to store."""
+        if self.actions == "raw" or self._action_min is None or self._action_max is None:
+            return "raw"
+        scaling = ActionScaling.from_range(self._action_min, self._action_max)
+        for demo in self._demos:
+            ds = self._data[demo]["actions"]
+            flat = ds[()].reshape(ds.shape[0], -1)
+            ds[...] = scaling.normalize(flat).reshape(ds.shape).astype(ds.dtype)
+        # The dtype the actions had, so that a reader without our sidecar maps back to the same values.
+        return {**scaling.to_dict(), "dtype": self.info.features["action"].dtype}
+
     def _write(self, g: h5py.Group, episode: Episode, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         n = len(episode)
         g.attrs["num_samples"] = n
@@ -390,6 +483,10 @@ class RobomimicWriter(FormatWriter):
             g.attrs[TASK_ATTR] = str(task)
         for name, arr in arrays.items():
             loc = self._locations[name]
+            if name == "action" and self.actions == "normalized":
+                # float64 holds the scaled values finely enough that mapping back gives the source's
+                # float32 actions bit for bit; robomimic casts to float32 for training anyway.
+                arr = arr.astype(np.float64)
             big = arr.ndim >= 3
             opts = {"compression": self.compression} if self.compression and loc.startswith("obs/") else {}
             ds = g.create_dataset(loc, data=arr, chunks=(1, *arr.shape[1:]) if big else None, **opts)
@@ -424,6 +521,8 @@ class RobomimicWriter(FormatWriter):
             return
         self._closed = True
         try:
+            actions = self._normalize_actions()
+            self._data.attrs[ACTIONS_ATTR] = json.dumps(actions)
             self._data.attrs["total"] = self._total
             self._data.attrs["env_args"] = json.dumps(self.env_args)
             self._data.attrs[FPS_ATTR] = float(self.info.fps)
@@ -439,6 +538,7 @@ class RobomimicWriter(FormatWriter):
             "info": info.to_dict(),
             "locations": self._locations,
             "env_args": self.env_args,
+            "actions": actions,
             "mask": {"train": train, "valid": valid},
             "demos": self._demos,
         })
