@@ -303,11 +303,13 @@ def _start_paused(args: list[str], point: str) -> subprocess.Popen:
     env = {**os.environ, PAUSE_ENV: point, "PYTHONPATH": SRC}
     proc = subprocess.Popen([sys.executable, "-m", "telecorder.cli", "edit", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline().strip()
-    if line != f"PAUSED {point}":
-        proc.kill()
-        raise AssertionError(f"edit did not pause at {point}: {line}{proc.stderr.read()}")
-    return proc
+    seen = []
+    for line in proc.stderr:  # anything else on stderr (a warning) comes first; EOF if it exited
+        if line.strip() == f"PAUSED {point}":
+            return proc
+        seen.append(line)
+    proc.wait(timeout=30)
+    raise AssertionError(f"edit exited ({proc.returncode}) without pausing at {point}: {''.join(seen)}")
 
 
 def test_kill_in_the_middle_of_a_merge(two, tmp_path):
