@@ -38,3 +38,11 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 echo "setup: installing telecorder[$EXTRAS]"
 "${pip[@]}" -e ".[$EXTRAS]"
+
+# robomimic 0.3.0, for the tests that run its SequenceDataset and get_dataset_info.py on our output.
+# --no-deps: it declares torchvision, which would bring a CUDA torch over the CPU one above; the parts
+# the tests use need only torch, h5py, numpy and the small packages in the dev extra (six, termcolor, ...).
+if [[ ",$EXTRAS," == *",dev,"* ]] && ! .venv/bin/python -c "import robomimic" >/dev/null 2>&1; then
+  echo "setup: installing robomimic==0.3.0 (--no-deps)"
+  "${pip[@]}" --no-deps "robomimic==0.3.0"
+fi
