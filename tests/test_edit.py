@@ -219,6 +219,7 @@ def test_set_task_from_a_csv_file(two, tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ("episode,task\n0,fine\nx,wrong\n", r"tasks.csv:3: 'x' is not an episode number"),
+    ("O,pick up\n1,fine\n", r"tasks.csv:1: 'O' is not an episode number"),
     ("0,fine\n1,stack, then push\n", r"tasks.csv:2: expected 2 columns \(episodes,task\), found 3"),
     ("0,fine\n1,\n", r"tasks.csv:2: the task text is empty"),
     ("0-1,fine\n1,again\n", r"tasks.csv:2: episode 1 is given a task on line 1 already"),

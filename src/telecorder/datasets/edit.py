@@ -253,6 +253,9 @@ def remove_features(dataset: str | Path, features: Sequence[str], *, out: str | 
     return _report("remove-feature", {"out": target}, staged, removed=names)
 
 
+_TASK_HEADERS = {"task", "tasks", "instruction", "language_instruction"}
+
+
 class TaskFile(dict[int, str]):
     """``{episode: task}`` read from a file, remembering the line of each episode for errors."""
 
@@ -264,8 +267,7 @@ class TaskFile(dict[int, str]):
 
 def read_task_file(path: str | Path) -> TaskFile:
     """``EPISODES,TASK`` rows (``3,pick up the cube`` or ``0-4,"stack, then push"``); a first
-    line that does not start with an episode number is a header. Any bad row is an error
-    naming its line."""
+    line like ``episode_index,task`` is a header. Any bad row is an error naming its line."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -288,8 +290,8 @@ def read_task_file(path: str | Path) -> TaskFile:
         try:
             numbers = parse_ranges(cell, what="episodes")
         except ValueError as e:
-            if not tasks and lineno == 1:
-                continue  # a header line
+            if lineno == 1 and (cell.lower().startswith("episode") or task.lower() in _TASK_HEADERS):
+                continue  # a header line; any other unreadable first row is a mistake, said so
             raise EditError(f"{where}: {cell!r} is not an episode number or range like 0-4") from e
         if not numbers:
             raise EditError(f"{where}: no episode number given")
