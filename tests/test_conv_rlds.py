@@ -317,7 +317,7 @@ def test_oxe_statistics_and_config(oxe_dir: Path, episodes: list[Episode]) -> No
 
     config = json.loads((version_dir / "oxe_config.json").read_text())
     octo = config["make_dataset_from_rlds_kwargs"]["octo"]
-    assert octo["image_obs_keys"] == {"primary": "image", "secondary": None, "wrist": "wrist_image"}
+    assert octo["image_obs_keys"] == {"primary": "image", "wrist": "wrist_image"}
     assert octo["depth_obs_keys"] == {} and octo["proprio_obs_key"] == "state"
     assert octo["data_dir"] == str(oxe_dir) and octo["name"] == "arm_oxe"
     described = config["dataset"]

@@ -138,7 +138,9 @@ def test_kwargs_name_keys_the_dataset_has(converted: dict, stack: str) -> None:
     steps = builder.info.features["steps"]
     observation = steps["observation"]
     # Octo and OpenVLA's restructure(): new_obs[f"image_{new}"] = old_obs[old] for each non-None old.
-    assert kwargs["image_obs_keys"] == {"primary": "image", "secondary": None, "wrist": "wrist_image"}
+    # Octo trains on primary + wrist; OpenVLA's RLDSDataset loads only the primary view.
+    views = {"primary": "image", "wrist": "wrist_image"} if stack == "octo" else {"primary": "image"}
+    assert kwargs["image_obs_keys"] == views
     for old in kwargs["image_obs_keys"].values():
         assert old is None or old in observation
     assert all(old is None or old in observation for old in kwargs["depth_obs_keys"].values())
@@ -154,6 +156,25 @@ def test_kwargs_name_keys_the_dataset_has(converted: dict, stack: str) -> None:
     if stack == "openvla":
         # EEF deltas are relative, the gripper command absolute (OpenVLA's EEF_POS contract in materialize.py).
         assert kwargs["absolute_action_mask"] == [False] * 6 + [True]
+
+
+@pytest.mark.parametrize(
+    ("cameras", "octo_views"),
+    [
+        (("front",), {"primary": "image", "wrist": None}),
+        (("front", "side", "wrist"), {"primary": "image", "secondary": "image_1", "wrist": "wrist_image"}),
+    ],
+)
+def test_views_follow_the_recorded_cameras(tmp_path: Path, cameras: tuple[str, ...], octo_views: dict) -> None:
+    from telecorder.converters.oxe import KWARGS_KEY, OXEWriter
+
+    base = arm_info()
+    feats = [base.features["observation.state"], base.features["action"]] + [image_feature(c, 48, 64) for c in cameras]
+    writer = OXEWriter(tmp_path / "views", DatasetInfo.create(feats, fps=10.0, robot_type=base.robot_type))
+    blocks = writer.config()[KWARGS_KEY]
+    # A missing wrist view stays as None: Octo pads it and masks it out for models that expect one.
+    assert blocks["octo"]["image_obs_keys"] == octo_views
+    assert blocks["openvla"]["image_obs_keys"] == {"primary": "image"}
 
 
 def test_descriptive_block(converted: dict) -> None:

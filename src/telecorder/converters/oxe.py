@@ -356,16 +356,24 @@ class OXEWriter(RLDSWriter):
             "name": self.dataset_name,
             # tfds.builder(name, data_dir) opens <data_dir>/<name>/<version>/: our output folder.
             "data_dir": str(root),
-            "image_obs_keys": {"primary": primary, "secondary": secondary, "wrist": wrist[0] if wrist else None},
             # No depth cameras are written; {} is what Octo's make_oxe_dataset_kwargs leaves without load_depth.
             "depth_obs_keys": {},
             "language_key": "language_instruction",
             "action_normalization_mask": self._action_mask(),
             "dataset_statistics": str(root / self.dataset_name / self.version / STATS_FILE),
         }
-        octo = {**common, "proprio_obs_key": "state"}
+        # The views each trains on: Octo's models take primary + wrist (a None view is padded and
+        # masked), a secondary only where one was recorded (padding it would just add 1x1 images);
+        # OpenVLA's RLDSDataset loads only the primary view.
+        views = {"primary": primary, "secondary": secondary, "wrist": wrist[0] if wrist else None}
+        octo = {
+            **common,
+            "image_obs_keys": {k: v for k, v in views.items() if v is not None or k != "secondary"},
+            "proprio_obs_key": "state",
+        }
         openvla = {
             **common,
+            "image_obs_keys": {"primary": primary},
             "state_obs_keys": ["state"],
             "absolute_action_mask": self._absolute_action_mask(),
             # What OpenVLA's RLDSDataset trains with; it reads q01/q99 from dataset_statistics.
