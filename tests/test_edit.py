@@ -184,9 +184,25 @@ def test_split_keeps_episodes_whole_and_is_deterministic(tmp_path):
     assert v.info.extra["edit_history"][-1]["split"] == "val"
     split(src, val_fraction=0.2, out_train=tmp_path / "t2", out_val=tmp_path / "v2")
     assert [r["source_episode_index"] for r in Dataset.open(tmp_path / "v2").records] == val
-    with pytest.raises(EditError, match="exists"):
-        split(src, val_fraction=0.2, out_train=tmp_path / "t3", out_val=tmp_path / "v")
+    with pytest.raises(EditError, match="exists"):  # t holds the training part, not a validation one
+        split(src, val_fraction=0.2, out_train=tmp_path / "t3", out_val=tmp_path / "t")
+    with pytest.raises(EditError, match="exists"):  # another seed makes another split
+        split(src, val_fraction=0.2, out_train=tmp_path / "t3", out_val=tmp_path / "v", seed=1)
     assert not (tmp_path / "t3").exists()
+
+
+def test_kill_between_the_two_halves_of_a_split(tmp_path):
+    src = tmp_path / "ds"
+    write_dataset(src, make_info(cameras=("front",)), [3, 4, 5, 3, 4])
+    args = ["split", str(src), "--val-fraction", "0.4", "--out-train", str(tmp_path / "t"),
+            "--out-val", str(tmp_path / "v")]
+    kill(_start_paused(args, "published-1"))
+    assert len(assert_sound(tmp_path / "t")) == 3 and not (tmp_path / "v").exists()
+    train_bytes = tree_digest(tmp_path / "t")
+    assert main(["edit", *args]) == 0  # the same split again: keeps the half that was published
+    assert tree_digest(tmp_path / "t") == train_bytes
+    assert len(assert_sound(tmp_path / "v")) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "t", "v"]
 
 
 # -- set-task ------------------------------------------------------------------------------

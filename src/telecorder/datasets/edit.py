@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..errors import DatasetError
 from .dataset import INFO, Dataset, episode_files, is_dataset, partial_files
 from .edit_build import EpisodeJob, Progress, Staged, pause_point, stage
 from .edit_publish import EditError, clear_leftovers, publish_in_place, publish_new, staging_path
@@ -151,31 +152,59 @@ def split(dataset: str | Path, *, val_fraction: float, out_train: str | Path, ou
           seed: int = 0, progress: Progress | None = None) -> EditReport:
     """Whole episodes into two new datasets, deterministically (:func:`.splits.episode_split`).
 
-    Both are built before either is published; a kill between the two publishing renames
-    leaves the first one complete and the second absent (rerunning names the one that exists).
+    Both are built before either is published. A kill between the two publishing renames
+    leaves the first complete and the second absent; rerunning the same split then keeps
+    the first (its ``edit_history`` says it is this very split) and makes the second.
     """
     root = Path(dataset)
     if not 0.0 < val_fraction < 1.0:
         raise EditError(f"--val-fraction must be between 0 and 1 (exclusive), not {val_fraction}")
-    train_out = _new_output(out_train, [root])
-    val_out = _new_output(out_val, [root])
-    if train_out == val_out:
+    train_out = _new_output(out_train, [root], may_exist=True)
+    val_out = _new_output(out_val, [root], may_exist=True)
+    if train_out.resolve() == val_out.resolve():
         raise EditError("--out-train and --out-val must be different folders")
     with _locked([root], "split") as (src,):
         train, val = episode_split(src.indices, val_fraction=val_fraction, seed=seed)
         if not val:
             raise EditError(f"{root}: {len(src.indices)} episode(s) cannot be split; a split needs two or more")
         by_index = {int(r["episode_index"]): r for r in src.records}
-        plans = []
+        plans, kept = [], {}
         for name, dst, chosen in (("train", train_out, train), ("val", val_out, val)):
             jobs = [EpisodeJob(src.root, i, by_index[i], k, provenance="split") for k, i in enumerate(chosen)]
             info = _derived_info(src.info, "split", [src.root], split=name, val_fraction=val_fraction,
                                  seed=seed, episodes=format_ranges(chosen))
+            if dst.exists():
+                if not _made_by(dst, info):
+                    raise EditError(f"{dst} exists; choose a new folder for the result")
+                kept[name] = Dataset.open(dst)
+                continue
             plans.append((dst, info, jobs))
         staged = _stage_all(plans, "split", progress)
-        _publish_new(staged, [train_out, val_out])
-    return _report("split", {"train": train_out, "val": val_out}, staged, train_episodes=train,
-                   val_episodes=val, seed=seed)
+        _publish_new(staged, [dst for dst, _, _ in plans])
+    made = dict(zip([n for n in ("train", "val") if n not in kept], staged, strict=True))
+    return EditReport(
+        operation="split",
+        outputs={"train": train_out, "val": val_out},
+        episodes={n: len(made[n].records) if n in made else len(kept[n]) for n in ("train", "val")},
+        frames={n: made[n].frames if n in made else kept[n].num_frames for n in ("train", "val")},
+        details={"train_episodes": train, "val_episodes": val, "seed": seed, "kept": sorted(kept)},
+    )
+
+
+def _made_by(dst: Path, info: DatasetInfo) -> bool:
+    """Whether ``dst`` is exactly what this edit makes, published by an earlier run of it that
+    was interrupted before it finished (and left unchanged since)."""
+    if not is_dataset(dst):
+        return False
+    try:
+        history = DatasetInfo.load(dst / INFO).extra.get("edit_history") or []
+    except DatasetError:
+        return False
+
+    def what(entry: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in entry.items() if k != "time"}
+
+    return bool(history) and what(history[-1]) == what(info.extra["edit_history"][-1])
 
 
 def set_task(dataset: str | Path, tasks: Mapping[int, str] | str, *, episodes: Iterable[int] | None = None,
@@ -320,7 +349,7 @@ def _target(root: Path, out: str | Path | None, in_place: bool, op: str) -> Path
     return _new_output(out, [root])
 
 
-def _new_output(out: str | Path, sources: Sequence[Path]) -> Path:
+def _new_output(out: str | Path, sources: Sequence[Path], *, may_exist: bool = False) -> Path:
     out = Path(out)
     clear_leftovers(out)
     if any(out.resolve() == s.resolve() for s in sources):
@@ -328,7 +357,7 @@ def _new_output(out: str | Path, sources: Sequence[Path]) -> Path:
     inside = next((s for s in sources if s.resolve() in out.resolve().parents), None)
     if inside is not None:
         raise EditError(f"{out} is inside the dataset {inside}; write the result next to it, not into it")
-    if out.exists():
+    if out.exists() and not may_exist:
         raise EditError(f"{out} exists; choose a new folder for the result")
     return out
 
@@ -422,6 +451,8 @@ def _publish_new(staged: list[Staged], outs: list[Path]) -> None:
         for s, dst in zip(staged, outs, strict=True):
             publish_new(s.folder, dst)
             published.append(dst)
+            if len(published) < len(outs):
+                pause_point(f"published-{len(published)}")
     except BaseException:
         for dst in published:  # all or none: take back what was published
             _remove_tree(dst)
