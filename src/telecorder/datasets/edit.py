@@ -22,7 +22,6 @@ atomic, so there is nothing to fall back to and nothing to clean up by hand.
 from __future__ import annotations
 
 import contextlib
-import csv
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +34,7 @@ from ..errors import DatasetError
 from .dataset import INFO, Dataset, episode_files, is_dataset, partial_files
 from .edit_build import EpisodeJob, Progress, Staged, pause_point, stage
 from .edit_publish import EditError, clear_leftovers, publish_in_place, publish_new, staging_path
+from .edit_tasks import TaskFile, read_task_file
 from .episode_file import FRAME_INDEX_GROUP, IMAGE_TS_GROUP, IMAGES_GROUP
 from .features import DatasetInfo
 from .lock import DatasetLock
@@ -280,59 +280,6 @@ def remove_features(dataset: str | Path, features: Sequence[str], *, out: str | 
         staged = _stage_all([(target, info, jobs)], "remove features", progress, src.root if in_place else None)
         _publish(staged, [target], in_place)
     return _report("remove-feature", {"out": target}, staged, removed=names)
-
-
-_TASK_HEADERS = {"task", "tasks", "instruction", "language_instruction"}
-
-
-class TaskFile(dict[int, str]):
-    """``{episode: task}`` read from a file, remembering the line of each episode for errors."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-        self.line_of: dict[int, int] = {}
-
-
-def read_task_file(path: str | Path) -> TaskFile:
-    """``EPISODES,TASK`` rows (``3,pick up the cube`` or ``0-4,"stack, then push"``); a first
-    line like ``episode_index,task`` is a header. Any bad row is an error naming its line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError as e:
-        raise EditError(f"{path}: no such task file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise EditError(f"{path}: cannot be read as UTF-8 text ({e})") from e
-    tasks = TaskFile(path)
-    line_of = tasks.line_of
-    reader = csv.reader(text.splitlines())
-    for row in reader:
-        lineno = reader.line_num
-        if not row or all(not c.strip() for c in row):
-            continue
-        where = f"{path}:{lineno}"
-        if len(row) != 2:
-            raise EditError(f"{where}: expected 2 columns (episodes,task), found {len(row)}; "
-                            "put a task that holds commas in double quotes")
-        cell, task = row[0].strip(), row[1].strip()
-        try:
-            numbers = parse_ranges(cell, what="episodes")
-        except ValueError as e:
-            if lineno == 1 and (cell.lower().startswith("episode") or task.lower() in _TASK_HEADERS):
-                continue  # a header line; any other unreadable first row is a mistake, said so
-            raise EditError(f"{where}: {cell!r} is not an episode number or range like 0-4") from e
-        if not numbers:
-            raise EditError(f"{where}: no episode number given")
-        if not task:
-            raise EditError(f"{where}: the task text is empty")
-        for n in numbers:
-            if n in tasks:
-                raise EditError(f"{where}: episode {n} is given a task on line {line_of[n]} already")
-            tasks[n], line_of[n] = task, lineno
-    if not tasks:
-        raise EditError(f"{path}: no rows of episodes,task found")
-    return tasks
 
 
 # -- shared steps ----------------------------------------------------------------------------
