@@ -211,6 +211,20 @@ def test_array_record_variant(tmp_path: Path, episodes: list[Episode]) -> None:
     assert ep.metadata == episodes[1].metadata
 
 
+def test_val_episodes_go_to_a_val_split(tmp_path: Path, episodes: list[Episode]) -> None:
+    out = tmp_path / "split"
+    write(out, arm_info(), episodes, val_episodes=[1])
+    _, tfds = import_tfds()
+    builder = tfds.builder_from_directory(str(out))
+    assert {k: v.num_examples for k, v in builder.info.splits.items()} == {"train": 2, "val": 1}
+    (val,) = tfds.as_numpy(builder.as_dataset(split="val"))
+    assert int(val["episode_metadata"]["episode_id"]) == 1 and len(list(val["steps"])) == LENGTHS[1]
+    train_ids = [int(e["episode_metadata"]["episode_id"]) for e in tfds.as_numpy(builder.as_dataset(split="train"))]
+    assert sorted(train_ids) == [0, 2]
+    side = json.loads((out / SIDECAR).read_text())
+    assert side["splits"] == {"train": {"episodes": [0, 2]}, "val": {"episodes": [1]}}
+
+
 def test_png_frames_are_lossless(tmp_path: Path, episodes: list[Episode]) -> None:
     out = tmp_path / "png"
     write(out, arm_info(), episodes[:1], image_encoding="png")
