@@ -336,8 +336,9 @@ def test_cli_episode_length_for_aloha_only(tmp_path: Path) -> None:
     from test_cli import run, tool
 
     write_aloha(tmp_path / "src", make_episodes())
-    run(tool("telecorder"), "convert", str(tmp_path / "src"), str(tmp_path / "act"), "--to", "aloha",
-        "--episode-length", "18", check=True)
+    done = run(tool("telecorder"), "convert", str(tmp_path / "src"), str(tmp_path / "act"), "--to", "aloha",
+               "--episode-length", "18", check=True)
+    assert "episode length 18: 1 padded, 2 cut (longest was 23 steps; --episode-length 23" in done.stdout
     for i in range(3):
         with h5py.File(tmp_path / "act" / f"episode_{i}.hdf5", "r") as f:
             assert f["action"].shape == (18, 6)

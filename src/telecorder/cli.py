@@ -409,6 +409,10 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]left out camera[/] {cam!r}: {why}", highlight=False)
     for _, reason in report.skipped:
         console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+    if args.episode_length is not None:
+        from .converters.aloha import length_fit_summary
+
+        console.print(length_fit_summary(report.output), highlight=False)
     return 0
 
 

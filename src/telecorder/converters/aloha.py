@@ -482,6 +482,20 @@ class AlohaReader(FormatReader):
         return lengths
 
 
+def length_fit_summary(folder: Path) -> str:
+    """One line on what ``--episode-length`` did to the episodes in ``folder`` (from our sidecar)."""
+    meta = load_sidecar(Path(folder), "aloha") or {}
+    episodes = list((meta.get("episodes") or {}).values())
+    cut = [e for e in episodes if e.get("length_fit") == "cut"]
+    padded = [e for e in episodes if e.get("length_fit") == "padded"]
+    line = f"episode length {meta.get('episode_length')}: {len(padded)} padded, {len(cut)} cut"
+    if cut:
+        # A cut drops the end of a demonstration, often the moment it succeeds.
+        longest = max(int(e["original_length"]) for e in cut)
+        line += f" (longest was {longest} steps; --episode-length {longest} keeps every step)"
+    return line
+
+
 def _first_steps(value: Any, keep: int) -> Any:
     if isinstance(value, dict):
         return {k: v[:keep] for k, v in value.items()}
