@@ -109,6 +109,10 @@ def publish_in_place(staging: Path, dst: Path) -> Path:
         return staging
     backup = backup_path(dst)
     os.replace(dst, backup)
-    os.replace(staging, dst)
+    try:
+        os.replace(staging, dst)
+    except BaseException:
+        os.replace(backup, dst)  # the old dataset goes straight back under its name
+        raise
     fsync_dir(dst.parent)
     return backup
