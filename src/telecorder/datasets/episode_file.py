@@ -389,10 +389,14 @@ class EpisodeReader:
         return self._file[LATENESS_PATH][:] if LATENESS_PATH in self._file else None
 
     def encoded_frame(self, camera: str, step: int) -> np.ndarray:
+        return self.image_dataset(camera)[step]
+
+    def image_dataset(self, camera: str) -> h5py.Dataset:
+        """The HDF5 dataset of ``camera``'s stored frames (for readers that keep it between reads)."""
         path = f"{IMAGES_GROUP}/{camera}"
         if path not in self._file:
             raise DatasetError(f"{self.path}: camera {camera!r} is not in this episode (has {self.cameras})")
-        return self._file[path][step]
+        return self._file[path]
 
     def frame(self, camera: str, step: int) -> np.ndarray:
         """Decoded RGB frame of ``camera`` at ``step``."""
