@@ -156,9 +156,9 @@ def test_reader_reuses_its_iterator_for_sequential_reads(rlds_dir: Path) -> None
     starts: list[int] = []
     original = reader._dataset_from
 
-    def counting(start: int):
+    def counting(split: str, start: int):
         starts.append(start)
-        return original(start)
+        return original(split, start)
 
     reader._dataset_from = counting  # type: ignore[method-assign]
     assert [len(ep) for ep in reader] == list(LENGTHS)
@@ -422,7 +422,9 @@ def test_oxe_needs_a_robot_model_for_unknown_robots(tmp_path: Path) -> None:
 @pytest.mark.skipif(not BRIDGE.is_dir(), reason=f"sample dataset not present at {BRIDGE}")
 def test_reads_octo_bridge_sample() -> None:
     assert RLDSReader.detect(BRIDGE)
-    reader = RLDSReader(BRIDGE)
+    # Every split by default (train, then val), so a conversion keeps the val episodes too.
+    assert RLDSReader(BRIDGE).episode_indices() == list(range(50))
+    reader = RLDSReader(BRIDGE, split="train")
     info = reader.info
     assert reader.episode_indices() == list(range(25))
     assert info.cameras == ["image_0", "image_1", "image_2", "image_3"]

@@ -209,6 +209,25 @@ def test_both_splits_read_by_real_tfds(converted: dict) -> None:
     assert len(reader.read_episode(0)) == LENGTHS[want_val[0]]
 
 
+def test_converting_back_reads_every_split_in_the_original_order(tmp_path: Path, converted: dict) -> None:
+    # A dataset with a val split converted back must not silently drop the val episodes.
+    reader = RLDSReader(converted["dst"])
+    assert reader.split == "train,val"
+    assert [len(reader.read_episode(i)) for i in reversed(reader.episode_indices())] == LENGTHS[::-1]
+    src = converted["dst"].parent / "demos"
+    rlds = tmp_path / "rlds"
+    convert(src, rlds, ConvertOptions(to="rlds", val_fraction=VAL_FRACTION))
+    back = convert(rlds, tmp_path / "back", ConvertOptions(to="native"))
+    assert back.episodes == len(LENGTHS)
+    from telecorder.datasets import Dataset
+
+    ds = Dataset.open(tmp_path / "back")
+    for i, want in enumerate(converted["steps"]):
+        got = ds.episode(i).load().data["action"]
+        np.testing.assert_array_equal(got, np.stack([s.numeric["action"] for s in want]))
+    assert RLDSReader(rlds, split="train").episode_indices() == list(range(len(LENGTHS) - 2))
+
+
 def test_val_fraction_on_a_format_without_splits(tmp_path: Path, converted: dict) -> None:
     src = converted["dst"].parent / "demos"
     with pytest.raises(ConversionError, match="telecorder edit split"):

@@ -174,10 +174,29 @@ def _flatten(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> Iterator[
             yield (*prefix, key), value
 
 
+@dataclass(frozen=True, eq=False)
+class _SplitPart:
+    name: str
+    count: int
+    shard_ends: list[int]
+    shard_files: list[Path]
+
+    @classmethod
+    def of(cls, name: str, split_info: Any) -> _SplitPart:
+        try:
+            files = [Path(os.fspath(p)) for p in split_info.filepaths]
+        except Exception:  # an unusual filename template: errors then name the folder instead
+            files = []
+        ends = [int(e) for e in np.cumsum([int(n) for n in split_info.shard_lengths])]
+        return cls(name, int(split_info.num_examples), ends, files)
+
+
 class RLDSReader(FormatReader):
     """Reads an RLDS/TFDS dataset folder one episode at a time.
 
-    Options: ``split`` (default ``"train"``); ``fps`` for datasets without our sidecar (RLDS
+    Options: ``split`` (default: every split, so that a conversion loses no episode: ``train``
+    first, then the others by name, or in their original order where our sidecar lists it);
+    ``fps`` for datasets without our sidecar (RLDS
     records no control rate; default 10, and ``info.extra`` says it was assumed);
     ``robot_type`` (default: the sidecar's, else the TFDS dataset name).
     """
@@ -188,7 +207,7 @@ class RLDSReader(FormatReader):
         self,
         path: Path,
         *,
-        split: str = "train",
+        split: str | None = None,
         fps: float | None = None,
         robot_type: str | None = None,
         cameras: Sequence[str] | None = None,
@@ -202,7 +221,6 @@ class RLDSReader(FormatReader):
             )
         if fps is not None and not fps > 0:
             raise ConversionError(f"{self.path}: reader option fps must be positive, not {fps}")
-        self.split = split
         self._tf, self._tfds = import_tfds()
         try:
             self._builder = self._tfds.builder_from_directory(os.fspath(self.data_dir))
@@ -218,27 +236,43 @@ class RLDSReader(FormatReader):
                 "not in RLDS layout (episodes of steps)"
             )
         splits = self._builder.info.splits
-        if split not in splits:
+        if split is not None and split not in splits:
             raise ConversionError(
                 f"{self.data_dir / 'dataset_info.json'}: no split {split!r} (it has "
                 f"{', '.join(sorted(splits)) or 'none'}); pass the reader option split=..."
             )
-        split_info = splits[split]
-        self._num_episodes = int(split_info.num_examples)
-        self._shard_ends = list(np.cumsum([int(n) for n in split_info.shard_lengths]))
-        try:
-            self._shard_files = [Path(os.fspath(p)) for p in split_info.filepaths]
-        except Exception:  # an unusual filename template: errors then name the folder instead
-            self._shard_files = []
+        names = [split] if split is not None else sorted(splits, key=lambda n: (n != "train", n))
+        self._parts = [_SplitPart.of(name, splits[name]) for name in names]
         self._file_format = str(getattr(self._builder.info.file_format, "value", "tfrecord") or "tfrecord")
         self._sidecar = self._load_sidecar()
+        self._order = self._episode_order()
+        self._num_episodes = len(self._order)
         self._fps_option = fps
         self._robot_type_option = robot_type
         self._leaves: list[_Leaf] = []
         self._info: DatasetInfo | None = None
-        self._iter: Iterator[Any] | None = None
-        self._pos = 0
-        self._source: Any = None
+        # Per split: an open tf.data iterator and the split-local position it is at.
+        self._iters: dict[str, tuple[Iterator[Any], int]] = {}
+        self._sources: dict[str, Any] = {}
+
+    @property
+    def split(self) -> str:
+        """The split(s) read, comma-separated."""
+        return ",".join(part.name for part in self._parts)
+
+    def _episode_order(self) -> list[tuple[_SplitPart, int]]:
+        """(split, index in split) for each episode number this reader serves."""
+        order = [(part, i) for part in self._parts for i in range(part.count)]
+        listed = (self._sidecar or {}).get("splits")
+        if len(self._parts) > 1 and isinstance(listed, dict):
+            # Our own output: put the episodes back in the order they had before the split.
+            try:
+                original = [int(e) for part in self._parts for e in listed[part.name]["episodes"]]
+            except (KeyError, TypeError, ValueError):
+                return order
+            if len(original) == len(order) and len(set(original)) == len(original):
+                return [pos for _, pos in sorted(zip(original, order, strict=True), key=lambda t: t[0])]
+        return order
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -417,10 +451,11 @@ class RLDSReader(FormatReader):
         return list(range(self._num_episodes))
 
     def _shard_for(self, index: int) -> str:
-        k = bisect.bisect_right(self._shard_ends, index)
-        if self._shard_files and k < len(self._shard_files):
-            return str(self._shard_files[k])
-        return f"{self.data_dir} (shard holding episode {index})"
+        part, local = self._order[index] if 0 <= index < self._num_episodes else (self._parts[0], index)
+        k = bisect.bisect_right(part.shard_ends, local)
+        if part.shard_files and k < len(part.shard_files):
+            return str(part.shard_files[k])
+        return f"{self.data_dir} (shard holding episode {local} of split {part.name!r})"
 
     def _read_error(self, index: int, e: Exception) -> ConversionError:
         shard = self._shard_for(index)
@@ -441,8 +476,8 @@ class RLDSReader(FormatReader):
         # of a nested tf.data.Dataset per episode, and frames are decoded by OpenCV below.
         return {"steps": self._tfds.decode.SkipDecoding()}
 
-    def _dataset_from(self, start: int) -> Iterator[Any]:
-        split = self.split if start == 0 else f"{self.split}[{start}:]"
+    def _dataset_from(self, name: str, start: int) -> Iterator[Any]:
+        split = name if start == 0 else f"{name}[{start}:]"
         # One shard at a time, in file order, so episode i is the i-th record of the split.
         read_config = self._tfds.ReadConfig(interleave_cycle_length=1)
         ds = self._builder.as_dataset(
@@ -451,34 +486,34 @@ class RLDSReader(FormatReader):
         return ds.as_numpy_iterator()
 
     def _raw_episode(self, index: int) -> dict[str, Any]:
+        part, local = self._order[index]
         if self._file_format == "array_record":
             try:
-                if self._source is None:
-                    self._source = self._builder.as_data_source(split=self.split, decoders=self._decoders())
-                return self._source[index]
+                if part.name not in self._sources:
+                    self._sources[part.name] = self._builder.as_data_source(split=part.name, decoders=self._decoders())
+                return self._sources[part.name][local]
             except ImportError as e:
                 raise missing_extra("array_record", "rlds") from e
             except Exception as e:
                 raise self._read_error(index, e) from e
+        it, pos = self._iters.pop(part.name, (None, 0))
         try:
-            if self._iter is None or index < self._pos or index > self._pos + _SKIP_AHEAD:
-                self._iter = self._dataset_from(index)
-                self._pos = index
-            while self._pos < index:
-                next(self._iter)
-                self._pos += 1
-            raw = next(self._iter)
-            self._pos += 1
+            if it is None or local < pos or local > pos + _SKIP_AHEAD:
+                it, pos = self._dataset_from(part.name, local), local
+            while pos < local:
+                next(it)
+                pos += 1
+            raw = next(it)
+            self._iters[part.name] = (it, pos + 1)
             return raw
         except StopIteration as e:
-            self._iter = None
             raise ConversionError(
-                f"{self._shard_for(index)}: ended before episode {index}; dataset_info.json promises "
-                f"{self._num_episodes} episodes in split {self.split!r}"
+                f"{self._shard_for(index)}: ended before episode {local}; dataset_info.json promises "
+                f"{part.count} episodes in split {part.name!r}"
             ) from e
         except self._tf.errors.OpError as e:
-            failed = self._pos
-            self._iter = None  # a failed tf.data iterator cannot be resumed
+            # A failed tf.data iterator cannot be resumed; it is dropped (popped above).
+            failed = next((g for g, (p, i) in enumerate(self._order) if p is part and i == pos), index)
             raise self._read_error(failed, e) from e
 
     def read_episode(self, index: int) -> Episode:
@@ -578,8 +613,8 @@ class RLDSReader(FormatReader):
 
     def close(self) -> None:
         """Drop the open reader (tf.data iterator or ArrayRecord source)."""
-        self._iter = None
-        self._source = None
+        self._iters.clear()
+        self._sources.clear()
 
 
 def _get_path(tree: Mapping[str, Any], path: Sequence[str]) -> Any:
