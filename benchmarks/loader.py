@@ -6,11 +6,14 @@ Episodes: 2 cameras stored at 640x480 (textured synthetic frames, JPEG quality 9
 x 150 steps at 30 fps, written by our writer, then converted with ``telecorder convert`` to
 LeRobot v3 (h264, keyframe every 2 frames, as LeRobot writes) and to RLDS. Each sample: the
 current frame of both cameras, the state, a 16-step action chunk; batch 32, shuffled; 0 and 2
-DataLoader workers; full-size output and 224x224 output.
+DataLoader workers, and 0 workers with 2 decode threads (``TorchDataset(decode_threads=2)``,
+compared with the 2-process limit); full-size output and 224x224 output.
 
-The decode limit: ``cv2.imdecode`` of the stored JPEGs, one thread per process, run in as many
-processes at once as the loader uses (workers, or 1 for the main process); a sample needs 2
-frames, so the limit in samples/s is that aggregate frame rate / 2.
+The decode limit: ``cv2.imdecode`` of the stored JPEGs at full size, one thread per process, run
+in as many processes at once as the loader uses (workers, or 1 for the main process) right
+before each timed run; a sample needs 2 frames, so the limit in samples/s is that aggregate
+frame rate / 2. Each row reports the median rate, the median limit and the median of the
+per-run ratios.
 
     python benchmarks/loader.py                                    # about 3 minutes
     python benchmarks/loader.py --lerobot-python /tmp/lerobot-venv/bin/python
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -143,10 +147,11 @@ def time_loader(ds: object, workers: int, batch: int, batches: int, warmup: int 
     return batches * batch / seconds
 
 
-def ours(path: Path, size: tuple[int, int] | None, workers: int, args: argparse.Namespace) -> float:
+def ours(path: Path, size: tuple[int, int] | None, workers: int, args: argparse.Namespace, threads: int = 0
+         ) -> float:
     from telecorder.loaders import TorchDataset
 
-    ds = TorchDataset(path, cameras=list(CAMERAS), image_size=size, horizon=args.chunk)
+    ds = TorchDataset(path, cameras=list(CAMERAS), image_size=size, horizon=args.chunk, decode_threads=threads)
     try:
         return time_loader(ds, workers, args.batch, args.batches)
     finally:
@@ -202,7 +207,10 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--batches", type=int, default=25, help="timed batches per run")
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration; the median is reported")
+    ap.add_argument("--limit-seconds", type=float, default=2.0, help="decode-limit measurement before each run")
     ap.add_argument("--workers", default="0,2")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="also run 0 workers with this many decode threads (against that many processes' limit)")
     ap.add_argument("--sources", default="native,lerobot,rlds")
     ap.add_argument("--lerobot-python", help="python of a venv with lerobot==0.4.4, to run LeRobot side by side")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "loader.json")
@@ -226,30 +234,44 @@ def main() -> None:
                 convert(paths["native"], paths[fmt], ConvertOptions(to=fmt))
 
         blobs = stored_jpegs(paths["native"], 200)
-        limits = {}
-        for n in sorted({max(1, k) for k in workers}):
-            rates = [decode_limit(blobs, n, 3.0) for _ in range(args.repeats)]
-            limits[n] = float(np.median(rates))
-        console.print("bare cv2.imdecode, frames/s: " + ", ".join(f"{n} process(es) {r:.0f}" for n, r in limits.items()))
-
+        # The limit is measured right before each timed run, in as many processes as that run
+        # decodes in: on a shared machine the cores' speed drifts, and a ratio of two numbers
+        # taken minutes apart would measure the drift.
         rows = []
+
+        def measure(loader: str, src: str, size: tuple[int, int] | None, k: int, run: Callable[[], float | None],
+                    processes: int | None = None) -> None:
+            rates, limits = [], []
+            for _ in range(args.repeats):
+                limit = decode_limit(blobs, processes or max(1, k), args.limit_seconds) / FRAMES_PER_SAMPLE
+                rate = run()
+                if rate is not None:
+                    rates.append(rate)
+                    limits.append(limit)
+            if not rates:
+                return
+            ratios = [100.0 * r / lim for r, lim in zip(rates, limits, strict=True)]
+            rows.append({"loader": loader, "source": src, "workers": k, "decode_limit_processes": processes or max(1, k),
+                         "output": "stored" if size is None else f"{size[1]}x{size[0]}",
+                         "samples_per_s": float(np.median(rates)), "runs": rates,
+                         "full_size_decode_limit_samples_per_s": float(np.median(limits)), "limits": limits,
+                         "percent_of_full_size_limit": float(np.median(ratios))})
+            r = rows[-1]
+            console.print(f"  {loader} {src} {r['output']} {k} workers: {r['samples_per_s']:.0f} samples/s, "
+                          f"{r['percent_of_full_size_limit']:.0f}% of the full-size decode limit")
+
         for src in sources:
             for size in sizes:
                 for k in workers:
-                    runs = [ours(paths[src], size, k, args) for _ in range(args.repeats)]
-                    rows.append({"loader": "telecorder", "source": src, "workers": k, "runs": runs,
-                                 "output": "stored" if size is None else f"{size[1]}x{size[0]}",
-                                 "samples_per_s": float(np.median(runs))})
+                    measure("telecorder", src, size, k, lambda src=src, size=size, k=k: ours(paths[src], size, k, args))
+                if args.threads > 1:
+                    measure(f"telecorder, {args.threads} decode threads", src, size, 0,
+                            lambda src=src, size=size: ours(paths[src], size, 0, args, args.threads), args.threads)
         if args.lerobot_python:
             for size in sizes:
                 for k in workers:
-                    runs = [lerobot(args.lerobot_python, paths["lerobot"], size, k, args, 30.0)
-                            for _ in range(args.repeats)]
-                    runs = [r for r in runs if r is not None]
-                    if runs:
-                        rows.append({"loader": "lerobot 0.4.4 (pyav)", "source": "lerobot", "workers": k,
-                                     "output": "stored" if size is None else f"{size[1]}x{size[0]}", "runs": runs,
-                                     "samples_per_s": float(np.median(runs))})
+                    measure("lerobot 0.4.4 (pyav)", "lerobot", size, k,
+                            lambda size=size, k=k: lerobot(args.lerobot_python, paths["lerobot"], size, k, args, 30.0))
 
         table = Table(title=f"Loader samples/s (batch {args.batch}, {args.chunk}-step chunk, 2 cameras {w}x{h} "
                             f"stored, median of {args.repeats})")
@@ -257,11 +279,8 @@ def main() -> None:
                     "% of limit"):
             table.add_column(col, justify="right" if col not in ("loader", "source") else "left")
         for r in rows:
-            limit = limits[max(1, r["workers"])] / FRAMES_PER_SAMPLE
-            r["full_size_decode_limit_samples_per_s"] = limit
-            r["percent_of_full_size_limit"] = 100.0 * r["samples_per_s"] / limit
             table.add_row(r["loader"], r["source"], r["output"], str(r["workers"]), f"{r['samples_per_s']:.0f}",
-                          f"{limit:.0f}", f"{r['percent_of_full_size_limit']:.0f}%")
+                          f"{r['full_size_decode_limit_samples_per_s']:.0f}", f"{r['percent_of_full_size_limit']:.0f}%")
         console.print(table)
 
         result = {
@@ -271,7 +290,7 @@ def main() -> None:
                         "opencv": cv2.__version__},
             "config": {"episodes": args.episodes, "steps": args.steps, "stored": f"{w}x{h}", "cameras": list(CAMERAS),
                        "chunk": args.chunk, "batch": args.batch, "batches": args.batches, "repeats": args.repeats},
-            "decode_limit_frames_per_s": {str(n): r for n, r in limits.items()},
+            "frames_per_sample": FRAMES_PER_SAMPLE,
             "rows": rows,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)

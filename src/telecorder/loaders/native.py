@@ -28,16 +28,16 @@ class _FrameColumn:
     def __init__(self, dataset: h5py.Dataset) -> None:
         self.dataset = dataset
         self.length = dataset.shape[0]
-        self._file_space = dataset.id.get_space()
         self._mem_space = h5py.h5s.create_simple((1,))
         self._dtype = dataset.dtype
 
     def read(self, step: int) -> np.ndarray:
         if not 0 <= step < self.length:
             raise IndexError(f"step {step} out of range for {self.length} frames")
-        self._file_space.select_hyperslab((step,), (1,))
+        space = self.dataset.id.get_space()  # one per read: decode threads read concurrently
+        space.select_hyperslab((step,), (1,))
         out = np.empty((1,), dtype=self._dtype)
-        self.dataset.id.read(self._mem_space, self._file_space, out)
+        self.dataset.id.read(self._mem_space, space, out)
         return out[0]
 
 

@@ -10,6 +10,7 @@ decoded without seeking again, and YUV frames are converted to RGB by OpenCV.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class _OpenVideo:
             self.container.close()
             raise ConversionError(f"{path}: has no video stream")
         self.stream = self.container.streams.video[0]
+        self.lock = threading.Lock()  # one caller at a time decodes from a container
         self.time_base = float(self.stream.time_base)
         self.frames: Any = None  # the decode iterator
         self.pending: tuple[float, Any] | None = None  # decoded, not handed out yet
@@ -66,27 +68,34 @@ class VideoFrames:
     def __init__(self, max_open: int = 8) -> None:
         self.max_open = max(1, int(max_open))
         self._open: OrderedDict[Path, _OpenVideo] = OrderedDict()
+        self._lock = threading.Lock()  # guards the cache itself (decode threads share it)
 
     def _video(self, path: Path) -> _OpenVideo:
-        video = self._open.get(path)
-        if video is None:
-            video = self._open[path] = _OpenVideo(path)
-            while len(self._open) > self.max_open:
-                self._open.popitem(last=False)[1].close()
-        self._open.move_to_end(path)
-        return video
+        with self._lock:
+            video = self._open.get(path)
+            if video is None:
+                video = self._open[path] = _OpenVideo(path)
+                while len(self._open) > self.max_open:
+                    old = self._open.popitem(last=False)[1]
+                    with old.lock:
+                        old.close()
+            self._open.move_to_end(path)
+            return video
 
     def frame(self, path: Path, t: float, tolerance: float, size: tuple[int, int] | None,
               out: np.ndarray | None = None, context: str = "") -> np.ndarray:
         """The frame shown at ``t`` seconds (nearest within ``tolerance``) as ``(3, h, w)`` RGB uint8."""
         try:
-            frame = self._find(self._video(path), t, tolerance, context)
+            video = self._video(path)
+            with video.lock:
+                frame = self._find(video, t, tolerance, context)
+                planes = frame.to_ndarray(format="yuv420p" if frame.format.name == "yuv420p" else "rgb24")
             if frame.format.name == "yuv420p":
                 # PyAV builds a new swscale context for every frame it converts (about 2 ms at 640x480);
                 # OpenCV converts the planes as they are in a fraction of that, with the same BT.601 matrix.
-                rgb = cv2.cvtColor(frame.to_ndarray(format="yuv420p"), cv2.COLOR_YUV2RGB_I420)
+                rgb = cv2.cvtColor(planes, cv2.COLOR_YUV2RGB_I420)
             else:
-                rgb = frame.to_ndarray(format="rgb24")
+                rgb = planes
         except av.error.FFmpegError as e:
             self._drop(path)
             raise ConversionError(f"{path}: cannot be decoded at {t:.4f} s{_ctx(context)} ({e})") from e
@@ -120,13 +129,15 @@ class VideoFrames:
         )
 
     def _drop(self, path: Path) -> None:
-        video = self._open.pop(path, None)
+        with self._lock:
+            video = self._open.pop(path, None)
         if video is not None:
             video.close()
 
     def close(self) -> None:
-        while self._open:
-            self._open.popitem()[1].close()
+        with self._lock:
+            while self._open:
+                self._open.popitem()[1].close()
 
 
 def _ctx(context: str) -> str:
