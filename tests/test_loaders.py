@@ -312,3 +312,49 @@ def test_fallback_normalizer_matches_shared_one(dataset: tuple[Path, list]) -> N
         local = normalization._BoundsNormalizer(mode, stats["features"]["action"], mask)
         np.testing.assert_allclose(local.normalize(x), shared.normalize(x), atol=1e-12)
         np.testing.assert_allclose(local.unnormalize(x), shared.unnormalize(x), atol=1e-12)
+
+
+def _textured_jpeg(h: int = 480, w: int = 640) -> bytes:
+    import cv2
+
+    rng = np.random.default_rng(3)
+    rgb = cv2.resize(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    rgb[: h // 4, : w // 4] = (200, 30, 10)  # a red block: channel order shows
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), (cv2.IMWRITE_JPEG_QUALITY, 90))
+    assert ok
+    return buf.tobytes()
+
+
+def test_reduced_jpeg_decoding_picks_the_largest_scale_that_keeps_the_size() -> None:
+    import cv2
+
+    from telecorder.loaders.frames import reduced_flag
+
+    assert reduced_flag((480, 640), (224, 224)) == cv2.IMREAD_REDUCED_COLOR_2
+    # Quarter and eighth scale alias: only with twice the output size left for INTER_AREA.
+    assert reduced_flag((480, 640), (120, 160)) == cv2.IMREAD_REDUCED_COLOR_2
+    assert reduced_flag((480, 640), (60, 80)) == cv2.IMREAD_REDUCED_COLOR_4
+    assert reduced_flag((480, 640), (30, 40)) == cv2.IMREAD_REDUCED_COLOR_8
+    assert reduced_flag((480, 640), (241, 320)) == cv2.IMREAD_COLOR  # half would be too small
+    assert reduced_flag((480, 640), (480, 640)) == cv2.IMREAD_COLOR
+    assert reduced_flag(None, (224, 224)) == cv2.IMREAD_COLOR
+
+
+@pytest.mark.parametrize("size", [(224, 224), (96, 128), (50, 60)])
+def test_reduced_decode_is_close_to_full_decode_and_resize(size: tuple[int, int]) -> None:
+    from telecorder.datasets.images import decode_image
+    from telecorder.datasets.model_inputs import model_image
+    from telecorder.loaders.frames import decode_chw
+
+    jpeg = _textured_jpeg()
+    fast = decode_chw(jpeg, size, stored_hw=(480, 640))
+    reference = model_image(decode_image(jpeg), size)  # what the loader did before: full decode + INTER_AREA
+    assert fast.shape == reference.shape == (3, *size) and fast.dtype == np.uint8
+    diff = np.abs(fast.astype(int) - reference.astype(int))
+    assert diff.mean() < 2.5 and np.percentile(diff, 99) < 20
+    red = fast[:, : size[0] // 8, : size[1] // 8].reshape(3, -1).mean(axis=1)
+    np.testing.assert_allclose(red, [200, 30, 10], atol=6)
+    # Without the stored size, or for the stored size itself, frames decode in full.
+    np.testing.assert_array_equal(decode_chw(jpeg, None), model_image(decode_image(jpeg), None))
+    with pytest.raises(DatasetError, match="camera 'x' step 3: stored image bytes cannot be decoded"):
+        decode_chw(jpeg[:200] + b"\x00" * 10, size, stored_hw=(480, 640), where="camera 'x' step 3")

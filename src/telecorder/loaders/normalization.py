@@ -99,6 +99,8 @@ def make_normalizer(stats: Mapping[str, Any], feature: str, mode: str, mask: Seq
         from ..actions.normalize import Normalizer
     except ImportError:
         return _BoundsNormalizer(mode, summary, mask_arr)
+    if mode == "none":  # needs no statistics, so a dataset without any still loads
+        return Normalizer("none", mask=mask_arr)
     return Normalizer.from_dataset_stats(stats, feature=feature, mode=mode, mask=mask_arr)
 
 
