@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_cameras.py
 	$(BIN)/python benchmarks/fault_campaign.py
 	$(BIN)/python benchmarks/bc.py
+	$(BIN)/python benchmarks/loader.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -134,8 +134,10 @@ def stored_jpegs(root: Path, n: int) -> list[bytes]:
 def time_loader(ds: object, workers: int, batch: int, batches: int, warmup: int = 2) -> float:
     import torch
 
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                         generator=torch.Generator().manual_seed(0), drop_last=True)
+    # Shuffled passes over the dataset, as many as the timed batches need.
+    sampler = torch.utils.data.RandomSampler(ds, num_samples=(warmup + batches) * batch,
+                                             generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
     it = iter(loader)
     for _ in range(warmup):  # worker start-up and first opens are not the steady rate
         next(it)
@@ -171,8 +173,9 @@ if size:
     transform = v2.Resize(tuple(size), antialias=True)
 ds = LeRobotDataset("local/bench", root=root, video_backend="pyav", image_transforms=transform,
                     delta_timestamps={"action": [k / fps for k in range(chunk)]})
-loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                     generator=torch.Generator().manual_seed(0), drop_last=True)
+sampler = torch.utils.data.RandomSampler(ds, num_samples=(2 + batches) * batch,
+                                         generator=torch.Generator().manual_seed(0))
+loader = torch.utils.data.DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True)
 it = iter(loader)
 for _ in range(2):
     b = next(it)
