@@ -358,3 +358,17 @@ def test_reduced_decode_is_close_to_full_decode_and_resize(size: tuple[int, int]
     np.testing.assert_array_equal(decode_chw(jpeg, None), model_image(decode_image(jpeg), None))
     with pytest.raises(DatasetError, match="camera 'x' step 3: stored image bytes cannot be decoded"):
         decode_chw(jpeg[:200] + b"\x00" * 10, size, stored_hw=(480, 640), where="camera 'x' step 3")
+
+
+def test_workers_start_after_opencv_used_its_threads_in_the_parent(dataset: tuple[Path, list]) -> None:
+    import cv2
+
+    # Full-size resizes run on OpenCV's thread pool; a forked worker that reconfigured that pool
+    # (cv2.setNumThreads) waited forever on the parent's threads. A hang fails here, not blocks.
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for _ in range(3):
+        cv2.resize(frame, (224, 224), interpolation=cv2.INTER_AREA)
+    root, _ = dataset
+    ds = TorchDataset(root, image_size=(24, 32))
+    loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=2, timeout=120)
+    assert sum(len(b["step_index"]) for b in loader) == len(ds)

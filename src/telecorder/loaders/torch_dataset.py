@@ -313,7 +313,6 @@ class TorchDataset(_TorchBase):
         if state is None:
             # setdefault: two decode threads of a process starting at once get the same state.
             state = self._state.setdefault(pid, _ProcessState())
-            _one_thread_per_worker()
         return state
 
     def _acquire(self, pos: int) -> _OpenEpisode:
@@ -441,12 +440,3 @@ class TorchDataset(_TorchBase):
             for ep in proc.episodes.values():
                 ep.loaded.close()
         self.source.close()
-
-
-def _one_thread_per_worker() -> None:
-    # A DataLoader worker is a process with a core of its own; OpenCV's thread pool in each of
-    # them (resize) would make the workers fight over the cores.
-    if torch.utils.data.get_worker_info() is not None:
-        import cv2
-
-        cv2.setNumThreads(1)

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from ..converters.base import ConversionError
-from .frames import hwc_to_chw, resize_to
+from .frames import hwc_to_chw, shrink
 
 # Decoding on from the current position beats a seek when the wanted frame is this close ahead.
 _FORWARD_S = 0.2
@@ -99,7 +99,7 @@ class VideoFrames:
         except av.error.FFmpegError as e:
             self._drop(path)
             raise ConversionError(f"{path}: cannot be decoded at {t:.4f} s{_ctx(context)} ({e})") from e
-        return hwc_to_chw(resize_to(rgb, size), out)
+        return hwc_to_chw(shrink(rgb, size), out)
 
     def _find(self, video: _OpenVideo, t: float, tolerance: float, context: str) -> Any:
         last = video.last
