@@ -18,6 +18,7 @@ import numpy as np
 from ..converters.base import ConversionError
 from ..converters.lerobot import STATS_PATH, LeRobotReader
 from ..datasets.features import read_json
+from ..datasets.stats import format_ranges
 from .frames import decode_chw
 from .source import EpisodeSource, LoadedEpisode, stats_dict
 from .video import VideoFrames
@@ -78,6 +79,19 @@ class LeRobotSource(EpisodeSource):
         if pid not in self._videos:
             self._videos[pid] = VideoFrames()
         return self._videos[pid]
+
+    def check_episodes(self, episode_indices: Sequence[int]) -> None:
+        # A camera the dataset declares but has no video for (found in public datasets): one stat
+        # per file now rather than a failed sample later.
+        missing = self.reader.missing_cameras(episode_indices)
+        if missing:
+            camera, lacking = next(iter(missing.items()))
+            others = [c for c in self.info.cameras if c not in missing]
+            raise ConversionError(
+                f"{self.root}: camera {camera!r} has no video for {len(lacking)} of {len(episode_indices)} "
+                f"episode(s) ({format_ranges(lacking)}); leave it out (cameras={others!r}) or choose "
+                "episodes that have it (episodes=[...])"
+            )
 
     def own_stats(self) -> dict[str, Any]:
         path = self.root / STATS_PATH

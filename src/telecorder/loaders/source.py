@@ -55,6 +55,10 @@ class EpisodeSource(ABC):
     def own_stats(self) -> dict[str, Any]:
         """The dataset's statistics file as ``{"features": {name: summary}}`` ({} if none)."""
 
+    def check_episodes(self, episode_indices: Sequence[int]) -> None:  # noqa: B027 - optional check
+        """Raise, naming what is missing, if an episode the loader will serve cannot be read
+        (checked once at construction, so a training run does not fail hours in)."""
+
     def computed_stats(self, features: Sequence[str]) -> dict[str, Any]:
         """Statistics of ``features`` computed from every episode's numeric columns, merged
         episode by episode exactly as the native store merges its ``meta/stats.json``."""

@@ -203,6 +203,7 @@ class TorchDataset(_TorchBase):
         if exclude_bad:
             records = [r for r in records if not r.get("bad", False)]
         records = [r for r in records if int(r.get("length", 0)) > 0]
+        self.source.check_episodes([int(r["episode_index"]) for r in records])
 
         self.normalize_mode = normalize
         self.state_normalize_mode = normalize if state_normalize is None else state_normalize
