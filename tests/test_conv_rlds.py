@@ -29,14 +29,15 @@ TASKS = ("pick up the red cube", "push the cube left", "lift the cube")
 LENGTHS = (20, 17, 23)
 
 
-def arm_info() -> DatasetInfo:
+def arm_info(fps: float = 30.0) -> DatasetInfo:
+    """The sim arm's schema (6 joints incl. the gripper, two small cameras)."""
     feats = [
         FeatureSpec("observation.state", "float32", (6,), names=JOINTS, unit="rad; gripper 0 = closed 1 = open"),
         FeatureSpec("action", "float32", (6,), names=JOINTS, unit="rad, absolute joint targets"),
         image_feature("front", 48, 64),
         image_feature("wrist", 48, 64),
     ]
-    return DatasetInfo.create(feats, fps=30.0, robot_type="telecorder_sim_arm")
+    return DatasetInfo.create(feats, fps=fps, robot_type="telecorder_sim_arm")
 
 
 def arm_episodes() -> list[Episode]:

@@ -21,6 +21,8 @@ pytest.importorskip("mujoco", reason="EEF actions need MuJoCo forward kinematics
 
 from conftest import write_dataset
 from test_cli import run, tool
+from test_conv_rlds import JOINTS
+from test_conv_rlds import arm_info as sim_arm_info
 
 from telecorder.converters.base import ConversionError
 from telecorder.converters.pipeline import ConvertOptions, convert
@@ -31,7 +33,6 @@ from telecorder.datasets.splits import episode_split
 
 pytestmark = pytest.mark.tf
 
-JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 LENGTHS = [6, 5, 7, 4, 6]
 VAL_FRACTION = 0.4
 
@@ -73,13 +74,7 @@ OPENVLA_NORMALIZATION = {"normal", "bounds", "bounds_q99"}
 
 
 def arm_info() -> DatasetInfo:
-    feats = [
-        FeatureSpec("observation.state", "float32", (6,), names=JOINTS, unit="rad; gripper 0 = closed 1 = open"),
-        FeatureSpec("action", "float32", (6,), names=JOINTS, unit="rad, absolute joint targets"),
-        image_feature("front", 48, 64),
-        image_feature("wrist", 48, 64),
-    ]
-    return DatasetInfo.create(feats, fps=10.0, robot_type="telecorder_sim_arm")
+    return sim_arm_info(fps=10.0)
 
 
 @pytest.fixture(scope="module")

@@ -142,6 +142,15 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def _parquet_column_names(path: Path) -> set[str]:
+    try:
+        return set(pq.read_schema(path).names)
+    except FileNotFoundError as e:
+        raise ConversionError(f"{path}: file is missing") from e
+    except (pa.ArrowException, OSError) as e:
+        raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
+
+
 def _read_parquet(path: Path, columns: list[str] | None = None, **kwargs: Any) -> pa.Table:
     try:
         return pq.read_table(path, columns=columns, **kwargs)
@@ -469,12 +478,7 @@ class LeRobotReader(FormatReader):
         columns = [*BOOKKEEPING, *names]
         key = (path, tuple(columns))
         if self._columns_cache is None or self._columns_cache[0] != key:
-            try:
-                present = set(pq.read_schema(path).names)
-            except FileNotFoundError as e:
-                raise ConversionError(f"{path}: file is missing") from e
-            except (pa.ArrowException, OSError) as e:
-                raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
+            present = _parquet_column_names(path)
             self._columns_cache = (key, _read_parquet(path, columns=[c for c in columns if c in present]))
         table = self._columns_cache[1]
         if self.is_v3:
@@ -565,12 +569,7 @@ class LeRobotReader(FormatReader):
     def _read_frames(self, path: Path) -> pa.Table:
         """The columns this reader uses: image bytes of cameras not selected are not even read."""
         wanted = [*BOOKKEEPING, *self._numeric, *(v.key for v in self._visual if v.stored == "image")]
-        try:
-            names = set(pq.read_schema(path).names)
-        except FileNotFoundError as e:
-            raise ConversionError(f"{path}: file is missing") from e
-        except (pa.ArrowException, OSError) as e:
-            raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
+        names = _parquet_column_names(path)
         # Absent columns are reported by name where they are needed.
         return _read_parquet(path, columns=[c for c in wanted if c in names])
 
