@@ -14,11 +14,11 @@ from telecorder.converters import ConversionError, detect_format, open_reader
 from telecorder.converters.pipeline import (
     ConvertOptions,
     convert,
-    format_ranges,
     parse_cameras,
     parse_episode_ranges,
 )
 from telecorder.datasets import Dataset
+from telecorder.datasets.stats import format_ranges
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ Transforms: select episodes, select and rename cameras, resize images, resample 
 another control rate by timestamps. Cameras are selected in the reader, before anything is
 read: a camera left out is never opened or decoded. Cameras whose files are absent for the
 episodes asked for (LeRobot videos) stop the conversion up front, or with
-``skip_missing_cameras`` are left out and listed in the report and the output's metadata. The output is built in a hidden ``.NAME.partial``
-folder next to the destination and moved into place only when complete, so a failed
-or interrupted conversion never leaves a half dataset under the destination name.
+``skip_missing_cameras`` are left out and listed in the report and the output's metadata.
+The output is built in a hidden ``.NAME.partial`` folder next to the destination and
+moved into place only when complete, so a failed or interrupted conversion never leaves
+a half dataset under the destination name.
 With ``workers > 1`` episodes are read, decoded and transformed in parallel processes
 and written in order by this one.
 """
@@ -31,6 +32,7 @@ from ..datasets.dataset import is_dataset
 from ..datasets.episode_file import Episode
 from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature
 from ..datasets.lock import DatasetLock, lock_holder
+from ..datasets.stats import format_ranges
 from ..errors import DatasetError
 from . import open_reader, writer_class
 from .base import ConversionError, FormatReader
@@ -79,17 +81,6 @@ def parse_episode_ranges(text: str) -> list[int]:
     except ValueError as e:
         raise ValueError(f"episode ranges look like 0-9,15, not {text!r}") from e
     return out
-
-
-def format_ranges(indices: list[int]) -> str:
-    """[0, 1, 2, 5, 7, 8] -> ``0-2,5,7-8`` (what --episodes takes)."""
-    runs: list[list[int]] = []
-    for i in sorted(set(indices)):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def parse_cameras(text: str) -> dict[str, str]:
