@@ -22,7 +22,11 @@ Next to the dataset (in ``<path>/<name>/<version>/``):
 
 * ``dataset_statistics.json``: action and proprio statistics with both quantile spellings,
   ``q01``/``q99`` (OpenVLA, ``BOUNDS_Q99``) and ``p01``/``p99`` (Octo, ``BOUNDS``), plus
-  ``mean``/``std``/``min``/``max``, ``mask``, ``num_transitions``, ``num_trajectories``;
+  ``mean``/``std``/``min``/``max``, ``mask``, ``num_transitions``, ``num_trajectories``.
+  They are :class:`~telecorder.datasets.stats.FeatureStats`, merged episode by episode (memory
+  stays flat, and a sharded conversion gives the same file): mean/std/min/max exact, the
+  quantiles the order statistic ``np.quantile(x, q, method="inverted_cdf")`` within a relative
+  error of ``DEFAULT_ALPHA`` (0.5%) from a mergeable sketch;
 * ``oxe_config.json``: ``make_dataset_from_rlds_kwargs`` with one block per loader, each
   passed unchanged as ``**kwargs`` to that loader's ``make_dataset_from_rlds`` (Octo's takes
   ``proprio_obs_key``, OpenVLA's fork takes ``state_obs_keys`` and ``absolute_action_mask``
@@ -36,8 +40,9 @@ import dataclasses
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,7 +54,9 @@ from ..datasets.features import (
     FeatureSpec,
     image_feature,
 )
+from ..datasets.stats import DatasetStats, FeatureStats, StatsError
 from .base import ConversionError
+from .parts import read_part_stats
 from .rlds import VAL_SPLIT, RLDSWriter, import_tfds
 
 #: robot_type of recordings made on the built-in simulated arm (``telecorder.sim``).
@@ -169,8 +176,9 @@ class OXEWriter(RLDSWriter):
                 f"oxe writer: binarize_gripper needs a 'gripper' dimension in observation.state / action "
                 f"(names: {self._state_names or 'none'})"
             )
-        self._actions: list[np.ndarray] = []
-        self._states: list[np.ndarray] = []
+        # Running statistics, merged per episode: nothing grows with the dataset.
+        self._action_stats: FeatureStats | None = None
+        self._state_stats: FeatureStats | None = None
 
     def _setup_kinematics(self, state_spec: FeatureSpec) -> None:
         from ..sim._deps import _require_mujoco
@@ -313,8 +321,27 @@ class OXEWriter(RLDSWriter):
         return out.astype(np.float32)
 
     def _written(self, episode: Episode) -> None:
-        self._actions.append(np.asarray(episode.data["action"], dtype=np.float64))
-        self._states.append(np.asarray(episode.data["observation.state"], dtype=np.float64))
+        try:
+            action = FeatureStats.from_array(np.asarray(episode.data["action"], np.float64), name="action")
+            state = FeatureStats.from_array(
+                np.asarray(episode.data["observation.state"], np.float64), name="proprio"
+            )
+        except StatsError as e:
+            raise ConversionError(f"oxe writer, episode {episode.index}: no dataset statistics of it ({e})") from e
+        self._action_stats = action if self._action_stats is None else self._action_stats.merge(action)
+        self._state_stats = state if self._state_stats is None else self._state_stats.merge(state)
+
+    def _feature_stats(self) -> tuple[FeatureStats, FeatureStats]:
+        """(action, proprio) statistics so far; empty ones before the first episode."""
+        action = self._action_stats or FeatureStats.empty(self.out_info.features["action"].shape, name="action")
+        state = self._state_stats or FeatureStats.empty(
+            self.out_info.features["observation.state"].shape, name="proprio"
+        )
+        return action, state
+
+    def _part_stats(self) -> DatasetStats:
+        action, state = self._feature_stats()
+        return DatasetStats({"action": action, "proprio": state})
 
     # -- files next to the dataset --------------------------------------------------------
 
@@ -334,11 +361,14 @@ class OXEWriter(RLDSWriter):
         return [False] * 6 + [True]
 
     def _finish(self) -> None:
+        self._write_oxe_files(*self._feature_stats(), num_trajectories=self._count)
+
+    def _write_oxe_files(self, action: FeatureStats, proprio: FeatureStats, *, num_trajectories: int) -> None:
         stats = {
-            "action": _stats(self._actions, self.out_info.features["action"].shape[0]),
-            "proprio": _stats(self._states, self.out_info.features["observation.state"].shape[0]),
-            "num_transitions": int(sum(len(a) for a in self._actions)),
-            "num_trajectories": len(self._actions),
+            "action": _stats(action),
+            "proprio": _stats(proprio),
+            "num_transitions": int(action.count),
+            "num_trajectories": int(num_trajectories),
         }
         stats["action"]["mask"] = self._action_mask()
         write_json_atomic(self.data_dir / STATS_FILE, stats)
@@ -419,22 +449,54 @@ def final_root(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _stats(rows: list[np.ndarray], dim: int) -> dict[str, list[float]]:
+def _stats(fs: FeatureStats) -> dict[str, list[float]]:
     """Per-dimension statistics; quantiles under OpenVLA's (q01/q99) and Octo's (p01/p99) names."""
-    x = np.concatenate(rows) if rows else np.zeros((0, dim))
-    x = x.reshape(len(x), -1)
-    if len(x) == 0:
-        zeros = [0.0] * dim
+    if fs.count == 0:
+        zeros = [0.0] * fs.ndim
         return {k: zeros for k in ("mean", "std", "max", "min", "q01", "q99", "p01", "p99")}
-    q01 = np.quantile(x, 0.01, axis=0).tolist()
-    q99 = np.quantile(x, 0.99, axis=0).tolist()
+    q01 = fs.quantile(0.01).reshape(-1).tolist()
+    q99 = fs.quantile(0.99).reshape(-1).tolist()
     return {
-        "mean": x.mean(0).tolist(),
-        "std": x.std(0).tolist(),
-        "max": x.max(0).tolist(),
-        "min": x.min(0).tolist(),
+        "mean": fs.mean.reshape(-1).tolist(),
+        "std": fs.std.reshape(-1).tolist(),
+        "max": fs.max.reshape(-1).tolist(),
+        "min": fs.min.reshape(-1).tolist(),
         "q01": q01,
         "q99": q99,
         "p01": q01,
         "p99": q99,
     }
+
+
+def merge_parts(
+    work: Path, parts: Sequence[Path], info: DatasetInfo, options: Mapping[str, Any], stats: DatasetStats
+) -> None:
+    """One OXE dataset in ``work`` from the parts of a sharded conversion: the RLDS merge
+    (:mod:`.rlds_merge`), then ``dataset_statistics.json`` from ``stats`` (the parts' merged
+    action/proprio statistics) and ``oxe_config.json``, written once for the final folder."""
+    from .rlds_merge import MergedRLDS, merge_rlds_parts
+
+    def check_part(part: Path, sidecar: dict[str, Any]) -> None:
+        frames = int(sidecar.get("total_frames", 0))
+        part_stats = read_part_stats(part)
+        for key in ("action", "proprio"):
+            count = part_stats[key].count if key in part_stats else None
+            if count != frames:
+                raise ConversionError(
+                    f"{part}: oxe part statistics {key!r} cover {count} steps, its episodes have {frames}"
+                )
+
+    def finish(merged: MergedRLDS) -> None:
+        writer = cast(OXEWriter, merged.writer)  # merge_rlds_parts made it from OXEWriter
+        action, proprio = (
+            stats[key] if key in stats else FeatureStats.empty(writer.out_info.features[name].shape, name=key)
+            for key, name in (("action", "action"), ("proprio", "observation.state"))
+        )
+        if action.count != merged.total_frames or proprio.count != merged.total_frames:
+            raise ConversionError(
+                f"{work}: merged statistics cover {action.count} action / {proprio.count} proprio steps, "
+                f"the parts hold {merged.total_frames}"
+            )
+        writer._write_oxe_files(action, proprio, num_trajectories=merged.total_episodes)
+
+    merge_rlds_parts(Path(work), list(parts), info, options, OXEWriter, check_part=check_part, finish=finish)

@@ -52,8 +52,10 @@ from ..datasets.features import (
     read_json,
 )
 from ..datasets.images import decode_image, encode_image
+from ..datasets.stats import DatasetStats
 from ..errors import DatasetError, missing_extra
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
+from .parts import PART_STATS, PARTS_DIR
 
 SIDECAR_FORMAT = "telecorder-rlds"
 SIDECAR_VERSION = 1
@@ -698,6 +700,8 @@ class RLDSWriter(FormatWriter):
             ``steps/language_embedding`` float32[D] (repeated on every step).
         encode_threads: threads encoding frames (default: up to 8).
         description: text for dataset_info.json.
+        part: write one part of a sharded conversion (:mod:`telecorder.converters.parts`):
+            a split may stay empty, and ``part_stats.json`` is written at ``path``.
 
     Conventions written: ``reward`` is 1 on the last step of an episode whose ``success`` is
     not False (0 elsewhere), ``is_terminal`` likewise (a failed demo was cut off, not finished),
@@ -722,6 +726,7 @@ class RLDSWriter(FormatWriter):
             "language_embeddings",
             "encode_threads",
             "description",
+            "part",
         }
     )
 
@@ -734,6 +739,7 @@ class RLDSWriter(FormatWriter):
                 f"known: {', '.join(sorted(self._OPTIONS))}"
             )
         opt = self.options.get
+        self.part = bool(opt("part", False))
         self.file_format = str(opt("file_format", "tfrecord"))
         if self.file_format not in ("tfrecord", "array_record"):
             raise ConversionError(f"{self.format_name} writer: file_format must be 'tfrecord' or 'array_record', not {self.file_format!r}")
@@ -742,7 +748,11 @@ class RLDSWriter(FormatWriter):
                 f"{self.format_name} writer: file_format='array_record' needs the array_record package "
                 "(pip install array_record), or use file_format='tfrecord'"
             )
-        self.dataset_name = dataset_name_for(Path(str(opt("dataset_name") or self.path.name)))
+        name_from = self.path
+        if self.part and self.path.parent.name == PARTS_DIR:
+            # A part's own folder name (part-00003) would name its shards wrongly; the dataset's is WORK's.
+            name_from = self.path.parent.parent
+        self.dataset_name = dataset_name_for(Path(str(opt("dataset_name") or name_from.name)))
         self.version = str(opt("version", "1.0.0"))
         if not re.fullmatch(r"\d+\.\d+\.\d+", self.version):
             raise ConversionError(f"{self.format_name} writer: version must look like 1.0.0, not {self.version!r}")
@@ -809,7 +819,7 @@ class RLDSWriter(FormatWriter):
         """Called after each episode is stored (statistics)."""
 
     def _finish(self) -> None:
-        """Extra files once the dataset is complete."""
+        """Extra files once the dataset is complete (not in a part: the merge writes them once)."""
 
     def _sidecar_extra(self) -> dict[str, Any]:
         return {}
@@ -1072,7 +1082,7 @@ class RLDSWriter(FormatWriter):
         if self._writer is None:
             self._open(None, 1)
         empty = [name for name, eps in self._split_episodes.items() if not eps]
-        if self._val and self._count and empty:
+        if self._val and self._count and empty and not self.part:
             # tfds refuses to read an empty split ("corresponds to no data"), so Octo would fail later.
             raise ConversionError(
                 f"{self.data_dir}: split {empty[0]!r} would hold no episode (val_episodes "
@@ -1119,7 +1129,24 @@ class RLDSWriter(FormatWriter):
             **self._sidecar_extra(),
         }
         write_json_atomic(self.data_dir / SIDECAR, sidecar)
-        self._finish()
+        if self.part:
+            write_json_atomic(self.path / PART_STATS, self._part_stats().to_json_dict())
+        else:
+            self._finish()
+
+    def _part_stats(self) -> DatasetStats:
+        """The mergeable statistics of a part; plain RLDS writes none."""
+        return DatasetStats({})
+
+
+def merge_parts(
+    work: Path, parts: Sequence[Path], info: DatasetInfo, options: Mapping[str, Any], stats: DatasetStats
+) -> None:
+    """One RLDS dataset in ``work`` from the parts of a sharded conversion (:mod:`.rlds_merge`);
+    RLDS keeps no statistics, so ``stats`` is unused."""
+    from .rlds_merge import merge_rlds_parts  # it builds on this module
+
+    merge_rlds_parts(Path(work), list(parts), info, options, RLDSWriter)
 
 
 def _stored_dtype(dtype: str) -> np.dtype:
