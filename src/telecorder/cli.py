@@ -54,6 +54,7 @@ examples:
   telecorder doctor demos/ --frames all  # also decode every stored frame
   telecorder doctor demos/ --repair      # salvage interrupted episodes, rebuild index and stats
   telecorder doctor demos/ --json > report.json
+  telecorder doctor demos/ --runner beam --beam-options '--direct_num_workers=2'   # checks on Apache Beam
 
 exit status: 0 no errors, 1 errors found (or warnings with --strict), 2 not a dataset.
 """
@@ -241,8 +242,11 @@ def run_stats(args: argparse.Namespace, console: Console) -> int:
 def run_doctor(args: argparse.Namespace, console: Console) -> int:
     from .reports import print_doctor
 
+    if args.beam_options and args.runner != "beam":
+        raise TelecorderError("--beam-options: add --runner beam")
     return print_doctor(console, args.dataset, repair=args.repair, frames=args.frames,
-                        as_json=args.json, strict=args.strict)
+                        as_json=args.json, strict=args.strict, runner=args.runner,
+                        beam_options=list(args.beam_options or []))
 
 
 EMULATE_EXAMPLES = """\
@@ -346,6 +350,8 @@ examples:
   telecorder convert episodes_hdf5/ demos/ --to native --from aloha --fps 30
   telecorder convert demos/ act_data/ --to aloha --fps 50 --episode-length 400   # ACT: 50 Hz, equal lengths
   telecorder convert demos/ rm/ --to robomimic             # actions scaled into [-1, 1], statistics stored
+  telecorder convert demos/ demos_rlds/ --to rlds --workers 2        # shards written in parallel, merged
+  telecorder convert demos/ demos_rlds/ --to rlds --runner beam --beam-options '--direct_num_workers=2'
 
 formats: native, rlds, oxe (write only), lerobot (v2.0/v2.1/v3.0 in, v3.0 out), aloha, robomimic.
 """
@@ -365,6 +371,8 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
     }.items() if v is not None}
     if args.episode_length is not None and args.to != "aloha":
         raise TelecorderError("--episode-length: only ALOHA output (--to aloha) has fixed-length episodes")
+    if args.beam_options and args.runner != "beam":
+        raise TelecorderError("--beam-options: add --runner beam")
     if args.robomimic_actions is not None and args.to != "robomimic":
         raise TelecorderError("--robomimic-actions: only for robomimic output (--to robomimic)")
     reader_options: dict[str, object] = {"tabular_only": True} if args.tabular_only else {}
@@ -387,6 +395,9 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         skip_bad=args.skip_bad,
         skip_missing_cameras=args.skip_missing_cameras,
         val_fraction=args.val_fraction or 0.0,
+        runner=args.runner,
+        beam_options=list(args.beam_options or []),
+        shard_episodes=args.shard_episodes,
         reader_options=reader_options,
         writer_options=writer_options,
     )
@@ -604,6 +615,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which stored frames to decode (default: first and last of each camera)")
     p.add_argument("--strict", action="store_true", help="exit 1 on warnings too")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--runner", choices=["local", "beam"], default="local",
+                   help="check episodes in this process (default) or in an Apache Beam pipeline")
+    p.add_argument("--beam-options", action="append", metavar="'--OPT=V ...'", help="Beam pipeline options")
     p.set_defaults(func=run_doctor)
 
     p = sub.add_parser("convert", help="convert between native, RLDS/OXE, LeRobot, ALOHA and robomimic",
@@ -620,7 +634,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=_positive_float, help="resample to this control rate by timestamps")
     p.add_argument("--cameras", help="select/rename cameras: front:image,wrist:wrist_image; the others are never "
                    "read")
-    p.add_argument("--workers", type=int, default=1, help="episode-parallel reader processes")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="parallel processes; above 1 each converts and writes a shard of episodes, merged at the end")
+    p.add_argument("--runner", choices=["local", "beam"], default="local",
+                   help="local processes (default), or an Apache Beam pipeline (pip install 'telecorder[beam]')")
+    p.add_argument("--beam-options", action="append", metavar="'--OPT=V ...'",
+                   help="Beam pipeline options, e.g. '--direct_num_workers=2 --direct_running_mode=multi_processing' "
+                   "or '--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp'")
+    p.add_argument("--shard-episodes", type=_positive_int, metavar="N",
+                   help="episodes per shard when sharded (default: sized from the worker count, at most 64)")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("--resume", action="store_true", help="native output: keep episodes an interrupted run converted")
     p.add_argument("--skip-bad", action="store_true", help="convert the rest when an episode is bad, and list it")

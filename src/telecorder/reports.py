@@ -84,12 +84,18 @@ def print_info(console: Console, path: Path, *, per_episode: bool = False, as_js
 
 
 def print_doctor(
-    console: Console, path: Path, *, repair: bool = False, frames: str = "ends", as_json: bool = False, strict: bool = False
+    console: Console, path: Path, *, repair: bool = False, frames: str = "ends", as_json: bool = False,
+    strict: bool = False, runner: str = "local", beam_options: list[str] | None = None,
 ) -> int:
     repairs: list[str] = []
     if repair:
         repairs = repair_dataset(path)
-    report = check_dataset(path, decode_frames=frames)
+    checker = None
+    if runner == "beam":
+        from .beam.doctor import beam_checker
+
+        checker = beam_checker(beam_options or [])
+    report = check_dataset(path, decode_frames=frames, check_episodes=checker)
     report.repairs = repairs
     failed = not report.ok or (strict and report.all_warnings)
     if as_json:

@@ -8,8 +8,10 @@ episodes asked for (LeRobot videos) stop the conversion up front, or with
 The output is built in a hidden ``.NAME.partial`` folder next to the destination and
 moved into place only when complete, so a failed or interrupted conversion never leaves
 a half dataset under the destination name.
-With ``workers > 1`` episodes are read, decoded and transformed in parallel processes
-and written in order by this one.
+With ``workers > 1`` (or ``runner="beam"``) the episodes are cut into contiguous shards that
+workers read, transform, encode and write in parallel as parts, merged at the end by the
+output format (see :mod:`.sharded`); with ``resume`` episodes are read in parallel and written
+in order by this process, so that an interrupted native output can be continued.
 """
 
 from __future__ import annotations
@@ -52,6 +54,10 @@ class ConvertOptions:
     skip_bad: bool = False
     skip_missing_cameras: bool = False
     val_fraction: float = 0.0  # RLDS/OXE output: whole episodes to a "val" split (episode_split, seed 0)
+    runner: str = "local"  # "local" (process pool) or "beam" (Apache Beam, see telecorder.beam)
+    beam_options: list[str] = field(default_factory=list)  # Beam pipeline options, as on a command line
+    shard_episodes: int | None = None  # episodes per shard (default: sized from the worker count)
+    sharded: bool | None = None  # None: shard when workers > 1 or on Beam; True also for one worker
     reader_options: dict[str, Any] = field(default_factory=dict)
     writer_options: dict[str, Any] = field(default_factory=dict)
 
@@ -207,6 +213,9 @@ def convert(
         writer_opts["resume"] = True
     if val_episodes:
         writer_opts["val_episodes"] = val_episodes
+    if _sharded(opts, resuming):
+        return _convert_sharded(src, dst, work, replace(opts, writer_options=writer_opts), out_info,
+                                wanted, left_out, on_episode, t0)
     writer = writer_class(opts.to)(work, out_info, **writer_opts)
     # Read after the writer has opened: on resume it first puts the output back in order.
     done_before = _converted_sources(work) if resuming else set()
@@ -229,6 +238,60 @@ def convert(
     if report.episodes + report.resumed == 0:
         shutil.rmtree(work, ignore_errors=True)
         raise ConversionError(f"{src}: no episode could be converted ({len(report.skipped)} bad)")
+    _swap_into_place(work, dst)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _sharded(opts: ConvertOptions, resuming: bool) -> bool:
+    if opts.runner not in ("local", "beam"):
+        raise ConversionError(f"--runner must be local or beam, not {opts.runner!r}")
+    if opts.runner == "beam" and opts.resume:
+        raise ConversionError("--resume continues a local conversion; a Beam run always starts over "
+                              "(its shards are rewritten whole), so leave --resume out")
+    if resuming:
+        return False
+    if opts.sharded is not None:
+        return opts.sharded or opts.runner == "beam"
+    return opts.runner == "beam" or opts.workers > 1
+
+
+def _convert_sharded(src: Path, dst: Path, work: Path, opts: ConvertOptions, out_info: DatasetInfo,
+                     wanted: list[int], left_out: dict[str, str],
+                     on_episode: Callable[[int, int, int], None] | None, t0: float) -> ConvertReport:
+    """Shards written in parallel as parts and merged (see :mod:`.sharded`); nothing under
+    ``dst`` unless every shard and the merge succeeded."""
+    from . import sharded
+
+    workers = opts.workers
+    if opts.runner == "beam":
+        from ..beam.options import beam_worker_count
+
+        workers = beam_worker_count(opts.beam_options)
+    per_shard = sharded.shard_episodes(len(wanted), workers, opts.shard_episodes)
+    shards = sharded.plan_shards(list(wanted), per_shard)
+    work.mkdir(parents=True)
+    progress = {"episodes": 0, "frames": 0}
+
+    def on_shard(result: dict[str, Any]) -> None:
+        progress["episodes"] += len(result["episodes"]) + len(result["skipped"])
+        progress["frames"] += int(result["frames"])
+        if on_episode is not None:
+            on_episode(progress["episodes"], len(wanted), progress["frames"])
+
+    try:
+        if opts.runner == "beam":
+            from ..beam.convert import run_beam
+
+            summary = run_beam(src, work, dst, opts, out_info, shards)
+        else:
+            summary = sharded.run_local(src, work, dst, opts, out_info, shards, on_shard)
+        sharded.take_report(work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    report = ConvertReport(output=dst, episodes=int(summary["episodes"]), frames=int(summary["frames"]),
+                           skipped=[(int(i), str(m)) for i, m in summary["skipped"]], cameras_left_out=left_out)
     _swap_into_place(work, dst)
     report.seconds = time.perf_counter() - t0
     return report

@@ -15,6 +15,7 @@ it), drops index lines whose file is gone, and recomputes statistics and totals.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,24 @@ class EpisodeCheck:
     warnings: list[str] = field(default_factory=list)
     # Rows per numeric feature that statistics count (all values finite); None if unknown.
     finite_rows: dict[str, int] | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Everything, as JSON (for checks that ran in another process or on another machine)."""
+        return {
+            "index": self.index, "path": str(self.path), "steps": self.steps,
+            "sync": self.sync.to_dict() if self.sync else None,
+            "frame_age": {c: np.asarray(a, np.float64).tolist() for c, a in self.frame_age.items()},
+            "errors": self.errors, "warnings": self.warnings, "finite_rows": self.finite_rows,
+        }
+
+    @classmethod
+    def from_json_dict(cls, d: dict[str, Any]) -> EpisodeCheck:
+        return cls(
+            index=int(d["index"]), path=Path(d["path"]), steps=int(d["steps"]),
+            sync=None if d["sync"] is None else SyncReport.from_dict(d["sync"]),
+            frame_age={c: np.asarray(a, np.float64) for c, a in d["frame_age"].items()},
+            errors=list(d["errors"]), warnings=list(d["warnings"]), finite_rows=d["finite_rows"],
+        )
 
 
 @dataclass
@@ -87,8 +106,16 @@ class DoctorReport:
         }
 
 
-def check_dataset(root: str | Path, *, decode_frames: str = "ends") -> DoctorReport:
-    """Validate a dataset folder; ``decode_frames`` is ``none``, ``ends`` (first/last) or ``all``."""
+# (root, info, [(episode, index record), ...], decode_frames) -> one EpisodeCheck per episode
+EpisodeChecker = Callable[[Path, DatasetInfo, list[tuple[int, dict[str, Any]]], str], list["EpisodeCheck"]]
+
+
+def check_dataset(root: str | Path, *, decode_frames: str = "ends",
+                  check_episodes: EpisodeChecker | None = None) -> DoctorReport:
+    """Validate a dataset folder; ``decode_frames`` is ``none``, ``ends`` (first/last) or ``all``.
+
+    ``check_episodes`` runs the per-episode checks (default: here, one after the other; see
+    :mod:`telecorder.beam.doctor` for the same on Beam); the dataset-level checks run here."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: no such dataset folder")
@@ -115,15 +142,10 @@ def check_dataset(root: str | Path, *, decode_frames: str = "ends") -> DoctorRep
                                f"({', '.join(debris[:3])}); repair removes them")
     finite_rows: dict[str, int] = {}
     readable = True
-    for idx in sorted(indexed):
-        path = root / episode_relpath(idx)
-        check = EpisodeCheck(index=idx, path=path)
+    jobs = [(idx, indexed[idx]) for idx in sorted(indexed)]
+    checks = (check_episodes or check_locally)(root, info, jobs, decode_frames)
+    for check in sorted(checks, key=lambda c: c.index):
         report.episodes.append(check)
-        if not path.exists():
-            check.errors.append(f"{path}: listed in {INDEX} but the file is missing (repair drops the line)")
-            readable = False
-            continue
-        _check_episode(check, info, indexed[idx], decode_frames)
         readable = readable and check.finite_rows is not None
         for name, n in (check.finite_rows or {}).items():
             finite_rows[name] = finite_rows.get(name, 0) + n
@@ -134,6 +156,22 @@ def check_dataset(root: str | Path, *, decode_frames: str = "ends") -> DoctorRep
     if info.total_episodes != len(indexed) and not holder:
         report.warnings.append(f"{INFO} says {info.total_episodes} episodes, the index has {len(indexed)}")
     return report
+
+
+def check_locally(root: Path, info: DatasetInfo, jobs: list[tuple[int, dict[str, Any]]],
+                  decode_frames: str) -> list[EpisodeCheck]:
+    return [check_episode(root, info, idx, record, decode_frames) for idx, record in jobs]
+
+
+def check_episode(root: Path, info: DatasetInfo, idx: int, record: dict[str, Any], decode_frames: str) -> EpisodeCheck:
+    """Every check of one indexed episode (its file, schema, values, timing, frames)."""
+    path = Path(root) / episode_relpath(idx)
+    check = EpisodeCheck(index=idx, path=path)
+    if not path.exists():
+        check.errors.append(f"{path}: listed in {INDEX} but the file is missing (repair drops the line)")
+        return check
+    _check_episode(check, info, record, decode_frames)
+    return check
 
 
 def _stats_count_disagreements(root: Path, finite_rows: dict[str, int]) -> list[str]:

@@ -61,6 +61,11 @@ class SyncReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> SyncReport:
+        cameras = {name: CameraSync(**c) for name, c in d.get("cameras", {}).items()}
+        return cls(**{**d, "cameras": cameras})
+
 
 def analyze_timing(
     timestamp: np.ndarray,

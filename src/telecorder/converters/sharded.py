@@ -1,0 +1,188 @@
+"""Sharded conversion, shared by the local process pool and the Apache Beam pipeline.
+
+The episodes to convert are cut into contiguous shards in source order; each shard is read,
+decoded, transformed, encoded and written by one worker into a part (see :mod:`.parts`),
+with the format's own writer. Once every part is written, their statistics are merged and
+the format's ``merge_parts`` builds the final dataset. Output episode order is source order
+minus the skipped ones, whatever ran the shards and in which order they finished.
+
+Everything a shard hands back is JSON text (episode counts, skipped episodes, the part's
+mergeable statistics), so that Beam moves it with its string coder and no pickle is involved.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..datasets.features import DatasetInfo
+from ..datasets.stats import DatasetStats
+from ..errors import DatasetError
+from . import FORMATS, writer_class
+from .base import ConversionError
+from .parts import PART_STATS, PARTS_DIR, part_path
+
+# Shards per worker: enough that one slow shard does not leave the other workers idle at the end.
+SHARDS_PER_WORKER = 8
+MAX_SHARD_EPISODES = 64
+REPORT_FILE = ".convert_report.json"
+
+
+def shard_episodes(total: int, workers: int, requested: int | None = None) -> int:
+    """Episodes per shard: ``requested``, else sized so every worker gets several shards."""
+    if requested is not None:
+        if requested < 1:
+            raise ConversionError(f"--shard-episodes must be at least 1, not {requested}")
+        return requested
+    return max(1, min(MAX_SHARD_EPISODES, math.ceil(total / max(1, workers * SHARDS_PER_WORKER))))
+
+
+def plan_shards(indices: list[int], per_shard: int) -> list[list[int]]:
+    return [indices[i : i + per_shard] for i in range(0, len(indices), per_shard)]
+
+
+def part_options(to: str, options: dict[str, Any], dst: Path, episodes: Iterable[int]) -> dict[str, Any]:
+    """The writer options of one part: the user's, in part mode, on one encoding thread, with
+    the dataset name of the final folder and only the val episodes this part holds."""
+    out = {**options, "part": True, "encode_threads": 1}
+    if to in ("rlds", "oxe"):
+        from .rlds import dataset_name_for
+
+        out.setdefault("dataset_name", dataset_name_for(dst))
+        if out.get("val_episodes"):
+            mine = set(episodes)
+            out["val_episodes"] = [i for i in out["val_episodes"] if i in mine]
+    return out
+
+
+def write_part(src: str, work: str, dst: str, opts: Any, out_info: dict[str, Any], shard: int,
+               episodes: list[int]) -> str:
+    """Convert one shard into its part; returns the shard's result as JSON text.
+
+    Idempotent: a retried shard (a Beam worker that died) starts its part again. The part
+    appears under its final name only once complete.
+    """
+    from .pipeline import _open, transform_episode
+
+    reader = _open(src, opts)
+    src_info = reader.info
+    info = DatasetInfo.from_dict(out_info)
+    final = part_path(Path(work), shard)
+    building = final.with_name(final.name + ".writing")
+    for stale in (final, building):
+        if stale.exists():
+            shutil.rmtree(stale)
+    building.parent.mkdir(parents=True, exist_ok=True)
+    options = part_options(opts.to, opts.writer_options, Path(dst), episodes)
+    writer = writer_class(opts.to)(building, info, **options)
+    written: list[int] = []
+    skipped: list[list[Any]] = []
+    frames = 0
+    try:
+        for index in episodes:
+            try:
+                episode = transform_episode(reader.read_episode(index), src_info, opts)
+            except DatasetError as e:
+                message = f"episode {index}: {e}"
+                if not opts.skip_bad:
+                    raise ConversionError(message) from e
+                skipped.append([index, message])
+                continue
+            writer.write_episode(episode)
+            written.append(index)
+            frames += len(episode)
+    finally:
+        writer.close()
+    result: dict[str, Any] = {"shard": shard, "episodes": written, "frames": frames, "skipped": skipped}
+    if not written:
+        shutil.rmtree(building)
+        result.update(path=None, stats=DatasetStats({}).to_json_dict())
+        return json.dumps(result)
+    os.replace(building, final)
+    result.update(path=str(final), stats=json.loads((final / PART_STATS).read_text()))
+    return json.dumps(result)
+
+
+def merge_stats(stats_json: Iterable[dict[str, Any]]) -> DatasetStats:
+    merged = DatasetStats({})
+    for d in stats_json:
+        merged = merged.merge(DatasetStats.from_json_dict(d))
+    return DatasetStats(merged.features)
+
+
+def finish(work: Path, to: str, info: DatasetInfo, options: dict[str, Any], results: list[dict[str, Any]],
+           stats: DatasetStats) -> dict[str, Any]:
+    """Merge the parts into the final dataset in ``work``; returns the conversion's summary,
+    which is also left in ``work/REPORT_FILE`` for a driver that did not run this step."""
+    results = sorted(results, key=lambda r: r["shard"])
+    parts = [Path(r["path"]) for r in results if r["path"]]
+    summary = {
+        "episodes": sum(len(r["episodes"]) for r in results),
+        "frames": sum(int(r["frames"]) for r in results),
+        "skipped": [s for r in results for s in r["skipped"]],
+        "shards": len(results),
+        "parts": len(parts),
+    }
+    if not parts:
+        raise ConversionError(f"no episode could be converted ({len(summary['skipped'])} bad)")
+    merge = _merger(to)
+    merge(work, parts, info, options, stats)
+    leftover = Path(work) / PARTS_DIR
+    if leftover.exists():
+        shutil.rmtree(leftover)
+    (Path(work) / REPORT_FILE).write_text(json.dumps(summary))
+    return summary
+
+
+def take_report(work: Path) -> dict[str, Any]:
+    """The summary :func:`finish` left in ``work``, removed so the dataset holds only its own files."""
+    path = Path(work) / REPORT_FILE
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConversionError(f"{path}: the pipeline finished without its final step's report ({e})") from e
+    path.unlink()
+    return summary
+
+
+def _merger(to: str) -> Callable[..., None]:
+    module = importlib.import_module(FORMATS[to][0])
+    merge = getattr(module, "merge_parts", None)
+    if merge is None:
+        raise ConversionError(f"{to} output cannot be written in parallel parts yet; convert with --workers 1")
+    return merge
+
+
+def run_local(src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo, shards: list[list[int]],
+              on_shard: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every shard in a pool of ``opts.workers`` processes, then the merge in this one."""
+    info_dict = info.to_dict()
+    results: list[dict[str, Any]] = []
+    lean = replace(opts, workers=1)
+    with ProcessPoolExecutor(max_workers=max(1, opts.workers)) as pool:
+        pending: set[Future] = {
+            pool.submit(write_part, str(src), str(work), str(dst), lean, info_dict, k, eps)
+            for k, eps in enumerate(shards)
+        }
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    result = json.loads(future.result())
+                    results.append(result)
+                    if on_shard is not None:
+                        on_shard(result)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    stats = merge_stats(r["stats"] for r in sorted(results, key=lambda r: r["shard"]))
+    return finish(work, opts.to, info, opts.writer_options, results, stats)
