@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-EXTRAS="${TELECORDER_EXTRAS:-sim,dynamixel,rlds,torch,viewer,vr,dev}"
+EXTRAS="${TELECORDER_EXTRAS:-sim,dynamixel,rlds,torch,viewer,vr,beam,dev}"
 PYTHON="${PYTHON:-python3}"
 
 # MuJoCo renders cameras offscreen through EGL; Mesa provides a software EGL when there is no GPU.
