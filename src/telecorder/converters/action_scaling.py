@@ -8,11 +8,14 @@ statistics travel with the dataset so that a policy's output can be mapped back 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .base import ConversionError
+
+if TYPE_CHECKING:
+    from ..datasets.stats import FeatureStats
 
 MODE = "min_max"
 # The observed range is widened by this fraction of its span on each side: the extremes land at
@@ -40,6 +43,13 @@ class ActionScaling:
         # A dimension that never moves maps to 0 and back to its one value.
         scale = np.where(half > 0, half, 1.0)
         return cls((low + high) / 2, scale, low, high, float(margin))
+
+    @classmethod
+    def from_stats(cls, stats: FeatureStats, where: str, margin: float = DEFAULT_MARGIN) -> ActionScaling:
+        """The scaling of the range in mergeable statistics (their min/max are exact, whatever the merging)."""
+        if stats.count == 0:
+            raise ConversionError(f"{where}: no action values to take a range from")
+        return cls.from_range(stats.min.reshape(-1), stats.max.reshape(-1), margin)
 
     def normalize(self, action: np.ndarray) -> np.ndarray:
         return np.clip((np.asarray(action, np.float64) - self.offset) / self.scale, -1.0, 1.0)

@@ -41,9 +41,11 @@ from ..datasets.features import (
     image_feature,
     read_json,
 )
+from ..datasets.stats import DatasetStats
 from ..errors import DatasetError
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
 from .fixed_length import PADDED, fit_episode
+from .parts import PART_STATS
 
 ALOHA_FPS = 50.0  # ALOHA's control loop and ACT's sim both step every DT = 0.02 s
 DEFAULT_JPEG_QUALITY = 50  # aloha's record_episodes.py
@@ -511,6 +513,11 @@ class AlohaWriter(FormatWriter):
     by holding its last step, or cut, to exactly this many steps: ACT stacks whole episodes; each
     file records its original length and whether it was padded or cut). Episodes are numbered from
     0 without gaps, as ACT expects; the source index is kept in the sidecar.
+
+    ``part`` (default False): write one part of a sharded conversion (see ``parts.py``); the part is
+    an ordinary ALOHA folder plus an empty ``part_stats.json`` (ALOHA keeps no statistics), and
+    :func:`merge_parts` renames its files into the global numbering. ``encode_threads`` is accepted
+    for the pipeline's sake: JPEG rows are already encoded on the calling thread.
     """
 
     format_name = "aloha"
@@ -522,6 +529,8 @@ class AlohaWriter(FormatWriter):
         if not 1 <= self.jpeg_quality <= 100:
             raise ConversionError(f"{self.path}: jpeg_quality must be within 1..100, not {self.jpeg_quality}")
         self.sim = bool(options.get("sim", info.extra.get("sim", False)))
+        self.part = bool(options.get("part", False))
+        self.encode_threads = options.get("encode_threads")
         length = options.get("episode_length")
         self.episode_length = None if length is None else int(length)
         if self.episode_length is not None and self.episode_length < 1:
@@ -611,3 +620,13 @@ class AlohaWriter(FormatWriter):
             "episode_length": self.episode_length,
             "episodes": self._episodes,
         })
+        if self.part:
+            write_json_atomic(self.path / PART_STATS, DatasetStats({}).to_json_dict())
+
+
+def merge_parts(work: Path, parts: list[Path], info: DatasetInfo, options: Mapping[str, Any],
+                stats: DatasetStats | None) -> None:
+    """One ALOHA folder in ``work`` from parts written with ``part=True`` (see ``parts.py``)."""
+    from .hdf5_merge import merge_aloha_parts  # it imports this module
+
+    merge_aloha_parts(work, parts, info, options, stats)

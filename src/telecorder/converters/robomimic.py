@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from ..datasets.features import (
     FeatureSpec,
     image_feature,
 )
+from ..datasets.stats import DatasetStats, FeatureStats
 from .action_scaling import ActionScaling
 from .aloha import (
     DERIVED_ATTR,
@@ -66,6 +68,7 @@ from .aloha import (
     write_extras,
 )
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
+from .parts import PART_STATS
 
 DEFAULT_CAMERA_KEYS = {"front": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
 DEFAULT_FPS = 20.0  # robosuite's default control_freq, for files that state no rate
@@ -169,6 +172,21 @@ def _action_scaling(path: Path, data: h5py.Group) -> tuple[ActionScaling | None,
     except TypeError as e:
         raise ConversionError(f"{where}: dtype {dtype!r} is not a numpy dtype") from e
     return ActionScaling.from_dict(record, where), dtype
+
+
+def split_demos(names: list[str], valid_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Train and valid demo names: ``round(valid_fraction * n)`` demos (at least one once there are two,
+    never all) drawn by a seeded permutation, each list in ``names`` order."""
+    n = len(names)
+    n_valid = 0 if n < 2 or valid_fraction == 0 else min(n - 1, max(1, round(valid_fraction * n)))
+    picked = set(np.random.default_rng(seed).permutation(n)[:n_valid].tolist())
+    return [d for i, d in enumerate(names) if i not in picked], [d for i, d in enumerate(names) if i in picked]
+
+
+def scale_actions(ds: h5py.Dataset, scaling: ActionScaling) -> None:
+    """Rescale one demo's stored ``actions`` in place (the writer, and the merge of parts, both use this)."""
+    flat = ds[()].reshape(ds.shape[0], -1)
+    ds[...] = scaling.normalize(flat).reshape(ds.shape).astype(ds.dtype)
 
 
 def _attr_str(value: Any) -> str:
@@ -371,6 +389,12 @@ class RobomimicWriter(FormatWriter):
     robosuite file stays raw unless asked), ``env_name``, ``env_type``, ``env_kwargs``
     (``env_args``; by default the source's when it was robomimic, else the robot type and type 0,
     no simulator).
+
+    ``part`` (default False): write one part of a sharded conversion (see ``parts.py``). A part
+    cannot know the action range of the whole dataset, so it stores its actions unscaled (as float64,
+    like the demos of a sequential write before their scaling) and their exact per-dimension range in
+    ``part_stats.json``; :func:`merge_parts` scales them while copying the demos into one file.
+    ``encode_threads`` is accepted for the pipeline's sake: nothing here encodes on other threads.
     """
 
     format_name = "robomimic"
@@ -382,6 +406,8 @@ class RobomimicWriter(FormatWriter):
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConversionError(f"{self.path}: valid_fraction must be within [0, 1), not {self.valid_fraction}")
         self.split_seed = int(options.get("split_seed", 0))
+        self.part = bool(options.get("part", False))
+        self.encode_threads = options.get("encode_threads")
         self.next_obs = bool(options.get("next_obs", True))
         self.compression = "gzip" if options.get("compress") else None
         source_env = info.extra.get("robomimic_env_args")
@@ -415,6 +441,7 @@ class RobomimicWriter(FormatWriter):
         self._total = 0
         self._action_min: np.ndarray | None = None
         self._action_max: np.ndarray | None = None
+        self._action_stats: FeatureStats | None = None  # part mode: what the merge scales by
         self._closed = False
 
     def _env_args(self, options: dict[str, Any]) -> dict[str, Any]:
@@ -442,6 +469,9 @@ class RobomimicWriter(FormatWriter):
         meta = plain_metadata(episode.metadata, f"{where} (episode {episode.index})")
         if self.actions == "normalized":
             self._track_action_range(numeric["action"], f"{where} (episode {episode.index})")
+            if self.part:
+                stats = FeatureStats.from_array(numeric["action"], name="action")
+                self._action_stats = stats if self._action_stats is None else self._action_stats.merge(stats)
         arrays = {**numeric, **{IMAGE_PREFIX + c: v for c, v in frames.items()}}
         try:
             self._write(self._data.create_group(demo), episode, arrays, meta)
@@ -465,13 +495,12 @@ class RobomimicWriter(FormatWriter):
 
     def _normalize_actions(self) -> dict[str, Any] | str:
         """Rescale every demo's ``actions`` in place once the whole range is known; the record to store."""
-        if self.actions == "raw" or self._action_min is None or self._action_max is None:
+        # A part's actions wait for the range of the whole dataset: the merge scales them.
+        if self.actions == "raw" or self.part or self._action_min is None or self._action_max is None:
             return "raw"
         scaling = ActionScaling.from_range(self._action_min, self._action_max)
         for demo in self._demos:
-            ds = self._data[demo]["actions"]
-            flat = ds[()].reshape(ds.shape[0], -1)
-            ds[...] = scaling.normalize(flat).reshape(ds.shape).astype(ds.dtype)
+            scale_actions(self._data[demo]["actions"], scaling)
         # The dtype the actions had, so that a reader without our sidecar maps back to the same values.
         return {**scaling.to_dict(), "dtype": self.info.features["action"].dtype}
 
@@ -509,13 +538,6 @@ class RobomimicWriter(FormatWriter):
             derived("states", arrays["observation.state"], "copy of observation.state")
         write_extras(g, episode, self.info.cameras)
 
-    def _split(self) -> tuple[list[str], list[str]]:
-        names = list(self._demos)
-        n = len(names)
-        n_valid = 0 if n < 2 or self.valid_fraction == 0 else min(n - 1, max(1, round(self.valid_fraction * n)))
-        picked = set(np.random.default_rng(self.split_seed).permutation(n)[:n_valid].tolist())
-        return [d for i, d in enumerate(names) if i not in picked], [d for i, d in enumerate(names) if i in picked]
-
     def close(self) -> None:
         if self._closed:
             return
@@ -526,7 +548,7 @@ class RobomimicWriter(FormatWriter):
             self._data.attrs["total"] = self._total
             self._data.attrs["env_args"] = json.dumps(self.env_args)
             self._data.attrs[FPS_ATTR] = float(self.info.fps)
-            train, valid = self._split()
+            train, valid = split_demos(list(self._demos), self.valid_fraction, self.split_seed)
             self._file.create_dataset("mask/train", data=np.array(train, dtype="S"))
             self._file.create_dataset("mask/valid", data=np.array(valid, dtype="S"))
         finally:
@@ -541,4 +563,18 @@ class RobomimicWriter(FormatWriter):
             "actions": actions,
             "mask": {"train": train, "valid": valid},
             "demos": self._demos,
+            # What the merge of parts needs to finish the dataset as the sequential writer would.
+            **({"part": {"actions": self.actions, "valid_fraction": self.valid_fraction,
+                         "split_seed": self.split_seed}} if self.part else {}),
         })
+        if self.part:
+            stats = {"action": self._action_stats} if self._action_stats is not None else {}
+            write_json_atomic(self.path / PART_STATS, DatasetStats(stats).to_json_dict())
+
+
+def merge_parts(work: Path, parts: list[Path], info: DatasetInfo, options: Mapping[str, Any],
+                stats: DatasetStats | None) -> None:
+    """One robomimic file in ``work`` from parts written with ``part=True`` (see ``parts.py``)."""
+    from .hdf5_merge import merge_robomimic_parts  # it imports this module
+
+    merge_robomimic_parts(work, parts, info, options, stats)
