@@ -46,10 +46,11 @@ from ..datasets.features import (
     read_json,
 )
 from ..datasets.images import decode_image
-from ..datasets.stats import FeatureStats
+from ..datasets.stats import DatasetStats, FeatureStats
 from ..errors import DatasetError
 from ..safe_paths import join_inside
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
+from .parts import PART_STATS
 from .video import CODECS, DEFAULT_GOP, VideoEncoder, decode_frames
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
@@ -65,6 +66,9 @@ VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
 EPISODES_PATH = EPISODES_DIR + "/" + CHUNK_FILE + ".parquet"
 # Columns every LeRobot frame has; they are bookkeeping, not features of the robot.
 BOOKKEEPING = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+# Bookkeeping columns numbered across the whole dataset: a part cannot know their values, so
+# its statistics of them are left out and the merge computes them from the renumbered rows.
+GLOBAL_COLUMNS = ("episode_index", "index", "task_index")
 SIDECAR_FORMAT = "telecorder-lerobot-sidecar"
 SIDECAR_VERSION = 1
 QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
@@ -77,6 +81,8 @@ WRITER_OPTIONS = {
     "video_file_size_mb": "start a new mp4 past this size (default 500)",
     "chunks_size": "files per chunk folder (default 1000)",
     "default_task": "task text for episodes without task or language_instruction (default '')",
+    "part": "write one part of a sharded conversion, merged later by merge_parts (default false)",
+    "encode_threads": "threads of each video encoder (default: the encoder's own choice)",
 }
 # Image statistics come from a sample: this many frames an episode, this many pixels a side.
 _STATS_FRAMES = 32
@@ -898,6 +904,16 @@ def _option(options: Mapping[str, Any], name: str, cast: type, default: Any) -> 
     return value
 
 
+def _flag(options: Mapping[str, Any], name: str) -> bool:
+    """A yes/no writer option (command lines pass text)."""
+    value = options.get(name, False)
+    if isinstance(value, str):
+        if value.strip().lower() not in ("1", "true", "yes", "0", "false", "no", ""):
+            raise ConversionError(f"LeRobot writer: option {name}={value!r} is not true or false")
+        return value.strip().lower() in ("1", "true", "yes")
+    return bool(value)
+
+
 def _tasks_table(tasks: Mapping[str, int]) -> pa.Table:
     """meta/tasks.parquet as pandas writes LeRobot's DataFrame(task_index, index=task)."""
     table = pa.table({"task_index": pa.array(list(tasks.values()), pa.int64()),
@@ -934,10 +950,12 @@ class LeRobotWriter(FormatWriter):
         self.data_mb = _option(options, "data_file_size_mb", float, 100.0)
         self.video_mb = _option(options, "video_file_size_mb", float, 500.0)
         self.default_task = str(options.get("default_task", ""))
+        self.part = _flag(options, "part")
         self._check_schema(info)
         (self.path / "meta").mkdir(parents=True, exist_ok=True)
         encoder = {"codec": self.codec, "crf": _option(options, "crf", int, None),
-                   "preset": options.get("preset"), "gop": _option(options, "gop", int, DEFAULT_GOP)}
+                   "preset": options.get("preset"), "gop": _option(options, "gop", int, DEFAULT_GOP),
+                   "threads": _option(options, "encode_threads", int, None)}
         self._data = _DataFiles(self.path, self.data_mb, self.chunks_size)
         self._videos = {f.name: _VideoFiles(self.path, f.name, f.shape, info.fps, self.video_mb, self.chunks_size,
                                             encoder) for f in info.image_features}
@@ -1096,6 +1114,9 @@ class LeRobotWriter(FormatWriter):
         write_json_atomic(self.path / STATS_PATH, stats)
         write_json_atomic(self.path / INFO_PATH, self._info_json())
         write_json_atomic(self.path / SIDECAR, self._sidecar_json())
+        if self.part:
+            part_stats = {k: s for k, s in self._stats.items() if k not in GLOBAL_COLUMNS}
+            write_json_atomic(self.path / PART_STATS, DatasetStats(part_stats).to_json_dict())
 
     def _info_json(self) -> dict[str, Any]:
         fps = int(self.info.fps) if float(self.info.fps).is_integer() else self.info.fps
@@ -1137,3 +1158,12 @@ class LeRobotWriter(FormatWriter):
             "timing_file": TIMING_PATH if self._timing is not None else None,
             "episodes": self._side_episodes,
         }
+
+
+def merge_parts(work: Path, parts: list[Path], info: DatasetInfo, options: Mapping[str, Any],
+                stats: DatasetStats) -> None:
+    """One LeRobot v3.0 dataset in ``work`` from parts written with ``part=True`` (see :mod:`.parts`)."""
+    # Imported here: the merge uses this module's layout helpers, so a top-level import would be circular.
+    from .lerobot_merge import merge_parts as merge
+
+    merge(work, parts, info, options, stats)

@@ -33,6 +33,22 @@ CODECS: dict[str, tuple[str, dict[str, str]]] = {
 DEFAULT_GOP = 2
 
 
+def _thread_options(encoder: str, threads: int) -> dict[str, str]:
+    """Encoder options that hold it to ``threads`` threads.
+
+    The codec context's thread count alone is not enough: libx264 starts its own frame and
+    lookahead threads by default, and SVT-AV1 sizes its thread pools from the core count
+    unless given a level of parallelism. A worker of a sharded conversion wants one thread,
+    the parallelism being across workers.
+    """
+    threads = max(1, threads)
+    if encoder == "libx264":
+        return {"threads": str(threads), "x264-params": f"threads={threads}:lookahead-threads={threads}"}
+    if encoder == "libsvtav1":
+        return {"threads": str(threads), "svtav1-params": f"lp={threads}"}
+    return {"threads": str(threads)}
+
+
 def frame_rate(fps: float) -> Fraction:
     """``fps`` as the exact rational rate a container stores (29.97 -> 30000/1001)."""
     return Fraction(fps).limit_denominator(1001)
@@ -52,6 +68,7 @@ class VideoEncoder:
         crf: int | None = None,
         preset: str | int | None = None,
         gop: int = DEFAULT_GOP,
+        threads: int | None = None,
     ) -> None:
         if codec not in CODECS:
             raise ConversionError(f"{path}: unknown video codec {codec!r}; use one of {', '.join(CODECS)}")
@@ -72,15 +89,17 @@ class VideoEncoder:
             options["crf"] = str(int(crf))
         if preset is not None:
             options["preset"] = str(preset)
+        if threads is not None:
+            options.update(_thread_options(encoder, int(threads)))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._container = av.open(str(self.path), "w")
         try:
-            self._stream = self._open_stream(encoder, options, gop)
+            self._stream = self._open_stream(encoder, options, gop, threads)
         except BaseException:
             self._container.close()
             raise
 
-    def _open_stream(self, encoder: str, options: dict[str, str], gop: int) -> Any:
+    def _open_stream(self, encoder: str, options: dict[str, str], gop: int, threads: int | None) -> Any:
         # SVT-AV1 prints a banner and tuning notes to stderr for every file; errors only, unless
         # the user asked for more.
         os.environ.setdefault("SVT_LOG", "1")
@@ -91,6 +110,8 @@ class VideoEncoder:
         stream.width, stream.height, stream.pix_fmt = self.width, self.height, "yuv420p"
         stream.time_base = self._time_base
         stream.codec_context.gop_size = max(1, int(gop))
+        if threads is not None:
+            stream.codec_context.thread_count = max(1, int(threads))
         return stream
 
     @property
