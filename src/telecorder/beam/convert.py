@@ -11,6 +11,7 @@ finished folder into place only after the whole pipeline succeeded.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,9 @@ def run_beam(src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo,
 def _unwrapped(e: Exception) -> Exception:
     """The first line of our own error inside a runner's wrapped exception, else the runner's text."""
     text = str(e)
-    for line in text.splitlines():
-        for marker in ("ConversionError: ", "DatasetError: "):
+    for marker in ("ConversionError: ", "DatasetError: "):  # ours wraps the reader's
+        for line in text.splitlines():
             if marker in line:
-                return ConversionError(line.split(marker, 1)[1].strip())
+                message = line.split(marker, 1)[1].strip()
+                return ConversionError(re.sub(r" \[while running '[^']*'\]$", "", message))
     return BeamError(f"the Beam pipeline failed: {text.strip().splitlines()[-1] if text.strip() else type(e).__name__}")

@@ -179,7 +179,9 @@ def convert(
     on_episode: Callable[[int, int, int], None] | None = None,
 ) -> ConvertReport:
     """Convert ``src`` into a new dataset at ``dst``; ``on_episode(done, total, frames)`` reports progress."""
-    src, dst = Path(src), Path(dst)
+    from ..beam.options import check_path  # no Beam import: the path rule holds for every runner
+
+    src, dst = check_path(src, "source"), check_path(dst, "destination")
     t0 = time.perf_counter()
     reader = _open(src, opts)
     available = reader.episode_indices()
