@@ -200,10 +200,10 @@ def test_aloha_merge_refuses_parts_written_differently(tmp_path: Path) -> None:
 # -- robomimic ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("actions", ["normalized", "raw"])
-def test_robomimic_parts_merge_into_the_sequential_file(tmp_path: Path, actions: str) -> None:
+@pytest.mark.parametrize(("actions", "compress"), [("normalized", True), ("raw", False)])
+def test_robomimic_parts_merge_into_the_sequential_file(tmp_path: Path, actions: str, compress: bool) -> None:
     episodes = make_episodes()
-    options = {"actions": actions, "valid_fraction": 0.3, "split_seed": 3}
+    options = {"actions": actions, "valid_fraction": 0.3, "split_seed": 3, "compress": compress}
     write_whole(RobomimicWriter, tmp_path / "whole", episodes, **options)
     work = tmp_path / "work"
     parts = write_parts(RobomimicWriter, work, episodes, **options)
@@ -223,6 +223,7 @@ def test_robomimic_parts_merge_into_the_sequential_file(tmp_path: Path, actions:
     with h5py.File(work / "demo.hdf5", "r") as f:
         assert list(f["data"]) == [f"demo_{i}" for i in range(len(episodes))]  # HDF5 lists by name: 0..6 < 10
         assert f["data"].attrs["total"] == sum(LENGTHS)
+        assert f["data/demo_5/obs/agentview_image"].compression == ("gzip" if compress else None)
         valid = [d.decode() for d in f["mask/valid"][()]]
         assert len(valid) == 2  # round(0.3 * 7) over the whole dataset, not per part
         stored = np.concatenate([f[f"data/demo_{i}/actions"][()] for i in range(len(episodes))])
@@ -303,3 +304,6 @@ def test_robomimic_merge_needs_the_action_range(tmp_path: Path) -> None:
         robomimic.merge_parts(tmp_path / "work", parts, make_info(), {}, None)
     with pytest.raises(ConversionError, match=r"no 'action' range"):
         robomimic.merge_parts(tmp_path / "work", parts, make_info(), {}, DatasetStats({}))
+    one_part = DatasetStats.from_arrays({"action": make_episodes()[0].data["action"]})
+    with pytest.raises(ConversionError, match=r"count 9 actions, their demos hold 57"):
+        robomimic.merge_parts(tmp_path / "work", parts, make_info(), {}, one_part)

@@ -9,7 +9,8 @@ demo at a time, so memory stays flat), its actions scaled by the range of the wh
 the masks and ``/data`` attributes written once, exactly as the sequential writer writes them.
 
 Everything is checked before the first file moves, so an inconsistent part leaves the parts as
-they were and the error names it.
+they were and the error names it. The settings come from the parts' sidecars (what their writers
+made of the options), so ``options`` is not read again here.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ def _numbered(part: Path, entries: Any, stem: str, suffix: str = "") -> dict[str
     want = [f"{stem}_{k}{suffix}" for k in range(len(entries))]
     if list(entries) != want:
         raise ConversionError(f"{part / SIDECAR}: episodes are {list(entries)[:5]}..., not {want[:5]}...")
+    for name, entry in entries.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("length"), int):
+            raise ConversionError(f"{part / SIDECAR}: {name} has no step count")
     return entries
 
 
@@ -191,6 +195,10 @@ def merge_robomimic_parts(work: Path, parts: list[Path], info: DatasetInfo, opti
                 stats = stats.merge(read_part_stats(part))
         if "action" not in stats:
             raise ConversionError(f"{work}: the parts' statistics have no 'action' range to scale the actions by")
+        steps = sum(int(e["length"]) for *_, entries in checked for e in entries.values())
+        if stats["action"].count != steps:
+            raise ConversionError(f"{work}: the parts' statistics count {stats['action'].count} actions, "
+                                  f"their demos hold {steps}: statistics of other parts?")
         scaling = ActionScaling.from_stats(stats["action"], f"{work}: merged part statistics")
     out = work / first["file"]
     demos: dict[str, dict[str, Any]] = {}
