@@ -1,0 +1,302 @@
+"""Sharded RLDS / OXE conversion: parts written with part=True and merged give the dataset one
+writer gives, as real tensorflow-datasets and our reader see it, with the same statistics."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow_datasets", reason="the rlds extra (tensorflow-datasets) is not installed")
+pytest.importorskip("mujoco", reason="OXE EEF actions need MuJoCo forward kinematics (the sim extra)")
+
+from conftest import synthetic_frame
+from test_conv_rlds import arm_info, psnr
+
+from telecorder.converters.base import SIDECAR, ConversionError
+from telecorder.converters.oxe import CONFIG_FILE, STATS_FILE, OXEWriter
+from telecorder.converters.oxe import merge_parts as merge_oxe
+from telecorder.converters.parts import PART_STATS, PARTS_DIR, part_path, read_part_stats
+from telecorder.converters.rlds import RLDSReader, RLDSWriter, import_tfds
+from telecorder.converters.rlds import merge_parts as merge_rlds
+from telecorder.datasets.episode_file import Episode
+from telecorder.datasets.features import DatasetInfo
+from telecorder.datasets.stats import DatasetStats
+
+pytestmark = pytest.mark.tf
+
+LENGTHS = (5, 4, 6, 3, 5, 4, 6)
+VAL = (1, 4)
+# Contiguous groups as the sharded pipeline cuts them; the last part has no val episode.
+GROUPS = ((0, 3), (3, 5), (5, 7))
+NAME = "arm_parts"
+WRITERS = {"rlds": (RLDSWriter, merge_rlds), "oxe": (OXEWriter, merge_oxe)}
+TASKS = ("pick up the red cube", "push the cube left", "lift the cube")
+
+
+def make_episodes() -> list[Episode]:
+    rng = np.random.default_rng(3)
+    lo = np.array([-2.0, -1.5, -0.2, -1.8, -2.8, 0.0])
+    hi = np.array([2.0, 1.8, 2.7, 1.8, 2.8, 1.0])
+    out = []
+    for k, n in enumerate(LENGTHS):
+        state = rng.uniform(lo, hi, size=(n, 6)).astype(np.float32)
+        action = np.clip(state + rng.normal(scale=0.1, size=(n, 6)), lo, hi).astype(np.float32)
+        t = np.arange(n) / 30.0
+        task = TASKS[k % len(TASKS)]
+        out.append(
+            Episode(
+                index=k,
+                timestamp=t,
+                data={"observation.state": state, "action": action},
+                image_timestamp={"front": t - 0.004, "wrist": t - 0.007},
+                frame_index={"front": np.arange(n) + k, "wrist": 2 * np.arange(n)},
+                tick_lateness=rng.uniform(0, 0.002, n).astype(np.float32),
+                metadata={"task": task, "language_instruction": task, "success": k % 3 != 1, "operator": f"op{k}"},
+                images={
+                    "front": [synthetic_frame(i + k, 0) for i in range(n)],
+                    "wrist": [synthetic_frame(2 * i + k, 1) for i in range(n)],
+                },
+            )
+        )
+    return out
+
+
+def options(**extra) -> dict:
+    return {"episodes_per_shard": 2, "val_episodes": list(VAL), "dataset_name": NAME, **extra}
+
+
+def write(path: Path, info: DatasetInfo, episodes: list[Episode], fmt: str, **opts) -> None:
+    w = WRITERS[fmt][0](path, info, **opts)
+    for ep in episodes:
+        w.write_episode(ep)
+    w.close()
+
+
+def write_parts(work: Path, info: DatasetInfo, episodes: list[Episode], fmt: str, groups=GROUPS, **opts) -> list[Path]:
+    parts = []
+    for k, (a, b) in enumerate(groups):
+        parts.append(part_path(work, k))
+        write(parts[-1], info, episodes[a:b], fmt, part=True, encode_threads=1, **opts)
+    return parts
+
+
+def merge(work: Path, parts: list[Path], info: DatasetInfo, fmt: str, **opts) -> None:
+    stats = DatasetStats({})
+    for part in parts:
+        stats = stats.merge(read_part_stats(part))
+    WRITERS[fmt][1](work, parts, info, opts, stats)
+
+
+def data_dir(root: Path, fmt: str) -> Path:
+    return root / NAME / "1.0.0" if fmt == "oxe" else root
+
+
+@pytest.fixture(scope="module")
+def episodes() -> list[Episode]:
+    return make_episodes()
+
+
+@pytest.fixture(scope="module", params=sorted(WRITERS))
+def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, episodes: list[Episode]) -> dict:
+    """(a) one writer, (b) three parts merged in ``.NAME.partial`` and moved into place."""
+    fmt = request.param
+    root = tmp_path_factory.mktemp(f"parts_{fmt}")
+    info = arm_info()
+    seq = root / "seq" / "out"
+    write(seq, info, episodes, fmt, **options())
+    work = root / "sharded" / ".out.partial"
+    parts = write_parts(work, info, episodes, fmt, **options())
+    part_stats = [json.loads((p / PART_STATS).read_text()) for p in parts]
+    merge(work, parts, info, fmt, **options())
+    dst = work.with_name("out")
+    os.replace(work, dst)  # what the pipeline does once the merge is complete
+    return {"fmt": fmt, "seq": seq, "dst": dst, "part_stats": part_stats}
+
+
+def _tfds_episodes(path: Path, split: str) -> list[dict]:
+    _, tfds = import_tfds()
+    builder = tfds.builder_from_directory(str(path))
+    ds = builder.as_dataset(split=split, shuffle_files=False, read_config=tfds.ReadConfig(interleave_cycle_length=1))
+    return list(tfds.as_numpy(ds))
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_layout_shards_and_metadata(built: dict) -> None:
+    tf, _ = import_tfds()
+    fmt = built["fmt"]
+    merged, seq = data_dir(built["dst"], fmt), data_dir(built["seq"], fmt)
+    assert not (built["dst"] / PARTS_DIR).exists()
+    info = json.loads((merged / "dataset_info.json").read_text())
+    want = json.loads((seq / "dataset_info.json").read_text())
+    assert info["name"] == NAME and info["fileFormat"] == "tfrecord"
+    assert (merged / "features.json").read_text() == (seq / "features.json").read_text()
+    names = sorted(p.name for p in merged.iterdir() if ".tfrecord-" in p.name)
+    got_splits = {s["name"]: s for s in info["splits"]}
+    assert list(got_splits) == ["train", "val"]
+    # Train: parts hold episodes 0,2 | 3 | 5,6; val: 1 | 4 | none -> shards in part order.
+    assert got_splits["train"]["shardLengths"] == ["2", "1", "2"] and got_splits["val"]["shardLengths"] == ["1", "1"]
+    for split, s in got_splits.items():
+        n = len(s["shardLengths"])
+        files = [f"{NAME}-{split}.tfrecord-{i:05d}-of-{n:05d}" for i in range(n)]
+        assert [f for f in names if f"-{split}." in f] == files
+        # dataset_info.json's lengths are the records actually in each file.
+        counts = [sum(1 for _ in tf.data.TFRecordDataset(str(merged / f))) for f in files]
+        assert [str(c) for c in counts] == s["shardLengths"]
+        seq_split = next(x for x in want["splits"] if x["name"] == split)
+        assert s["numBytes"] == seq_split["numBytes"]  # the same examples, byte for byte
+    side, seq_side = json.loads((merged / SIDECAR).read_text()), json.loads((seq / SIDECAR).read_text())
+    assert side["splits"] == seq_side["splits"] == {"train": {"episodes": [0, 2, 3, 5, 6]}, "val": {"episodes": [1, 4]}}
+    assert side == seq_side
+
+
+def test_real_tfds_reads_the_same_episodes(built: dict, episodes: list[Episode]) -> None:
+    fmt = built["fmt"]
+    for split, ids in (("train", [0, 2, 3, 5, 6]), ("val", [1, 4])):
+        got = _tfds_episodes(data_dir(built["dst"], fmt), split)
+        want = _tfds_episodes(data_dir(built["seq"], fmt), split)
+        assert [int(e["episode_metadata"]["episode_id"]) for e in got] == ids
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert _flat(g["episode_metadata"]).keys() == _flat(w["episode_metadata"]).keys()
+            for key, value in _flat(g["episode_metadata"]).items():
+                np.testing.assert_array_equal(value, _flat(w["episode_metadata"])[key], err_msg=key)
+            g_steps, w_steps = list(g["steps"]), list(w["steps"])
+            assert len(g_steps) == len(w_steps) == LENGTHS[int(g["episode_metadata"]["episode_id"])]
+            for gs, ws in zip(g_steps, w_steps, strict=True):
+                fg, fw = _flat(gs), _flat(ws)
+                assert fg.keys() == fw.keys()
+                for key in fg:  # images too: the same JPEG bytes decode to the same pixels
+                    np.testing.assert_array_equal(fg[key], fw[key], err_msg=key)
+        src = episodes[ids[0]]
+        cam = "observation/front" if fmt == "rlds" else "observation/image"
+        assert psnr(_flat(list(got[0]["steps"])[2])[cam], src.images["front"][2]) >= 35
+
+
+def test_our_reader_reads_the_same_episodes_in_order(built: dict, episodes: list[Episode]) -> None:
+    fmt = built["fmt"]
+    merged, seq = RLDSReader(built["dst"]), RLDSReader(built["seq"])
+    assert merged.split == "train,val"
+    assert merged.episode_indices() == seq.episode_indices() == list(range(len(LENGTHS)))
+    assert merged.info.to_dict() == seq.info.to_dict()
+    cams = ("front", "wrist") if fmt == "rlds" else ("image", "wrist_image")
+    for i, src in enumerate(episodes):
+        a, b = merged.read_episode(i), seq.read_episode(i)
+        assert a.metadata == b.metadata and a.metadata["operator"] == src.metadata["operator"]
+        assert a.data.keys() == b.data.keys()
+        for name in a.data:
+            np.testing.assert_array_equal(a.data[name], b.data[name], err_msg=name)
+        np.testing.assert_array_equal(a.data["observation.state"], src.data["observation.state"])
+        np.testing.assert_array_equal(a.timestamp, src.timestamp)
+        np.testing.assert_array_equal(a.tick_lateness, b.tick_lateness)
+        for cam in cams:
+            np.testing.assert_array_equal(np.stack(a.images[cam]), np.stack(b.images[cam]))
+            np.testing.assert_array_equal(a.frame_index[cam], b.frame_index[cam])
+            np.testing.assert_array_equal(a.image_timestamp[cam], b.image_timestamp[cam])
+        assert min(psnr(x, y) for x, y in zip(a.images[cams[0]], src.images["front"], strict=True)) >= 35
+
+
+def test_part_statistics(built: dict) -> None:
+    for (a, b), stats in zip(GROUPS, built["part_stats"], strict=True):
+        parsed = DatasetStats.from_json_dict(stats)
+        if built["fmt"] == "rlds":
+            assert len(parsed) == 0  # RLDS has no statistics file
+        else:
+            assert set(parsed) == {"action", "proprio"}
+            assert parsed["action"].count == parsed["proprio"].count == sum(LENGTHS[a:b])
+            assert parsed["action"].shape == (7,) and parsed["proprio"].shape == (6,)
+
+
+@pytest.mark.parametrize("built", ["oxe"], indirect=True)
+def test_oxe_statistics_and_config_written_once(built: dict) -> None:
+    merged, seq = data_dir(built["dst"], "oxe"), data_dir(built["seq"], "oxe")
+    got, want = json.loads((merged / STATS_FILE).read_text()), json.loads((seq / STATS_FILE).read_text())
+    assert got.keys() == want.keys()
+    assert got["num_transitions"] == want["num_transitions"] == sum(LENGTHS)
+    assert got["num_trajectories"] == want["num_trajectories"] == len(LENGTHS)
+    for key in ("action", "proprio"):
+        assert got[key].keys() == want[key].keys()
+        for stat in ("mean", "std", "max", "min", "q01", "q99", "p01", "p99"):
+            np.testing.assert_allclose(got[key][stat], want[key][stat], rtol=1e-9, atol=1e-12, err_msg=f"{key} {stat}")
+    assert got["action"]["mask"] == want["action"]["mask"]
+
+    config = json.loads((merged / CONFIG_FILE).read_text())
+    seq_config = json.loads((seq / CONFIG_FILE).read_text())
+    for loader in ("octo", "openvla"):
+        block = config["make_dataset_from_rlds_kwargs"][loader]
+        # The final folder, not the .out.partial folder the merge ran in.
+        assert block["data_dir"] == str(built["dst"])
+        assert block["dataset_statistics"] == str(merged / STATS_FILE)
+        seq_block = seq_config["make_dataset_from_rlds_kwargs"][loader]
+        for key in ("data_dir", "dataset_statistics"):
+            del block[key], seq_block[key]
+        assert block == seq_block
+    assert config["dataset"] == seq_config["dataset"] and config["dataset"]["splits"] == {"train": 5, "val": 2}
+    # Octo and OpenVLA open it by name under data_dir.
+    _, tfds = import_tfds()
+    builder = tfds.builder(NAME, data_dir=str(built["dst"]))
+    assert builder.info.splits["train"].num_examples == 5 and builder.info.splits["val"].num_examples == 2
+
+
+# --------------------------------------------------------------------------- inconsistent parts
+
+
+@pytest.fixture
+def small_parts(tmp_path: Path, episodes: list[Episode]) -> tuple[Path, list[Path]]:
+    work = tmp_path / ".small.partial"
+    parts = write_parts(work, arm_info(), episodes[:3], "rlds", groups=((0, 1), (1, 3)), **options(episodes_per_shard=1))
+    return work, parts
+
+
+def test_a_missing_shard_is_named(small_parts: tuple[Path, list[Path]]) -> None:
+    work, parts = small_parts
+    shard = parts[1] / f"{NAME}-train.tfrecord-00000"
+    shard.unlink()
+    with pytest.raises(ConversionError, match=rf"part-00001.*{re.escape(str(shard))}.*missing"):
+        merge(work, parts, arm_info(), "rlds", **options(episodes_per_shard=1))
+    # Checked before anything moved: the other part still has its files.
+    assert (parts[0] / f"{NAME}-train.tfrecord-00000").is_file()
+    assert not list(work.glob("*.tfrecord-*"))
+
+
+def test_a_truncated_shard_is_named(small_parts: tuple[Path, list[Path]]) -> None:
+    work, parts = small_parts
+    shard = parts[0] / f"{NAME}-train.tfrecord-00000"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(ConversionError, match=r"part-00000.*'train'.*truncated"):
+        merge(work, parts, arm_info(), "rlds", **options(episodes_per_shard=1))
+
+
+def test_parts_with_different_schemas_are_refused(tmp_path: Path, small_parts: tuple[Path, list[Path]], episodes: list[Episode]) -> None:
+    work, parts = small_parts
+    # A part whose first episode has other metadata keys stores another episode_metadata schema.
+    odd = [dataclasses.replace(episodes[1], metadata={"task": "x", "extra_key": 3}), episodes[2]]
+    other = tmp_path / "other"
+    write(other, arm_info(), odd, "rlds", part=True, **options(episodes_per_shard=1))
+    with pytest.raises(ConversionError, match=r"other.*features\.json differs.*episode_metadata"):
+        merge(work, [parts[0], other], arm_info(), "rlds", **options(episodes_per_shard=1))
+
+
+def test_a_merged_val_split_must_not_be_empty(small_parts: tuple[Path, list[Path]]) -> None:
+    work, parts = small_parts
+    # Each part may lack val episodes, the whole dataset may not (tfds cannot read an empty split).
+    for part in parts:
+        side = json.loads((part / SIDECAR).read_text())
+        assert set(side["splits"]) == {"train", "val"}
+    parts_without_val = parts[:1]  # episode 0 only
+    with pytest.raises(ConversionError, match="split 'val' would hold no episode"):
+        merge(work, parts_without_val, arm_info(), "rlds", **options(episodes_per_shard=1))
