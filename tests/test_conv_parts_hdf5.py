@@ -307,3 +307,23 @@ def test_robomimic_merge_needs_the_action_range(tmp_path: Path) -> None:
     one_part = DatasetStats.from_arrays({"action": make_episodes()[0].data["action"]})
     with pytest.raises(ConversionError, match=r"count 9 actions, their demos hold 57"):
         robomimic.merge_parts(tmp_path / "work", parts, make_info(), {}, one_part)
+
+
+# -- through the pipeline -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("to", "options"), [("aloha", {"episode_length": 8}), ("robomimic", {})])
+def test_sharded_convert_equals_one_writer(tmp_path: Path, to: str, options: dict) -> None:
+    from telecorder.converters.pipeline import ConvertOptions, convert
+
+    write_whole(AlohaWriter, tmp_path / "src", make_episodes())
+    one = convert(tmp_path / "src", tmp_path / "one", ConvertOptions(to=to, writer_options=options))
+    sharded = convert(tmp_path / "src", tmp_path / "sharded",
+                      ConvertOptions(to=to, writer_options=options, workers=2, shard_episodes=3))
+    assert one.episodes == sharded.episodes == len(LENGTHS)
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert sorted(p.name for p in (tmp_path / "sharded").iterdir()) == names
+    for name in names:
+        if name.endswith(".hdf5"):
+            assert_same_hdf5(tmp_path / "sharded" / name, tmp_path / "one" / name)
+    assert sidecar(tmp_path / "sharded") == sidecar(tmp_path / "one")
