@@ -78,11 +78,17 @@ def write(path: Path, info: DatasetInfo, episodes: list[Episode], fmt: str, **op
     w.close()
 
 
-def write_parts(work: Path, info: DatasetInfo, episodes: list[Episode], fmt: str, groups=GROUPS, **opts) -> list[Path]:
+def write_parts(work: Path, info: DatasetInfo, episodes: list[Episode], fmt: str, groups=GROUPS, *,
+                own_val: bool = False, **opts) -> list[Path]:
+    """Parts of contiguous groups; ``own_val``: each part is told only its own val episodes (as the
+    sharded pipeline does: a part without any then has no val split), else the whole list."""
     parts = []
     for k, (a, b) in enumerate(groups):
         parts.append(part_path(work, k))
-        write(parts[-1], info, episodes[a:b], fmt, part=True, encode_threads=1, **opts)
+        part_opts = dict(opts)
+        if own_val:
+            part_opts["val_episodes"] = [i for i in opts.get("val_episodes", ()) if a <= i < b]
+        write(parts[-1], info, episodes[a:b], fmt, part=True, encode_threads=1, **part_opts)
     return parts
 
 
@@ -111,7 +117,8 @@ def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     seq = root / "seq" / "out"
     write(seq, info, episodes, fmt, **options())
     work = root / "sharded" / ".out.partial"
-    parts = write_parts(work, info, episodes, fmt, **options())
+    parts = write_parts(work, info, episodes, fmt, own_val=True, **options())
+    assert "val" not in json.loads((data_dir(parts[2], fmt) / SIDECAR).read_text())["splits"]
     part_stats = [json.loads((p / PART_STATS).read_text()) for p in parts]
     merge(work, parts, info, fmt, **options())
     dst = work.with_name("out")
@@ -291,12 +298,23 @@ def test_parts_with_different_schemas_are_refused(tmp_path: Path, small_parts: t
         merge(work, [parts[0], other], arm_info(), "rlds", **options(episodes_per_shard=1))
 
 
+def test_parts_told_every_val_episode_merge_alike(small_parts: tuple[Path, list[Path]]) -> None:
+    work, parts = small_parts
+    # Part 0 (episode 0) was given val_episodes [1, 4] too: it has a val split with no episode.
+    assert json.loads((parts[0] / SIDECAR).read_text())["splits"] == {"train": {"episodes": [0]}, "val": {"episodes": []}}
+    merge(work, parts, arm_info(), "rlds", **options(episodes_per_shard=1))
+    side = json.loads((work / SIDECAR).read_text())
+    assert side["splits"] == {"train": {"episodes": [0, 2]}, "val": {"episodes": [1]}}
+    reader = RLDSReader(work)
+    assert [reader.read_episode(i).metadata["operator"] for i in reader.episode_indices()] == ["op0", "op1", "op2"]
+    assert sorted(p.name for p in work.glob("*.tfrecord-*")) == [
+        f"{NAME}-train.tfrecord-00000-of-00002", f"{NAME}-train.tfrecord-00001-of-00002", f"{NAME}-val.tfrecord-00000-of-00001"
+    ]
+
+
 def test_a_merged_val_split_must_not_be_empty(small_parts: tuple[Path, list[Path]]) -> None:
     work, parts = small_parts
     # Each part may lack val episodes, the whole dataset may not (tfds cannot read an empty split).
-    for part in parts:
-        side = json.loads((part / SIDECAR).read_text())
-        assert set(side["splits"]) == {"train", "val"}
     parts_without_val = parts[:1]  # episode 0 only
     with pytest.raises(ConversionError, match="split 'val' would hold no episode"):
         merge(work, parts_without_val, arm_info(), "rlds", **options(episodes_per_shard=1))

@@ -49,7 +49,8 @@ class _Part:
     sidecar: dict[str, Any]
     features: dict[str, Any]
     ds_info: Any  # tfds DatasetInfo as the part wrote it
-    splits: dict[str, _Split]
+    splits: dict[str, _Split]  # every split of the merged dataset; empty where the part has none
+    split_episodes: dict[str, list[int]]
 
     @property
     def episodes(self) -> int:
@@ -99,7 +100,7 @@ def merge_rlds_parts(
 
     split_names = list(final._split_episodes)
     split_episodes = {
-        name: [int(e) for p in loaded for e in p.sidecar["splits"][name]["episodes"]] for name in split_names
+        name: [e for p in loaded for e in p.split_episodes[name]] for name in split_names
     }
     total_episodes = sum(p.episodes for p in loaded)
     total_frames = sum(int(p.sidecar.get("total_frames", 0)) for p in loaded)
@@ -210,13 +211,19 @@ def _load_part(root: Path, final: RLDSWriter, tfds: Any) -> _Part:
         raise ConversionError(f"{where}: tensorflow-datasets cannot load it ({type(e).__name__}: {e})") from e
     names = list(final._split_episodes)
     listed = sidecar.get("splits")
-    if set(ds_info.splits) != set(names) or not isinstance(listed, dict) or set(listed) != set(names):
+    # A part given only its own val episodes has no val split when it holds none.
+    if not set(ds_info.splits) <= set(names) or not isinstance(listed, dict) or set(listed) != set(ds_info.splits):
         raise ConversionError(
-            f"{where}: has splits {sorted(ds_info.splits)}, the merged dataset has {names} "
-            f"(split={final.split!r}{', val_episodes' if final._val else ''}; every part needs the same)"
+            f"{where}: has splits {sorted(ds_info.splits)} (its {SIDECAR} lists "
+            f"{sorted(listed) if isinstance(listed, dict) else 'none'}), the merged dataset has {names} "
+            f"(split={final.split!r}{', val_episodes' if final._val else ''})"
         )
     splits: dict[str, _Split] = {}
+    split_episodes: dict[str, list[int]] = {}
     for name in names:
+        if name not in ds_info.splits:
+            splits[name], split_episodes[name] = _Split([], 0, []), []
+            continue
         split_info = ds_info.splits[name]
         lengths = [int(n) for n in split_info.shard_lengths]
         episodes = listed[name].get("episodes") if isinstance(listed[name], dict) else None
@@ -225,6 +232,10 @@ def _load_part(root: Path, final: RLDSWriter, tfds: Any) -> _Part:
                 f"{where}: split {name!r} has {sum(lengths)} episodes in its shards but "
                 f"{len(episodes) if isinstance(episodes, list) else 'no'} listed in {SIDECAR}"
             )
+        try:
+            split_episodes[name] = [int(e) for e in episodes]
+        except (TypeError, ValueError) as e:
+            raise ConversionError(f"{where}: {SIDECAR} lists episodes of split {name!r} that are not numbers") from e
         files = [Path(os.fspath(f)) for f in split_info.filepaths] if lengths else []
         for f in files:
             if not f.is_file():
@@ -238,7 +249,7 @@ def _load_part(root: Path, final: RLDSWriter, tfds: Any) -> _Part:
                     f"{num_bytes} of data in {sum(lengths)} records (a truncated or replaced shard)"
                 )
         splits[name] = _Split(lengths, num_bytes, files)
-    return _Part(root, data_dir, sidecar, features, ds_info, splits)
+    return _Part(root, data_dir, sidecar, features, ds_info, splits, split_episodes)
 
 
 def _check_same(ref: _Part, part: _Part) -> None:
