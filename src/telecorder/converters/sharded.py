@@ -49,17 +49,16 @@ def plan_shards(indices: list[int], per_shard: int) -> list[list[int]]:
     return [indices[i : i + per_shard] for i in range(0, len(indices), per_shard)]
 
 
-def part_options(to: str, options: dict[str, Any], dst: Path, episodes: Iterable[int]) -> dict[str, Any]:
+def part_options(to: str, options: dict[str, Any], dst: Path) -> dict[str, Any]:
     """The writer options of one part: the user's, in part mode, on one encoding thread, with
-    the dataset name of the final folder and only the val episodes this part holds."""
+    the dataset name of the final folder."""
     out = {**options, "part": True, "encode_threads": 1}
     if to in ("rlds", "oxe"):
         from .rlds import dataset_name_for
 
+        # Every part keeps the whole val list, so that each declares the same splits (a part
+        # may hold no val episode; only the merged dataset must have some).
         out.setdefault("dataset_name", dataset_name_for(dst))
-        if out.get("val_episodes"):
-            mine = set(episodes)
-            out["val_episodes"] = [i for i in out["val_episodes"] if i in mine]
     return out
 
 
@@ -81,7 +80,7 @@ def write_part(src: str, work: str, dst: str, opts: Any, out_info: dict[str, Any
         if stale.exists():
             shutil.rmtree(stale)
     building.parent.mkdir(parents=True, exist_ok=True)
-    options = part_options(opts.to, opts.writer_options, Path(dst), episodes)
+    options = part_options(opts.to, opts.writer_options, Path(dst))
     writer = writer_class(opts.to)(building, info, **options)
     written: list[int] = []
     skipped: list[list[Any]] = []
