@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -24,10 +25,10 @@ FPS = 30
 H, W = 48, 64
 CAMERAS = ("front", "wrist")
 LENGTHS = (9, 14, 6, 11, 8, 12, 7)
-# Part 1 meets only the second task and part 2 meets it before the first: the merge must
-# number tasks in first-seen order across parts, as one writer does.
-TASKS = ("pick the cube", "pick the cube", "pick the cube", "open the drawer", "open the drawer",
-         "pick the cube", "open the drawer")
+# Part 1 meets only the second task; part 2 meets a new third task first and the first task
+# last: the merge must number tasks in first-seen order across parts, as one writer does.
+TASKS = ("pick the cube", "pick the cube", "pick the cube", "open the drawer", "wipe the table",
+         "open the drawer", "pick the cube")
 GROUPS = ((0, 3), (3, 4), (4, 7))  # parts of 3, 1 and 3 episodes
 MIN_PSNR = 35.0  # what test_conv_lerobot.py asks of the same encoder settings
 
@@ -150,17 +151,17 @@ def frames_at(path: Path, times: np.ndarray) -> list[np.ndarray]:
 def test_merged_dataset_as_lerobot_reads_it(pair, episodes):
     _, root, _ = pair
     info = json.loads((root / "meta/info.json").read_text())
-    assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (7, sum(LENGTHS), 2)
+    assert (info["total_episodes"], info["total_frames"], info["total_tasks"]) == (7, sum(LENGTHS), 3)
     assert info["splits"] == {"train": "0:7"}
     data = all_data(root)
     np.testing.assert_array_equal(data["index"].to_numpy(), np.arange(sum(LENGTHS)))
     tasks = pq.read_table(root / "meta/tasks.parquet")
     task_of = dict(zip(tasks["task_index"].to_pylist(), tasks["task"].to_pylist(), strict=True))
-    assert task_of == {0: "pick the cube", 1: "open the drawer"}
+    assert task_of == {0: "pick the cube", 1: "open the drawer", 2: "wipe the table"}
     rows = episode_rows(root)
     assert [r["episode_index"] for r in rows] == list(range(7))
     assert rows[0]["dataset_from_index"] == 0 and rows[-1]["dataset_to_index"] == sum(LENGTHS)
-    for prev, nxt in zip(rows, rows[1:], strict=False):
+    for prev, nxt in itertools.pairwise(rows):
         assert prev["dataset_to_index"] == nxt["dataset_from_index"]
     for row, ep in zip(rows, episodes, strict=True):
         n = row["dataset_to_index"] - row["dataset_from_index"]
@@ -286,9 +287,13 @@ def parts(tmp_path, episodes) -> tuple[Path, list[Path]]:
     return work, write_parts(work, episodes)
 
 
-def test_missing_video_in_a_part_is_named(parts):
+def test_missing_or_truncated_video_in_a_part_is_named(parts):
     work, paths = parts
-    next(paths[1].glob("videos/observation.images.wrist/*/*.mp4")).unlink()
+    video = next(paths[1].glob("videos/observation.images.wrist/*/*.mp4"))
+    video.write_bytes(video.read_bytes()[:300])
+    with pytest.raises(ConversionError, match=r"part-00001.*observation\.images\.wrist.*file-000\.mp4"):
+        merge_parts(work, paths, make_info(), {}, merged_stats(paths))
+    video.unlink()
     with pytest.raises(ConversionError, match=r"part-00001.*observation\.images\.wrist.*missing"):
         merge_parts(work, paths, make_info(), {}, merged_stats(paths))
 

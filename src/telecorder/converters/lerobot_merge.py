@@ -100,7 +100,7 @@ def merge_parts(work: Path, parts: list[Path], info: DatasetInfo, options: Mappi
     (work / "meta").mkdir(parents=True, exist_ok=True)
     try:
         for part in loaded:
-            episodes, frames = len(rows), sum(int(r["length"]) for r in rows)
+            episodes, frames = len(rows), rows[-1]["dataset_to_index"] if rows else 0
             task_map = np.array([tasks.setdefault(t, len(tasks)) for t in part.tasks], dtype=np.int64)
             data_map = {where: next(data_numbers) for where in part.data_files}
             _rewrite_data(work, part, data_map, episodes, frames, task_map)
@@ -242,6 +242,9 @@ def _agreed(parts: list[_Part]) -> dict[str, Any]:
             raise ConversionError(f"{part.path}: meta/info.json differs from {first.path.name}'s in {keys}")
         if part.sidecar.get("info") != first.sidecar.get("info"):
             raise ConversionError(f"{part.path}: {SIDECAR} describes another schema than {first.path.name}'s")
+        if bool(part.sidecar.get("timing_file")) != bool(first.sidecar.get("timing_file")):
+            raise ConversionError(f"{part.path}: has {'no ' if not part.sidecar.get('timing_file') else ''}"
+                                  f"{TIMING_PATH}, unlike {first.path.name}")
     return {"info": first.info, "sidecar": first.sidecar}
 
 
