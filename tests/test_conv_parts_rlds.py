@@ -4,6 +4,7 @@ writer gives, as real tensorflow-datasets and our reader see it, with the same s
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import re
@@ -318,3 +319,32 @@ def test_a_merged_val_split_must_not_be_empty(small_parts: tuple[Path, list[Path
     parts_without_val = parts[:1]  # episode 0 only
     with pytest.raises(ConversionError, match="split 'val' would hold no episode"):
         merge(work, parts_without_val, arm_info(), "rlds", **options(episodes_per_shard=1))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("array_record") is None, reason="array_record package not installed")
+def test_array_record_parts(tmp_path: Path, episodes: list[Episode]) -> None:
+    work = tmp_path / ".small.partial"
+    opts = options(episodes_per_shard=1, file_format="array_record")
+    parts = write_parts(work, arm_info(), episodes[:4], "rlds", groups=((0, 2), (2, 4)), own_val=True, **opts)
+    merge(work, parts, arm_info(), "rlds", **opts)
+    assert sorted(p.name for p in work.glob(f"{NAME}-*")) == [
+        f"{NAME}-train.array_record-{i:05d}-of-00003" for i in range(3)
+    ] + [f"{NAME}-val.array_record-00000-of-00001"]
+    reader = RLDSReader(work)
+    assert reader.episode_indices() == [0, 1, 2, 3]
+    for i in range(4):
+        np.testing.assert_array_equal(reader.read_episode(i).data["action"], episodes[i].data["action"])
+
+
+def test_oxe_statistics_must_cover_the_parts(tmp_path: Path, episodes: list[Episode]) -> None:
+    work = tmp_path / ".small.partial"
+    opts = options(episodes_per_shard=1)
+    parts = write_parts(work, arm_info(), episodes[:3], "oxe", groups=((0, 1), (1, 3)), own_val=True, **opts)
+    only_first = read_part_stats(parts[0])
+    # Statistics that miss a part's steps would describe other data than the dataset holds.
+    with pytest.raises(ConversionError, match=rf"merged statistics cover {LENGTHS[0]} action"):
+        WRITERS["oxe"][1](work, parts, arm_info(), opts, only_first)
+    assert not list(work.rglob(f"{NAME}-*-of-*"))  # refused before any shard moved
+    (parts[1] / PART_STATS).write_text(json.dumps(DatasetStats({}).to_json_dict()))
+    with pytest.raises(ConversionError, match=r"part-00001: oxe part statistics 'action' cover None steps"):
+        merge(work, parts, arm_info(), "oxe", **opts)

@@ -486,17 +486,26 @@ def merge_parts(
                     f"{part}: oxe part statistics {key!r} cover {count} steps, its episodes have {frames}"
                 )
 
-    def finish(merged: MergedRLDS) -> None:
+    def merged_stats(merged: MergedRLDS) -> tuple[OXEWriter, FeatureStats, FeatureStats]:
         writer = cast(OXEWriter, merged.writer)  # merge_rlds_parts made it from OXEWriter
         action, proprio = (
             stats[key] if key in stats else FeatureStats.empty(writer.out_info.features[name].shape, name=key)
             for key, name in (("action", "action"), ("proprio", "observation.state"))
         )
+        return writer, action, proprio
+
+    def check_all(merged: MergedRLDS) -> None:
+        _, action, proprio = merged_stats(merged)
         if action.count != merged.total_frames or proprio.count != merged.total_frames:
             raise ConversionError(
-                f"{work}: merged statistics cover {action.count} action / {proprio.count} proprio steps, "
+                f"{work}: the merged statistics cover {action.count} action / {proprio.count} proprio steps, "
                 f"the parts hold {merged.total_frames}"
             )
+
+    def finish(merged: MergedRLDS) -> None:
+        writer, action, proprio = merged_stats(merged)
         writer._write_oxe_files(action, proprio, num_trajectories=merged.total_episodes)
 
-    merge_rlds_parts(Path(work), list(parts), info, options, OXEWriter, check_part=check_part, finish=finish)
+    merge_rlds_parts(
+        Path(work), list(parts), info, options, OXEWriter, check_part=check_part, check_all=check_all, finish=finish
+    )

@@ -77,12 +77,14 @@ def merge_rlds_parts(
     writer_cls: type[RLDSWriter] = RLDSWriter,
     *,
     check_part: Callable[[Path, dict[str, Any]], None] | None = None,
+    check_all: Callable[[MergedRLDS], None] | None = None,
     finish: Callable[[MergedRLDS], None] | None = None,
 ) -> MergedRLDS:
     """Merge ``parts`` (in order) into one dataset in ``work``; see the module docstring.
 
-    ``check_part(part, sidecar)`` runs on every part before anything moves (a subclass's own
-    consistency checks); ``finish(merged)`` writes extra files before the parts are removed.
+    A format built on RLDS adds its own checks, run before anything moves: ``check_part(part,
+    sidecar)`` on every part and ``check_all(merged)`` on the totals; ``finish(merged)`` writes
+    its extra files once the dataset is complete, before the parts are removed.
     """
     work = Path(work)
     opts = {k: v for k, v in options.items() if k != "part"}
@@ -113,6 +115,12 @@ def merge_rlds_parts(
         )
 
     data_dir = final.data_dir
+    final._split_episodes = split_episodes
+    final._count, final._frames = total_episodes, total_frames
+    merged = MergedRLDS(final, data_dir, split_episodes, total_episodes, total_frames)
+    if check_all is not None:
+        check_all(merged)
+
     data_dir.mkdir(parents=True, exist_ok=True)
     suffix = _file_suffix(tfds, final.file_format)
     moves: list[tuple[Path, Path]] = []
@@ -165,9 +173,6 @@ def merge_rlds_parts(
     sidecar["info"] = {**sidecar.get("info", {}), "total_episodes": total_episodes, "total_frames": total_frames}
     write_json_atomic(data_dir / SIDECAR, sidecar)
 
-    final._split_episodes = split_episodes
-    final._count, final._frames = total_episodes, total_frames
-    merged = MergedRLDS(final, data_dir, split_episodes, total_episodes, total_frames)
     if finish is not None:
         finish(merged)
     shutil.rmtree(work / PARTS_DIR, ignore_errors=True)
