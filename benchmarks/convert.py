@@ -1,11 +1,18 @@
-"""Conversion benchmark: frames/s for native -> rlds, native -> lerobot (video encoding) and
-lerobot -> native, each with --workers 1 and 2, in one run on the same sim episodes.
+"""Conversion benchmark: native -> rlds, native -> lerobot (video encoding) and lerobot -> native,
+in one run on the same sim episodes, each run
+
+- in one process (today's default: one writer, its encoders on threads),
+- sharded on the local process pool with 1 and 2 workers (each worker encodes on one thread),
+- on Apache Beam's DirectRunner in multi-processing mode with 1 and 2 workers,
+
+with the scaling from 1 to 2 workers, and the throughput of one worker (episodes/s, frames/s),
+from which the README plans a cluster run.
 
 The source is made without real-time pacing: the scripted expert drives the MuJoCo arm and
 both cameras are rendered for every step, straight into the native store.
 
-    python benchmarks/convert.py                       # 50 episodes, 320x240 cameras
-    python benchmarks/convert.py --episodes 10 --size 640x480
+    python benchmarks/convert.py                       # 20 episodes, 640x480 cameras
+    python benchmarks/convert.py --episodes 10 --size 320x240 --no-beam
 """
 
 from __future__ import annotations
@@ -70,18 +77,29 @@ def make_sim_dataset(root: Path, episodes: int, width: int, height: int, fps: fl
     return frames
 
 
-def timed(src: Path, dst: Path, to: str, workers: int, **writer_options: object) -> dict:
+MODES = {
+    "one process": {"sharded": False},
+    "local, 1 worker": {"sharded": True, "workers": 1},
+    "local, 2 workers": {"sharded": True, "workers": 2},
+    "beam, 1 worker": {"runner": "beam", "beam_options": ["--direct_num_workers=1"]},
+    "beam, 2 workers": {"runner": "beam", "beam_options": ["--direct_num_workers=2"]},
+}
+
+
+def timed(src: Path, dst: Path, to: str, mode: dict, **writer_options: object) -> dict:
     t0 = time.perf_counter()
-    report = convert(src, dst, ConvertOptions(to=to, workers=workers, writer_options=dict(writer_options)))
+    report = convert(src, dst, ConvertOptions(to=to, writer_options=dict(writer_options), **mode))
     seconds = time.perf_counter() - t0
     return {"episodes": report.episodes, "frames": report.frames, "seconds": round(seconds, 2),
+            "episodes_per_s": round(report.episodes / seconds, 3),
             "frames_per_s": round(report.frames / seconds, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--episodes", type=int, default=50)
-    ap.add_argument("--size", default="320x240", help="camera WIDTHxHEIGHT of the generated source")
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--size", default="640x480", help="camera WIDTHxHEIGHT of the generated source")
+    ap.add_argument("--no-beam", action="store_true", help="leave out the Beam runs")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/convert.json"))
     ap.add_argument("--make-source", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -100,25 +118,31 @@ def main(argv: list[str] | None = None) -> int:
                                str(args.episodes), "--size", args.size], capture_output=True, text=True, check=True)
         frames = int(made.stdout.split()[-1])
         console.print(f"{frames} steps x 2 cameras")
-        for workers in (1, 2):
-            rows[f"native -> rlds, workers {workers}"] = timed(tmp / "native", tmp / f"rlds{workers}", "rlds", workers)
-            rows[f"native -> lerobot (h264), workers {workers}"] = timed(
-                tmp / "native", tmp / f"lerobot{workers}", "lerobot", workers, codec="h264")
-        for workers in (1, 2):
-            rows[f"lerobot -> native, workers {workers}"] = timed(tmp / "lerobot1", tmp / f"back{workers}", "native",
-                                                                  workers)
+        modes = {k: v for k, v in MODES.items() if not (args.no_beam and k.startswith("beam"))}
+        jobs = [("native -> rlds", "native", "rlds", {}),
+                ("native -> lerobot (h264)", "native", "lerobot", {"codec": "h264"}),
+                ("lerobot -> native", "lerobot", "native", {})]
+        for label, src, to, writer_options in jobs:
+            for k, (mode, settings) in enumerate(modes.items()):
+                name = f"{label}, {mode}"
+                console.print(f"  {name} ...")
+                rows[name] = timed(tmp / src, tmp / f"{to}{k}", to, settings, **writer_options)
+                if src == "native" and to == "lerobot" and k == 0:
+                    shutil.copytree(tmp / f"{to}{k}", tmp / "lerobot")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    table = Table(title=f"convert benchmark ({os.cpu_count()} cores; {args.episodes} episodes, {width}x{height})")
-    for col in ("conversion", "frames", "seconds", "steps/s", "scaling 2 vs 1"):
+    table = Table(title=f"convert benchmark ({os.cpu_count()} cores; {args.episodes} episodes, {width}x{height}, "
+                        "2 cameras)")
+    for col in ("conversion", "frames", "seconds", "episodes/s", "steps/s", "scaling 2 vs 1 worker"):
         table.add_column(col)
     for name, r in rows.items():
         scaling = ""
-        if name.endswith("workers 2"):
-            one = rows[name.replace("workers 2", "workers 1")]
-            scaling = f"{r['frames_per_s'] / one['frames_per_s']:.2f}x"
+        if name.endswith("2 workers"):
+            one = rows[name.replace("2 workers", "1 worker")]
             r["scaling_vs_1_worker"] = round(r["frames_per_s"] / one["frames_per_s"], 2)
-        table.add_row(name, str(r["frames"]), str(r["seconds"]), str(r["frames_per_s"]), scaling)
+            scaling = f"{r['scaling_vs_1_worker']:.2f}x"
+        table.add_row(name, str(r["frames"]), str(r["seconds"]), str(r["episodes_per_s"]), str(r["frames_per_s"]),
+                      scaling)
     console.print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(rows, indent=2) + "\n")

@@ -15,8 +15,10 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -166,7 +168,11 @@ def run_local(src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo, sh
     info_dict = info.to_dict()
     results: list[dict[str, Any]] = []
     lean = replace(opts, workers=1)
-    with ProcessPoolExecutor(max_workers=max(1, opts.workers)) as pool:
+    # A forked copy of a process with TensorFlow's thread pools running can deadlock in them, so
+    # then the workers start as fresh interpreters (which re-import the caller's main module:
+    # scripts need the usual `if __name__ == "__main__":`); otherwise fork, which needs nothing.
+    context = multiprocessing.get_context("spawn" if "tensorflow" in sys.modules else "fork")
+    with ProcessPoolExecutor(max_workers=max(1, opts.workers), mp_context=context) as pool:
         pending: set[Future] = {
             pool.submit(write_part, str(src), str(work), str(dst), lean, info_dict, k, eps)
             for k, eps in enumerate(shards)
