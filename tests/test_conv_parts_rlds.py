@@ -23,7 +23,7 @@ from telecorder.converters.base import SIDECAR, ConversionError
 from telecorder.converters.oxe import CONFIG_FILE, STATS_FILE, OXEWriter
 from telecorder.converters.oxe import merge_parts as merge_oxe
 from telecorder.converters.parts import PART_STATS, PARTS_DIR, part_path, read_part_stats
-from telecorder.converters.rlds import RLDSReader, RLDSWriter, import_tfds
+from telecorder.converters.rlds import RLDSReader, RLDSWriter, episode_metadata_fields, import_tfds
 from telecorder.converters.rlds import merge_parts as merge_rlds
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo
@@ -348,3 +348,80 @@ def test_oxe_statistics_must_cover_the_parts(tmp_path: Path, episodes: list[Epis
     (parts[1] / PART_STATS).write_text(json.dumps(DatasetStats({}).to_json_dict()))
     with pytest.raises(ConversionError, match=r"part-00001: oxe part statistics 'action' cover None steps"):
         merge(work, parts, arm_info(), "oxe", **opts)
+
+
+# --------------------------------------------------------------------------- episode_metadata schema
+
+
+def test_episode_metadata_fields_are_the_scalar_metadata() -> None:
+    meta = {
+        "task": "x", "success": np.bool_(True), "attempt": np.int32(3), "score": 1.5, "tags": np.array([1, 2]),
+        "file_path": "reserved", "telecorder_metadata": "reserved", "bad key": 1, "nothing": None, "nested": {"a": 1},
+    }
+    assert episode_metadata_fields(meta) == {"attempt": "int64", "score": "float64", "success": "bool", "task": "text"}
+    with pytest.raises(ConversionError, match=r"episode_metadata_fields\['operator'\] is 'string'; kinds are bool, int64"):
+        RLDSWriter(Path("unused"), arm_info(), episode_metadata_fields={"operator": "string"})
+    with pytest.raises(ConversionError, match="key 'episode_id' cannot be"):
+        RLDSWriter(Path("unused"), arm_info(), episode_metadata_fields={"episode_id": "int64"})
+
+
+def _varied_metadata(episodes: list[Episode]) -> list[Episode]:
+    """Four episodes whose scalar metadata keys and types vary: the second part (episodes 2, 3)
+    starts with one that lacks "operator" and has a "notes" the first episode does not."""
+    eps = [dataclasses.replace(e, metadata=dict(e.metadata)) for e in episodes[:4]]
+    eps[0].metadata.update(attempt=1, score=0.5)
+    eps[1].metadata.update(attempt="n/a", score=np.float32(0.75))  # attempt of the wrong type
+    del eps[2].metadata["operator"]
+    eps[2].metadata.update(notes="regrasped", score=np.float32(0.25))
+    eps[3].metadata.update(attempt=np.int64(4))
+    return eps
+
+
+@pytest.mark.parametrize("fmt", sorted(WRITERS))
+def test_parts_given_the_first_episodes_metadata_fields_merge_as_one_writer(
+    tmp_path: Path, episodes: list[Episode], fmt: str
+) -> None:
+    eps, info, groups = _varied_metadata(episodes), arm_info(), ((0, 2), (2, 4))
+    seq = tmp_path / "seq"
+    write(seq, info, eps, fmt, **options())  # one writer: the schema of episode 0
+    fields = episode_metadata_fields(eps[0].metadata)
+    assert fields == {
+        "attempt": "int64", "language_instruction": "text", "operator": "text", "score": "float64",
+        "success": "bool", "task": "text",
+    }
+    opts = options(episode_metadata_fields=fields)
+
+    # Without the option the second part derives its schema from episode 2, and the merge refuses it.
+    bare = tmp_path / ".bare.partial"
+    parts = write_parts(bare, info, eps, fmt, groups, own_val=True, **options())
+    with pytest.raises(ConversionError, match=r"part-00001.*features\.json differs.*episode_metadata.*episode_metadata_fields"):
+        merge(bare, parts, info, fmt, **options())
+
+    work = tmp_path / ".out.partial"
+    parts = write_parts(work, info, eps, fmt, groups, own_val=True, **opts)
+    merge(work, parts, info, fmt, **opts)
+    got_dir, want_dir = data_dir(work, fmt), data_dir(seq, fmt)
+    assert (got_dir / "features.json").read_text() == (want_dir / "features.json").read_text()
+    assert json.loads((got_dir / SIDECAR).read_text()) == json.loads((want_dir / SIDECAR).read_text())
+
+    got_meta = {}
+    for split in ("train", "val"):
+        got, want = _tfds_episodes(got_dir, split), _tfds_episodes(want_dir, split)
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            gm, wm = g["episode_metadata"], w["episode_metadata"]
+            assert gm.keys() == wm.keys() == {"file_path", "episode_id", "telecorder_metadata", *fields}
+            for key in gm:
+                assert type(gm[key]) is type(wm[key]) and np.asarray(gm[key]).dtype == np.asarray(wm[key]).dtype, key
+                np.testing.assert_array_equal(gm[key], wm[key], err_msg=key)
+            np.testing.assert_array_equal(
+                np.stack([s["action"] for s in g["steps"]]), np.stack([s["action"] for s in w["steps"]])
+            )
+            got_meta[int(gm["episode_id"])] = gm
+    assert sorted(got_meta) == [0, 1, 2, 3]
+    # Missing or mistyped values get the defaults; the keys episode 0 lacks stay in the JSON copy.
+    assert got_meta[2]["operator"] == b"" and got_meta[3]["operator"] == b"op3"
+    assert got_meta[1]["attempt"] == 0 and got_meta[3]["attempt"] == 4
+    assert got_meta[2]["score"] == 0.25 and got_meta[2]["score"].dtype == np.float64
+    assert json.loads(got_meta[2]["telecorder_metadata"])["notes"] == "regrasped"
+    assert RLDSReader(work).read_episode(2).metadata["notes"] == "regrasped"

@@ -73,6 +73,58 @@ _DERIVED = ("is_first", "is_last")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # Reading forward by this many episodes is cheaper than restarting the reader at the target.
 _SKIP_AHEAD = 8
+# Typed episode_metadata fields: kind -> the Python type a value is cast to, its default when
+# missing or not castable.
+_META_KINDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
+    "bool": (bool, False),
+    "int64": (int, 0),
+    "float64": (float, math.nan),
+    "text": (str, ""),
+}
+_META_KIND_OF: dict[type, str] = {bool: "bool", int: "int64", float: "float64", str: "text"}
+# episode_metadata fields every episode gets, whatever its metadata.
+_META_RESERVED = frozenset({"file_path", "episode_id", METADATA_JSON_KEY})
+
+
+def episode_metadata_fields(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The typed ``episode_metadata`` fields (key -> kind: ``bool``, ``int64``, ``float64`` or
+    ``text``) that :class:`RLDSWriter` derives from its first episode when that has ``metadata``.
+
+    Only scalar bool / int / float / str values (NumPy scalars included) whose key is usable in
+    RLDS become fields. A sharded conversion computes this once, from the first episode of the
+    whole conversion, and gives it to every part as the writer option ``episode_metadata_fields``,
+    so that all parts store the schema one writer would have.
+    """
+    fields: dict[str, str] = {}
+    for key, value in sorted(metadata.items(), key=lambda kv: str(kv[0])):
+        if not isinstance(key, str) or key in _META_RESERVED or not _KEY_RE.match(key):
+            continue
+        value = value.item() if isinstance(value, np.generic) else value
+        kind = _META_KIND_OF.get(type(value))
+        if kind is not None:
+            fields[key] = kind
+    return fields
+
+
+def _checked_metadata_fields(value: Any, where: str) -> dict[str, str] | None:
+    """The ``episode_metadata_fields`` option, validated; None when not given."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ConversionError(f"{where}: episode_metadata_fields must map metadata keys to kinds, not {type(value).__name__}")
+    fields: dict[str, str] = {}
+    for key, kind in sorted(value.items(), key=lambda kv: str(kv[0])):
+        if not isinstance(key, str) or not _KEY_RE.match(key) or key in _META_RESERVED:
+            raise ConversionError(
+                f"{where}: episode_metadata_fields key {key!r} cannot be an episode_metadata field "
+                f"(reserved: {', '.join(sorted(_META_RESERVED))}; keys match {_KEY_RE.pattern})"
+            )
+        if kind not in _META_KINDS:
+            raise ConversionError(
+                f"{where}: episode_metadata_fields[{key!r}] is {kind!r}; kinds are {', '.join(_META_KINDS)}"
+            )
+        fields[key] = str(kind)
+    return fields
 
 
 def import_tfds() -> tuple[Any, Any]:
@@ -702,6 +754,12 @@ class RLDSWriter(FormatWriter):
         description: text for dataset_info.json.
         part: write one part of a sharded conversion (:mod:`telecorder.converters.parts`):
             a split may stay empty, and ``part_stats.json`` is written at ``path``.
+        episode_metadata_fields: the typed ``episode_metadata`` fields, metadata key -> kind
+            (``bool``, ``int64``, ``float64``, ``text``), used instead of those derived from the
+            first episode written (:func:`episode_metadata_fields`). The parts of a sharded
+            conversion all get the fields of the conversion's first episode, so that they store
+            one schema. Values are cast to the field's kind; an episode without the key, or with
+            a value that does not cast, stores False / 0 / NaN / ''.
 
     Conventions written: ``reward`` is 1 on the last step of an episode whose ``success`` is
     not False (0 elsewhere), ``is_terminal`` likewise (a failed demo was cut off, not finished),
@@ -727,6 +785,7 @@ class RLDSWriter(FormatWriter):
             "encode_threads",
             "description",
             "part",
+            "episode_metadata_fields",
         }
     )
 
@@ -772,6 +831,7 @@ class RLDSWriter(FormatWriter):
         self._episodes_per_shard = opt("episodes_per_shard")
         self._shard_bytes = float(opt("shard_size_mb", 256)) * 1e6
         self._threads = max(1, int(opt("encode_threads", min(8, os.cpu_count() or 1))))
+        self._given_meta_fields = _checked_metadata_fields(opt("episode_metadata_fields"), f"{self.format_name} writer")
         self._description = str(opt("description", "")) or (
             f"Teleoperated demonstrations of {info.robot_type} recorded with telecorder."
         )
@@ -903,15 +963,11 @@ class RLDSWriter(FormatWriter):
             "episode_id": F.Scalar(dtype=np.int32, doc="index of the episode in its source dataset"),
             METADATA_JSON_KEY: F.Text(doc="all of the episode's telecorder metadata, as JSON"),
         }
-        kinds = {bool: "bool", int: "int64", float: "float64", str: "text"}
-        for key, value in sorted((first.metadata if first is not None else {}).items()):
-            if key in fields or not _KEY_RE.match(key) or isinstance(value, np.ndarray):
-                continue
-            value = value.item() if isinstance(value, np.generic) else value
-            kind = kinds.get(type(value))
-            if kind is None:
-                continue
-            self._meta_fields[key] = kind
+        if self._given_meta_fields is not None:
+            self._meta_fields = dict(self._given_meta_fields)
+        else:
+            self._meta_fields = episode_metadata_fields(first.metadata if first is not None else {})
+        for key, kind in self._meta_fields.items():
             fields[key] = F.Text() if kind == "text" else F.Scalar(dtype=np.dtype(kind))
         return F.FeaturesDict(fields)
 
@@ -1062,15 +1118,14 @@ class RLDSWriter(FormatWriter):
             "episode_id": episode_id,
             METADATA_JSON_KEY: json.dumps(meta, default=_json_default, sort_keys=True),
         }
-        defaults = {"bool": False, "int64": 0, "float64": math.nan, "text": ""}
         for key, kind in self._meta_fields.items():
             value = meta.get(key)
             value = value.item() if isinstance(value, np.generic) else value
-            caster: Callable[[Any], Any] = {"bool": bool, "int64": int, "float64": float, "text": str}[kind]
+            caster, default = _META_KINDS[kind]
             try:
-                episode_metadata[key] = defaults[kind] if value is None else caster(value)
+                episode_metadata[key] = default if value is None else caster(value)
             except (TypeError, ValueError):
-                episode_metadata[key] = defaults[kind]
+                episode_metadata[key] = default
         return {"steps": steps, "episode_metadata": episode_metadata}
 
     # -- finishing -----------------------------------------------------------------------
@@ -1116,8 +1171,8 @@ class RLDSWriter(FormatWriter):
             },
             "episode_fields": {
                 f"episode_metadata/{METADATA_JSON_KEY}": "the episode's metadata as JSON (authoritative)",
-                "episode_metadata/<key>": "typed copies of the scalar metadata of the first episode "
-                "(missing later: False / 0 / NaN / '')",
+                "episode_metadata/<key>": "typed copies of the scalar metadata of the first episode, or of "
+                "the keys the writer was given (missing or not castable: False / 0 / NaN / '')",
             },
             "conventions": {
                 "reward": "1 on the last step when metadata success is not False, else 0",

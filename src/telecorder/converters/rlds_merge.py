@@ -263,7 +263,9 @@ def _check_same(ref: _Part, part: _Part) -> None:
         path = _first_difference(ref.features, part.features) or "(top level)"
         hint = (
             " (episode_metadata holds typed copies of the first episode's scalar metadata: its keys differ "
-            "between the first episodes of the parts)" if "episode_metadata" in path else ""
+            "between the first episodes of the parts; give every part the writer option "
+            "episode_metadata_fields=rlds.episode_metadata_fields(<first episode>.metadata))"
+            if "episode_metadata" in path else ""
         )
         raise ConversionError(f"{where}: features.json differs from {ref.root}'s at {path}{hint}")
     for key in ("rlds_keys", "info"):
