@@ -112,3 +112,23 @@ def test_oxe_statistics_and_config_equal_the_one_process_run(outputs: dict, run:
     octo = config["make_dataset_from_rlds_kwargs"]["octo"]
     assert octo["data_dir"] == str(outputs[("oxe", run)].resolve())
     assert octo["name"] == "arm_demo"
+
+
+def test_parts_whose_first_episodes_differ_in_metadata_merge_as_one_writer(tmp_path: Path) -> None:
+    """A one-process run types ``episode_metadata`` from its first episode; the driver hands
+    those fields to every part, so a part starting with other metadata keys still merges."""
+    episodes = make_episodes()
+    episodes[2].metadata = {k: v for k, v in episodes[2].metadata.items() if k != "operator"} | {"notes": "re-take"}
+    writer = NativeWriter(tmp_path / "src", arm_info())
+    for ep in episodes:
+        writer.write_episode(ep)
+    writer.close()
+    convert(tmp_path / "src", tmp_path / "one", ConvertOptions(to="rlds"))
+    convert(tmp_path / "src", tmp_path / "two", ConvertOptions(to="rlds", workers=2, shard_episodes=2))
+    a, b = _episodes(tmp_path / "one", "train"), _episodes(tmp_path / "two", "train")
+    assert len(a) == len(b) == len(episodes)
+    for ea, eb in zip(a, b, strict=True):
+        assert ea["episode_metadata"].keys() == eb["episode_metadata"].keys()
+        for key, value in ea["episode_metadata"].items():
+            np.testing.assert_array_equal(value, eb["episode_metadata"][key], err_msg=key)
+    assert b[2]["episode_metadata"]["operator"] == b""  # typed like the first episode's, missing: empty

@@ -1003,8 +1003,24 @@ def add_edit_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpForm
     q.add_argument("--in-place", action="store_true", help="replace the dataset itself (atomically)")
 
 
+def _glue_beam_options(argv: Sequence[str]) -> list[str]:
+    """``--beam-options '--a=1 --b=2'`` as users write it: argparse would take the value, which
+    starts with dashes, for an option of its own."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        if args[i] == "--beam-options" and i + 1 < len(args):
+            out.append(f"--beam-options={args[i + 1]}")
+            i += 2
+            continue
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_glue_beam_options(sys.argv[1:] if argv is None else argv))
     return _run(args.func, args)
 
 

@@ -270,6 +270,10 @@ def _convert_sharded(src: Path, dst: Path, work: Path, opts: ConvertOptions, out
         from ..beam.options import beam_worker_count
 
         workers = beam_worker_count(opts.beam_options)
+    if opts.to in ("rlds", "oxe") and "episode_metadata_fields" not in opts.writer_options:
+        fields = _first_episode_metadata_fields(src, opts, wanted)
+        if fields is not None:
+            opts = replace(opts, writer_options={**opts.writer_options, "episode_metadata_fields": fields})
     per_shard = sharded.shard_episodes(len(wanted), workers, opts.shard_episodes)
     shards = sharded.plan_shards(list(wanted), per_shard)
     work.mkdir(parents=True)
@@ -297,6 +301,23 @@ def _convert_sharded(src: Path, dst: Path, work: Path, opts: ConvertOptions, out
     _swap_into_place(work, dst)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _first_episode_metadata_fields(src: Path, opts: ConvertOptions, wanted: list[int]) -> dict[str, str] | None:
+    """The typed RLDS ``episode_metadata`` fields a one-process run takes from its first episode,
+    given to every part so that all parts declare the same ones (read without frames)."""
+    from .rlds import episode_metadata_fields
+
+    reader = _open(src, replace(opts, cameras={}))
+    for index in wanted:
+        try:
+            episode = reader.read_episode(index)
+        except DatasetError:
+            if not opts.skip_bad:
+                raise
+            continue
+        return episode_metadata_fields({**episode.metadata, "source_episode_index": index})
+    return None
 
 
 def _val_episodes(wanted: list[int], opts: ConvertOptions) -> list[int]:
