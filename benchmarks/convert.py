@@ -11,7 +11,7 @@ from which the README plans a cluster run.
 The source is made without real-time pacing: the scripted expert drives the MuJoCo arm and
 both cameras are rendered for every step, straight into the native store.
 
-    python benchmarks/convert.py                       # 20 episodes, 640x480 cameras
+    python benchmarks/convert.py                       # 60 episodes (5 s each), 640x480 cameras
     python benchmarks/convert.py --episodes 10 --size 320x240 --no-beam
 """
 
@@ -90,14 +90,17 @@ def timed(src: Path, dst: Path, to: str, mode: dict, **writer_options: object) -
     t0 = time.perf_counter()
     report = convert(src, dst, ConvertOptions(to=to, writer_options=dict(writer_options), **mode))
     seconds = time.perf_counter() - t0
-    return {"episodes": report.episodes, "frames": report.frames, "seconds": round(seconds, 2),
-            "episodes_per_s": round(report.episodes / seconds, 3),
-            "frames_per_s": round(report.frames / seconds, 1)}
+    row = {"episodes": report.episodes, "frames": report.frames, "seconds": round(seconds, 2),
+           "episodes_per_s": round(report.episodes / seconds, 3),
+           "frames_per_s": round(report.frames / seconds, 1)}
+    if report.shards:
+        row.update(shards=report.shards, merge_s=report.merge_seconds)
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--episodes", type=int, default=60)
     ap.add_argument("--size", default="640x480", help="camera WIDTHxHEIGHT of the generated source")
     ap.add_argument("--no-beam", action="store_true", help="leave out the Beam runs")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/convert.json"))

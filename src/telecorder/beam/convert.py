@@ -45,10 +45,7 @@ def _episodes_of(shard_json: str):
 
 def _finish(_: Any, work: str, to: str, info: dict[str, Any], options: dict[str, Any], results: list[str],
             stats: str) -> None:
-    from ..datasets.stats import DatasetStats
-
-    sharded.finish(Path(work), to, DatasetInfo.from_dict(info), options, [json.loads(r) for r in results],
-                   DatasetStats.from_json_dict(json.loads(stats)))
+    sharded.finish_json(work, to, info, options, json.dumps([json.loads(r) for r in results]), stats)
 
 
 def build(p: Any, src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo,

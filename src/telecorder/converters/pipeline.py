@@ -71,6 +71,8 @@ class ConvertReport:
     skipped: list[tuple[int, str]] = field(default_factory=list)
     resumed: int = 0
     cameras_left_out: dict[str, str] = field(default_factory=dict)  # camera -> why (skip_missing_cameras)
+    shards: int = 0  # sharded runs: how many shards, and the seconds the final merge took
+    merge_seconds: float = 0.0
 
     @property
     def frames_per_s(self) -> float:
@@ -297,7 +299,8 @@ def _convert_sharded(src: Path, dst: Path, work: Path, opts: ConvertOptions, out
         shutil.rmtree(work, ignore_errors=True)
         raise
     report = ConvertReport(output=dst, episodes=int(summary["episodes"]), frames=int(summary["frames"]),
-                           skipped=[(int(i), str(m)) for i, m in summary["skipped"]], cameras_left_out=left_out)
+                           skipped=[(int(i), str(m)) for i, m in summary["skipped"]], cameras_left_out=left_out,
+                           shards=int(summary["shards"]), merge_seconds=float(summary.get("merge_s", 0.0)))
     _swap_into_place(work, dst)
     report.seconds = time.perf_counter() - t0
     return report

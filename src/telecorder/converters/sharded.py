@@ -19,6 +19,7 @@ import multiprocessing
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
@@ -135,7 +136,9 @@ def finish(work: Path, to: str, info: DatasetInfo, options: dict[str, Any], resu
     if not parts:
         raise ConversionError(f"no episode could be converted ({len(summary['skipped'])} bad)")
     merge = _merger(to)
+    t0 = time.perf_counter()
     merge(work, parts, info, options, stats)
+    summary["merge_s"] = round(time.perf_counter() - t0, 3)
     leftover = Path(work) / PARTS_DIR
     if leftover.exists():
         shutil.rmtree(leftover)
@@ -164,7 +167,8 @@ def _merger(to: str) -> Callable[..., None]:
 
 def run_local(src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo, shards: list[list[int]],
               on_shard: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Every shard in a pool of ``opts.workers`` processes, then the merge in this one."""
+    """Every shard in a pool of ``opts.workers`` processes, then the merge in one of them (it
+    has the output format's libraries loaded already: TensorFlow takes seconds to import)."""
     info_dict = info.to_dict()
     results: list[dict[str, Any]] = []
     lean = replace(opts, workers=1)
@@ -189,5 +193,16 @@ def run_local(src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo, sh
             for future in pending:
                 future.cancel()
             raise
-    stats = merge_stats(r["stats"] for r in sorted(results, key=lambda r: r["shard"]))
-    return finish(work, opts.to, info, opts.writer_options, results, stats)
+        results.sort(key=lambda r: r["shard"])
+        stats = merge_stats(r["stats"] for r in results)
+        merged = pool.submit(finish_json, str(work), opts.to, info_dict, dict(opts.writer_options),
+                             json.dumps(results), json.dumps(stats.to_json_dict()))
+        return json.loads(merged.result())
+
+
+def finish_json(work: str, to: str, info: dict[str, Any], options: dict[str, Any], results: str,
+                stats: str) -> str:
+    """:func:`finish` with JSON in and out, for a worker process or a Beam step."""
+    summary = finish(Path(work), to, DatasetInfo.from_dict(info), options, json.loads(results),
+                     DatasetStats.from_json_dict(json.loads(stats)))
+    return json.dumps(summary)
