@@ -223,3 +223,17 @@ def test_a_misspelt_beam_option_is_refused(source: Path, tmp_path: Path) -> None
 def test_beam_run_cannot_resume(source: Path, tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="--resume"):
         convert(source, tmp_path / "out", ConvertOptions(to="native", runner="beam", resume=True))
+
+
+@pytest.mark.parametrize(("total", "workers"), [(60, 2), (61, 2), (7, 2), (1000, 3), (5, 8)])
+def test_shards_are_contiguous_in_order_and_even_across_workers(total: int, workers: int) -> None:
+    from telecorder.converters.sharded import MAX_SHARD_EPISODES, plan_shards
+
+    indices = list(range(100, 100 + total))
+    shards = plan_shards(indices, workers)
+    assert [i for shard in shards for i in shard] == indices
+    sizes = [len(s) for s in shards]
+    assert max(sizes) - min(sizes) <= 1 and max(sizes) <= MAX_SHARD_EPISODES
+    if total >= workers:
+        assert len(shards) % workers == 0 or len(shards) == total
+    assert [len(s) for s in plan_shards(indices, workers, per_shard=3)][:-1] == [3] * ((total - 1) // 3)

@@ -276,8 +276,7 @@ def _convert_sharded(src: Path, dst: Path, work: Path, opts: ConvertOptions, out
         fields = _first_episode_metadata_fields(src, opts, wanted)
         if fields is not None:
             opts = replace(opts, writer_options={**opts.writer_options, "episode_metadata_fields": fields})
-    per_shard = sharded.shard_episodes(len(wanted), workers, opts.shard_episodes)
-    shards = sharded.plan_shards(list(wanted), per_shard)
+    shards = sharded.plan_shards(list(wanted), workers, opts.shard_episodes)
     work.mkdir(parents=True)
     progress = {"episodes": 0, "frames": 0}
 

@@ -39,17 +39,27 @@ MAX_SHARD_EPISODES = 64
 REPORT_FILE = ".convert_report.json"
 
 
-def shard_episodes(total: int, workers: int, requested: int | None = None) -> int:
-    """Episodes per shard: ``requested``, else sized so every worker gets several shards."""
-    if requested is not None:
-        if requested < 1:
-            raise ConversionError(f"--shard-episodes must be at least 1, not {requested}")
-        return requested
-    return max(1, min(MAX_SHARD_EPISODES, math.ceil(total / max(1, workers * SHARDS_PER_WORKER))))
-
-
-def plan_shards(indices: list[int], per_shard: int) -> list[list[int]]:
-    return [indices[i : i + per_shard] for i in range(0, len(indices), per_shard)]
+def plan_shards(indices: list[int], workers: int, per_shard: int | None = None) -> list[list[int]]:
+    """Contiguous groups of ``indices``, in order: ``per_shard`` episodes each when given, else
+    ``SHARDS_PER_WORKER`` groups per worker (a multiple of the worker count, sizes within one
+    episode of each other, so that the workers finish together), none above MAX_SHARD_EPISODES."""
+    total = len(indices)
+    if per_shard is not None:
+        if per_shard < 1:
+            raise ConversionError(f"--shard-episodes must be at least 1, not {per_shard}")
+        return [indices[i : i + per_shard] for i in range(0, total, per_shard)]
+    workers = max(1, workers)
+    count = max(workers * SHARDS_PER_WORKER, math.ceil(total / MAX_SHARD_EPISODES))
+    count = min(total, math.ceil(count / workers) * workers)
+    if count == 0:
+        return []
+    size, extra = divmod(total, count)
+    out, start = [], 0
+    for k in range(count):
+        stop = start + size + (1 if k < extra else 0)
+        out.append(indices[start:stop])
+        start = stop
+    return out
 
 
 def part_options(to: str, options: dict[str, Any], dst: Path) -> dict[str, Any]:
