@@ -237,3 +237,19 @@ def test_shards_are_contiguous_in_order_and_even_across_workers(total: int, work
     if total >= workers:
         assert len(shards) % workers == 0 or len(shards) == total
     assert [len(s) for s in plan_shards(indices, workers, per_shard=3)][:-1] == [3] * ((total - 1) // 3)
+
+
+def test_cli_convert_and_doctor_on_beam(source: Path, tmp_path: Path) -> None:
+    from test_cli import run, tool
+
+    dst = tmp_path / "out"
+    proc = run(tool("telecorder"), "convert", str(source), str(dst), "--to", "native", "--runner", "beam",
+               "--beam-options", "--direct_num_workers=2 --direct_running_mode=multi_processing", check=True)
+    assert f"wrote {len(LENGTHS)} episode(s)" in proc.stdout
+    proc = run(tool("telecorder"), "doctor", str(dst), "--runner", "beam", "--beam-options",
+               "--direct_num_workers=2", "--json", check=True)
+    report = json.loads(proc.stdout)
+    assert report["ok"] and [e["episode_index"] for e in report["episodes"]] == list(range(len(LENGTHS)))
+    proc = run(tool("telecorder"), "convert", str(source), str(tmp_path / "x"), "--to", "native",
+               "--beam-options", "--direct_num_workers=2")
+    assert proc.returncode != 0 and "--runner beam" in proc.stderr + proc.stdout
