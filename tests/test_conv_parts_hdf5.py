@@ -13,7 +13,13 @@ from test_conv_hdf5 import act_norm_stats, robomimic_or_skip
 from telecorder.converters import aloha, robomimic
 from telecorder.converters.aloha import AlohaReader, AlohaWriter, length_fit_summary
 from telecorder.converters.base import SIDECAR, ConversionError
-from telecorder.converters.parts import PART_STATS, PARTS_DIR, part_path, read_part_stats
+from telecorder.converters.parts import (
+    PART_STATS,
+    PARTS_DIR,
+    merged_part_stats,
+    part_path,
+    read_part_stats,
+)
 from telecorder.converters.robomimic import RobomimicReader, RobomimicWriter
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
@@ -81,12 +87,6 @@ def write_parts(cls: type, work: Path, episodes: list[Episode], sizes: tuple[int
     return parts
 
 
-def merged_stats(parts: list[Path]) -> DatasetStats:
-    stats = DatasetStats({})
-    for part in parts:
-        stats = stats.merge(read_part_stats(part))
-    return stats
-
 
 def assert_same_hdf5(got: Path, want: Path) -> None:
     """Same groups, datasets (values, dtype, chunks, filters) and attributes."""
@@ -140,7 +140,7 @@ def test_aloha_parts_merge_into_the_sequential_dataset(tmp_path: Path, episode_l
     assert read_part_stats(parts[0]).features == {}
     first_file = parts[2] / "episode_0.hdf5"
     inode = first_file.stat().st_ino
-    aloha.merge_parts(work, parts, make_info(), options, merged_stats(parts))
+    aloha.merge_parts(work, parts, make_info(), options, merged_part_stats(parts))
 
     assert sorted(p.name for p in work.iterdir()) == sorted(p.name for p in (tmp_path / "whole").iterdir())
     assert not (work / PARTS_DIR).exists()
@@ -215,7 +215,7 @@ def test_robomimic_parts_merge_into_the_sequential_file(tmp_path: Path, actions:
         np.testing.assert_array_equal(part_stats["action"].max, raw.max(axis=0))
     else:
         assert part_stats.features == {}
-    robomimic.merge_parts(work, parts, make_info(), options, merged_stats(parts))
+    robomimic.merge_parts(work, parts, make_info(), options, merged_part_stats(parts))
 
     assert sorted(p.name for p in work.iterdir()) == ["demo.hdf5", SIDECAR]
     assert_same_hdf5(work / "demo.hdf5", tmp_path / "whole" / "demo.hdf5")
@@ -253,7 +253,7 @@ def test_robomimic_sequence_dataset_reads_the_merged_file(tmp_path: Path) -> Non
 
     episodes = make_episodes()
     parts = write_parts(RobomimicWriter, tmp_path / "work", episodes)
-    robomimic.merge_parts(tmp_path / "work", parts, make_info(), {}, merged_stats(parts))
+    robomimic.merge_parts(tmp_path / "work", parts, make_info(), {}, merged_part_stats(parts))
     path = tmp_path / "work" / "demo.hdf5"
     ObsUtils.initialize_obs_utils_with_obs_specs({"obs": {"low_dim": ["state"], "rgb": ["agentview_image"]}})
     ds = SequenceDataset(

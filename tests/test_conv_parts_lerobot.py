@@ -13,13 +13,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_conv_lerobot import psnr
 
 from telecorder.converters.base import SIDECAR, ConversionError
 from telecorder.converters.lerobot import LeRobotReader, LeRobotWriter, merge_parts
-from telecorder.converters.parts import PART_STATS, PARTS_DIR, part_path, read_part_stats
+from telecorder.converters.parts import (
+    PART_STATS,
+    PARTS_DIR,
+    merged_part_stats,
+    part_path,
+    read_part_stats,
+)
 from telecorder.converters.video import VideoEncoder
 from telecorder.datasets import DatasetInfo, Episode, FeatureSpec, image_feature
-from telecorder.datasets.stats import DatasetStats
 
 FPS = 30
 H, W = 48, 64
@@ -41,11 +47,6 @@ def scene(step: int, camera: int, episode: int) -> np.ndarray:
     r, c = (3 * step) % (H - 12), (5 * step + 17 * camera) % (W - 16)
     img[r : r + 12, c : c + 16] += 50
     return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def make_info() -> DatasetInfo:
@@ -96,12 +97,6 @@ def write_parts(work: Path, episodes: list[Episode], **options: object) -> list[
     return parts
 
 
-def merged_stats(parts: list[Path]) -> DatasetStats:
-    stats = DatasetStats({})
-    for part in parts:
-        stats = stats.merge(read_part_stats(part))
-    return stats
-
 
 # Default layout (a file of each kind per part), and tiny size limits with 2 files a chunk
 # (a file per episode, numbering that crosses chunk folders).
@@ -116,7 +111,7 @@ def pair(request, tmp_path_factory, episodes) -> tuple[Path, Path, set[int]]:
     work = tmp / "merged"
     parts = write_parts(work, episodes, **options)
     inodes = {p.stat().st_ino for p in parts[2].glob("videos/*/*/*.mp4")}
-    merge_parts(work, parts, make_info(), options, merged_stats(parts))
+    merge_parts(work, parts, make_info(), options, merged_part_stats(parts))
     return seq, work, inodes
 
 
@@ -292,10 +287,10 @@ def test_missing_or_truncated_video_in_a_part_is_named(parts):
     video = next(paths[1].glob("videos/observation.images.wrist/*/*.mp4"))
     video.write_bytes(video.read_bytes()[:300])
     with pytest.raises(ConversionError, match=r"part-00001.*observation\.images\.wrist.*file-000\.mp4"):
-        merge_parts(work, paths, make_info(), {}, merged_stats(paths))
+        merge_parts(work, paths, make_info(), {}, merged_part_stats(paths))
     video.unlink()
     with pytest.raises(ConversionError, match=r"part-00001.*observation\.images\.wrist.*missing"):
-        merge_parts(work, paths, make_info(), {}, merged_stats(paths))
+        merge_parts(work, paths, make_info(), {}, merged_part_stats(paths))
 
 
 def test_corrupt_data_file_in_a_part_is_named_and_nothing_is_moved(parts):
@@ -303,7 +298,7 @@ def test_corrupt_data_file_in_a_part_is_named_and_nothing_is_moved(parts):
     data = next(paths[2].glob("data/*/*.parquet"))
     data.write_bytes(b"not parquet" * 10)
     with pytest.raises(ConversionError, match=r"part-00002.*data/chunk-000/file-000\.parquet"):
-        merge_parts(work, paths, make_info(), {}, merged_stats(paths))
+        merge_parts(work, paths, make_info(), {}, merged_part_stats(paths))
     assert all(list(p.glob("videos/*/*/*.mp4")) for p in paths)  # parts left whole
 
 
@@ -315,13 +310,13 @@ def test_rows_that_disagree_with_the_episodes_are_named(parts):
     table = table.set_column(i, table.schema.field(i), pa.array(np.zeros(table.num_rows, np.int64)))
     pq.write_table(table, data)
     with pytest.raises(ConversionError, match=r"part-00002.*'episode_index'"):
-        merge_parts(work, paths, make_info(), {}, merged_stats(paths))
+        merge_parts(work, paths, make_info(), {}, merged_part_stats(paths))
     assert all(list(p.glob("videos/*/*/*.mp4")) for p in paths)
 
 
 def test_part_without_statistics_or_of_another_schema_is_named(parts, tmp_path):
     work, paths = parts
-    stats = merged_stats(paths)
+    stats = merged_part_stats(paths)
     (paths[1] / PART_STATS).unlink()
     with pytest.raises(ConversionError, match=r"part-00001.*part_stats\.json"):
         merge_parts(work, paths, make_info(), {}, stats)

@@ -22,7 +22,13 @@ from test_conv_rlds import arm_info, psnr
 from telecorder.converters.base import SIDECAR, ConversionError
 from telecorder.converters.oxe import CONFIG_FILE, STATS_FILE, OXEWriter
 from telecorder.converters.oxe import merge_parts as merge_oxe
-from telecorder.converters.parts import PART_STATS, PARTS_DIR, part_path, read_part_stats
+from telecorder.converters.parts import (
+    PART_STATS,
+    PARTS_DIR,
+    merged_part_stats,
+    part_path,
+    read_part_stats,
+)
 from telecorder.converters.rlds import RLDSReader, RLDSWriter, episode_metadata_fields, import_tfds
 from telecorder.converters.rlds import merge_parts as merge_rlds
 from telecorder.datasets.episode_file import Episode
@@ -94,10 +100,7 @@ def write_parts(work: Path, info: DatasetInfo, episodes: list[Episode], fmt: str
 
 
 def merge(work: Path, parts: list[Path], info: DatasetInfo, fmt: str, **opts) -> None:
-    stats = DatasetStats({})
-    for part in parts:
-        stats = stats.merge(read_part_stats(part))
-    WRITERS[fmt][1](work, parts, info, opts, stats)
+    WRITERS[fmt][1](work, parts, info, opts, merged_part_stats(parts))
 
 
 def data_dir(root: Path, fmt: str) -> Path:

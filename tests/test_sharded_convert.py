@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import make_info, write_dataset
+from test_conv_lerobot import psnr
 
 from telecorder.converters import open_reader
 from telecorder.converters.base import ConversionError
@@ -23,11 +24,6 @@ beam = pytest.importorskip("apache_beam", reason="the beam extra is not installe
 
 BEAM = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 LENGTHS = [5, 9, 3, 7, 4, 8, 6]
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def assert_same_episodes(a_path: Path, b_path: Path, *, min_psnr: float = 35.0, exact_frames: bool = False) -> None:
@@ -47,7 +43,7 @@ def assert_same_episodes(a_path: Path, b_path: Path, *, min_psnr: float = 35.0, 
                 if exact_frames:
                     np.testing.assert_array_equal(fa, fb)
                 else:
-                    assert _psnr(fa, fb) >= min_psnr
+                    assert psnr(fa, fb) >= min_psnr
 
 
 def assert_same_stats(a: dict, b: dict, rtol: float = 1e-12) -> None:

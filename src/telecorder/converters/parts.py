@@ -36,6 +36,7 @@ one thread, because the parallelism is across workers.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..datasets.stats import DatasetStats
@@ -47,6 +48,14 @@ PART_STATS = "part_stats.json"
 
 def part_path(work: Path, shard: int) -> Path:
     return Path(work) / PARTS_DIR / f"part-{shard:05d}"
+
+
+def merged_part_stats(parts: Iterable[Path]) -> DatasetStats:
+    """The merge of every part's PART_STATS, as the pipeline hands it to ``merge_parts``."""
+    merged = DatasetStats({})
+    for part in parts:
+        merged = merged.merge(read_part_stats(part))
+    return merged
 
 
 def read_part_stats(part: Path) -> DatasetStats:
