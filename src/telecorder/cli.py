@@ -642,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Beam pipeline options, e.g. '--direct_num_workers=2 --direct_running_mode=multi_processing' "
                    "or '--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp'")
     p.add_argument("--shard-episodes", type=_positive_int, metavar="N",
-                   help="episodes per shard when sharded (default: sized from the worker count, at most 64)")
+                   help="episodes per shard when sharded (default: 8 shards per worker, at most 64 episodes each)")
     p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
     p.add_argument("--resume", action="store_true", help="native output: keep episodes an interrupted run converted")
     p.add_argument("--skip-bad", action="store_true", help="convert the rest when an episode is bad, and list it")
