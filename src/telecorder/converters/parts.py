@@ -52,10 +52,15 @@ def part_path(work: Path, shard: int) -> Path:
 
 def merged_part_stats(parts: Iterable[Path]) -> DatasetStats:
     """The merge of every part's PART_STATS, as the pipeline hands it to ``merge_parts``."""
+    return merge_summaries(read_part_stats(part) for part in parts)
+
+
+def merge_summaries(summaries: Iterable[DatasetStats]) -> DatasetStats:
+    """Summaries merged in order; episode numbers dropped (each part counts its own from 0)."""
     merged = DatasetStats({})
-    for part in parts:
-        merged = merged.merge(read_part_stats(part))
-    return merged
+    for stats in summaries:
+        merged = merged.merge(stats)
+    return DatasetStats(merged.features)
 
 
 def read_part_stats(part: Path) -> DatasetStats:

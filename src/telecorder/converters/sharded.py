@@ -31,7 +31,7 @@ from ..datasets.stats import DatasetStats
 from ..errors import DatasetError
 from . import FORMATS, writer_class
 from .base import ConversionError
-from .parts import PART_STATS, PARTS_DIR, part_path
+from .parts import PART_STATS, PARTS_DIR, merge_summaries, part_path
 
 # Shards per worker: enough that one slow shard does not leave the other workers idle at the end.
 SHARDS_PER_WORKER = 8
@@ -124,10 +124,7 @@ def write_part(src: str, work: str, dst: str, opts: Any, out_info: dict[str, Any
 
 
 def merge_stats(stats_json: Iterable[dict[str, Any]]) -> DatasetStats:
-    merged = DatasetStats({})
-    for d in stats_json:
-        merged = merged.merge(DatasetStats.from_json_dict(d))
-    return DatasetStats(merged.features)
+    return merge_summaries(DatasetStats.from_json_dict(d) for d in stats_json)
 
 
 def finish(work: Path, to: str, info: DatasetInfo, options: dict[str, Any], results: list[dict[str, Any]],
