@@ -195,7 +195,7 @@ def test_openxr_client_without_runtime_raises_device_error(monkeypatch, tmp_path
 
 
 def _runtime_present() -> bool:
-    from telecorder.collect.vr import _runtime_manifest_candidates
+    from telecorder.collect.vr.openxr_client import _runtime_manifest_candidates
 
     env = os.environ.get("XR_RUNTIME_JSON")
     if env:
