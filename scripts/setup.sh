@@ -9,8 +9,10 @@ EXTRAS="${TELECORDER_EXTRAS:-sim,dynamixel,rlds,torch,viewer,vr,beam,dev}"
 PYTHON="${PYTHON:-python3}"
 
 # MuJoCo renders cameras offscreen through EGL; Mesa provides a software EGL when there is no GPU.
+# The live-view tests run the recorder's window on a real X server (Xvfb), press keys with xdotool
+# and take a screenshot with xwd.
 missing=()
-for pkg in libegl1 libgl1-mesa-dri libegl-mesa0; do
+for pkg in libegl1 libgl1-mesa-dri libegl-mesa0 xvfb xdotool x11-apps; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -21,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "setup: warning: cannot install ${missing[*]} (no apt-get); sim cameras need EGL (Mesa) to render" >&2
+    echo "setup: warning: cannot install ${missing[*]} (no apt-get); sim cameras need EGL (Mesa) to render, live-view tests need Xvfb" >&2
   fi
 fi
 
