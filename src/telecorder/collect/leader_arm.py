@@ -21,10 +21,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..errors import DeviceError
 from .dynamixel.bus import DynamixelBus
 from .dynamixel.calibration import ArmCalibration
 from .interfaces import Teleop, TeleopOutput
+from .start_ramp import StartRamp
 
 
 class LeaderArmTeleop(Teleop):
@@ -44,12 +44,11 @@ class LeaderArmTeleop(Teleop):
     ) -> None:
         self.bus, self.calibration, self.fps = bus, calibration, fps
         self._on_episode_start = on_episode_start
-        self.start_tolerance, self.ramp_ticks, self.max_step = start_tolerance, max(1, int(ramp_s * fps)), max_step
+        # The start check, ramp and step limit, shared with 'telecorder replay'.
+        self.ramp = StartRamp(calibration.names, fps=fps, start_tolerance=start_tolerance, ramp_s=ramp_s,
+                              max_step=max_step, source=f"leader arm ({bus.port_name})",
+                              remedy="move the leader to the follower's pose before starting")
         self._on_disconnect = on_disconnect
-        self._tick = 0
-        self._skip_start_check = False
-        self._last: np.ndarray | None = None
-        self._start: np.ndarray | None = None
         self._prev_leader: np.ndarray | None = None
         self._prev_follower: np.ndarray | None = None
         self._agree = np.zeros(len(calibration.ids))
@@ -61,8 +60,7 @@ class LeaderArmTeleop(Teleop):
         self.bus.minimize_return_delay()  # also leaves torque off: the leader is moved by hand
 
     def start_episode(self) -> None:
-        self._tick = 0
-        self._last = self._start = None
+        self.ramp.reset()
         if self._on_episode_start is not None:
             self._on_episode_start()
 
@@ -72,9 +70,7 @@ class LeaderArmTeleop(Teleop):
         The start check is skipped here: the operator moved the leader away on purpose to
         take over, and the ramp and the per-tick step limit bring the follower over smoothly.
         """
-        self._tick = 0
-        self._last = self._start = None
-        self._skip_start_check = True
+        self.ramp.reset(check=False)
 
     def leader_pose(self) -> np.ndarray:
         return self.calibration.to_calibrated(self.bus.read_state().position)
@@ -82,30 +78,9 @@ class LeaderArmTeleop(Teleop):
     def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
         leader = self.leader_pose()
         follower = np.asarray(observation["observation.state"], dtype=np.float64)
-        if self._start is None:
-            if not self._skip_start_check:
-                self._check_start(leader, follower)
-            self._skip_start_check = False
-            self._start = follower.copy()
-            self._last = follower.copy()
-        self._tick += 1
-        alpha = min(1.0, self._tick / self.ramp_ticks)
-        target = (1 - alpha) * self._start + alpha * leader
-        step = np.clip(target - self._last, -self.max_step, self.max_step)
-        command = self._last + step
-        self._last = command
+        command = self.ramp.command(leader, follower)
         self._check_directions(leader, follower)
         return TeleopOutput(command)
-
-    def _check_start(self, leader: np.ndarray, follower: np.ndarray) -> None:
-        gap = np.abs(leader - follower)
-        worst = int(np.argmax(gap))
-        if gap[worst] > self.start_tolerance:
-            raise DeviceError(
-                f"leader arm ({self.bus.port_name}) and follower differ by {gap[worst]:.2f} rad on joint "
-                f"{self.calibration.names[worst]!r} (limit {self.start_tolerance:g}); move the leader to the "
-                "follower's pose before starting"
-            )
 
     def _check_directions(self, leader: np.ndarray, follower: np.ndarray) -> None:
         if self._prev_leader is not None and self._prev_follower is not None:

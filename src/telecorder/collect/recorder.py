@@ -150,6 +150,11 @@ class Recorder:
                 cam.wait_for_frame(fresh_after_ns)
         self.teleop.start_episode()
         counters_before = {"robot": self.robot.counters(), "teleop": self.teleop.counters()}
+        # A simulated robot describes the scene the first tick will see (seed, full state), so that
+        # the episode can be replayed in it; hardware has no such method.
+        scene = getattr(self.robot, "scene_attrs", None)
+        if scene is not None:
+            attrs = {**attrs, **scene()}
         index = self.writer.begin(attrs)
         old_switch = sys.getswitchinterval()
         if self.realtime:

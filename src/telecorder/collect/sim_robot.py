@@ -14,6 +14,10 @@ the task cube's world pose, as ``observation.environment_state`` (the name LeRob
 uses for it), for policies and baselines that learn from state instead of pixels. The
 orientation is the cube's symmetric equivalent nearest the identity (see
 :mod:`telecorder.sim.symmetry`), so a physical pose always reads the same.
+
+Every episode stores the scene it started from (episode attribute ``sim_scene``: the
+reset seed and the full simulator state, see :meth:`SimEnv.scene_state`), so that
+``telecorder replay`` can put the exact scene back and replay the recorded actions in it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from .interfaces import Camera, Frame, Robot
 
 BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
 ENV_STATE_FEATURE = "observation.environment_state"
+SCENE_ATTR = "sim_scene"
 ENV_STATE_NAMES = ("cube_x", "cube_y", "cube_z", "cube_qw", "cube_qx", "cube_qy", "cube_qz")
 
 
@@ -104,6 +109,15 @@ class SimRobot(Robot):
 
     def reset(self, seed: int | None = None) -> None:
         self.env.reset(seed)
+        self._state_changed()
+
+    def scene_attrs(self) -> dict[str, object]:
+        """Episode attributes describing the scene as it is now (the recorder stores them at the start)."""
+        return {SCENE_ATTR: self.env.scene_state()}
+
+    def restore_scene(self, state: dict[str, object]) -> None:
+        """Put back the scene an episode started from (its ``sim_scene`` attribute)."""
+        self.env.restore_scene_state(state)
         self._state_changed()
 
     def on_state_change(self, callback: Callable[[], None]) -> None:

@@ -93,6 +93,8 @@ class SimEnv:
         self.data = mujoco.MjData(self.model)
         self.lock = threading.RLock()
         self._rng = np.random.default_rng(seed)
+        # The seed of the last reset that was given one (None: the scene came from the running generator).
+        self.reset_seed: int | None = None
 
         if not control_dt > 0:
             raise ValueError(f"control_dt must be positive, got {control_dt}")
@@ -215,6 +217,7 @@ class SimEnv:
         """
         if seed is not None:
             self._rng = np.random.default_rng(seed)
+        self.reset_seed = None if seed is None else int(seed)
         with self.lock:
             m, d = self.model, self.data
             if self._key_home >= 0:
@@ -234,6 +237,61 @@ class SimEnv:
                 # Without a keyframe, command the pose the robot starts in so it holds still.
                 self._hold_current_pose()
                 mujoco.mj_forward(m, d)
+
+    def scene_state(self) -> dict[str, object]:
+        """The simulator state as JSON-ready lists: what :meth:`restore_scene_state` needs to put
+        this exact scene back (positions, velocities, controls), with the last reset's seed."""
+        with self.lock:
+            d = self.data
+            state: dict[str, object] = {
+                "model": self.model_path.name,
+                "seed": self.reset_seed,
+                "time": float(d.time),
+                # Python floats: JSON writes them so that they read back bit for bit.
+                "qpos": d.qpos.tolist(),
+                "qvel": d.qvel.tolist(),
+                "ctrl": d.ctrl.tolist(),
+            }
+            if self.model.na:
+                state["act"] = d.act.tolist()
+            if self.model.nmocap:
+                state["mocap_pos"] = d.mocap_pos.ravel().tolist()
+                state["mocap_quat"] = d.mocap_quat.ravel().tolist()
+        return state
+
+    def restore_scene_state(self, state: dict[str, object]) -> None:
+        """Put back a scene :meth:`scene_state` saved, as a fresh reset would leave it (solver
+        warm start cleared), so that the same actions play out the same way."""
+        m, d = self.model, self.data
+        sizes = {"qpos": m.nq, "qvel": m.nv, "ctrl": m.nu, "act": m.na,
+                 "mocap_pos": 3 * m.nmocap, "mocap_quat": 4 * m.nmocap}
+        arrays = {}
+        for key, size in sizes.items():
+            if key not in state:
+                if key in ("qpos", "qvel", "ctrl") or size:
+                    raise SimModelError(f"{self.model_path}: the saved scene has no {key!r}; it cannot be restored")
+                continue
+            value = np.asarray(state[key], dtype=np.float64).ravel()
+            if value.shape != (size,):
+                raise SimModelError(
+                    f"{self.model_path}: the saved scene has {value.size} {key} values and this model {size} "
+                    f"(it was saved from {state.get('model', 'another model')!r}); use the model it was recorded with"
+                )
+            arrays[key] = value
+        with self.lock:
+            mujoco.mj_resetData(m, d)
+            d.time = float(state.get("time", 0.0))  # type: ignore[arg-type]
+            d.qpos[:] = arrays["qpos"]
+            d.qvel[:] = arrays["qvel"]
+            d.ctrl[:] = arrays["ctrl"]
+            if m.na:
+                d.act[:] = arrays["act"]
+            if m.nmocap:
+                d.mocap_pos[:] = arrays["mocap_pos"].reshape(-1, 3)
+                d.mocap_quat[:] = arrays["mocap_quat"].reshape(-1, 4)
+            mujoco.mj_forward(m, d)
+        seed = state.get("seed")
+        self.reset_seed = None if seed is None else int(seed)  # type: ignore[call-overload]
 
     def place_cube(self, position: np.ndarray, quaternion: np.ndarray) -> None:
         """Put the task cube at a pose (world position, wxyz quaternion), at rest."""
