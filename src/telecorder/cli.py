@@ -36,9 +36,12 @@ examples:
   # DAgger with nobody present: the scripted expert corrects the policy, on simulated time
   collect --device policy --policy ckpt/ --intervene expert --no-realtime --env-state --out dagger/
 
-keys while recording (in a terminal): n or -> save the episode, r or <- discard and
-re-record it, q or Esc save it and quit, i take over from a policy / hand back. Ctrl-C discards the episode in progress;
-every episode saved before stays intact.
+  # steer the sim arm with the keyboard in the live window (it opens by default; needs a display)
+  collect --device keyboard --robot sim --episodes 3 --out kb_demos/
+
+  # a gamepad on a PC without a screen: no live view, the pad still steers
+  collect --device gamepad --robot sim --no-display --out pad_demos/
+
 """
 
 INFO_EXAMPLES = """\
@@ -117,8 +120,11 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
                    help="sim camera frame rate (default 30); sim frames are captured at control ticks, so at most --fps")
     p.add_argument("--image-format", choices=["jpeg", "png"], default="jpeg", help="frame encoding (png = lossless)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality 1-100 (default 90)")
-    p.add_argument("--display", action="store_true",
-                   help="show a live window with the cameras and status (keys n/r/q work there too)")
+    p.add_argument("--display", action=argparse.BooleanOptionalAction, default=None,
+                   help="a live window with the cameras, the episode status and the active key map (default: on "
+                        "for --device keyboard and gamepad and --intervene keyboard/gamepad, off otherwise); "
+                        "--device keyboard reads its keys in that window, so with --no-display it still opens "
+                        "one, keys only")
     p.add_argument("--operator", default=None, help="operator name stored with each episode")
     p.add_argument("--seed", type=int, default=None, help="seed for scene randomization and the script")
     p.add_argument("--no-realtime", action="store_true",
@@ -150,6 +156,7 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_collect(args: argparse.Namespace, console: Console) -> int:
     from .collect.factory import DeviceConfig, EmulatorOptions, make_devices
+    from .collect.key_bindings import controls_for
     from .collect.opencv_camera import CameraSpec
     from .collect.session import RecordingSession, SessionConfig
 
@@ -167,6 +174,7 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
     task = args.task
     if task is None:
         task = "pick up the cube" if args.device in ("scripted", "policy") and args.robot_model is None else ""
+    controls = controls_for(args.device, args.intervene)
     robot, teleop, cameras = make_devices(
         DeviceConfig(
             policy=args.policy,
@@ -216,7 +224,8 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             jpeg_quality=args.jpeg_quality,
             operator=args.operator,
             seed=args.seed,
-            display=args.display,
+            display=args.display if args.display is not None else controls.view_by_default,
+            controls=controls.device,
             realtime=not args.no_realtime,
         ),
         console=console,
@@ -783,6 +792,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="where to save (default: ~/.config/telecorder/calibration/ARM.json)")
     p.set_defaults(func=run_calibrate)
     add_eval_parser(sub, fmt)
+    add_replay_parser(sub, fmt)
     add_edit_parser(sub, fmt)
     return parser
 
@@ -873,6 +883,71 @@ def add_eval_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpForm
     p.add_argument("--ensemble", type=float, default=None, metavar="M", help="ACT temporal ensembling")
     p.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
     p.set_defaults(func=run_eval)
+
+
+REPLAY_EXAMPLES = """\
+examples:
+  # replay episode 3 on the sim arm in its recorded scene, and see how far the states drift
+  telecorder replay demos/ --episode 3 --robot sim
+
+  # as fast as the simulation runs, as JSON (per joint p50/p95/max drift, task success)
+  telecorder replay demos/ --episode 3 --no-realtime --json
+
+  # keep the replay as a dataset of its own (view it, or compare it with the original)
+  telecorder replay demos/ --episode 3 --out replayed/
+
+  # on the real follower arm (it must stand near the episode's start pose), or on the emulated one
+  telecorder replay demos/ --episode 3 --robot dynamixel --port /dev/ttyUSB1
+  telecorder replay demos/ --episode 3 --robot dynamixel --emulate
+
+Ctrl-C stops the replay (the arm holds where it stands); with --out nothing is kept then.
+exit status: 0 replayed, 2 refused (wrong action space, arm too far from the start pose, ...).
+"""
+
+
+def run_replay(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from .collect.replay import ReplayConfig, replay
+    from .collect.replay_drift import print_report
+
+    cfg = ReplayConfig(
+        dataset=args.dataset, episode=args.episode, robot=args.robot, robot_model=args.robot_model, port=args.port,
+        calibration=args.calibration, baudrate=args.baudrate, emulate=args.emulate, out=args.out,
+        realtime=not args.no_realtime, start_tolerance=args.start_tolerance,
+    )
+    # With --json, stdout carries the report only: progress and session lines go to stderr.
+    report = replay(cfg, Console(stderr=True) if args.json else console)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_report(report, console)
+    return 130 if report["interrupted"] else 0
+
+
+def add_replay_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
+    p = sub.add_parser("replay", help="send a recorded episode's actions to a robot and measure the drift",
+                       description="Send one episode's recorded actions to the sim or a Dynamixel arm at the "
+                       "recorded rate, with the start check and ramp of teleoperation, and report how far the "
+                       "measured states drift from the recorded ones (per joint p50/p95/max) and whether the task "
+                       "still succeeds. Records nothing unless --out is given.",
+                       epilog=REPLAY_EXAMPLES, formatter_class=fmt)
+    p.add_argument("dataset", type=Path, help="a telecorder or LeRobot dataset folder")
+    p.add_argument("--episode", type=int, required=True, help="episode number to replay")
+    p.add_argument("--robot", default="sim", choices=["sim", "dynamixel"], help="follower robot (default sim)")
+    p.add_argument("--robot-model", type=Path, help="MJCF of your own arm for --robot sim (the recording's)")
+    p.add_argument("--port", "--follower-port", dest="port", help="--robot dynamixel: the follower's serial port")
+    p.add_argument("--calibration", "--follower-calibration", dest="calibration", type=Path,
+                   help="follower calibration JSON (default: config dir)")
+    p.add_argument("--baudrate", type=int, default=1_000_000, help="bus baud rate (default 1000000)")
+    p.add_argument("--emulate", action="store_true", help="--robot dynamixel: use the built-in emulated arm")
+    p.add_argument("--start-tolerance", type=_positive_float, default=0.6,
+                   help="how far (rad per joint) the arm may stand from the episode's first state (default 0.6)")
+    p.add_argument("--no-realtime", action="store_true",
+                   help="sim only: run on simulated time, as fast as physics allows (the drift is the same)")
+    p.add_argument("--out", type=Path, help="record the replay as a dataset here (default: record nothing)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=run_replay)
 
 
 EDIT_EXAMPLES = """\

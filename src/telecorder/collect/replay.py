@@ -1,0 +1,337 @@
+"""``telecorder replay``: send a recorded episode's actions to a robot, and measure the drift.
+
+The recorded actions go out one per control period at the recording's rate, through the
+same control loop as recording (:class:`.recorder.Recorder`) and the same safety as a
+leader arm (:class:`.start_ramp.StartRamp`: the follower must stand near the episode's
+first recorded state, the remaining offset is ramped out over a second, no command moves
+a joint more than ``max_step`` per tick). Nothing is written unless ``out`` is given;
+then the replay is recorded as a normal dataset (device ``replay``, attribute
+``replay_of``), so that it can be viewed or compared like any other.
+
+On the simulated arm the scene is first put back as the episode started: the full
+simulator state its ``sim_scene`` attribute holds (see :meth:`SimEnv.scene_state`), else
+the cube pose of its first ``observation.environment_state``; older episodes have
+neither and replay in whatever scene the reset made (said in the report). The report
+gives the drift of the measured state from the recorded one per joint (see
+:mod:`.replay_drift`) and whether the task still succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from ..datasets.features import CLOCK_MONOTONIC, DatasetInfo, FeatureSpec
+from ..errors import DatasetError, DeviceError, TelecorderError
+from .interfaces import Event, Robot, Teleop, TeleopOutput
+from .replay_drift import drift_stats
+from .start_ramp import StartRamp
+
+STATE = "observation.state"
+ENV_STATE = "observation.environment_state"
+# Words in an action feature's unit that mean it is not an absolute joint position target.
+_NOT_JOINT_POSITIONS = ("delta", "velocit", "end effector", "end-effector", "eef", "cartesian", "torque",
+                        "current", "pwm")
+
+
+@dataclass
+class ReplayConfig:
+    dataset: Path
+    episode: int
+    robot: str = "sim"
+    robot_model: Path | None = None
+    port: str | None = None
+    calibration: Path | None = None
+    baudrate: int = 1_000_000
+    emulate: bool = False
+    out: Path | None = None
+    realtime: bool = True
+    start_tolerance: float = 0.6
+    ramp_s: float = 1.0
+    max_step: float = 0.25
+
+
+@dataclass
+class RecordedEpisode:
+    """What a replay needs of one recorded episode, whatever format it came from."""
+
+    dataset: Path
+    index: int
+    info: DatasetInfo
+    action: np.ndarray
+    states: dict[str, np.ndarray]
+    timestamps: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return float(self.info.fps)
+
+    def __len__(self) -> int:
+        return len(self.action)
+
+
+def load_episode(dataset: Path, index: int) -> RecordedEpisode:
+    """Episode ``index`` of a telecorder or LeRobot dataset: actions, states and what it stored."""
+    from ..loaders.source import detect_format
+
+    dataset = Path(dataset)
+    fmt = detect_format(dataset)
+    if fmt == "native":
+        from ..datasets.dataset import Dataset
+
+        ds = Dataset.open(dataset)
+        with ds.episode(index) as reader:
+            names = [n for n in ("action", STATE, ENV_STATE) if n in ds.info.features]
+            columns = {n: reader.numeric(n) for n in names}
+            attrs, timestamps = reader.attrs, reader.timestamps()
+        info = ds.info
+    elif fmt == "lerobot":
+        from ..converters.lerobot import LeRobotReader
+
+        lr = LeRobotReader(dataset)
+        if index not in lr.episode_indices():
+            raise DatasetError(f"{dataset}: no episode {index}")
+        info = lr.info
+        names = [n for n in ("action", STATE, ENV_STATE) if n in info.features]
+        columns, attrs = lr.episode_columns(index, names)
+        timestamps = columns.pop("timestamp", None)
+        attrs = dict(attrs)
+    else:
+        raise DatasetError(f"{dataset}: replay reads telecorder and LeRobot datasets; convert this {fmt} dataset "
+                           "first ('telecorder convert')")
+    if "action" not in columns:
+        raise DatasetError(f"{dataset}: the dataset has no 'action' feature, so there is nothing to replay")
+    action = np.asarray(columns.pop("action"), dtype=np.float64)
+    if action.ndim != 2 or len(action) == 0:
+        raise DatasetError(f"{dataset}: episode {index} has no actions to replay (shape {action.shape})")
+    if not np.all(np.isfinite(action)):
+        bad = int(np.flatnonzero(~np.isfinite(action).all(axis=1))[0])
+        raise DatasetError(f"{dataset}: episode {index} has a non-finite action at step {bad}; "
+                           "'telecorder doctor' finds such episodes")
+    return RecordedEpisode(dataset, index, info, action, {k: np.asarray(v) for k, v in columns.items()},
+                           timestamps, attrs)
+
+
+def check_action_space(ep: RecordedEpisode, robot: Robot, robot_name: str) -> list[str]:
+    """Refuse actions the robot does not take (count, names, kind, units); notes on what is assumed."""
+    feats = {f.name: f for f in robot.features()}
+    theirs, ours = ep.info.features["action"], feats["action"]
+    where = f"{ep.dataset} episode {ep.index}"
+    fix = "replay it on the robot it was recorded with (--robot, --robot-model)"
+    if tuple(theirs.shape) != tuple(ours.shape):
+        raise TelecorderError(
+            f"{where}: the actions have {_describe(theirs)} and {robot_name} takes {_describe(ours)}; {fix}"
+        )
+    if theirs.names and ours.names and tuple(theirs.names) != tuple(ours.names):
+        raise TelecorderError(f"{where}: the actions are for joints {list(theirs.names)} and {robot_name} has "
+                              f"{list(ours.names)}; {fix}")
+    unit = (theirs.unit or "").lower()
+    if any(w in unit for w in _NOT_JOINT_POSITIONS):
+        raise TelecorderError(f"{where}: the actions are not absolute joint positions ({theirs.unit!r}); "
+                              "replay sends joint position targets only")
+    if ("degree" in unit) != ("degree" in (ours.unit or "").lower()):
+        raise TelecorderError(f"{where}: the actions are in other units than {robot_name} takes "
+                              f"({theirs.unit!r} vs {ours.unit!r}); convert them first")
+    notes = []
+    if not unit:
+        notes.append(f"the dataset does not say what its actions mean; they are sent as {ours.unit!r}")
+    if theirs.names is None and ours.names:
+        notes.append(f"the dataset does not name its action dimensions; they are taken as {list(ours.names)}")
+    return notes
+
+
+def _describe(spec: FeatureSpec) -> str:
+    n = spec.shape[0] if spec.shape else 1
+    return f"{n} dimension(s)" + (f" ({', '.join(spec.names)})" if spec.names else "")
+
+
+class ReplayTeleop(Teleop):
+    """The recorded actions as a teleop device, one per tick, through the start check and ramp.
+
+    It also keeps what the robot measured at each tick, for the drift report.
+    """
+
+    device_type = "replay"
+
+    def __init__(self, ep: RecordedEpisode, ramp: StartRamp, *, reference: np.ndarray | None,
+                 compare: list[str], on_episode_start: Callable[[], None] | None = None) -> None:
+        self.ep, self.ramp, self.reference, self.compare = ep, ramp, reference, compare
+        self._on_episode_start = on_episode_start
+        self._t = 0
+        self.observed: dict[str, list[np.ndarray]] = {name: [] for name in compare}
+
+    def connect(self) -> None:
+        pass
+
+    def start_episode(self) -> None:
+        if self._on_episode_start is not None:
+            self._on_episode_start()
+        self.ramp.reset(reference=self.reference)
+        self._t = 0
+        self.observed = {name: [] for name in self.compare}
+
+    def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
+        for name in self.compare:
+            self.observed[name].append(np.array(observation[name], dtype=np.float64))
+        t = min(self._t, len(self.ep) - 1)
+        self._t += 1
+        command = self.ramp.command(self.ep.action[t], observation[STATE])
+        return TeleopOutput(command, {Event.SAVE_EPISODE} if self._t >= len(self.ep) else set())
+
+    def episode_summary(self) -> dict[str, Any]:
+        return {"replay_of": {"dataset": str(self.ep.dataset), "episode": self.ep.index}}
+
+    def disconnect(self) -> None:
+        pass
+
+
+class _NoWriter:
+    """The recorder's writer when nothing is to be kept: every step is dropped."""
+
+    def begin(self, attrs: dict[str, Any]) -> int:
+        return 0
+
+    def add(self, step: object) -> None:
+        pass
+
+    def end(self, attrs: dict[str, Any], record: dict[str, Any]) -> Future:
+        done: Future = Future()
+        done.set_result({})
+        return done
+
+    def discard(self) -> None:
+        pass
+
+
+def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
+    """Replay one episode; returns the report (``print_report`` shows it, ``--json`` prints it)."""
+    from .replay_setup import make_robot, scene_restorer, sim_cameras
+
+    if cfg.robot not in ("sim", "dynamixel"):
+        raise TelecorderError(f"unknown robot {cfg.robot!r}; replay drives 'sim' or 'dynamixel'")
+    if not cfg.realtime and cfg.robot != "sim":
+        raise TelecorderError("--no-realtime runs on simulated time, which a real arm cannot follow; "
+                              "use it with --robot sim only")
+    ep = load_episode(cfg.dataset, cfg.episode)
+    cleanups: list[Callable[[], None]] = []
+    try:
+        robot, robot_name = make_robot(cfg, ep, cleanups)
+        notes = check_action_space(ep, robot, robot_name)
+        feats = {f.name: f for f in robot.features()}
+        compare = [n for n in (STATE, ENV_STATE)
+                   if n in ep.states and n in feats and tuple(feats[n].shape) == ep.states[n].shape[1:]]
+        if STATE not in compare:
+            notes.append(f"the dataset has no {STATE} matching {robot_name}'s, so there is no drift to report")
+        restore, scene = scene_restorer(ep, robot)
+        reference = ep.states[STATE][0] if STATE in compare else None
+        ramp = StartRamp(
+            feats["action"].names or [f"dim{i}" for i in range(ep.action.shape[1])], fps=ep.fps,
+            start_tolerance=cfg.start_tolerance, ramp_s=cfg.ramp_s, max_step=cfg.max_step,
+            source=f"episode {ep.index}'s first recorded state" if reference is not None else "the first action",
+            remedy="move the arm to where the episode started (or pass a larger --start-tolerance)",
+        )
+        teleop = ReplayTeleop(ep, ramp, reference=reference, compare=compare, on_episode_start=restore)
+        notes += _timing_notes(ep)
+        interrupted = False
+        try:
+            if cfg.out is not None:
+                success = _record(cfg, ep, robot, teleop, sim_cameras(ep, robot, notes), console)
+            else:
+                success = _run(cfg, ep, robot, teleop, console)
+        except KeyboardInterrupt:
+            interrupted, success = True, None
+            notes.append("stopped by Ctrl-C" + ("; nothing was recorded" if cfg.out is not None else ""))
+    finally:
+        for fn in reversed(cleanups):
+            with contextlib.suppress(Exception):
+                fn()
+    drift = {}
+    for name in compare:
+        observed = teleop.observed[name]
+        d = drift_stats(ep.states[name], np.array(observed) if observed else np.zeros((0,)),
+                        ep.info.features[name].names)
+        d["unit"] = feats[name].unit
+        drift[name] = d
+    steps = len(teleop.observed[compare[0]]) if compare else teleop._t
+    recorded_success = ep.attrs.get("success")
+    return {
+        "dataset": str(ep.dataset),
+        "episode": ep.index,
+        "robot": robot_name,
+        "steps": steps,
+        "recorded_steps": len(ep),
+        "fps": ep.fps,
+        "scene": scene,
+        "drift": drift,
+        "success": {"recorded": recorded_success if isinstance(recorded_success, bool) else None,
+                    "replayed": success},
+        "notes": notes,
+        "interrupted": interrupted,
+        "out": str(cfg.out) if cfg.out is not None and not interrupted else None,
+    }
+
+
+def _timing_notes(ep: RecordedEpisode) -> list[str]:
+    if ep.timestamps is None or len(ep.timestamps) < 2 or ep.info.clock != CLOCK_MONOTONIC:
+        return []
+    gaps = np.diff(np.asarray(ep.timestamps, dtype=np.float64)) * ep.fps
+    missed = int(np.sum(np.maximum(np.round(gaps) - 1, 0)))
+    if not missed:
+        return []
+    return [f"the recording missed {missed} control tick(s) (its loop ran late); the replay sends one action "
+            "per period, so those actions are held for a shorter time than when recorded"]
+
+
+def _run(cfg: ReplayConfig, ep: RecordedEpisode, robot: Robot, teleop: ReplayTeleop, console: Console) -> bool | None:
+    """Play the episode through the control loop without recording anything."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    from .recorder import Recorder, TickStatus
+
+    connected: list[Robot | Teleop] = []
+    try:
+        robot.connect()
+        connected.append(robot)
+        teleop.connect()
+        connected.append(teleop)
+        recorder = Recorder(robot, teleop, [], _NoWriter(), fps=ep.fps, realtime=cfg.realtime)  # type: ignore[arg-type]
+        columns = (TextColumn(f"[bold]replay of episode {ep.index}"), BarColumn(bar_width=24),
+                   TextColumn("{task.completed:.0f}/{task.total:.0f} steps"))
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("", total=len(ep))
+
+            def on_tick(s: TickStatus) -> None:
+                progress.update(task, completed=s.step)
+
+            outcome = recorder.record_episode(max_duration_s=(len(ep) + 2) / ep.fps, attrs={}, on_tick=on_tick)
+        return outcome.success
+    finally:
+        for dev in reversed(connected):
+            with contextlib.suppress(Exception):
+                dev.disconnect()
+
+
+def _record(cfg: ReplayConfig, ep: RecordedEpisode, robot: Robot, teleop: ReplayTeleop, cameras: list,
+            console: Console) -> bool | None:
+    """Play the episode as a one-episode recording session into ``cfg.out``."""
+    from .session import RecordingSession, SessionConfig
+
+    task = str(ep.attrs.get("task") or ep.attrs.get("language_instruction") or "")
+    session = RecordingSession(robot, teleop, cameras, SessionConfig(
+        out=Path(cfg.out),  # type: ignore[arg-type]
+        episodes=1, episode_time_s=(len(ep) + 2) / ep.fps, reset_time_s=0.0, task=task, fps=ep.fps,
+        image_encoding=ep.info.image_encoding if ep.info.image_encoding in ("jpeg", "png") else "jpeg",
+        realtime=cfg.realtime,
+    ), console=console)
+    summary = session.run()
+    if not summary.saved:
+        raise DeviceError(f"the replay of episode {ep.index} was not saved in {cfg.out}")
+    return summary.outcomes[-1].success if summary.outcomes else None

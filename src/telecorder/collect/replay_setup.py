@@ -1,0 +1,100 @@
+"""The robot a replay drives, the scene it restores, and the cameras it records with ``--out``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import DeviceError, TelecorderError
+from .interfaces import Camera, Robot
+
+if TYPE_CHECKING:
+    from .replay import RecordedEpisode, ReplayConfig
+
+ENV_STATE = "observation.environment_state"
+
+
+def make_robot(cfg: ReplayConfig, ep: RecordedEpisode, cleanups: list[Callable[[], None]]) -> tuple[Robot, str]:
+    """The follower, built as ``collect`` builds it (the factory's), and how to name it in messages."""
+    from .factory import DeviceConfig, _arm_port, _follower
+
+    dcfg = DeviceConfig(robot=cfg.robot, device="replay", robot_model=cfg.robot_model, fps=ep.fps,
+                        follower_port=cfg.port, follower_calibration=cfg.calibration, baudrate=cfg.baudrate,
+                        emulate=cfg.emulate, env_state=cfg.robot == "sim" and ENV_STATE in ep.states)
+    if cfg.robot == "sim":
+        try:
+            robot = _follower(dcfg, cleanups)
+        except DeviceError as e:
+            if not dcfg.env_state:
+                raise
+            raise TelecorderError(
+                f"{ep.dataset} recorded the task cube's pose ({ENV_STATE}) and {cfg.robot_model} has no cube: "
+                "replay it on the model it was recorded with"
+            ) from e
+        model = cfg.robot_model.name if cfg.robot_model is not None else "the built-in arm"
+        return robot, f"the simulated arm ({model})"
+    if cfg.port:
+        return _follower(dcfg, cleanups), f"the Dynamixel arm on {cfg.port}"
+    if not cfg.emulate:
+        raise TelecorderError(
+            "replay --robot dynamixel needs --port PORT, the follower's serial adapter (e.g. /dev/ttyUSB1; "
+            "list them with 'ls /dev/serial/by-id/'), or --emulate for the built-in emulated arm"
+        )
+    from .dynamixel.bus import DynamixelBus
+    from .dynamixel.follower import DynamixelRobot
+
+    port, cal, _ = _arm_port(dcfg, "follower", None, cfg.calibration, cleanups)
+    robot = DynamixelRobot(DynamixelBus(port, cal.ids, baudrate=cfg.baudrate), cal, torque=True,
+                           robot_type="emulated_arm")
+    return robot, f"the emulated Dynamixel arm ({port})"
+
+
+def scene_restorer(ep: RecordedEpisode, robot: Robot) -> tuple[Callable[[], None] | None, str | None]:
+    """What puts the episode's starting scene back before the first tick, and what the report says of it."""
+    from .sim_robot import SCENE_ATTR, SimRobot
+
+    if not isinstance(robot, SimRobot):
+        return None, None
+    scene = ep.attrs.get(SCENE_ATTR)
+    if isinstance(scene, dict) and "qpos" in scene:
+        seed = scene.get("seed")
+
+        def restore() -> None:
+            robot.restore_scene(scene)
+
+        return restore, "restored from the episode's recorded simulator state" + (
+            f" (reset seed {seed})" if seed is not None else "")
+    if ENV_STATE in ep.states and robot.env.has_task and len(ep.states[ENV_STATE]):
+        first = np.asarray(ep.states[ENV_STATE][0], dtype=np.float64)
+
+        def place() -> None:
+            robot.reset()
+            robot.env.place_cube(first[:3], first[3:7])
+
+        return place, (f"cube placed at its first recorded pose ({ENV_STATE}); the episode stores no simulator "
+                       "state, so the arm starts from the model's home pose")
+    return None, ("not restored: the episode stores neither its simulator state (recorded before telecorder kept "
+                  "it) nor the cube's pose, so the objects are where this replay's reset put them and drift "
+                  "after contact and the success check say little")
+
+
+def sim_cameras(ep: RecordedEpisode, robot: Robot, notes: list[str]) -> list[Camera]:
+    """The recorded episode's sim cameras at its resolution, for a replay recorded with ``--out``."""
+    from .sim_robot import SimCameraRig, SimRobot
+
+    feats = ep.info.image_features
+    if not feats:
+        return []
+    if not isinstance(robot, SimRobot):
+        notes.append("the recording's cameras are not recorded again: --out records the arm's data only on hardware")
+        return []
+    names = [f.camera for f in feats if f.camera in robot.env.camera_names]
+    missing = [f.camera for f in feats if f.camera not in robot.env.camera_names]
+    if missing:
+        notes.append(f"the model has no camera {', '.join(map(repr, missing))}: not recorded in the replay")
+    if not names:
+        return []
+    height, width = next(f.shape[:2] for f in feats if f.camera == names[0])
+    return SimCameraRig(robot, names, int(width), int(height), ep.fps).cameras()
