@@ -20,8 +20,11 @@ FPS = 30.0
 RADIUS = 0.04
 
 
-def _circle_stream(path, *, clutch_at=0.5, circle_s=3.0, release_at=3.6, end=4.5):
-    """Controller held still, then clutched and moved on a circle (OpenXR horizontal plane), then released."""
+def _circle_stream(path, *, clutch_at=0.5, circle_s=3.0, release_at=3.6, end=4.5, trigger_at=None):
+    """Controller held still, then clutched and moved on a circle (OpenXR horizontal plane), then released.
+
+    From ``trigger_at`` on, the trigger is pulled all the way (gripper closed).
+    """
     samples = []
     for k in range(int(end * 90)):
         t = k / 90
@@ -34,9 +37,20 @@ def _circle_stream(path, *, clutch_at=0.5, circle_s=3.0, release_at=3.6, end=4.5
         if t >= release_at:
             pose[1, 3] += 0.2  # moved after release: must not move the robot
         squeeze = 1.0 if clutch_at <= t < release_at else 0.0
-        samples.append(ControllerSample(t=t, hand="right", pose=pose, squeeze=squeeze, trigger=0.0))
+        trigger = 1.0 if trigger_at is not None and t >= trigger_at else 0.0
+        samples.append(ControllerSample(t=t, hand="right", pose=pose, squeeze=squeeze, trigger=trigger))
     write_pose_stream(path, samples)
     return samples
+
+
+def _circle_targets(t, cmd, clutch_at=0.5, circle_s=3.0, release_at=3.6):
+    """Ticks well inside the clutched circle, and where the target should be at each: the controller's
+    circle mapped into the robot frame (OpenXR -Z forward = robot +x), from the anchor before the clutch."""
+    anchor = cmd[t < clutch_at - 0.05][-1, :3]
+    during = (t > clutch_at + 0.1) & (t < release_at - 0.2)
+    a = 2 * np.pi * np.clip(t[during] - clutch_at, 0, circle_s) / circle_s
+    ctrl = np.stack([RADIUS * np.sin(a), np.zeros_like(a), -RADIUS * (1 - np.cos(a))], axis=1)
+    return during, anchor + ctrl @ AXIS_PRESETS["openxr_to_robot"].T
 
 
 def _eef_positions(ds_path):
@@ -68,12 +82,7 @@ def test_vr_pose_stream_moves_the_eef_along_the_mapped_path(tmp_path, realtime):
 
     before = t < 0.45
     assert np.ptp(cmd[before, :3], axis=0).max() < 1e-6, "no motion before the clutch is pressed"
-    anchor = cmd[before][-1, :3]
-    during = (t > 0.6) & (t < 3.4)
-    # Expected target: the controller's circle mapped into the robot frame (OpenXR -Z forward = robot +x).
-    a = 2 * np.pi * np.clip(t[during] - 0.5, 0, 3.0) / 3.0
-    ctrl = np.stack([RADIUS * np.sin(a), np.zeros_like(a), -RADIUS * (1 - np.cos(a))], axis=1)
-    expected = anchor + ctrl @ AXIS_PRESETS["openxr_to_robot"].T
+    during, expected = _circle_targets(t, cmd)
     # The stream is sampled at the tick, so allow one controller sample (1/90 s) of lag along the path.
     assert np.abs(cmd[during, :3] - expected).max() < 2 * np.pi * RADIUS / 3.0 / 90 * 2 + 1e-4
     after = t > 3.7

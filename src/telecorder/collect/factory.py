@@ -100,6 +100,13 @@ def _check_sim_only_options(cfg: DeviceConfig) -> None:
     if cfg.env_state and (cfg.robot != "sim" or cfg.device == "kinesthetic"):
         raise TelecorderError("--env-state records the simulated cube's pose: it needs the simulated arm "
                               "(--robot sim, not with --device kinesthetic)")
+    steering = cfg.intervene if cfg.device == "policy" else cfg.device
+    if cfg.robot == "dynamixel" and cfg.robot_model is not None and steering not in ("vr", "gamepad", "keyboard"):
+        # Only IK reads a Dynamixel arm's MJCF: anywhere else it would be ignored without a word.
+        raise TelecorderError(f"--robot-model with --robot dynamixel is the arm's model for end-effector devices "
+                              f"(--device or --intervene vr, gamepad or keyboard); --device {cfg.device}"
+                              f"{f' --intervene {cfg.intervene}' if cfg.intervene else ''} does not use it, so "
+                              "leave it out")
     if cfg.realtime:
         return
     # Simulated time runs faster than the wall clock: only parts that live entirely in the simulation
@@ -139,7 +146,7 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
         return robot, ScriptedTeleop(robot, script=cfg.script, seed=cfg.seed)
 
     if cfg.device in ("vr", "gamepad", "keyboard"):
-        return _eef_device(cfg)
+        return _eef_device(cfg, cleanups)
 
     if cfg.device == "leader_arm":
         port, cal, emu = _arm_port(cfg, "leader", cfg.leader_port, cfg.leader_calibration, cleanups)
@@ -228,15 +235,19 @@ def _has_cube(robot: Robot) -> bool:
     return bool(env is not None and env.has_task)
 
 
-def _eef_device(cfg: DeviceConfig) -> tuple[Robot, Teleop]:
-    """End-effector devices steer the sim arm (or a user MJCF) through IK."""
-    if cfg.robot != "sim":
-        raise TelecorderError(f"--device {cfg.device} steers the end effector through IK on a MuJoCo model; "
-                              "use --robot sim (with --robot-model for your own arm)")
-    from .eef_teleop import EEFTeleop, velocity_source, vr_source
-    from .sim_robot import SimRobot
+def _eef_device(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[Robot, Teleop]:
+    """End-effector devices steer through IK on a MuJoCo model: the sim arm's own, or a Dynamixel arm's MJCF."""
+    from .eef_teleop import EEFTeleop, sim_arm_joints, velocity_source, vr_source
 
-    robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
+    if cfg.robot == "dynamixel":
+        from .eef_dynamixel import eef_follower
+
+        robot, arm = eef_follower(cfg, cleanups)
+    else:
+        from .sim_robot import SimRobot
+
+        robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
+        arm = sim_arm_joints(robot)
     if cfg.device == "vr":
         from .vr import OpenXRClient, PoseStreamSource, VRMapping
 
@@ -246,18 +257,18 @@ def _eef_device(cfg: DeviceConfig) -> tuple[Robot, Teleop]:
             clock = None if cfg.realtime else (lambda: robot.env.time)
             stream = PoseStreamSource(cfg.pose_stream, hand=cfg.vr_hand, clock=clock)
             source, restart = vr_source(stream, mapping)
-            return robot, EEFTeleop(robot, source, device_type="vr", fps=cfg.fps, on_episode_start=restart,
+            return robot, EEFTeleop(arm, source, device_type="vr", fps=cfg.fps, on_episode_start=restart,
                                     on_rebase=mapping.reset)
         # A live headset through OpenXR; without a runtime, connecting fails with the runtime named.
         live = LiveController(OpenXRClient(), cfg.vr_hand)
         source, restart = vr_source(live, mapping)
-        return robot, EEFTeleop(robot, source, device_type="vr", fps=cfg.fps, on_connect=live.client.open,
+        return robot, EEFTeleop(arm, source, device_type="vr", fps=cfg.fps, on_connect=live.client.open,
                                 on_disconnect=live.client.close, on_episode_start=restart, on_rebase=mapping.reset)
     from .gamepad import GamepadInput, KeyboardInput
 
     device = GamepadInput() if cfg.device == "gamepad" else KeyboardInput()
     source, restart = velocity_source(device)
-    return robot, EEFTeleop(robot, source, device_type=cfg.device, fps=cfg.fps, on_connect=device.open,
+    return robot, EEFTeleop(arm, source, device_type=cfg.device, fps=cfg.fps, on_connect=device.open,
                             on_disconnect=device.close, on_episode_start=restart, on_rebase=restart)
 
 

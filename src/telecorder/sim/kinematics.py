@@ -12,6 +12,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from telecorder.sim.env import SimModelError
 
 mujoco = _require_mujoco()
 
-__all__ = ["IKResult", "Kinematics", "rotation_error"]
+__all__ = ["IKResult", "Kinematics", "chain_joints", "load_kinematic_model", "rotation_error"]
 
 
 @dataclass
@@ -315,6 +316,52 @@ def _score(res: IKResult, rot_weight: float) -> float:
 
 
 _ONE_DOF_JOINTS = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
+
+
+def load_kinematic_model(path: str | Path) -> mujoco.MjModel:
+    """Compile an MJCF file for kinematics only (no cameras added, nothing simulated).
+
+    Raises :class:`SimModelError` naming the file when it is missing or MuJoCo refuses it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SimModelError(f"{path}: model file not found")
+    try:
+        return mujoco.MjModel.from_xml_path(str(path))
+    except Exception as exc:
+        raise SimModelError(f"{path}: MuJoCo could not load the model: {exc}".rstrip()) from exc
+
+
+def chain_joints(model: mujoco.MjModel, site: str = "ee_site") -> list[str]:
+    """Names of the joints that move ``site``: those of its body and every ancestor, base first.
+
+    These are exactly the joints whose Jacobian columns can be non-zero, i.e. what IK must
+    know to place the site. Raises :class:`SimModelError` for a missing site, an unnamed joint,
+    or a ball/free joint on the chain (IK here handles hinge and slide joints).
+    """
+    sid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, site)
+    if sid < 0:
+        raise SimModelError(f"the model has no site named {site!r}")
+    bodies = []
+    body = int(model.site_bodyid[sid])
+    while body > 0:
+        bodies.append(body)
+        body = int(model.body_parentid[body])
+    names: list[str] = []
+    for body in reversed(bodies):
+        start, count = int(model.body_jntadr[body]), int(model.body_jntnum[body])
+        for jid in range(start, start + count):
+            name = model.joint(jid).name
+            if int(model.jnt_type[jid]) not in _ONE_DOF_JOINTS:
+                raise SimModelError(
+                    f"joint {name or jid!r} on the chain to site {site!r} is a ball or free joint; "
+                    "IK supports hinge and slide joints"
+                )
+            if not name:
+                raise SimModelError(f"joint #{jid} on the chain to site {site!r} has no name; name it so "
+                                    "it can be matched to a servo")
+            names.append(name)
+    return names
 
 
 def _actuated_hinges(model: mujoco.MjModel) -> list[str]:
