@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 from test_cli import run, tool
-from test_eef_teleop import RADIUS, _circle_stream, _circle_targets
+from test_eef_teleop import (
+    RADIUS,
+    _circle_stream,
+    _circle_targets,
+    check_pad_moved_forward,
+    pad_stick_forward,
+)
 
 pytest.importorskip("dynamixel_sdk")
 pytest.importorskip("mujoco")
@@ -161,6 +167,22 @@ def test_collect_vr_on_the_emulated_follower_defaults_to_the_builtin_model(tmp_p
     assert run(tool("telecorder"), "doctor", str(out)).returncode == 0
 
 
+@pytest.mark.slow
+def test_gamepad_drives_the_emulated_follower(tmp_path, monkeypatch):
+    with pad_stick_forward(monkeypatch):
+        robot, teleop, cameras = make_devices(DeviceConfig(device="gamepad", robot="dynamixel", emulate=True,
+                                                           fps=FPS))
+        cfg = SessionConfig(out=tmp_path / "pad", episodes=1, episode_time_s=1.5, reset_time_s=0, fps=FPS)
+        RecordingSession(robot, teleop, cameras, cfg, console=Console(quiet=True)).run()
+    assert robot.emulator.path is None, "the emulated arm stops with the session"
+    ds = Dataset.open(tmp_path / "pad")
+    with ds.episode(ds.episode_indices[0]) as ep:
+        state = ep.numeric("observation.state")
+        cmd = ep.numeric("action_eef").astype(np.float64)
+    kin = Kinematics(SimEnv().model)
+    check_pad_moved_forward(cmd, _fk_by_name(kin, list(ds.info.features["observation.state"].names), state))
+
+
 def test_a_real_port_without_robot_model_says_which_model_to_give(tmp_path):
     cal = emulated_calibration("follower").save(tmp_path / "follower.json")
     proc = run(tool("collect"), "--device", "gamepad", "--robot", "dynamixel", "--follower-port", "/dev/null",
@@ -236,3 +258,27 @@ def test_a_far_target_is_approached_at_most_one_step_per_tick(tmp_path):
         q = action.astype(np.float32)  # a follower that reaches each command within the tick
     assert teleop.counters()["step_limited"] >= 2
     assert np.linalg.norm(arm.kin.fk(q[arm_cols])[0] - far) < 0.002, "and it still gets there"
+
+
+def test_the_chain_to_the_site_is_what_must_be_calibrated_and_other_servos_hold(tmp_path):
+    from telecorder.collect.eef_dynamixel import match_joints
+    from telecorder.collect.eef_teleop import EEFTarget, EEFTeleop
+    from telecorder.sim.kinematics import chain_joints, load_kinematic_model
+
+    assert chain_joints(load_kinematic_model(DEFAULT_MODEL)) == list(ARM_JOINTS), "base first, fingers excluded"
+    # A servo on a joint that does not move the grasp point (here one finger, as an arm joint) is
+    # matched by name but left out of IK: it holds where it was when the episode started.
+    cal = ArmCalibration.load(_wired_calibration(tmp_path / "follower.json"))
+    cal.joints.append(JointCalibration(id=7, name="finger_left", range_min=0.0, range_max=0.032))
+    arm = match_joints(DEFAULT_MODEL, cal, "test calibration")
+    names = cal.names
+    assert [names[i] for i in arm.index] == list(CALIBRATION_ORDER) and arm.gripper == names.index("gripper")
+    teleop = EEFTeleop(arm, lambda pos, rot, grip, dt: EEFTarget(pos + np.array([0.01, 0, 0]), rot, 1.0),
+                       device_type="gamepad", fps=FPS)
+    state = np.array([HOME[n] for n in CALIBRATION_ORDER] + [0.02, 1.0], dtype=np.float32)
+    teleop.start_episode()
+    first = teleop.read({"observation.state": state}).action
+    state[5] = 0.005  # something pushed the finger
+    second = teleop.read({"observation.state": state}).action
+    assert first[5] == second[5] == np.float32(0.02)
+    assert np.abs(second[arm.index] - state[arm.index]).max() > 1e-3, "the arm joints are steered"

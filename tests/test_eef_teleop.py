@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -111,8 +112,9 @@ def test_vr_collect_cli_with_pose_stream_and_without_runtime(tmp_path):
     assert live.returncode == 2 and "XR_RUNTIME_JSON" in live.stderr.replace("\n", " ")
 
 
-@pytest.mark.slow
-def test_gamepad_drives_the_sim_arm(tmp_path, monkeypatch):
+@contextlib.contextmanager
+def pad_stick_forward(monkeypatch):
+    """A real SDL virtual gamepad with its left stick held forward (+x), the rest centred, both triggers released."""
     pytest.importorskip("pygame")
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     import pygame
@@ -122,9 +124,11 @@ def test_gamepad_drives_the_sim_arm(tmp_path, monkeypatch):
     pygame.joystick.init()
     sdl = _loaded_sdl()
     if sdl is None:
+        pygame.quit()
         pytest.skip("cannot locate the SDL2 library pygame loaded")
     index = sdl.SDL_JoystickAttachVirtual(SDL_JOYSTICK_TYPE_GAMECONTROLLER, 6, 11, 1)
     if index < 0:
+        pygame.quit()
         pytest.skip("SDL_JoystickAttachVirtual failed here")
     pad = VirtualPad(sdl, index, sdl.SDL_JoystickOpen(index))
     try:
@@ -133,16 +137,26 @@ def test_gamepad_drives_the_sim_arm(tmp_path, monkeypatch):
         pad.axis(M.left_trigger, AXIS_MIN)
         pad.axis(M.right_trigger, AXIS_MIN)
         pad.axis(M.left_y, -32768)  # stick pushed forward: +x
-        robot, teleop, cameras = make_devices(DeviceConfig(device="gamepad", sim_cameras=[], fps=FPS))
-        cfg = SessionConfig(out=tmp_path / "pad", episodes=1, episode_time_s=1.5, reset_time_s=0, fps=FPS)
-        RecordingSession(robot, teleop, cameras, cfg, console=Console(quiet=True)).run()
+        yield pad
     finally:
         pad.detach()
         pygame.quit()
-    _, measured, cmd = _eef_positions(tmp_path / "pad")
+
+
+def check_pad_moved_forward(cmd, measured):
     # Full deflection is 0.15 m/s forward: the commanded EEF advances along +x, the rest holds.
     dx = cmd[-1, 0] - cmd[0, 0]
     assert 0.15 * 1.2 < dx < 0.15 * 1.6, dx
     assert np.abs(cmd[-1, 1:3] - cmd[0, 1:3]).max() < 0.01
     assert measured[-1, 0] - measured[0, 0] > 0.15
+
+
+@pytest.mark.slow
+def test_gamepad_drives_the_sim_arm(tmp_path, monkeypatch):
+    with pad_stick_forward(monkeypatch):
+        robot, teleop, cameras = make_devices(DeviceConfig(device="gamepad", sim_cameras=[], fps=FPS))
+        cfg = SessionConfig(out=tmp_path / "pad", episodes=1, episode_time_s=1.5, reset_time_s=0, fps=FPS)
+        RecordingSession(robot, teleop, cameras, cfg, console=Console(quiet=True)).run()
+    _, measured, cmd = _eef_positions(tmp_path / "pad")
+    check_pad_moved_forward(cmd, measured)
     assert run(tool("telecorder"), "doctor", str(tmp_path / "pad")).returncode == 0

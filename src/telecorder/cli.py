@@ -18,6 +18,8 @@ from .errors import TelecorderError
 EXIT_ERROR = 2
 EXIT_PROBLEMS = 1
 
+# The key paragraph at the end is collect.key_bindings.help_text(), pasted (importing it here would load
+# every device module for any command); tests/test_live_view_x11.py fails when the two disagree.
 COLLECT_EXAMPLES = """\
 examples:
   # 5 scripted pick-and-lift demos on the built-in MuJoCo arm, 2 rendered cameras
@@ -42,6 +44,19 @@ examples:
   # a gamepad on a PC without a screen: no live view, the pad still steers
   collect --device gamepad --robot sim --no-display --out pad_demos/
 
+keys while recording, in the terminal and in the live window:
+  every device: n or Right save, r or Left re-record, q or Esc save & quit, i take over / hand back
+  except --device keyboard, whose keys are held in the live window (it needs one):
+    move     w/s forward/back, a/d left/right, r/f up/down
+    turn     Up/Down pitch down/up, Right/Left roll right/left, q/e yaw left/right
+    gripper  Space/c open/close
+    session  Enter save, Backspace re-record, Esc save & quit, i take over / hand back
+  --device gamepad (and the keys of every device):
+    move     left stick forward/back, left/right; right stick up/down; LB/RB down/up
+    turn     Y toggles rotation mode: left stick pitch/roll, right stick yaw
+    gripper  LT/RT open/close
+    session  A save, B re-record, Start save & quit, X take over / hand back
+Ctrl-C discards the episode in progress; every episode saved before stays intact.
 """
 
 INFO_EXAMPLES = """\
@@ -92,7 +107,10 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="scripted",
                    help="teleop front-end: scripted, leader_arm, kinesthetic, vr, gamepad, keyboard, policy")
     p.add_argument("--robot", default="sim", help="follower robot (available: sim)")
-    p.add_argument("--robot-model", type=Path, help="MJCF file of your own arm for --robot sim")
+    p.add_argument("--robot-model", type=Path,
+                   help="MJCF file of your own arm: the simulated arm for --robot sim; with --robot dynamixel, the "
+                        "model end-effector devices solve IK on (joints named as calibrated, a site 'ee_site' at the "
+                        "grasp point; --emulate defaults to the built-in arm's)")
     p.add_argument("--script", default="expert", choices=["expert", "sweep"],
                    help="what --device scripted does: the pick-and-lift expert, or a joint sweep")
     p.add_argument("--out", type=Path, required=True, help="dataset folder to create (or append to with --resume)")
@@ -133,7 +151,8 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env-state", action="store_true",
                    help="sim only: also record the task cube's world pose as observation.environment_state "
                         "(privileged simulator state)")
-    v = p.add_argument_group("End-effector devices (--device vr|gamepad|keyboard, with --robot sim)")
+    v = p.add_argument_group("End-effector devices (--device vr|gamepad|keyboard, with --robot sim, or --robot "
+                             "dynamixel and --robot-model ARM.xml for IK)")
     v.add_argument("--pose-stream", type=Path, help="vr: replay a controller pose stream (JSON lines) instead of a headset")
     v.add_argument("--vr-hand", choices=["left", "right"], default="right")
     v.add_argument("--vr-scale", type=_positive_float, default=1.0, help="vr: controller-to-robot motion scale")
