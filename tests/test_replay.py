@@ -240,3 +240,22 @@ def test_help_and_bad_arguments(tmp_path):
     assert proc.returncode == 2 and "nowhere" in proc.stderr and "Traceback" not in proc.stderr
     proc = run(tool("telecorder"), "replay", str(tmp_path), "--episode", "0", "--robot", "dynamixel")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_vr_gripper_snap_replays_as_recorded(tmp_path):
+    """A VR trigger snaps the gripper shut in one tick, faster than teleop's step limit: the replay
+    allows the recording's own steps (and says so), so the gripper does not drift."""
+    from test_eef_teleop import _circle_stream
+
+    stream = tmp_path / "s.jsonl"
+    _circle_stream(stream, end=2.0, circle_s=1.0, release_at=1.8, trigger_at=1.0)
+    out = tmp_path / "vr"
+    run(tool("collect"), "--device", "vr", "--pose-stream", str(stream), "--robot", "sim", "--episodes", "1",
+        "--episode-time", "2", "--sim-cameras", "none", "--no-realtime", "--out", str(out), check=True)
+    ds = Dataset.open(out)
+    with ds.episode(0) as ep:
+        assert np.abs(np.diff(ep.numeric("action")[:, 5])).max() > 0.9
+    proc = run(tool("telecorder"), "replay", str(out), "--episode", "0", "--no-realtime", "--json", check=True)
+    report = json.loads(proc.stdout)
+    assert max(report["drift"]["observation.state"]["max"]) < 1e-4, report["drift"]
+    assert any("faster than 0.25 per tick on gripper" in n for n in report["notes"])

@@ -232,9 +232,10 @@ def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
             notes.append(f"the dataset has no {STATE} matching {robot_name}'s, so there is no drift to report")
         restore, scene = scene_restorer(ep, robot)
         reference = ep.states[STATE][0] if STATE in compare else None
+        names = list(feats["action"].names or [f"dim{i}" for i in range(ep.action.shape[1])])
+        max_step = _step_limits(ep, cfg.max_step, names, notes)
         ramp = StartRamp(
-            feats["action"].names or [f"dim{i}" for i in range(ep.action.shape[1])], fps=ep.fps,
-            start_tolerance=cfg.start_tolerance, ramp_s=cfg.ramp_s, max_step=cfg.max_step,
+            names, fps=ep.fps, start_tolerance=cfg.start_tolerance, ramp_s=cfg.ramp_s, max_step=max_step,
             source=f"episode {ep.index}'s first recorded state" if reference is not None else "the first action",
             remedy="move the arm to where the episode started (or pass a larger --start-tolerance)",
         )
@@ -277,6 +278,25 @@ def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
         "interrupted": interrupted,
         "out": str(cfg.out) if cfg.out is not None and not interrupted else None,
     }
+
+
+def _step_limits(ep: RecordedEpisode, max_step: float, names: list[str], notes: list[str]) -> np.ndarray:
+    """The per-tick step limit of each joint: teleop's, or the largest step the recording itself made.
+
+    A replay must not move faster than teleoperation allows, nor slower than the recording
+    did: a gripper that an end-effector device snapped shut in one tick (a VR trigger) was
+    sent that step when recorded, and clipping it would make the replay drift from the
+    recording by the clipping alone (measured: up to 0.57 on a VR gripper).
+    """
+    limits = np.full(ep.action.shape[1], float(max_step))
+    if len(ep) > 1:
+        recorded = np.abs(np.diff(ep.action, axis=0)).max(axis=0)
+        raised = [f"{names[i]} {recorded[i]:.3g}" for i in np.flatnonzero(recorded > limits)]
+        if raised:
+            notes.append(f"the recording moves faster than {max_step:g} per tick on {', '.join(raised)}; "
+                         "the replay allows those steps as recorded")
+        limits = np.maximum(limits, recorded)
+    return limits
 
 
 def _timing_notes(ep: RecordedEpisode) -> list[str]:

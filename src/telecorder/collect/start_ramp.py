@@ -7,7 +7,8 @@ Used by leader-arm teleoperation and by ``telecorder replay``, so both start the
    DeviceError names the joint, because snapping a follower to a distant pose is how arms
    hit tables;
 2. the offset between the follower and that start is taken out linearly over ``ramp_s``;
-3. no command moves any joint more than ``max_step`` from the previous command.
+3. no command moves any joint more than ``max_step`` from the previous command (one limit
+   for every joint, or one per joint).
 
 The start reference is the live target itself for a leader arm (the follower ramps onto the
 leader, wherever it moves meanwhile), and the recorded first state for a replay (the
@@ -32,7 +33,7 @@ class StartRamp:
         fps: float,
         start_tolerance: float = 0.6,
         ramp_s: float = 1.0,
-        max_step: float = 0.25,
+        max_step: float | np.ndarray = 0.25,
         source: str = "the target",
         remedy: str = "move the follower to the start pose first",
     ) -> None:
