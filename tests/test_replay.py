@@ -259,3 +259,13 @@ def test_vr_gripper_snap_replays_as_recorded(tmp_path):
     report = json.loads(proc.stdout)
     assert max(report["drift"]["observation.state"]["max"]) < 1e-4, report["drift"]
     assert any("faster than 0.25 per tick on gripper" in n for n in report["notes"])
+
+
+def test_replays_a_lerobot_conversion(recorded, tmp_path):
+    """A LeRobot copy keeps the episode metadata, scene included, so it replays as the original."""
+    lerobot = tmp_path / "lerobot"
+    run(tool("telecorder"), "convert", str(recorded), str(lerobot), "--to", "lerobot", check=True)
+    report = _replay(lerobot)
+    assert report["steps"] == report["recorded_steps"] and report["scene"].startswith("restored")
+    assert max(report["drift"]["observation.state"]["max"]) < 1e-4
+    assert report["success"] == {"recorded": True, "replayed": True}
