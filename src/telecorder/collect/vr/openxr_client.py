@@ -156,6 +156,7 @@ class OpenXRClient:
         self._stage: Any = None
         self._state: Any = None
         self._running = False
+        self._closing = False
         self._to_xr_time: Any = None
         self._from_xr_time: Any = None
 
@@ -348,9 +349,10 @@ class OpenXRClient:
                 elif self._state == xr.SessionState.STOPPING and self._running:
                     xr.end_session(self._session)
                     self._running = False
-                elif self._state in (xr.SessionState.EXITING, xr.SessionState.LOSS_PENDING):
+                elif (self._state in (xr.SessionState.EXITING, xr.SessionState.LOSS_PENDING)
+                      and not self._closing):
                     raise DeviceError(f"the OpenXR session ended ({self._state.name})")
-            elif kind == xr.StructureType.EVENT_DATA_INSTANCE_LOSS_PENDING:
+            elif kind == xr.StructureType.EVENT_DATA_INSTANCE_LOSS_PENDING and not self._closing:
                 raise DeviceError("the OpenXR runtime is shutting down (instance loss pending)")
 
     def _wait_ready(self) -> None:
@@ -363,21 +365,35 @@ class OpenXRClient:
                     "(is the headset connected and the runtime's service running?)"
                 )
             time.sleep(0.01)
+        # Input follows once the runtime gives the session focus (at once for Monado headless; a
+        # headset may wait until it is worn): a short grace so the first samples carry input.
+        focus_deadline = min(deadline, time.monotonic() + 1.0)
+        while self._state != self._xr.SessionState.FOCUSED and time.monotonic() < focus_deadline:
+            self._poll_events()
+            time.sleep(0.01)
 
     def close(self) -> None:
         xr = self._xr
         if xr is None:
             return
         # Destroying the instance releases every child handle; the session is ended first so
-        # the runtime sees a clean exit rather than a lost client.
+        # the runtime sees a clean exit rather than a lost client. A running session may only be
+        # ended once the runtime has moved it to STOPPING, which it does after an exit request.
+        self._closing = True
         if self._session is not None and self._running:
-            with contextlib.suppress(xr.XrException):
-                xr.end_session(self._session)
+            with contextlib.suppress(xr.XrException, DeviceError):
+                xr.request_exit_session(self._session)
+                deadline = time.monotonic() + 2.0
+                while self._running and time.monotonic() < deadline:
+                    self._poll_events()  # ends the session on STOPPING
+                    time.sleep(0.005)
         self._running = False
         if self._instance is not None:
             with contextlib.suppress(xr.XrException):
                 xr.destroy_instance(self._instance)
         self._instance = self._session = self._action_set = self._stage = None
+        self._state = None
+        self._closing = False
         self._actions.clear()
         self._spaces.clear()
 
@@ -398,18 +414,25 @@ class OpenXRClient:
         self._poll_events()
         now_ns = time.monotonic_ns()
         out: dict[str, ControllerSample] = {}
-        if not self._running:
+        # Only a FOCUSED session receives input (another app or the runtime's menu may hold it):
+        # until then both hands read as untracked, so the clutch mapping holds the arm still.
+        focused = self._running and self._state == xr.SessionState.FOCUSED
+        if focused:
+            try:
+                xr.sync_actions(
+                    self._session,
+                    xr.ActionsSyncInfo(
+                        active_action_sets=[xr.ActiveActionSet(self._action_set, xr.NULL_PATH)]
+                    ),
+                )
+            except xr.SessionNotFocused:
+                focused = False  # focus moved between the event poll and the sync
+        if not focused:
             for hand in HANDS:
                 out[hand] = ControllerSample(
                     now_ns / 1e9, hand, np.full((4, 4), np.nan), valid=False
                 )
             return out
-        xr.sync_actions(
-            self._session,
-            xr.ActionsSyncInfo(
-                active_action_sets=[xr.ActiveActionSet(self._action_set, xr.NULL_PATH)]
-            ),
-        )
         xr_time = self.monotonic_to_xr_time(now_ns)
         need = (
             xr.SpaceLocationFlags.POSITION_VALID_BIT | xr.SpaceLocationFlags.ORIENTATION_VALID_BIT
