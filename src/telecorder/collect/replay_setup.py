@@ -9,11 +9,11 @@ import numpy as np
 
 from ..errors import DeviceError, TelecorderError
 from .interfaces import Camera, Robot
+from .replay_source import ENV_STATE
 
 if TYPE_CHECKING:
-    from .replay import RecordedEpisode, ReplayConfig
-
-ENV_STATE = "observation.environment_state"
+    from .replay import ReplayConfig
+    from .replay_source import RecordedEpisode
 
 
 def make_robot(cfg: ReplayConfig, ep: RecordedEpisode, cleanups: list[Callable[[], None]]) -> tuple[Robot, str]:
