@@ -39,7 +39,7 @@ def eef_follower(cfg: object, cleanups: list[Callable[[], None]]) -> tuple[Dynam
         from .dynamixel.calibration import default_path
 
         cal_path = Path(cfg.follower_calibration or default_path("follower"))
-        cal, cal_source = ArmCalibration.load(cal_path), str(cal_path)
+        cal, cal_source = ArmCalibration.load(cal_path), f"follower calibration {cal_path}"
     elif cfg.emulate:
         if cfg.emulator.hand_file is not None:
             raise TelecorderError(f"--hand-file moves a limp emulated arm; with {device} the emulated follower "
