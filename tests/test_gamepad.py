@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -24,6 +25,18 @@ from telecorder.collect.gamepad import (  # noqa: E402
     KeyboardInput,
 )
 from telecorder.collect.interfaces import Event  # noqa: E402
+from telecorder.collect.key_bindings import (  # noqa: E402
+    ALL_CONTROLS,
+    GAMEPAD,
+    KEYBOARD,
+    XBOX_BUTTONS,
+    Controls,
+    controls_for,
+    key_label,
+    terminal_bytes,
+)
+from telecorder.collect.keyboard import parse_keys  # noqa: E402
+from telecorder.collect.live_view import LiveView, active_view  # noqa: E402
 from telecorder.errors import DeviceError  # noqa: E402
 
 SDL_JOYSTICK_TYPE_GAMECONTROLLER = 1
@@ -295,10 +308,19 @@ def test_keyboard_held_keys(pg: object) -> None:
 
 def test_keyboard_episode_keys(pg: object) -> None:
     with KeyboardInput() as kb:
-        _key(pygame.KEYDOWN, pygame.K_n)
+        assert not kb.in_window  # no live view: keys come from pygame's queue
+        _key(pygame.KEYDOWN, pygame.K_RETURN)
         assert kb.read().events == {Event.SAVE_EPISODE}
         assert kb.read().events == set()
-        _key(pygame.KEYUP, pygame.K_n)
+        _key(pygame.KEYUP, pygame.K_RETURN)
+        # The terminal's n / r / q are nothing, a move and a turn here: never a session event.
+        for key in (pygame.K_n, pygame.K_r, pygame.K_q):
+            _key(pygame.KEYDOWN, key)
+        cmd = kb.read()
+        assert cmd.events == set() and cmd.linear[2] > 0 and cmd.angular[2] > 0
+        for key in (pygame.K_n, pygame.K_r, pygame.K_q):
+            _key(pygame.KEYUP, key)
+        assert _zero(kb.read())
         _key(pygame.KEYDOWN, pygame.K_BACKSPACE)
         assert kb.read().events == {Event.DISCARD_EPISODE}
         _key(pygame.KEYDOWN, pygame.K_ESCAPE)
@@ -315,6 +337,96 @@ def test_keyboard_focus_loss_releases_keys(pg: object) -> None:
         assert kb.read().linear[1] < 0
         pygame.event.post(pygame.event.Event(pygame.WINDOWFOCUSLOST))
         assert _zero(kb.read())
+
+
+def test_keyboard_tap_moves_for_one_tick(pg: object) -> None:
+    with KeyboardInput(step_linear=0.1) as kb:
+        _key(pygame.KEYDOWN, pygame.K_w)
+        _key(pygame.KEYUP, pygame.K_w)  # pressed and released between two ticks
+        np.testing.assert_allclose(kb.read().linear, [0.1, 0.0, 0.0])
+        assert _zero(kb.read())
+
+
+def _until(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> object:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def no_display() -> Iterator[None]:
+    """pygame without a display: the live view's thread opens it, in its thread."""
+    pygame.quit()
+    yield
+    pygame.quit()
+
+
+def test_keyboard_reads_keys_from_the_live_view_window(no_display: None) -> None:
+    """The view owns the window: motion keys reach the device, session keys the session, never both."""
+    with LiveView([], controls=KEYBOARD) as view:
+        assert view.wait_open() and active_view() is view
+        with KeyboardInput(step_linear=0.1, step_angular=0.5) as kb:
+            assert kb.in_window
+            _key(pygame.KEYDOWN, pygame.K_w)
+            _key(pygame.KEYDOWN, pygame.K_q)
+            cmd = _until(lambda: (c := kb.read()).linear[0] > 0 and c, "w to reach the device")
+            _until(lambda: kb.read().angular[2] > 0, "q to reach the device")
+            _key(pygame.KEYDOWN, pygame.K_RETURN)
+            _key(pygame.KEYDOWN, pygame.K_i)
+            events: set[Event] = set()
+            _until(lambda: (events.update(view.poll()), len(events) == 2)[1], "Enter and i to reach the session")
+            assert events == {Event.SAVE_EPISODE, Event.INTERVENE}
+            assert kb.read().events == set() and cmd.events == set()
+            pygame.event.post(pygame.event.Event(pygame.WINDOWFOCUSLOST))
+            _until(lambda: _zero(kb.read()), "focus loss to release the held keys")
+            assert view.poll() == set(), "w and q are motion keys, never session events"
+    assert active_view() is None
+
+
+def test_keyboard_refuses_a_view_without_its_key_map(no_display: None) -> None:
+    with LiveView([]) as view:  # the terminal's map: r re-records there
+        assert view.wait_open()
+        with pytest.raises(DeviceError, match="key map"):
+            KeyboardInput().open()
+
+
+@pytest.mark.parametrize("controls", ALL_CONTROLS, ids=lambda c: c.device)
+def test_session_keys_never_collide_with_motion_keys(controls: Controls, pg: object) -> None:
+    session = [k for keys in controls.session.values() for k in keys]
+    assert len(session) == len(set(session)), "a key bound to two session events"
+    assert not set(session) & set(controls.motion_keys()), "a session key moves the arm"
+    assert len(controls.motion_keys()) == len(controls.motion), "a motion key bound twice"
+    # Every name is a key pygame knows, and the terminal can tell the session keys apart.
+    for key in [*session, *controls.motion_keys()]:
+        assert pygame.key.key_code(key) and pygame.key.name(pygame.key.key_code(key)) == key
+    seqs = [seq for k in session for seq in terminal_bytes(k)]
+    assert len(seqs) == len(set(seqs))
+    # What the terminal reads and what the window shows are the same bindings.
+    for key, event in controls.session_keys().items():
+        assert parse_keys(terminal_bytes(key)[0], controls) == [event]
+        assert key_label(key) in " ".join(controls.map_lines())
+    for m in controls.motion:
+        assert parse_keys(terminal_bytes(m.key)[0], controls) == []
+
+
+def test_gamepad_session_buttons_never_collide_with_motion_buttons() -> None:
+    m = GamepadMapping()
+    session = [m.save_button, m.discard_button, m.stop_button, m.intervene_button]
+    assert len(set(session)) == 4 and not set(session) & {m.rotation_button, m.down_button, m.up_button}
+    assert {b: XBOX_BUTTONS[name] for b, name in zip(session, ("A", "B", "Start", "X"), strict=True)} == \
+        {b: b for b in session}, "the mapping's buttons are the ones the key map names"
+
+
+def test_controls_per_device() -> None:
+    assert controls_for("keyboard") is KEYBOARD and controls_for("gamepad") is GAMEPAD
+    assert controls_for("policy", "keyboard") is KEYBOARD and controls_for("policy", "expert").device == "terminal"
+    assert controls_for("leader_arm").session[Event.SAVE_EPISODE] == ("n", "right")
+    assert KEYBOARD.needs_window and not GAMEPAD.needs_window
+    assert KEYBOARD.view_by_default and GAMEPAD.view_by_default and not controls_for("scripted").view_by_default
 
 
 def test_read_before_open() -> None:

@@ -85,6 +85,17 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _usb_latency_ms(text: str) -> float:
+    """An FTDI latency timer in ms: 1..255 as the chip allows, or 0 for an adapter without one."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of milliseconds (0..255), not {text!r}") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"must be 0..255 ms (an FTDI latency timer), not {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -167,7 +178,10 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
                    help="use the built-in emulated arm (Protocol 2.0 bus emulator) for any port not given")
     g.add_argument("--emulate-drop-rate", type=float, default=0.0, help="emulator: fraction of replies dropped")
     g.add_argument("--emulate-crc-rate", type=float, default=0.0, help="emulator: fraction of replies corrupted")
-    g.add_argument("--emulate-latency", type=float, default=0.0, help="emulator: seconds added to each reply")
+    g.add_argument("--emulate-latency", type=float, default=0.0,
+                   help="emulator fault: seconds added to each reply, on top of the modelled bus timing")
+    g.add_argument("--emulate-usb-latency-ms", type=_usb_latency_ms, default=1.0,
+                   help="emulator: the adapter's FTDI latency timer (default 1, as tuned; 16 is the factory setting)")
     g.add_argument("--emulate-dead", action="append", default=[], metavar="ID:SECONDS",
                    help="emulator: servo ID stops answering SECONDS after start (repeatable)")
     g.add_argument("--hand-file", type=Path, help="emulator: CSV/JSON joint trajectory the hand moves the arm along")
@@ -224,7 +238,8 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             realtime=not args.no_realtime,
             env_state=args.env_state,
             emulator=EmulatorOptions(drop_rate=args.emulate_drop_rate, crc_error_rate=args.emulate_crc_rate,
-                                     latency_s=args.emulate_latency, dead_after_s=dead, hand_file=args.hand_file),
+                                     latency_s=args.emulate_latency, dead_after_s=dead, hand_file=args.hand_file,
+                                     usb_latency_ms=args.emulate_usb_latency_ms),
         )
     )
     session = RecordingSession(
@@ -282,6 +297,7 @@ examples:
   telecorder emulate --ids 1-7 --model xl330-m288 --link leader.tty   # serve until Ctrl-C
   telecorder emulate --ids 1-6 --hand demo --drop-rate 0.05            # the sim-arm demonstration, lossy bus
   telecorder emulate --ids 1-6 --hand my_motion.csv                    # columns: t,1,2,... (radians)
+  telecorder emulate --ids 1-7 --baudrate 57600 --usb-latency-ms 16    # a factory-fresh bus and U2D2
 """
 
 CALIBRATE_EXAMPLES = """\
@@ -333,13 +349,15 @@ def run_emulate(args: argparse.Namespace, console: Console) -> int:
     dead = {int(k): float(v) for k, v in (d.split(":") for d in args.dead)}
     faults = FaultConfig(drop_rate=args.drop_rate, crc_error_rate=args.crc_rate, latency_s=args.latency,
                          dead_after_s=dead)
-    emu = BusEmulator(args.ids, args.model, args.baudrate, hand=hand, faults=faults)
+    emu = BusEmulator(args.ids, args.model, args.baudrate, hand=hand, faults=faults,
+                      usb_latency_ms=args.usb_latency_ms, usb_packet_bytes=args.usb_packet_bytes)
     path = emu.start()
     try:
         if args.link:
             emu.link(args.link)
         console.print(f"{path}", highlight=False)
-        console.print(f"emulating {len(args.ids)} x {args.model} (ids {args.ids}) at {args.baudrate} baud"
+        console.print(f"emulating {len(args.ids)} x {args.model} (ids {args.ids}) at {args.baudrate} baud, "
+                      f"USB latency timer {args.usb_latency_ms:g} ms"
                       + (f", linked as {args.link}" if args.link else "") + "; Ctrl-C stops", highlight=False)
         signal.signal(signal.SIGTERM, _interrupt)
         while True:
@@ -777,12 +795,20 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=EMULATE_EXAMPLES, formatter_class=fmt)
     p.add_argument("--ids", type=parse_ids, default=parse_ids("1-6"), help="servo ids (default 1-6)")
     p.add_argument("--model", default="xl330-m288", help="servo model (xl330-m288, xl330-m077, xl430-w250, ...)")
-    p.add_argument("--baudrate", type=int, default=1_000_000)
+    p.add_argument("--baudrate", type=int, default=1_000_000,
+                   help="bus speed the servos use and the wire time is charged at (default 1000000)")
+    p.add_argument("--usb-latency-ms", type=_usb_latency_ms, default=1.0,
+                   help="the emulated adapter's FTDI latency timer: 1 (default, as GELLO/LeRobot tune a U2D2), "
+                   "16 (factory setting), 0 (no adapter delay)")
+    p.add_argument("--usb-packet-bytes", type=int, choices=[64, 512], default=512,
+                   help="the adapter's USB packet size: 512 (high-speed FTDI, the U2D2's; default) or 64 "
+                   "(full-speed, e.g. FT232R)")
     p.add_argument("--link", type=Path, help="also make this symlink to the device path")
     p.add_argument("--hand", default="builtin", help="torque-off motion: builtin, demo (sim arm), none, or a file")
     p.add_argument("--drop-rate", type=float, default=0.0, help="fraction of replies dropped")
     p.add_argument("--crc-rate", type=float, default=0.0, help="fraction of replies with a corrupted CRC")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added before each reply")
+    p.add_argument("--latency", type=float, default=0.0,
+                   help="fault: seconds added before each reply, on top of the modelled bus timing")
     p.add_argument("--dead", action="append", default=[], metavar="ID:SECONDS",
                    help="servo ID stops answering SECONDS after start (repeatable)")
     p.set_defaults(func=run_emulate)

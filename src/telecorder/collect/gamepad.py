@@ -15,11 +15,13 @@ vertical drives z (up = up). Y toggles rotation mode, in which the left stick dr
 nose down) and roll (right = +roll) and the right stick horizontal drives yaw (left = +yaw).
 The shoulders LB/RB move down/up in both modes, so height can be corrected while rotating;
 the triggers close (RT) and open (LT) the gripper proportionally. A saves the episode,
-B discards it, Start stops the session.
+B discards it, Start stops the session, X takes over from a policy or hands back.
 
-Keyboard (while held): w/s x, a/d y, r/f z, q/e yaw (q = left), up/down arrows pitch
-(up = nose down, like pushing a stick forward), right/left arrows roll, space opens and c closes
-the gripper; n saves, Backspace discards, Escape stops (also closing the window).
+Keyboard (while held, in the live view's window): w/s x, a/d y, r/f z, q/e yaw (q = left),
+up/down arrows pitch (up = nose down, like pushing a stick forward), right/left arrows roll,
+space opens and c closes the gripper; Enter saves, Backspace discards, Esc stops.
+
+Every binding lives in :mod:`.key_bindings`, which the live view's key map and ``--help`` show.
 """
 
 from __future__ import annotations
@@ -32,9 +34,20 @@ import numpy as np
 
 from ..errors import DeviceError, missing_extra
 from .interfaces import Event
+from .key_bindings import (
+    KEYBOARD,
+    PAD_DOWN_BUTTON,
+    PAD_ROTATION_BUTTON,
+    PAD_SESSION_BUTTONS,
+    PAD_UP_BUTTON,
+    XBOX_BUTTONS,
+    Controls,
+)
+from .live_view import active_view
 
 
 def _pygame() -> Any:
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     try:
         import pygame
     except ImportError:
@@ -80,13 +93,13 @@ class GamepadMapping:
     right_x: int = 3
     right_y: int = 4
     right_trigger: int = 5
-    save_button: int = 0  # A
-    discard_button: int = 1  # B
-    intervene_button: int = 2  # X: take over from a policy, or hand back
-    rotation_button: int = 3  # Y
-    down_button: int = 4  # LB
-    up_button: int = 5  # RB
-    stop_button: int = 7  # Start
+    save_button: int = XBOX_BUTTONS[PAD_SESSION_BUTTONS[Event.SAVE_EPISODE]]  # A
+    discard_button: int = XBOX_BUTTONS[PAD_SESSION_BUTTONS[Event.DISCARD_EPISODE]]  # B
+    intervene_button: int = XBOX_BUTTONS[PAD_SESSION_BUTTONS[Event.INTERVENE]]  # X: take over / hand back
+    rotation_button: int = XBOX_BUTTONS[PAD_ROTATION_BUTTON]  # Y
+    down_button: int = XBOX_BUTTONS[PAD_DOWN_BUTTON]  # LB
+    up_button: int = XBOX_BUTTONS[PAD_UP_BUTTON]  # RB
+    stop_button: int = XBOX_BUTTONS[PAD_SESSION_BUTTONS[Event.STOP]]  # Start
     inverted_axes: frozenset[int] = frozenset()
 
 
@@ -137,7 +150,8 @@ class GamepadInput:
         pygame = _pygame()
         _init_event_pump(pygame)
         pygame.joystick.init()
-        pygame.event.pump()
+        if active_view() is None:  # the view's thread pumps when it is open (SDL wants the window's thread)
+            pygame.event.pump()
         count = pygame.joystick.get_count()
         if count == 0:
             raise DeviceError("no gamepad found (pygame sees 0 joysticks); plug one in or use --device keyboard")
@@ -188,8 +202,9 @@ class GamepadInput:
         if self._joystick is None:
             raise DeviceError("gamepad is not open; call open() first")
         pygame = _pygame()
-        # Only removal events are taken off the queue; a live view may be reading the rest.
-        for ev in pygame.event.get(pygame.JOYDEVICEREMOVED):
+        # Only removal events are taken off the queue (the live view leaves them there). With the
+        # view open its thread pumps SDL, which must happen on the thread that owns the window.
+        for ev in pygame.event.get(pygame.JOYDEVICEREMOVED, pump=active_view() is None):
             if ev.instance_id == self._instance_id:
                 self._joystick = None
                 raise DeviceError("gamepad disconnected; plug it back in and restart, or use --device keyboard")
@@ -232,78 +247,95 @@ class GamepadInput:
 
 
 class KeyboardInput:
-    """Keys held in a pygame window drive the end effector at fixed speeds."""
+    """Keys held in the live view's window drive the end effector at fixed speeds.
+
+    The window is the live view's (pygame has one display, and a window of its own would
+    show nothing): its thread hands the keys to this device, session keys go to the session.
+    Without a live view the keys come from pygame's event queue, which only ``pygame.event.post``
+    fills (scripts, tests): ``collect`` therefore always opens the view for this device.
+    """
 
     device_type = "keyboard"
 
     def __init__(self, step_linear: float = 0.1, step_angular: float = 0.5, step_gripper: float = 1.0,
-                 window_size: tuple[int, int] = (360, 80)) -> None:
+                 controls: Controls = KEYBOARD) -> None:
         self.step_linear = step_linear
         self.step_angular = step_angular
         self.step_gripper = step_gripper
-        self.window_size = window_size
-        self._held: set[int] = set()
-        self._axes: dict[int, tuple[str, int, int]] = {}
-        self._events: dict[int, Event] = {}
+        self.controls = controls
+        self._motion = controls.motion_keys()
+        self._session = controls.session_keys()
+        self._window: object = None
+        self._held: set[str] = set()
         self._open = False
 
+    @property
+    def in_window(self) -> bool:
+        """True when the keys come from the live view's window."""
+        return self._window is not None
+
     def open(self) -> None:
-        pygame = _pygame()
-        _init_event_pump(pygame)
-        # Key events go to a focused window; reuse one the session already shows (the live view).
-        if pygame.display.get_surface() is None:
-            pygame.display.set_mode(self.window_size)
-            pygame.display.set_caption("telecorder teleop: keyboard")
-        # key -> (which quantity, component, sign)
-        self._axes = {
-            pygame.K_w: ("linear", 0, 1), pygame.K_s: ("linear", 0, -1),
-            pygame.K_a: ("linear", 1, 1), pygame.K_d: ("linear", 1, -1),
-            pygame.K_r: ("linear", 2, 1), pygame.K_f: ("linear", 2, -1),
-            pygame.K_RIGHT: ("angular", 0, 1), pygame.K_LEFT: ("angular", 0, -1),
-            pygame.K_UP: ("angular", 1, 1), pygame.K_DOWN: ("angular", 1, -1),
-            pygame.K_q: ("angular", 2, 1), pygame.K_e: ("angular", 2, -1),
-            pygame.K_SPACE: ("gripper", 0, 1), pygame.K_c: ("gripper", 0, -1),
-        }
-        self._events = {pygame.K_n: Event.SAVE_EPISODE, pygame.K_BACKSPACE: Event.DISCARD_EPISODE,
-                        pygame.K_ESCAPE: Event.STOP, pygame.K_i: Event.INTERVENE}
+        view = active_view()
+        if view is not None:
+            if not view.controls.motion:
+                raise DeviceError(
+                    f"the live view is open with the {view.controls.device} key map, whose keys would not reach "
+                    "the keyboard device; open it with controls=key_bindings.KEYBOARD"
+                )
+            self._window = view.keys
+        else:
+            self._window = None
+            _init_event_pump(_pygame())
         self._held.clear()
         self._open = True
 
-    def read(self) -> EEFVelocityCommand:
-        if not self._open:
-            raise DeviceError("keyboard input is not open; call open() first")
+    def _queued_keys(self, cmd: EEFVelocityCommand) -> set[str]:
+        """Keys down from pygame's own event queue (no live view); session keys become events."""
         pygame = _pygame()
-        cmd = EEFVelocityCommand()
+        tapped: set[str] = set()
         # Key state comes from the event stream rather than key.get_pressed() so that events
         # posted by scripts and tests count the same as real keys.
         for ev in pygame.event.get((pygame.KEYDOWN, pygame.KEYUP, pygame.QUIT, pygame.WINDOWFOCUSLOST)):
             if ev.type == pygame.KEYDOWN:
-                if ev.key in self._events:
-                    cmd.events.add(self._events[ev.key])
-                elif ev.key in self._axes:
-                    self._held.add(ev.key)
+                name = pygame.key.name(ev.key)
+                if name in self._session:
+                    cmd.events.add(self._session[name])
+                else:
+                    self._held.add(name)
+                    tapped.add(name)
             elif ev.type == pygame.KEYUP:
-                self._held.discard(ev.key)
+                self._held.discard(pygame.key.name(ev.key))
             elif ev.type == pygame.QUIT:
                 cmd.events.add(Event.STOP)
             else:
                 # Key releases made while another window has focus never arrive; without this a
                 # key held when focus moved would keep the arm moving.
                 self._held.clear()
+                tapped.clear()
+        return self._held | tapped
+
+    def read(self) -> EEFVelocityCommand:
+        if not self._open:
+            raise DeviceError("keyboard input is not open; call open() first")
+        cmd = EEFVelocityCommand()
+        keys = self._window.take() if self._window is not None else self._queued_keys(cmd)
         gripper = 0
-        for key in self._held:
-            kind, i, sign = self._axes[key]
-            if kind == "linear":
-                cmd.linear[i] += sign * self.step_linear
-            elif kind == "angular":
-                cmd.angular[i] += sign * self.step_angular
+        for name in keys:
+            m = self._motion.get(name)
+            if m is None:
+                continue
+            if m.quantity == "linear":
+                cmd.linear[m.axis] += m.sign * self.step_linear
+            elif m.quantity == "angular":
+                cmd.angular[m.axis] += m.sign * self.step_angular
             else:
-                gripper += sign
+                gripper += m.sign
         cmd.gripper_delta = gripper * self.step_gripper
         return cmd
 
     def close(self) -> None:
         self._held.clear()
+        self._window = None
         self._open = False
 
     def __enter__(self) -> KeyboardInput:

@@ -1,5 +1,7 @@
-"""Session keys read from the terminal without Enter: n/→ save, r/← re-record, q/Esc quit, i take over/hand back.
+"""Session keys read from the terminal without Enter (the active device's, see :mod:`.key_bindings`).
 
+Most devices use n / Right save, r / Left re-record, q / Esc save and quit, i take over /
+hand back; the keyboard device, whose letters move the arm, uses Enter, Backspace, Esc and i.
 When standard input is not a terminal (CI, pipes, nohup) keys are disabled and the
 session runs on its limits (episode count and time) alone.
 """
@@ -14,30 +16,26 @@ import threading
 import tty
 
 from .interfaces import Event
-
-_KEYS = {
-    b"n": Event.SAVE_EPISODE,
-    b"\x1b[C": Event.SAVE_EPISODE,
-    b"r": Event.DISCARD_EPISODE,
-    b"\x1b[D": Event.DISCARD_EPISODE,
-    b"i": Event.INTERVENE,
-    b"q": Event.STOP,
-    b"\x1b": Event.STOP,
-}
+from .key_bindings import TERMINAL, Controls, terminal_bytes
 
 
-def parse_keys(data: bytes) -> list[Event]:
+def _byte_map(controls: Controls) -> dict[bytes, Event]:
+    return {seq: event for key, event in controls.session_keys().items() for seq in terminal_bytes(key)}
+
+
+def parse_keys(data: bytes, controls: Controls = TERMINAL) -> list[Event]:
     """Events in a chunk of terminal input; arrow keys arrive as three-byte escape sequences."""
+    keys = _byte_map(controls)
     events, i = [], 0
     while i < len(data):
-        if data[i : i + 3] in (b"\x1b[C", b"\x1b[D"):
-            events.append(_KEYS[data[i : i + 3]])
+        if data[i : i + 2] in (b"\x1b[", b"\x1bO"):
+            # An arrow or function key: its own binding if it has one, never a lone Esc.
+            ev = keys.get(data[i : i + 3])
+            if ev is not None:
+                events.append(ev)
             i += 3
             continue
-        if data[i : i + 2] in (b"\x1b[", b"\x1bO"):
-            i += 3  # another arrow or function key: ignore it rather than read it as Esc
-            continue
-        ev = _KEYS.get(data[i : i + 1].lower())
+        ev = keys.get(data[i : i + 1].lower())
         if ev is not None:
             events.append(ev)
         i += 1
@@ -47,8 +45,9 @@ def parse_keys(data: bytes) -> list[Event]:
 class TerminalKeys:
     """Context manager that puts the terminal in cbreak mode and collects key events."""
 
-    def __init__(self, stream: object = None) -> None:
+    def __init__(self, stream: object = None, controls: Controls = TERMINAL) -> None:
         self._stream = stream if stream is not None else sys.stdin
+        self.controls = controls
         self.enabled = False
         self._fd = -1
         self._saved: list | None = None
@@ -81,7 +80,7 @@ class TerminalKeys:
                 return
             if not data:
                 return
-            events = parse_keys(data)
+            events = parse_keys(data, self.controls)
             if events:
                 with self._lock:
                     self._events.extend(events)

@@ -33,8 +33,9 @@ from ..datasets.dataset import DatasetWriter
 from ..datasets.features import CLOCK_MONOTONIC, CLOCK_SIMULATION, DatasetInfo, image_feature
 from ..errors import TelecorderError
 from .interfaces import Camera, Event, Robot, Teleop
+from .key_bindings import Controls, controls_for
 from .keyboard import TerminalKeys
-from .live_view import LiveView
+from .live_view import LiveView, open_live_view
 from .recorder import EpisodeOutcome, Recorder, TickStatus
 
 # Above this a Python control loop on a desktop OS cannot keep ticks within 2 ms of schedule.
@@ -55,7 +56,11 @@ class SessionConfig:
     operator: str | None = None
     seed: int | None = None
     encode_threads: int = 2
+    # The live view with the cameras. A device that reads its keys from the window (the keyboard)
+    # opens it regardless, keys only, and fails when no window can open.
     display: bool = False
+    # Whose key bindings apply (key_bindings.controls_for); None: the teleop's device_type.
+    controls: str | None = None
     # False: pace by simulated time (sim devices only; the factory checks that).
     realtime: bool = True
 
@@ -89,6 +94,8 @@ class RecordingSession:
         self.robot, self.teleop, self.cameras, self.config = robot, teleop, list(cameras), config
         self.console = console or Console()
         self._saved_at_ns: dict[int, int] = {}
+        self.controls: Controls = controls_for(config.controls or teleop.device_type)
+        self._live: LiveView | None = None
 
     def _note_saved(self, fut: Future) -> None:
         """When an episode's file became complete: the end-to-saved latency in the summary."""
@@ -120,6 +127,9 @@ class RecordingSession:
         writer: AsyncEpisodeWriter | None = None
         dataset: DatasetWriter | None = None
         pending: list[tuple[Future, int]] = []
+        # The window first: a device nobody can steer without it fails before anything is recorded.
+        self._live = open_live_view(self.cameras, self.controls, self.config.display,
+                                    lambda m: self.console.print(f"[yellow]warning:[/] {m}", highlight=False))
         try:
             self.robot.connect()
             connected.append(self.robot)
@@ -151,6 +161,9 @@ class RecordingSession:
             for dev in reversed(connected):
                 with contextlib.suppress(Exception):
                     dev.disconnect()
+            if self._live is not None:
+                self._live.close()
+                self._live = None
             if dataset is not None:
                 self.console.print(
                     f"{len(summary.saved)} episode(s) saved this session in {self.config.out} "
@@ -168,11 +181,10 @@ class RecordingSession:
         cfg = self.config
         recorder = Recorder(self.robot, self.teleop, self.cameras, writer, fps=cfg.fps, realtime=cfg.realtime)
         rng = np.random.default_rng(cfg.seed)
-        view = LiveView(self.cameras) if cfg.display else contextlib.nullcontext()
-        with TerminalKeys() as keys, view:
+        live = self._live
+        with TerminalKeys(controls=self.controls) as keys:
             if keys.enabled:
-                self.console.print("keys: [bold]n[/]/→ save episode, [bold]r[/]/← re-record, [bold]q[/]/Esc save and quit")
-            live = view if isinstance(view, LiveView) else None
+                self.console.print(self.controls.terminal_line())
 
             def poll() -> set[Event]:
                 return keys.poll() | (live.poll() if live is not None else set())
@@ -226,7 +238,12 @@ class RecordingSession:
                 progress.update(task, completed=min(s.elapsed_s, cfg.episode_time_s), stats=stats)
                 if live is not None:
                     live.set_status(f"episode {saved + 1}/{cfg.episodes}  {s.elapsed_s:4.1f}/"
-                                    f"{cfg.episode_time_s:g} s  {stats}   n save  r redo  q quit")
+                                    f"{cfg.episode_time_s:g} s  {stats}   {self.controls.hint()}")
+
+            if live is not None:
+                live.set_title(f"telecorder collect ({self.controls.device}): episode {saved + 1}/{cfg.episodes} "
+                               "recording")
+                live.set_status(f"episode {saved + 1}/{cfg.episodes}  recording   {self.controls.hint()}")
 
             return recorder.record_episode(
                 max_duration_s=cfg.episode_time_s,
@@ -239,10 +256,12 @@ class RecordingSession:
     def _reset_phase(self, poll: Callable[[], set[Event]], announce: bool, live: LiveView | None) -> bool:
         """Wait for the scene to be reset; True if the operator asked to quit."""
         end = time.monotonic() + self.config.reset_time_s
+        save, stop = self.controls.first_key(Event.SAVE_EPISODE), self.controls.first_key(Event.STOP)
         if announce:
-            self.console.print(f"reset the scene ({self.config.reset_time_s:g} s; [bold]n[/] to start now)")
+            self.console.print(f"reset the scene ({self.config.reset_time_s:g} s; [bold]{save}[/] to start now)")
         if live is not None:
-            live.set_status(f"reset the scene ({self.config.reset_time_s:g} s)   n start now  q quit")
+            live.set_status(f"reset the scene ({self.config.reset_time_s:g} s)   {save} start now  {stop} quit")
+            live.set_title(f"telecorder collect ({self.controls.device}): reset the scene")
         while time.monotonic() < end:
             events = poll()
             if Event.STOP in events:
