@@ -181,21 +181,29 @@ def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
 
 
 def _step_limits(ep: RecordedEpisode, max_step: float, names: list[str], notes: list[str]) -> np.ndarray:
-    """The per-tick step limit of each joint: teleop's, or the largest step the recording itself made.
+    """The per-tick step limit of each joint: teleop's ``max_step``, except for a gripper.
 
-    A replay must not move faster than teleoperation allows, nor slower than the recording
-    did: a gripper that an end-effector device snapped shut in one tick (a VR trigger) was
-    sent that step when recorded, and clipping it would make the replay drift from the
-    recording by the clipping alone (measured: up to 0.57 on a VR gripper).
+    A gripper that an end-effector device snapped shut in one tick (a VR trigger, a gamepad
+    button) was sent that step when recorded; clipping it would make the replay drift from
+    the recording by the clipping alone (measured: up to 0.57 on a VR gripper). So a gripper
+    may step as far as the recording did. Arm joints keep the limit whatever the recording
+    says: steps beyond it come from other units or damaged data, not from our devices.
     """
     limits = np.full(ep.action.shape[1], float(max_step))
-    if len(ep) > 1:
-        recorded = np.abs(np.diff(ep.action, axis=0)).max(axis=0)
-        raised = [f"{names[i]} {recorded[i]:.3g}" for i in np.flatnonzero(recorded > limits)]
-        if raised:
-            notes.append(f"the recording moves faster than {max_step:g} per tick on {', '.join(raised)}; "
-                         "the replay allows those steps as recorded")
-        limits = np.maximum(limits, recorded)
+    if len(ep) < 2:
+        return limits
+    recorded = np.abs(np.diff(ep.action, axis=0)).max(axis=0)
+    fast = []
+    for i in np.flatnonzero(recorded > limits):
+        if names[i] == "gripper":
+            limits[i] = min(float(recorded[i]), 1.0)  # normalized 0..1: one full stroke at most
+            notes.append(f"the recording moves the gripper by up to {recorded[i]:.3g} per tick; the replay "
+                         f"allows that step as recorded (arm joints: {max_step:g} per tick)")
+        else:
+            fast.append(f"{names[i]} {recorded[i]:.3g}")
+    if fast:
+        notes.append(f"the recording moves joints by more than {max_step:g} per tick ({', '.join(fast)}); the "
+                     "replay limits each tick's step to that, so those moves take longer (wrong units or damaged data?)")
     return limits
 
 
