@@ -9,7 +9,7 @@ DEMO_OUT ?= demos/sim-$(shell date +%Y%m%d-%H%M%S)
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: demo test setup lint bench clean
+.PHONY: demo test setup lint bench clean vr-runtime
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -23,7 +23,12 @@ demo: $(STAMP)
 	$(BIN)/telecorder info $(DEMO_OUT)
 	$(BIN)/telecorder doctor $(DEMO_OUT)
 
-test: $(STAMP)
+# Monado, the OpenXR runtime the live VR tests load, built once from ../shared/vendor into
+# ~/.cache/telecorder/monado-<sha12>/ (about a minute on 2 cores; skipped when the archive is absent).
+vr-runtime:
+	bash scripts/vr_runtime.sh
+
+test: $(STAMP) vr-runtime
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -m "not tf"
 	$(BIN)/python -m pytest -q -m tf

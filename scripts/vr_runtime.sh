@@ -5,6 +5,9 @@
 #   scripts/vr_runtime.sh            install missing Debian build deps, build once, print XR_RUNTIME_JSON=...
 #   scripts/vr_runtime.sh --print    print the manifest path of a finished build (exit 1 if there is none)
 #
+# Next to it, openxr_monado-noheadless.json names the same runtime built without XR_MND_headless (an
+# incremental rebuild, ~20 s): the tests check the client's error on a runtime that lacks the extension.
+#
 # The build is in-process (no service/IPC), with the null compositor (CPU Vulkan through Mesa's lavapipe)
 # and only the `simulated` and `remote` drivers. It lives in a cache folder keyed by the archive's sha256
 # (${XDG_CACHE_HOME:-~/.cache}/telecorder/monado-<sha12>/) and is only rebuilt when the archive changes or
@@ -27,8 +30,11 @@ sha12="$(sha256sum "$archive" | cut -c1-12)"
 dest="$cache_root/monado-$sha12"
 manifest="$dest/openxr_monado-dev.json"
 
-# A finished build has the manifest and the library it names; anything less is rebuilt.
-complete() { [ -f "$manifest" ] && [ -f "$dest/libopenxr_monado.so" ]; }
+# A finished build has both manifests and the libraries they name; anything less is rebuilt.
+complete() {
+  [ -f "$manifest" ] && [ -f "$dest/libopenxr_monado.so" ] \
+    && [ -f "$dest/openxr_monado-noheadless.json" ] && [ -f "$dest/libopenxr_monado_noheadless.so" ]
+}
 
 if [ "${1:-}" = "--print" ]; then
   complete || { echo "vr-runtime: no finished build in $dest (run make vr-runtime)" >&2; exit 1; }
@@ -61,6 +67,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 mkdir -p "$cache_root"
+# One build at a time per archive (two test runs may start together); the later one reuses it.
+exec 9>"$cache_root/.monado-$sha12.lock"
+flock 9
+if complete; then
+  echo "vr-runtime: cached build $dest" >&2
+  echo "XR_RUNTIME_JSON=$manifest"
+  exit 0
+fi
 work="$(mktemp -d "$cache_root/.monado-$sha12.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 echo "vr-runtime: building Monado ($archive, sha256 $sha12...) in $work" >&2
@@ -86,20 +100,23 @@ ninja -C "$work/build" openxr_monado >"$work/build.log" 2>&1 \
   || { tail -n 40 "$work/build.log" >&2; echo "vr-runtime: build failed" >&2; exit 1; }
 
 # Keep only what a client loads: the runtime library and a manifest next to it that names it by absolute path.
-lib="$(find "$work/build" -name 'libopenxr_monado.so' -print -quit)"
-[ -n "$lib" ] || { echo "vr-runtime: build produced no libopenxr_monado.so" >&2; exit 1; }
+lib="$work/build/src/xrt/targets/openxr/libopenxr_monado.so"
+[ -f "$lib" ] || { echo "vr-runtime: build produced no $lib" >&2; exit 1; }
 out="$work/out"
 mkdir -p "$out"
-cp "$lib" "$out/libopenxr_monado.so"
-cat >"$out/openxr_monado-dev.json" <<EOF
-{
-    "file_format_version": "1.0.0",
-    "runtime": {
-        "name": "Monado",
-        "library_path": "$dest/libopenxr_monado.so"
-    }
+manifest_for() {  # library file name, runtime name
+  printf '{\n    "file_format_version": "1.0.0",\n    "runtime": {\n        "name": "%s",\n        "library_path": "%s"\n    }\n}\n' \
+    "$2" "$dest/$1"
 }
-EOF
+cp "$lib" "$out/libopenxr_monado.so"
+manifest_for libopenxr_monado.so Monado >"$out/openxr_monado-dev.json"
+
+# The same runtime without XR_MND_headless (incremental: only the state tracker rebuilds).
+cmake "$work/build" -DXRT_FEATURE_OPENXR_HEADLESS=OFF >>"$work/configure.log" 2>&1 \
+  && ninja -C "$work/build" openxr_monado >>"$work/build.log" 2>&1 \
+  || { tail -n 40 "$work/build.log" >&2; echo "vr-runtime: build without XR_MND_headless failed" >&2; exit 1; }
+cp "$lib" "$out/libopenxr_monado_noheadless.so"
+manifest_for libopenxr_monado_noheadless.so "Monado without XR_MND_headless" >"$out/openxr_monado-noheadless.json"
 printf 'archive=%s\nsha256=%s\nbuild_seconds=%s\n' "$archive" "$(sha256sum "$archive" | cut -d' ' -f1)" \
   "$((SECONDS - start))" >"$out/BUILD_INFO"
 rm -rf "$dest"

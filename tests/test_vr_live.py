@@ -29,7 +29,7 @@ from monado_remote import (
     port_lock,
 )
 from monado_remote import runtime_env as make_env
-from test_cli import tool
+from test_cli import _assert_one_clear_error, run, tool
 
 pytest.importorskip("xr")
 
@@ -101,6 +101,23 @@ class Client:
 
     def report(self) -> str:
         return "stdout:\n" + "".join(self.out) + "\nstderr (tail):\n" + "".join(self.err[-40:])
+
+
+# -- a runtime without XR_MND_headless: one clear error naming it
+
+def test_runtime_without_headless_is_named_in_one_clear_error(manifest: Path, tmp_path: Path):
+    # The same Monado built with XRT_FEATURE_OPENXR_HEADLESS off (scripts/vr_runtime.sh makes both).
+    other = manifest.parent / "openxr_monado-noheadless.json"
+    assert other.is_file(), f"{other} is missing: rerun scripts/vr_runtime.sh"
+    env = make_env(other, config=None)
+    env["COLUMNS"] = "400"  # one line, so the path is not wrapped
+    for cmd in ([tool("telecorder"), "vr-record", str(tmp_path / "x.jsonl"), "--seconds", "1"],
+                [tool("collect"), "--device", "vr", "--robot", "sim", "--episodes", "1", "--sim-cameras", "none",
+                 "--out", str(tmp_path / "demos")]):
+        proc = run(*cmd, extra_env=env, timeout=300)
+        _assert_one_clear_error(proc, "does not offer XR_MND_headless", "'Monado without XR_MND_headless'",
+                                str(other), "export XR_RUNTIME_JSON=")
+    assert not (tmp_path / "x.jsonl").exists()
 
 
 # -- vr-record: what OpenXR reports is what was fed

@@ -67,6 +67,21 @@ def _check_runtime_present() -> None:
         )
 
 
+def _runtime_label() -> str:
+    """The runtime's name and manifest as the loader will pick it, for error messages."""
+    env = os.environ.get("XR_RUNTIME_JSON")
+    manifest = Path(env) if env else next(
+        (p for p in _runtime_manifest_candidates() if p.is_file()), None
+    )
+    if manifest is None:
+        return "(active runtime)"
+    try:
+        name = json.loads(manifest.read_text(encoding="utf-8"))["runtime"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"({manifest})"
+    return f"{name!r} ({manifest})"
+
+
 class _Timespec(ctypes.Structure):
     # pyopenxr declares ``timespec`` without fields, so the KHR conversion needs our own.
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
@@ -186,9 +201,10 @@ class OpenXRClient:
         self.headless = xr.MND_HEADLESS_EXTENSION_NAME in available
         if not self.headless:
             raise DeviceError(
-                "the OpenXR runtime does not offer XR_MND_headless; telecorder opens a headless "
-                "session (no rendering), which Monado provides: "
-                "export XR_RUNTIME_JSON=/usr/share/openxr/1/openxr_monado.json"
+                f"the OpenXR runtime {_runtime_label()} does not offer XR_MND_headless; telecorder "
+                "reads the controllers in a headless session (no rendering), which Monado provides: "
+                "export XR_RUNTIME_JSON=/usr/share/openxr/1/openxr_monado.json (scripts/vr_runtime.sh "
+                "in the telecorder repository builds one)"
             )
         try:
             self._instance = xr.create_instance(
