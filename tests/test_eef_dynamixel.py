@@ -36,6 +36,7 @@ from telecorder.collect.eef_dynamixel import ARM_STEP_RAD
 from telecorder.collect.emulated_arm import ARM_JOINTS, emulated_calibration
 from telecorder.collect.factory import DeviceConfig, make_devices
 from telecorder.collect.session import RecordingSession, SessionConfig
+from telecorder.collect.vr import AXIS_PRESETS
 from telecorder.datasets import Dataset
 from telecorder.errors import TelecorderError
 from telecorder.sim import DEFAULT_MODEL, Kinematics, SimEnv
@@ -50,6 +51,7 @@ WIRING = {
     "wrist_flex": (2, 1, 0.0),
     "wrist_roll": (4, 1, math.pi),
 }
+RELEASE_S = 2.75
 GRIPPER_ID, GRIPPER_OPEN_RAW, GRIPPER_CLOSED_RAW = 6, 1.2, 0.4
 CALIBRATION_ORDER = ("wrist_flex", "shoulder_pan", "elbow_flex", "shoulder_lift", "wrist_roll")
 
@@ -85,10 +87,23 @@ def _fk_by_name(kin: Kinematics, names: list[str], states: np.ndarray) -> np.nda
     return np.array([kin.fk(s[cols])[0] for s in states.astype(np.float64)])
 
 
+def _mapped_arc(cmd, release_at, clutch_at=0.5, circle_s=3.0, samples=20000):
+    """Dense points of the controller's arc up to the release, mapped into the robot frame."""
+    anchor = cmd[0, :3]  # the target rests where the arm started until the clutch
+    a = np.linspace(0, 2 * np.pi * (release_at - clutch_at) / circle_s, samples)
+    ctrl = np.stack([RADIUS * np.sin(a), np.zeros_like(a), -RADIUS * (1 - np.cos(a))], axis=1)
+    return anchor + ctrl @ AXIS_PRESETS["openxr_to_robot"].T
+
+
+def _distance_to(path, points):
+    return np.array([np.linalg.norm(path - p, axis=1).min() for p in points])
+
+
 @pytest.mark.slow
 def test_vr_pose_stream_steers_a_follower_wired_unlike_the_model(tmp_path):
     stream = tmp_path / "circle.jsonl"
-    _circle_stream(stream, trigger_at=3.8)
+    # Released three quarters round the circle, so the arm ends away from where it started.
+    _circle_stream(stream, release_at=RELEASE_S, trigger_at=3.2)
     cal_path = _wired_calibration(tmp_path / "follower.json")
     emu = _wired_emulator()
     port = emu.start()
@@ -115,16 +130,26 @@ def test_vr_pose_stream_steers_a_follower_wired_unlike_the_model(tmp_path):
     kin = Kinematics(SimEnv().model)  # the MJCF's own joint order
     measured = _fk_by_name(kin, names, state)
 
-    # The commanded EEF is the controller's circle mapped into the robot frame (see test_eef_teleop).
-    during, expected = _circle_targets(t, cmd)
-    assert np.abs(cmd[during, :3] - expected).max() < 2 * np.pi * RADIUS / 3.0 / 90 * 2 + 1e-4
+    # The stream replays on the wall clock, and on a loaded host a late tick samples it late, so what
+    # is checked is the path (how far off the mapped circle), not the timing along it.
+    during, _ = _circle_targets(t, cmd, release_at=RELEASE_S)
+    path = _mapped_arc(cmd, RELEASE_S)
+    off_cmd = _distance_to(path, cmd[during, :3])
+    assert off_cmd.max() < 2e-4, f"commanded EEF {1e3 * off_cmd.max():.2f} mm off the mapped circle"
+    # After the release the target stays at the last clutched sample, near the end of the arc.
+    end = np.linalg.norm(path - cmd[-1, :3], axis=1)
+    assert end.min() < 2e-4 and np.argmin(end) > 0.8 * len(path), "the target went round the arc and stayed"
     assert np.ptp(state[:, :5], axis=0).max() > 0.1, "the recorded joints move"
-    # FK of the recorded joints follows the target one tick later. Budget, at the circle's 8.4 cm/s:
-    # the servos' first-order lag (tau 40 ms) trails the command by 3.4 mm, the stream is sampled
-    # at the tick (up to 1/90 s, 0.9 mm), the encoders resolve 0.088 deg (under 0.5 mm at this
-    # reach); a late tick on a loaded host lets the wall-clock stream run ahead of the arm, hence
-    # 10 mm at p95 (measured about 2 mm p50, 4 mm p95 here), the sim's own tolerance.
-    err = np.linalg.norm(measured[np.flatnonzero(during) + 1] - expected, axis=1)
+    # FK of the recorded joints follows the path. Sideways, the error is mostly IK's: a 5-joint arm
+    # cannot keep the anchored orientation while it moves sideways, and IK (position first, 0.1 m
+    # per rad of orientation, as on the sim) leaves its command up to 2.7 mm off the target here.
+    # The servos' lag (tau 40 ms) trails by 3.4 mm along a circle of radius 40 mm, 0.15 mm off it;
+    # encoders resolve 0.088 deg, under 0.5 mm at this reach. Hence 5 mm.
+    off = _distance_to(path, measured[during])
+    assert off.max() < 0.005, f"measured EEF up to {1e3 * off.max():.2f} mm off the path"
+    # Along it, one tick after each command: the lag above plus up to a tick of arm motion; a late
+    # tick lets the target run further ahead, hence 10 mm at p95, the sim's own tolerance.
+    err = np.linalg.norm(measured[np.flatnonzero(during) + 1] - cmd[during, :3], axis=1)
     assert np.percentile(err, 95) < 0.010, f"EEF tracking p95 {1e3 * np.percentile(err, 95):.1f} mm"
 
     # Commands: inside the model's limits, never more than the per-tick step ahead of the arm.
@@ -132,17 +157,24 @@ def test_vr_pose_stream_steers_a_follower_wired_unlike_the_model(tmp_path):
     assert np.all(action[:, arm_cols] >= kin.lower - 1e-6) and np.all(action[:, arm_cols] <= kin.upper + 1e-6)
     assert np.abs(action[:, arm_cols] - state[:, arm_cols]).max() <= ARM_STEP_RAD + 1e-5
 
-    # Where the servos physically stand at the end, read through this test's own wiring table:
-    # the gripper is where the target left it (the stream held still for the last 0.8 s).
+    # Where the servos physically stand at the end, read through this test's own wiring table: at the
+    # last command, which puts the gripper where the target was left (released 1.6 s before the end,
+    # 5.7 cm from the start).
+    assert np.linalg.norm(cmd[-1, :3] - cmd[0, :3]) > 0.05
     q_end = np.array([_joint(j, shafts[WIRING[j][0]]) for j in kin.joint_names])
-    settled = np.linalg.norm(kin.fk(q_end)[0] - cmd[-1, :3])
-    assert settled < 0.004, f"final gripper position {1e3 * settled:.1f} mm from the target"
+    commanded = _fk_by_name(kin, names, action[-1:])[0]
+    settled = np.linalg.norm(kin.fk(q_end)[0] - commanded)
+    # Servos settle to the tick: 0.088 deg, at most 0.5 mm summed over these joints' lever arms (0.6 m);
+    # the command is IK's compromise (above).
+    assert settled < 0.001, f"the servos stand {1e3 * settled:.2f} mm from the last command"
+    assert np.linalg.norm(commanded - cmd[-1, :3]) < 0.005
     # The trigger closed the gripper: command 0, the servo at its calibrated closed angle.
     assert cmd[-1, 6] == 0.0 and action[-1, names.index("gripper")] == 0.0
     assert abs(shafts[GRIPPER_ID] - GRIPPER_CLOSED_RAW) < 0.02, shafts[GRIPPER_ID]
     assert state[0, names.index("gripper")] > 0.97, "it started open"
-    print(f"tracking p50 {1e3 * np.median(err):.2f} mm, p95 {1e3 * np.percentile(err, 95):.2f} mm, "
-          f"max {1e3 * err.max():.2f} mm; settled {1e3 * settled:.2f} mm; counters {teleop.counters()}")
+    print(f"off path max {1e3 * off.max():.2f} mm; tracking p50 {1e3 * np.median(err):.2f} mm, "
+          f"p95 {1e3 * np.percentile(err, 95):.2f} mm, "
+          f"max {1e3 * err.max():.2f} mm; settled {1e3 * settled:.3f} mm; counters {teleop.counters()}")
 
 
 @pytest.mark.slow
