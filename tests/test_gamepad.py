@@ -434,3 +434,31 @@ def test_read_before_open() -> None:
         GamepadInput().read()
     with pytest.raises(DeviceError):
         KeyboardInput().read()
+
+
+@pytest.mark.slow
+def test_gamepad_without_a_display_records_with_a_warning(pad: VirtualPad, tmp_path, monkeypatch) -> None:
+    """A headless robot PC with a pad: the joystick still steers, so the session records and says why no view."""
+    pytest.importorskip("mujoco")
+    import io
+
+    from rich.console import Console
+
+    from telecorder.collect.factory import DeviceConfig, make_devices
+    from telecorder.collect.session import RecordingSession, SessionConfig
+    from telecorder.datasets import Dataset
+
+    for var in ("SDL_VIDEODRIVER", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    pad.axis(M.left_y, AXIS_MIN)  # stick forward: +x
+    robot, teleop, cameras = make_devices(DeviceConfig(device="gamepad", sim_cameras=[], fps=20))
+    out = io.StringIO()
+    RecordingSession(robot, teleop, cameras, SessionConfig(out=tmp_path / "pad", episodes=1, episode_time_s=1.0,
+                                                           reset_time_s=0, fps=20, display=True),
+                     console=Console(file=out, width=200)).run()
+    text = " ".join(out.getvalue().split())
+    assert "warning: no live view (there is no display here (DISPLAY and WAYLAND_DISPLAY are unset" in text
+    assert "recording without it" in text and active_view() is None
+    with Dataset.open(tmp_path / "pad").episode(0) as ep:
+        eef = ep.numeric("action_eef")
+    assert eef[-1, 0] - eef[0, 0] > 0.05, "the stick steered without the view"
