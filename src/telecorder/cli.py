@@ -941,9 +941,10 @@ examples:
   # keep the replay as a dataset of its own (view it, or compare it with the original)
   telecorder replay demos/ --episode 3 --out replayed/
 
-  # on the real follower arm (it must stand near the episode's start pose), or on the emulated one
+  # on the real follower arm (it must stand near the episode's start pose), at half speed first
+  telecorder replay demos/ --episode 3 --robot dynamixel --port /dev/ttyUSB1 --speed 0.5
   telecorder replay demos/ --episode 3 --robot dynamixel --port /dev/ttyUSB1
-  telecorder replay demos/ --episode 3 --robot dynamixel --emulate
+  telecorder replay demos/ --episode 3 --robot dynamixel --emulate   # the emulated arm, no hardware
 
 Ctrl-C stops the replay (the arm holds where it stands); with --out nothing is kept then.
 exit status: 0 replayed, 2 refused (wrong action space, arm too far from the start pose, ...).
@@ -959,7 +960,7 @@ def run_replay(args: argparse.Namespace, console: Console) -> int:
     cfg = ReplayConfig(
         dataset=args.dataset, episode=args.episode, robot=args.robot, robot_model=args.robot_model, port=args.port,
         calibration=args.calibration, baudrate=args.baudrate, emulate=args.emulate, out=args.out,
-        realtime=not args.no_realtime, start_tolerance=args.start_tolerance,
+        realtime=not args.no_realtime, start_tolerance=args.start_tolerance, speed=args.speed,
     )
     # With --json, stdout carries the report only: progress and session lines go to stderr.
     report = replay(cfg, Console(stderr=True) if args.json else console)
@@ -988,6 +989,8 @@ def add_replay_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFo
     p.add_argument("--emulate", action="store_true", help="--robot dynamixel: use the built-in emulated arm")
     p.add_argument("--start-tolerance", type=_positive_float, default=0.6,
                    help="how far (rad per joint) the arm may stand from the episode's first state (default 0.6)")
+    p.add_argument("--speed", type=_positive_float, default=1.0,
+                   help="fraction of the recorded rate, e.g. 0.5 for half speed on a first run (default 1)")
     p.add_argument("--no-realtime", action="store_true",
                    help="sim only: run on simulated time, as fast as physics allows (the drift is the same)")
     p.add_argument("--out", type=Path, help="record the replay as a dataset here (default: record nothing)")

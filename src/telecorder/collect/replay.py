@@ -1,6 +1,7 @@
 """``telecorder replay``: send a recorded episode's actions to a robot, and measure the drift.
 
-The recorded actions go out one per control period at the recording's rate, through the
+The recorded actions go out one per control period at the recording's rate (or at a
+fraction of it, ``speed``, where each action is held longer), through the
 same control loop as recording (:class:`.recorder.Recorder`) and the same safety as a
 leader arm (:class:`.start_ramp.StartRamp`: the follower must stand near the episode's
 first recorded state, the remaining offset is ramped out over a second, no command moves
@@ -51,6 +52,12 @@ class ReplayConfig:
     start_tolerance: float = 0.6
     ramp_s: float = 1.0
     max_step: float = 0.25
+    # Fraction of the recorded rate to replay at (slow motion for a first run on hardware).
+    speed: float = 1.0
+
+    def rate(self, ep: RecordedEpisode) -> float:
+        """The control rate of the replay in Hz."""
+        return ep.fps * self.speed
 
 
 class ReplayTeleop(Teleop):
@@ -120,6 +127,9 @@ def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
     if not cfg.realtime and cfg.robot != "sim":
         raise TelecorderError("--no-realtime runs on simulated time, which a real arm cannot follow; "
                               "use it with --robot sim only")
+    if not 0 < cfg.speed <= 1:
+        raise TelecorderError(f"--speed {cfg.speed:g}: replay runs at the recorded rate (1) or slower (0 < speed < 1); "
+                              "faster would ask the arm for moves it never made")
     ep = load_episode(cfg.dataset, cfg.episode)
     cleanups: list[Callable[[], None]] = []
     try:
@@ -135,7 +145,7 @@ def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
         names = list(feats["action"].names or [f"dim{i}" for i in range(ep.action.shape[1])])
         max_step = _step_limits(ep, cfg.max_step, names, notes)
         ramp = StartRamp(
-            names, fps=ep.fps, start_tolerance=cfg.start_tolerance, ramp_s=cfg.ramp_s, max_step=max_step,
+            names, fps=cfg.rate(ep), start_tolerance=cfg.start_tolerance, ramp_s=cfg.ramp_s, max_step=max_step,
             source=f"episode {ep.index}'s first recorded state" if reference is not None else "the first action",
             remedy="move the arm to where the episode started (or pass a larger --start-tolerance)",
         )
@@ -144,7 +154,7 @@ def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
         interrupted = False
         try:
             if cfg.out is not None:
-                success = _record(cfg, ep, robot, teleop, sim_cameras(ep, robot, notes), console)
+                success = _record(cfg, ep, robot, teleop, sim_cameras(cfg, ep, robot, notes), console)
             else:
                 success = _run(cfg, ep, robot, teleop, console)
         except KeyboardInterrupt:
@@ -169,7 +179,8 @@ def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
         "robot": robot_name,
         "steps": steps,
         "recorded_steps": len(ep),
-        "fps": ep.fps,
+        "fps": cfg.rate(ep),
+        "speed": cfg.speed,
         "scene": scene,
         "drift": drift,
         "success": {"recorded": recorded_success if isinstance(recorded_success, bool) else None,
@@ -230,7 +241,7 @@ def _run(cfg: ReplayConfig, ep: RecordedEpisode, robot: Robot, teleop: ReplayTel
         connected.append(robot)
         teleop.connect()
         connected.append(teleop)
-        recorder = Recorder(robot, teleop, [], _NoWriter(), fps=ep.fps, realtime=cfg.realtime)  # type: ignore[arg-type]
+        recorder = Recorder(robot, teleop, [], _NoWriter(), fps=cfg.rate(ep), realtime=cfg.realtime)  # type: ignore[arg-type]
         columns = (TextColumn(f"[bold]replay of episode {ep.index}"), BarColumn(bar_width=24),
                    TextColumn("{task.completed:.0f}/{task.total:.0f} steps"))
         with Progress(*columns, console=console, transient=True) as progress:
@@ -239,7 +250,7 @@ def _run(cfg: ReplayConfig, ep: RecordedEpisode, robot: Robot, teleop: ReplayTel
             def on_tick(s: TickStatus) -> None:
                 progress.update(task, completed=s.step)
 
-            outcome = recorder.record_episode(max_duration_s=(len(ep) + 2) / ep.fps, attrs={}, on_tick=on_tick)
+            outcome = recorder.record_episode(max_duration_s=(len(ep) + 2) / cfg.rate(ep), attrs={}, on_tick=on_tick)
         return outcome.success
     finally:
         for dev in reversed(connected):
@@ -255,7 +266,7 @@ def _record(cfg: ReplayConfig, ep: RecordedEpisode, robot: Robot, teleop: Replay
     task = str(ep.attrs.get("task") or ep.attrs.get("language_instruction") or "")
     session = RecordingSession(robot, teleop, cameras, SessionConfig(
         out=Path(cfg.out),  # type: ignore[arg-type]
-        episodes=1, episode_time_s=(len(ep) + 2) / ep.fps, reset_time_s=0.0, task=task, fps=ep.fps,
+        episodes=1, episode_time_s=(len(ep) + 2) / cfg.rate(ep), reset_time_s=0.0, task=task, fps=cfg.rate(ep),
         image_encoding=ep.info.image_encoding if ep.info.image_encoding in ("jpeg", "png") else "jpeg",
         realtime=cfg.realtime,
     ), console=console)

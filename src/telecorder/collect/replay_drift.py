@@ -48,7 +48,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     """The drift table and the verdict lines of a replay report (see :func:`replay.replay`)."""
     console.print(
         f"replayed episode {report['episode']} of {report['dataset']} on {report['robot']}: "
-        f"{report['steps']} of {report['recorded_steps']} steps at {report['fps']:g} Hz",
+        f"{report['steps']} of {report['recorded_steps']} steps at {report['fps']:g} Hz"
+        + (f" ({report['speed']:g} x the recorded rate)" if report.get("speed", 1) != 1 else ""),
         highlight=False,
     )
     if report.get("scene"):

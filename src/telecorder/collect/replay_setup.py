@@ -20,7 +20,7 @@ def make_robot(cfg: ReplayConfig, ep: RecordedEpisode, cleanups: list[Callable[[
     """The follower, built as ``collect`` builds it (the factory's), and how to name it in messages."""
     from .factory import DeviceConfig, _arm_port, _follower
 
-    dcfg = DeviceConfig(robot=cfg.robot, device="replay", robot_model=cfg.robot_model, fps=ep.fps,
+    dcfg = DeviceConfig(robot=cfg.robot, device="replay", robot_model=cfg.robot_model, fps=cfg.rate(ep),
                         follower_port=cfg.port, follower_calibration=cfg.calibration, baudrate=cfg.baudrate,
                         emulate=cfg.emulate, env_state=cfg.robot == "sim" and ENV_STATE in ep.states)
     if cfg.robot == "sim":
@@ -80,7 +80,7 @@ def scene_restorer(ep: RecordedEpisode, robot: Robot) -> tuple[Callable[[], None
                   "after contact and the success check say little")
 
 
-def sim_cameras(ep: RecordedEpisode, robot: Robot, notes: list[str]) -> list[Camera]:
+def sim_cameras(cfg: ReplayConfig, ep: RecordedEpisode, robot: Robot, notes: list[str]) -> list[Camera]:
     """The recorded episode's sim cameras at its resolution, for a replay recorded with ``--out``."""
     from .sim_robot import SimCameraRig, SimRobot
 
@@ -97,4 +97,4 @@ def sim_cameras(ep: RecordedEpisode, robot: Robot, notes: list[str]) -> list[Cam
     if not names:
         return []
     height, width = next(f.shape[:2] for f in feats if f.camera == names[0])
-    return SimCameraRig(robot, names, int(width), int(height), ep.fps).cameras()
+    return SimCameraRig(robot, names, int(width), int(height), cfg.rate(ep)).cameras()
