@@ -56,7 +56,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         console.print(f"scene: {report['scene']}", highlight=False)
     for feature, d in report["drift"].items():
         unit = d.get("unit") or ""
-        table = Table(title=f"drift of {feature}: |replayed - recorded|", title_justify="left")
+        console.print(f"drift of {feature}, |replayed - recorded| over {d['steps']} steps:", highlight=False)
+        table = Table()
         table.add_column("dimension")
         for col in ("p50", "p95", "max"):
             table.add_column(col, justify="right")
