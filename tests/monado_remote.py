@@ -255,8 +255,9 @@ def runtime_env(manifest: Path, config: str | None = "remote") -> dict[str, str]
     ``config`` picks Monado's active configuration (``remote``: controllers fed over TCP by
     :class:`RemoteFeeder`; None: Monado's default, here a simulated HMD without controllers).
     """
+    # COLUMNS: console lines unwrapped, so tests find paths and names whole.
     env = dict(os.environ, XR_RUNTIME_JSON=str(manifest), XRT_COMPOSITOR_NULL="1", XRT_LOG="warning",
-               PYTHONUNBUFFERED="1")
+               PYTHONUNBUFFERED="1", COLUMNS="400")
     env.pop("P_OVERRIDE_ACTIVE_CONFIG", None)
     if config is not None:
         env["P_OVERRIDE_ACTIVE_CONFIG"] = config

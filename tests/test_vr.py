@@ -225,6 +225,7 @@ def test_openxr_real_session_without_controllers(tmp_path: Path):
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     lines = out.read_text().splitlines()
     assert f"wrote {len(lines)} samples" in proc.stdout
+    assert "controllers: left none (not bound: switched off?), right none" in proc.stdout
     assert len(lines) >= 10  # 90 Hz for a second, on a busy machine
     samples = load_pose_stream(out)
     assert len(samples) == 2 * len(lines)

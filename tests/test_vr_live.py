@@ -110,7 +110,6 @@ def test_runtime_without_headless_is_named_in_one_clear_error(manifest: Path, tm
     other = manifest.parent / "openxr_monado-noheadless.json"
     assert other.is_file(), f"{other} is missing: rerun scripts/vr_runtime.sh"
     env = make_env(other, config=None)
-    env["COLUMNS"] = "400"  # one line, so the path is not wrapped
     for cmd in ([tool("telecorder"), "vr-record", str(tmp_path / "x.jsonl"), "--seconds", "1"],
                 [tool("collect"), "--device", "vr", "--robot", "sim", "--episodes", "1", "--sim-cameras", "none",
                  "--out", str(tmp_path / "demos")]):
@@ -197,6 +196,10 @@ def test_vr_record_reports_what_the_controllers_fed(remote_env, tmp_path: Path):
     assert feeder.disconnected_at is None, "the runtime went away while recording"
     lines = [json.loads(s) for s in out.read_text().splitlines()]
     assert any(f"wrote {len(lines)} samples" in s for s in client.out), client.report()
+    # The remote driver's controllers come as Valve Index controllers, which the client binds.
+    index = "/interaction_profiles/valve/index_controller"
+    assert f"controllers: left {index}, right {index}\n" in client.out, client.report()
+    assert any("system Monado: Remote HMD" in s for s in client.out), client.report()
 
     t = np.array([line["t"] for line in lines])
     assert np.all(np.diff(t) > 0), "timestamps must increase"

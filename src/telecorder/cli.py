@@ -324,8 +324,13 @@ def run_vr_record(args: argparse.Namespace, console: Console) -> int:
     from .collect.vr import OpenXRClient
 
     with OpenXRClient() as client:
+        console.print(f"OpenXR runtime {client.runtime_name}, system {client.system_name}", highlight=False)
         console.print(f"recording controller poses to {args.out} (Ctrl-C stops)", highlight=False)
         n = client.record_stream(args.out, seconds=args.seconds)
+        # Which controllers the runtime bound: the recorded buttons depend on the profile.
+        profiles = client.interaction_profiles()
+    bound = ", ".join(f"{hand} {profile or 'none (not bound: switched off?)'}" for hand, profile in profiles.items())
+    console.print(f"controllers: {bound}", highlight=False)
     console.print(f"wrote {n} samples to {args.out}", highlight=False)
     return 0
 

@@ -82,6 +82,10 @@ def _runtime_label() -> str:
     return f"{name!r} ({manifest})"
 
 
+def _text(raw: Any) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
 class _Timespec(ctypes.Structure):
     # pyopenxr declares ``timespec`` without fields, so the KHR conversion needs our own.
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
@@ -161,6 +165,8 @@ class OpenXRClient:
         self.pose = pose
         self.ready_timeout_s = ready_timeout_s
         self.headless = False
+        self.runtime_name = ""  # e.g. "Monado(XRT) by Collabora et al ..." once open
+        self.system_name = ""  # the headset, e.g. "Remote HMD"
         self._xr: Any = None
         self._instance: Any = None
         self._session: Any = None
@@ -267,6 +273,9 @@ class OpenXRClient:
         system_id = xr.get_system(
             self._instance, xr.SystemGetInfo(xr.FormFactor.HEAD_MOUNTED_DISPLAY)
         )
+        props = xr.get_instance_properties(self._instance)
+        self.runtime_name = _text(props.runtime_name)
+        self.system_name = _text(xr.get_system_properties(self._instance, system_id).system_name)
         # Headless: no graphics binding in ``next``.
         self._session = xr.create_session(self._instance, xr.SessionCreateInfo(system_id=system_id))
         spaces = set(xr.enumerate_reference_spaces(self._session))
@@ -412,6 +421,19 @@ class OpenXRClient:
         self._closing = False
         self._actions.clear()
         self._spaces.clear()
+
+    def interaction_profiles(self) -> dict[str, str | None]:
+        """The controller profile the runtime bound per hand (e.g. valve/index_controller), None
+        while a hand has no bound controller. Known after the first :meth:`sample`."""
+        if self._session is None:
+            raise DeviceError("OpenXRClient.interaction_profiles() called before open()")
+        xr = self._xr
+        out: dict[str, str | None] = {}
+        for hand in HANDS:
+            state = xr.get_current_interaction_profile(self._session, self._hand_paths[hand])
+            path = state.interaction_profile
+            out[hand] = xr.path_to_string(self._instance, path) if path else None
+        return out
 
     def __enter__(self) -> OpenXRClient:
         self.open()
