@@ -195,6 +195,22 @@ def test_openxr_client_without_runtime_raises_device_error(monkeypatch, tmp_path
         OpenXRClient().open()
 
 
+def test_openxr_client_with_broken_manifest_names_it(monkeypatch, tmp_path: Path):
+    pytest.importorskip("xr")
+    manifest = tmp_path / "openxr_monado.json"
+    monkeypatch.setenv("XR_RUNTIME_JSON", str(manifest))
+    # A build that was deleted or moved: the library the manifest names is gone.
+    manifest.write_text('{"file_format_version": "1.0.0", "runtime": {"library_path": "./gone/libopenxr_monado.so"}}')
+    with pytest.raises(DeviceError, match=rf"{manifest} names {tmp_path}/gone/libopenxr_monado.so, which does not"):
+        OpenXRClient().open()
+    manifest.write_text('{"runtime": {"name": "no library"}}')
+    with pytest.raises(DeviceError, match=rf"{manifest} is not an OpenXR runtime manifest"):
+        OpenXRClient().open()
+    manifest.write_text("{not json")
+    with pytest.raises(DeviceError, match="not an OpenXR runtime manifest"):
+        OpenXRClient().open()
+
+
 def _runtime_present() -> bool:
     from telecorder.collect.vr.openxr_client import _runtime_manifest_candidates
 

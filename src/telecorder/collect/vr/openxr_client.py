@@ -57,13 +57,37 @@ def _check_runtime_present() -> None:
             raise DeviceError(
                 f"no OpenXR runtime: XR_RUNTIME_JSON={env} does not exist; {_RUNTIME_HINT}"
             )
+        _check_manifest(Path(env))
         return
     if sys.platform.startswith("win"):
         return  # the Windows loader reads the registry; let xrCreateInstance decide
-    if not any(p.is_file() for p in _runtime_manifest_candidates()):
+    found = next((p for p in _runtime_manifest_candidates() if p.is_file()), None)
+    if found is None:
         raise DeviceError(
             "no OpenXR runtime found (XR_RUNTIME_JSON is unset and there is no "
             f"openxr/1/active_runtime.json); {_RUNTIME_HINT}"
+        )
+    _check_manifest(found)
+
+
+def _check_manifest(manifest: Path) -> None:
+    """The manifest must parse and name a library that exists (a deleted build, a moved cache)."""
+    try:
+        lib = json.loads(manifest.read_text(encoding="utf-8"))["runtime"]["library_path"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DeviceError(
+            f"{manifest} is not an OpenXR runtime manifest (no runtime.library_path: {exc}); "
+            f"{_RUNTIME_HINT}"
+        ) from None
+    path = Path(str(lib))
+    if "/" not in str(lib) and "\\" not in str(lib):
+        return  # a bare file name: the dynamic linker searches its own paths
+    if not path.is_absolute():
+        path = manifest.parent / path
+    if not path.is_file():
+        raise DeviceError(
+            f"the OpenXR runtime manifest {manifest} names {path}, which does not exist: reinstall "
+            "or rebuild the runtime (for telecorder's Monado build: make vr-runtime)"
         )
 
 
@@ -137,6 +161,9 @@ _BINDINGS: dict[str, dict[str, dict[str, str]]] = {
             "b": "input/b/click",
         },
     },
+    # Index controllers (also what Monado's remote and simulated drivers expose) have a/b on both
+    # hands and no menu button for applications (the system button belongs to the runtime):
+    # there, discarding an episode is the terminal's "r" key.
     "/interaction_profiles/valve/index_controller": {
         hand: {
             "grip_pose": "input/grip/pose",
