@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/telecorder doctor $(DEMO_OUT)
 
 # Monado, the OpenXR runtime the live VR tests load, built once from ../shared/vendor into
-# ~/.cache/telecorder/monado-<sha12>/ (about a minute on 2 cores; skipped when the archive is absent).
+# ~/.cache/telecorder/monado-<sha12>/ (1-3 minutes on 2 cores, once; skipped when the archive is absent).
 vr-runtime:
 	bash scripts/vr_runtime.sh
 

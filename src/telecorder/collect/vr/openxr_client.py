@@ -161,7 +161,7 @@ _BINDINGS: dict[str, dict[str, dict[str, str]]] = {
             "b": "input/b/click",
         },
     },
-    # Index controllers (also what Monado's remote and simulated drivers expose) have a/b on both
+    # Index controllers (also what Monado's remote driver exposes) have a/b on both
     # hands and no menu button for applications (the system button belongs to the runtime):
     # there, discarding an episode is the terminal's "r" key.
     "/interaction_profiles/valve/index_controller": {
