@@ -4,7 +4,8 @@
   writes and that tests and replays read;
 * :mod:`.mapping`: :class:`VRMapping`, the pure function from controller samples to
   end-effector targets (clutch, axis change, scale, buttons), testable without any headset;
-* :mod:`.openxr_client`: :class:`OpenXRClient`, which reads a real headset through pyopenxr.
+* :mod:`.openxr_client`: :class:`OpenXRClient`, which reads a real headset through pyopenxr
+  (tested end to end against Monado built from source: scripts/vr_runtime.sh, tests/test_vr_live.py).
 """
 
 from telecorder.collect.vr.mapping import AXIS_PRESETS, MappingOutput, VRMapping
