@@ -89,6 +89,17 @@ class Client:
                 pytest.fail(f"never printed {text!r}; rc {self.proc.returncode}\n{self.report()}")
             time.sleep(0.05)
 
+    def wait_for_feeder(self, feeder: FeederThread, timeout_s: float = 120.0) -> None:
+        """Until the feeder is connected to the runtime this client loaded; fails at once if it exits."""
+        deadline = time.monotonic() + timeout_s
+        while not feeder.connected.wait(0.1):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.finish(5)
+                pytest.fail(f"the feeder never reached the runtime; rc {self.proc.returncode}\n{self.report()}")
+        if feeder.error is not None:
+            self.finish(5)
+            pytest.fail(f"feeder: {feeder.error!r}\n{self.report()}")
+
     def finish(self, timeout_s: float = 120.0) -> int:
         try:
             rc = self.proc.wait(timeout_s)
@@ -182,7 +193,7 @@ def test_vr_record_reports_what_the_controllers_fed(remote_env, tmp_path: Path):
     client = Client([tool("telecorder"), "vr-record", str(out), "--seconds", "120"], remote_env)
     try:
         client.wait_for_output("recording controller poses")
-        feeder.connected.wait(120)
+        client.wait_for_feeder(feeder)
         feeder.go.set()
         feeder.finish()
         time.sleep(0.2)  # a few samples of the last keyframe
@@ -273,7 +284,7 @@ def test_collect_live_vr_follows_the_fed_controller(remote_env, tmp_path: Path):
     client = Client([tool("collect"), "--device", "vr", "--robot", "sim", "--episodes", "1", "--episode-time", "60",
                      "--reset-time", "0", "--fps", "30", "--sim-cameras", "none", "--out", str(out)], remote_env)
     try:
-        feeder.connected.wait(120)
+        client.wait_for_feeder(feeder)
         feeder.go.set()
         feeder.finish()
         rc = client.finish(120)
