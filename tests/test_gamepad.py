@@ -462,3 +462,33 @@ def test_gamepad_without_a_display_records_with_a_warning(pad: VirtualPad, tmp_p
     with Dataset.open(tmp_path / "pad").episode(0) as ep:
         eef = ep.numeric("action_eef")
     assert eef[-1, 0] - eef[0, 0] > 0.05, "the stick steered without the view"
+
+
+def test_gamepad_with_the_live_view_open_reads_what_the_view_pumps(no_display: None) -> None:
+    """With the view open only its thread pumps SDL: stick moves and an unplug must still reach the pad."""
+    with LiveView([], controls=GAMEPAD) as view:
+        assert view.wait_open()
+        pygame.joystick.init()
+        sdl = _loaded_sdl()
+        if sdl is None:
+            pytest.skip("cannot locate the one SDL2 library pygame loaded in /proc/self/maps")
+        index = sdl.SDL_JoystickAttachVirtual(SDL_JOYSTICK_TYPE_GAMECONTROLLER, 6, 11, 1)
+        if index < 0:
+            pytest.skip(f"SDL_JoystickAttachVirtual failed: {sdl.SDL_GetError().decode(errors='replace')}")
+        vp = VirtualPad(sdl, index, sdl.SDL_JoystickOpen(index))
+        try:
+            for axis in (M.left_x, M.left_y, M.right_x, M.right_y):
+                vp.axis(axis, 0)
+            vp.axis(M.left_trigger, AXIS_MIN)
+            vp.axis(M.right_trigger, AXIS_MIN)
+            with GamepadInput(index=index) as gp:
+                _until(lambda: _zero(gp.read()), "the pad at rest")
+                vp.axis(M.left_y, AXIS_MIN)
+                _until(lambda: gp.read().linear[0] > 0.1, "the stick's new position")
+                vp.button(M.save_button, True)
+                _until(lambda: gp.read().events == {Event.SAVE_EPISODE}, "the A press")
+                vp.detach()
+                with pytest.raises(DeviceError, match="disconnected"):
+                    _until(lambda: gp.read() and False, "the unplug", timeout_s=30)
+        finally:
+            vp.detach()

@@ -299,7 +299,6 @@ def test_gamepad_steers_with_the_live_view_pumping_its_events(xvfb, tmp_path, mo
             pad.axis(axis, 0)
         pad.axis(M.left_trigger, AXIS_MIN)
         pad.axis(M.right_trigger, AXIS_MIN)
-        pad.axis(M.left_y, AXIS_MIN)  # stick forward: +x
         robot, teleop, cameras = make_devices(DeviceConfig(device="gamepad", sim_cameras=["front"],
                                                            camera_size=(96, 72), fps=20))
         session = RecordingSession(robot, teleop, cameras, SessionConfig(
@@ -313,6 +312,8 @@ def test_gamepad_steers_with_the_live_view_pumping_its_events(xvfb, tmp_path, mo
             view = active_view()
             seen.update(visible=view is not None and view.visible, controls=view and view.controls.device)
             connect()
+            # Pushed once the pad is open: the new position has to come through the view's pumping.
+            pad.axis(M.left_y, AXIS_MIN)  # stick forward: +x
 
         teleop.connect = connect_and_look
         session.run()

@@ -35,6 +35,9 @@ _KEYMAP_BG = (32, 32, 40)
 # The window's X11 WM_CLASS, which window-manager rules (and xdotool) match; SDL reads it only if
 # set before pygame is first imported, hence here.
 os.environ.setdefault("SDL_VIDEO_X11_WMCLASS", "telecorder")
+# With a window open SDL drops joystick input while that window lacks focus, and an operator
+# watching the view may well have the terminal focused; SDL reads this when joysticks start.
+os.environ.setdefault("SDL_JOYSTICK_ALLOW_BACKGROUND_EVENTS", "1")
 
 _active_lock = threading.Lock()
 _active: LiveView | None = None
