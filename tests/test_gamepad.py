@@ -492,3 +492,13 @@ def test_gamepad_with_the_live_view_open_reads_what_the_view_pumps(no_display: N
                     _until(lambda: gp.read() and False, "the unplug", timeout_s=30)
         finally:
             vp.detach()
+
+
+def test_one_live_view_per_process(no_display: None) -> None:
+    with LiveView([], controls=KEYBOARD) as first:
+        assert first.wait_open()
+        with LiveView([]) as second:
+            assert not second.wait_open() and "another live view" in (second.error or "")
+        drawn = first.frames_drawn
+        _until(lambda: first.frames_drawn > drawn + 2, "the first view to keep drawing")
+        assert active_view() is first and pygame.display.get_init()

@@ -188,11 +188,13 @@ class LiveView:
             self.error = missing
             self._opened.set()
             return
+        with _active_lock:
+            if _active is not None:
+                self.error = "another live view is open in this process (pygame has one display)"
+                self._opened.set()
+                return
+            _active = self
         try:
-            with _active_lock:
-                if _active is not None:
-                    raise TelecorderError("another live view is open in this process (pygame has one display)")
-                _active = self
             pygame.display.init()
             pygame.font.init()
             layout = self.layout()
