@@ -24,6 +24,7 @@ class EmulatorOptions:
     latency_s: float = 0.0
     dead_after_s: dict[int, float] = field(default_factory=dict)
     hand_file: Path | None = None
+    usb_latency_ms: float = 1.0  # the emulated adapter's FTDI latency timer (16 as from the factory)
 
 
 @dataclass
@@ -223,7 +224,8 @@ def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path |
     hand = EpisodeHand(HandMotion.from_file(opts.hand_file) if opts.hand_file else demonstration_motion(cfg.fps))
     faults = FaultConfig(drop_rate=opts.drop_rate, crc_error_rate=opts.crc_error_rate, latency_s=opts.latency_s,
                          dead_after_s=dict(opts.dead_after_s))
-    emu = BusEmulator(IDS, MODEL, cfg.baudrate, hand=hand, faults=faults, seed=cfg.seed)
+    emu = BusEmulator(IDS, MODEL, cfg.baudrate, hand=hand, faults=faults, seed=cfg.seed,
+                      usb_latency_ms=opts.usb_latency_ms)
     hand.clock = emu.elapsed
     path = emu.start()
     cleanups.append(emu.stop)

@@ -30,12 +30,15 @@ one. So this driver sends and receives packets itself (the SDK's ``txPacket`` an
    fence counts as a failed attempt of the request it preceded.
 
 Waiting. :class:`BusPort` is the SDK's ``PortHandler`` with its timing made per port and
-two changes: it sleeps in ``select`` until bytes arrive or the deadline passes, where the
-SDK polls the port in a busy loop that holds a CPU and the GIL (on a loaded host an
-emulator thread in the same process waited 85 ms for its turn); and it reports a timeout
-only when nothing is waiting on the port, where the SDK also gives up on a reply that
-arrived while the process was descheduled past its deadline (measured: a reply written
-27 ms before the SDK's "timeout", and read 0.1 ms after it by the next call).
+three changes: its deadline also counts the time the bytes just sent still need on the
+wire and each reply's Return Delay Time (the SDK's counts only the reply's bytes, which at
+57600 baud is 12 ms short for a sync read sent after a sync write); it sleeps in
+``select`` until bytes arrive or the deadline passes, where the SDK polls the port in a
+busy loop that holds a CPU and the GIL (on a loaded host an emulator thread in the same
+process waited 85 ms for its turn); and it reports a timeout only when nothing is waiting
+on the port, where the SDK also gives up on a reply that arrived while the process was
+descheduled past its deadline (measured: a reply written 27 ms before the SDK's
+"timeout", and read 0.1 ms after it by the next call).
 
 The SDK's transmit path computes Protocol 2.0 byte stuffing but then sends the
 unstuffed packet (``txPacket`` drops ``addStuffing``'s result when the length changes).
@@ -63,6 +66,7 @@ from .control_table import (
     VELOCITY_UNIT_RPM,
     model_spec,
 )
+from .latency_timer import check_latency_timer
 
 try:
     import dynamixel_sdk as sdk
@@ -84,6 +88,9 @@ _STATUS_OVERHEAD = 11  # header(4) + id + length(2) + instruction + error + crc(
 FENCE_LENGTHS = range(20, 52)
 # Past its deadline, a read goes on while bytes keep arriving, for at most this long.
 _LATE_BYTES_GRACE_S = 0.05
+# The longest Return Delay Time (254 x 2 us): a reply may start this late.
+_RETURN_DELAY_MAX_MS = 0.508
+DEFAULT_LATENCY_TIMER_MS = 16.0  # FTDI's factory setting, and the SDK's assumption
 
 
 @dataclass
@@ -136,19 +143,30 @@ class BusPort(sdk.PortHandler if sdk is not None else object):  # type: ignore[m
 
     ``latency_timer_ms`` is the adapter's latency timer (FTDI/U2D2: 16 ms by default, 1 ms once
     lowered in sysfs); the SDK keeps it in a module global, here each port has its own. The
-    deadline for a reply is the SDK's (transfer time + 2 x latency timer + 2 ms), but at least
-    ``min_timeout_ms``.
+    deadline for a reply is the SDK's (reply transfer time + 2 x latency timer + 2 ms) plus
+    what the bytes written before it still need on the wire and the longest Return Delay
+    Time of each reply, and at least ``min_timeout_ms``.
     """
 
-    def __init__(self, port_name: str, *, latency_timer_ms: float = 16.0, min_timeout_ms: float = 0.0) -> None:
+    def __init__(self, port_name: str, *, latency_timer_ms: float = DEFAULT_LATENCY_TIMER_MS,
+                 min_timeout_ms: float = 0.0) -> None:
         super().__init__(port_name)
         self.latency_timer_ms = float(latency_timer_ms)
         self.min_timeout_ms = float(min_timeout_ms)
         self.timed_out = False
         self._deadline = 0.0
+        self._tx_end = 0.0  # when the bytes written so far have left the adapter (monotonic seconds)
 
-    def setPacketTimeout(self, packet_length):  # the SDK's name
-        ms = self.tx_time_per_byte * packet_length + 2.0 * self.latency_timer_ms + 2.0
+    def writePort(self, packet):
+        written = super().writePort(packet)
+        now = time.monotonic()
+        self._tx_end = max(now, self._tx_end) + len(packet) * self.tx_time_per_byte / 1000.0
+        return written
+
+    def setPacketTimeout(self, packet_length, replies=1):  # the SDK's name (and its one argument)
+        on_wire_ms = max(0.0, self._tx_end - time.monotonic()) * 1000.0
+        ms = (on_wire_ms + self.tx_time_per_byte * packet_length + replies * _RETURN_DELAY_MAX_MS
+              + 2.0 * self.latency_timer_ms + 2.0)
         self.setPacketTimeoutMillis(max(ms, self.min_timeout_ms))
 
     def setPacketTimeoutMillis(self, msec):
@@ -187,9 +205,14 @@ class DynamixelBus:
         latency_timer_ms: float | None = None,
         reply_timeout_ms: float | None = None,
     ) -> None:
-        """``latency_timer_ms``: the adapter's latency timer (default 16 ms, FTDI's and the SDK's).
+        """``latency_timer_ms``: the adapter's latency timer, which sets how long to wait for replies
+        (default: what sysfs says for a ``ttyUSBn`` adapter, else 16 ms, FTDI's and the SDK's).
         ``reply_timeout_ms``: wait at least this long for a reply (default: the SDK's deadline,
-        transfer time + 2 x latency timer + 2 ms); for adapters or bridges slower than that."""
+        transfer time + 2 x latency timer + 2 ms, plus wire time and return delays, see
+        :class:`BusPort`); for adapters or bridges slower than that.
+
+        ``open()`` reads the adapter's latency timer from sysfs and warns once per adapter when
+        it is above 1 ms, with the command that lowers it."""
         if sdk is None:
             raise missing_extra("dynamixel_sdk", "dynamixel")
         if baudrate not in SUPPORTED_BAUDRATES:
@@ -205,7 +228,9 @@ class DynamixelBus:
         self.model = model_spec(model).name if model else None
         self.retries = retries
         self.dead_after_cycles = dead_after_cycles
-        self.latency_timer_ms = 16.0 if latency_timer_ms is None else float(latency_timer_ms)
+        self._latency_given = latency_timer_ms is not None
+        self.latency_timer_ms = DEFAULT_LATENCY_TIMER_MS if latency_timer_ms is None else float(latency_timer_ms)
+        self.adapter_latency_timer_ms: int | None = None  # what sysfs said at open(), where it says anything
         self.reply_timeout_ms = reply_timeout_ms
         self.errors = BusErrorCounts()
         self._consecutive_failures = 0
@@ -221,6 +246,9 @@ class DynamixelBus:
 
     def open(self) -> dict[int, int]:
         """Open the port, ping every servo, check models; returns id -> model number."""
+        self.adapter_latency_timer_ms = check_latency_timer(self.port_name)
+        if self.adapter_latency_timer_ms is not None and not self._latency_given:
+            self.latency_timer_ms = float(max(self.adapter_latency_timer_ms, 1))
         port = BusPort(self.port_name, latency_timer_ms=self.latency_timer_ms,
                        min_timeout_ms=self.reply_timeout_ms or 0.0)
         try:
@@ -290,7 +318,7 @@ class DynamixelBus:
 
     # -- transactions ------------------------------------------------------------
 
-    def _send(self, packet_id: int, instruction: int, params: bytes, reply_bytes: int) -> bool:
+    def _send(self, packet_id: int, instruction: int, params: bytes, reply_bytes: int, replies: int = 1) -> bool:
         """One instruction packet (the SDK clears the port's input first); arms the reply deadline."""
         n = len(params) + 3
         tx = [0] * (n + 7)
@@ -304,7 +332,7 @@ class DynamixelBus:
             self._port.is_using = False
             self._dirty = True  # how much of it went out is unknown
             return False
-        self._port.setPacketTimeout(reply_bytes)
+        self._port.setPacketTimeout(reply_bytes, replies)
         return True
 
     def _receive(self, want: dict[int, int]) -> dict[int, tuple[int, bytes]]:
@@ -432,7 +460,8 @@ class DynamixelBus:
         fence_id = self._last_answered if self._last_answered in self.ids else self.ids[0]
         if not self._dirty or self._fence(fence_id):
             params = _read_params(addr, length) + bytes(self.ids)
-            if self._send(_BROADCAST_ID, _SYNC_READ, params, (_STATUS_OVERHEAD + length) * len(self.ids)):
+            if self._send(_BROADCAST_ID, _SYNC_READ, params, (_STATUS_OVERHEAD + length) * len(self.ids),
+                          len(self.ids)):
                 raw = {i: data for i, (_, data) in self._receive(dict.fromkeys(self.ids, length)).items()}
         silent = [i for i in self.ids if i not in raw]
         # Servos answer a sync read in turn; the ones that did not are asked one by one.

@@ -10,6 +10,13 @@ an unknown instruction gets an instruction error. Status Return Level and the Se
 ID are honoured, and a servo only hears the client when the line speed the client set
 matches the servo's Baud Rate(8).
 
+Time is kept as on a real bus (the model is in :mod:`.wire`): every instruction takes its
+wire time at the bus baud rate before a servo acts on it, every reply its Return Delay Time
+and its own wire time, and a USB adapter (FTDI latency timer, 1 ms by default as drivers
+set it; 16 ms from the factory) decides when the bytes reach the client. Replies are
+scheduled on ``time.monotonic`` deadlines, so the emulator's own work overlaps with the
+time it models instead of adding to it.
+
 Faults (:class:`FaultConfig`) drop or corrupt replies, delay them (all, or some past a
 client's deadline, as a slow USB adapter can; :meth:`BusEmulator.delay_next_reply` does it
 once), or let servos die. Replies leave in the order the instructions came, one per
@@ -20,12 +27,15 @@ With the torque off, servos follow a :class:`HandMotion` as if someone moved the
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
 import os
 import random
 import select
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,12 +46,27 @@ from .control_table import ADDR, TICKS_PER_REV, baud_index, model_spec, rad_to_t
 from .hand import HandMotion
 from .line import PtyLine
 from .servo import ServoState
+from .wire import HIGH_SPEED_PACKET, RETURN_DELAY_UNIT_S, UsbAdapter, byte_time
 
 __all__ = ["BusEmulator", "BusStats", "FaultConfig", "HandMotion", "ServoState"]
 
 _RESYNC_IDLE_S = 0.005  # a partial packet left this long is garbage (the SDK waits far longer)
 _READ_CHUNK = 4096
 _CLEAR_MAGIC = b"\x01\x44\x58\x4c\x22"
+_PR_SET_TIMERSLACK = 29
+MAX_USB_LATENCY_MS = 255.0  # the FTDI latency timer's range is 1..255 ms
+
+
+def _tight_timer_slack() -> None:
+    """Let this thread's timed waits end within a microsecond of their deadline.
+
+    Linux lets a sleeping thread oversleep by its timer slack (50 us by default) to batch
+    wake-ups; the replies would reach the client that much later than the model says.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, 1000, 0, 0, 0)
 
 
 @dataclass
@@ -87,11 +112,18 @@ class _Reply:
 
 
 class BusEmulator:
-    """Servos with the given IDs on one bus, all of one model and configured for ``baudrate``."""
+    """Servos with the given IDs on one bus, all of one model and configured for ``baudrate``.
+
+    ``usb_latency_ms`` is the adapter's latency timer (1 ms: a U2D2 tuned as GELLO and LeRobot
+    instruct; 16 ms: as it leaves the factory; 0: no adapter delay), ``usb_packet_bytes`` its
+    USB packet size (512: high-speed FTDI chips such as the U2D2's; 64: full-speed ones such
+    as the FT232R). See :mod:`.wire` for how they make time.
+    """
 
     def __init__(self, ids: Iterable[int], model: str = "xl330-m288", baudrate: int = 1_000_000, *,
                  hand: HandMotion | None = None, faults: FaultConfig | None = None, seed: int | None = None,
-                 physics_hz: float = 1000.0) -> None:
+                 physics_hz: float = 1000.0, usb_latency_ms: float = 1.0,
+                 usb_packet_bytes: int = HIGH_SPEED_PACKET) -> None:
         id_list = [int(i) for i in ids]
         if not id_list:
             raise ValueError("a bus needs at least one servo id")
@@ -103,6 +135,12 @@ class BusEmulator:
         self.model = model_spec(model).name
         baud_index(baudrate)  # validates
         self.baudrate = baudrate
+        if not 0 <= usb_latency_ms <= MAX_USB_LATENCY_MS:
+            raise ValueError(f"the USB latency timer must be 0..{MAX_USB_LATENCY_MS:g} ms, got {usb_latency_ms}")
+        self.usb_latency_ms = float(usb_latency_ms)
+        UsbAdapter(baudrate, 0.0, usb_packet_bytes)  # validates the packet size
+        self.usb_packet_bytes = int(usb_packet_bytes)
+        self._byte_s = byte_time(baudrate)
         self.hand = hand
         self.faults = faults or FaultConfig()
         unknown = set(self.faults.dead_after_s) - set(id_list)
@@ -119,6 +157,11 @@ class BusEmulator:
         self.lock = threading.RLock()  # guards servo state; hold it to inspect servos from another thread
         self.stats = BusStats()
         self._parser = p.PacketParser(keep_corrupt=True)
+        self._adapter = UsbAdapter(baudrate, self.usb_latency_ms / 1000.0, self.usb_packet_bytes)
+        self._tx_free = self._rx_free = 0.0  # when the host's bytes / the servos' bytes already sent leave the wire
+        self._chunks: deque[tuple[int, float]] = deque()  # (stream offset, wire start) of each read from the host
+        self._fed = 0  # bytes read from the host so far
+        self._due: deque[tuple[float, p.Packet]] = deque()  # instructions on the wire, by the time they end
         self._line: PtyLine | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -147,6 +190,12 @@ class BusEmulator:
             self._t0 = now
             for s in self._chain:
                 s.step(now)
+        self._parser = p.PacketParser(keep_corrupt=True)
+        self._adapter = UsbAdapter(self.baudrate, self.usb_latency_ms / 1000.0, self.usb_packet_bytes, now=now)
+        self._tx_free = self._rx_free = now
+        self._chunks.clear()
+        self._due.clear()
+        self._fed = 0
         self._stop.clear()
         self._thread = threading.Thread(target=self._serve, name=f"dxl-emulator {self.path}", daemon=True)
         self._thread.start()
@@ -212,8 +261,8 @@ class BusEmulator:
     def delay_next_reply(self, seconds: float, servo_id: int | None = None) -> None:
         """Hold the next status packet (of ``servo_id``, or of any servo) back ``seconds``.
 
-        The serving thread waits, so what comes after queues behind it in order, as behind a
-        slow USB adapter: a client whose deadline is shorter sees the reply arrive late.
+        What comes after queues behind it in order, as behind a slow USB adapter: a client
+        whose deadline is shorter sees the reply arrive late.
         """
         if seconds < 0:
             raise ValueError(f"seconds must be >= 0, got {seconds}")
@@ -242,10 +291,15 @@ class BusEmulator:
 
     def _serve(self) -> None:
         assert self._line is not None
+        _tight_timer_slack()
         master = self._line.master
         last_rx = time.monotonic()
         while not self._stop.is_set():
-            timeout = _RESYNC_IDLE_S if self._parser.pending else None
+            self._advance()
+            wake = self._next_event()
+            timeout = None if wake is None else max(0.0, wake - time.monotonic())
+            if self._parser.pending:
+                timeout = _RESYNC_IDLE_S if timeout is None else min(timeout, _RESYNC_IDLE_S)
             try:
                 ready, _, _ = select.select([master, self._wake_r], [], [], timeout)
             except (OSError, ValueError):
@@ -253,11 +307,11 @@ class BusEmulator:
             if self._wake_r in ready:
                 return
             if master not in ready:
-                if time.monotonic() - last_rx >= _RESYNC_IDLE_S:
+                if self._parser.pending and time.monotonic() - last_rx >= _RESYNC_IDLE_S:
                     # Everything still buffered after an idle gap is stale: a false header
                     # announced bytes that never came. Each resync drops at least one byte.
                     while self._parser.pending:
-                        self._handle_all(self._parser.resync())
+                        self._queue(self._parser.resync())
                 continue
             try:
                 data = os.read(master, _READ_CHUNK)
@@ -269,34 +323,47 @@ class BusEmulator:
                 continue
             last_rx = time.monotonic()
             self.stats.bytes_received += len(data)
-            self._handle_all(self._parser.feed(data))
+            self._receive(data, last_rx)
 
-    def _handle_all(self, packets: list[p.Packet]) -> None:
+    def _receive(self, data: bytes, now: float) -> None:
+        """Bytes from the host go onto the wire after those before them."""
+        start = max(now, self._tx_free)
+        self._tx_free = start + len(data) * self._byte_s
+        self._chunks.append((self._fed, start))
+        self._fed += len(data)
+        self._queue(self._parser.feed(data))
+
+    def _queue(self, packets: list[p.Packet]) -> None:
+        """Each packet waits until its last byte has crossed the wire."""
         for pkt in packets:
+            while len(self._chunks) > 1 and self._chunks[1][0] < pkt.end:
+                self._chunks.popleft()  # chunks wholly before this packet's end are not needed again
+            offset, start = self._chunks[0]
+            self._due.append((start + (pkt.end - offset) * self._byte_s, pkt))
+
+    def _next_event(self) -> float | None:
+        times = [t for t in (self._due[0][0] if self._due else None, self._adapter.next_time()) if t is not None]
+        return min(times) if times else None
+
+    def _advance(self) -> None:
+        """Act on the instructions that have arrived, then hand the client what reached it."""
+        while self._due and self._due[0][0] <= time.monotonic():
+            end, pkt = self._due.popleft()
             with self.lock:
                 replies = self._dispatch(pkt, time.monotonic())
-            self._send(replies)
+            self._schedule(replies, end)
+        data = self._adapter.pop(time.monotonic())
+        if data:
+            self._write(data)
 
-    def _send(self, replies: list[_Reply]) -> None:
-        # Each reply is due a Return Delay Time (plus faults) after the one before it. Waiting for
-        # the due time, not sleeping each delay in turn, keeps a thread woken late on a loaded
-        # host from adding its lateness once per servo of a sync read; replies due together go
-        # out in one write, as back-to-back packets reach the host in one USB transfer (each
-        # write also hands the GIL to the client's threads, who may keep it a while).
-        due = time.monotonic()
-        out, count = bytearray(), 0
+    def _schedule(self, replies: list[_Reply], instruction_end: float) -> None:
+        """Put the replies on the wire: each a Return Delay Time (plus faults) after the one before it."""
+        t = max(instruction_end, self._rx_free)
         for reply in replies:
-            due += self.faults.latency_s + reply.servo.table[ADDR.RETURN_DELAY_TIME] * 2e-6
+            t += self.faults.latency_s + reply.servo.table[ADDR.RETURN_DELAY_TIME] * RETURN_DELAY_UNIT_S
             late = self._take_hold(reply.servo.id)
             if self.faults.late_rate and self._rng.random() < self.faults.late_rate:
                 late += self.faults.late_s
-            if late:
-                due = max(due, time.monotonic()) + late
-            wait = due - time.monotonic()
-            if wait > 0:
-                self._write(out, count)
-                out, count = bytearray(), 0
-                time.sleep(wait)
             if self._rng.random() < self.faults.drop_rate:
                 self.stats.replies_dropped += 1
                 continue
@@ -304,11 +371,14 @@ class BusEmulator:
             if self._rng.random() < self.faults.crc_error_rate:
                 packet = packet[:-1] + bytes([packet[-1] ^ 0xA5])
                 self.stats.replies_corrupted += 1
-            out += packet
-            count += 1
-        self._write(out, count)
+            end = t + len(packet) * self._byte_s
+            # A held reply waits in the adapter, and what the adapter gets after it waits behind it.
+            self._adapter.add(t, packet, release=end + late if late else 0.0)
+            self.stats.replies_sent += 1
+            t = end
+        self._rx_free = t
 
-    def _write(self, data: bytes | bytearray, replies: int) -> None:
+    def _write(self, data: bytes) -> None:
         assert self._line is not None
         view = memoryview(data)
         while view:
@@ -323,7 +393,6 @@ class BusEmulator:
                 return
             self.stats.bytes_sent += n
             view = view[n:]
-        self.stats.replies_sent += replies
 
     # -- instruction handling (called with the lock held) ----------------------------------
 

@@ -13,7 +13,7 @@ first parameter is the error byte.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 HEADER = b"\xff\xff\xfd"
 RESERVED = 0x00
@@ -135,6 +135,9 @@ class Packet:
     instruction: int
     params: bytes
     crc_ok: bool = True
+    # Where the packet ends in the byte stream its parser was fed (a count of bytes): the
+    # emulator times the packet's last byte on the wire by it.
+    end: int = field(default=0, compare=False)
 
     @property
     def error(self) -> int:
@@ -165,6 +168,7 @@ class PacketParser:
         self.max_length = max_length
         self.keep_corrupt = keep_corrupt
         self._buf = bytearray()
+        self.consumed = 0  # bytes taken off the front of the stream (packets and garbage)
         self.crc_errors = 0
         self.bad_lengths = 0
         self.discarded_bytes = 0
@@ -186,8 +190,7 @@ class PacketParser:
         """
         if not self._buf:
             return []
-        del self._buf[0]
-        self.discarded_bytes += 1
+        self._drop(1)
         return self._drain()
 
     def _drain(self) -> list[Packet]:
@@ -218,17 +221,18 @@ class PacketParser:
                 # Only the header is skipped: stuffing guarantees no real header inside a
                 # valid body, so a packet that follows a corrupt one is still found.
                 if self.keep_corrupt:
-                    out.append(self._packet(buf, total, crc_ok=False))
+                    out.append(self._packet(buf, total, crc_ok=False, end=self.consumed + total))
                 self._drop(1)
                 continue
-            out.append(self._packet(buf, total, crc_ok=True))
+            out.append(self._packet(buf, total, crc_ok=True, end=self.consumed + total))
             del buf[:total]
+            self.consumed += total
 
     @staticmethod
-    def _packet(buf: bytearray, total: int, *, crc_ok: bool) -> Packet:
+    def _packet(buf: bytearray, total: int, *, crc_ok: bool, end: int) -> Packet:
         # Stuffing spans the instruction byte too, so the field is unstuffed as a whole.
-        field = unstuff(bytes(buf[7 : total - 2]))
-        return Packet(buf[4], field[0], field[1:], crc_ok=crc_ok)
+        body = unstuff(bytes(buf[7 : total - 2]))
+        return Packet(buf[4], body[0], body[1:], crc_ok=crc_ok, end=end)
 
     @staticmethod
     def _find_header(buf: bytearray) -> int:
@@ -244,3 +248,4 @@ class PacketParser:
         if n > 0:
             del self._buf[:n]
             self.discarded_bytes += n
+            self.consumed += n
