@@ -334,3 +334,20 @@ def test_collect_emulator_options_reach_the_emulator(tmp_path):
     finally:
         robot.disconnect()
         teleop.disconnect()
+
+
+
+def test_an_unplugged_adapter_is_one_clear_error():
+    from telecorder.errors import DeviceError
+
+    emu = BusEmulator([1, 2])
+    path = emu.start()
+    bus = DynamixelBus(path, [1, 2])
+    try:
+        bus.open()
+        emu.stop()  # the line hangs up under the open port, as when the cable is pulled
+        with pytest.raises(DeviceError, match=f"{path}: the serial port stopped working .*unplugged"):
+            bus.read_state()
+    finally:
+        bus.close()
+        emu.stop()

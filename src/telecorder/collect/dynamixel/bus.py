@@ -50,6 +50,7 @@ tick (0.088 degrees), which only ever happens for multi-turn goals near -32 revo
 from __future__ import annotations
 
 import math
+import os
 import select
 import time
 from collections.abc import Iterable, Sequence
@@ -67,6 +68,11 @@ from .control_table import (
     model_spec,
 )
 from .latency_timer import check_latency_timer
+
+try:  # what pyserial's flush raises on a dead line (POSIX)
+    from termios import error as _TermiosError
+except ImportError:  # pragma: no cover - Windows
+    _TermiosError = OSError
 
 try:
     import dynamixel_sdk as sdk
@@ -88,6 +94,7 @@ _STATUS_OVERHEAD = 11  # header(4) + id + length(2) + instruction + error + crc(
 FENCE_LENGTHS = range(20, 52)
 # Past its deadline, a read goes on while bytes keep arriving, for at most this long.
 _LATE_BYTES_GRACE_S = 0.05
+_READ_CHUNK = 4096
 # The longest Return Delay Time (254 x 2 us): a reply may start this late.
 _RETURN_DELAY_MAX_MS = 0.508
 DEFAULT_LATENCY_TIMER_MS = 16.0  # FTDI's factory setting, and the SDK's assumption
@@ -156,9 +163,13 @@ class BusPort(sdk.PortHandler if sdk is not None else object):  # type: ignore[m
         self.timed_out = False
         self._deadline = 0.0
         self._tx_end = 0.0  # when the bytes written so far have left the adapter (monotonic seconds)
+        self._rx = bytearray()  # read from the OS, not yet taken by the SDK
 
     def writePort(self, packet):
-        written = super().writePort(packet)
+        try:
+            written = super().writePort(packet)
+        except OSError as e:  # pyserial's SerialException is one
+            raise self._gone(e) from e
         now = time.monotonic()
         self._tx_end = max(now, self._tx_end) + len(packet) * self.tx_time_per_byte / 1000.0
         return written
@@ -178,18 +189,43 @@ class BusPort(sdk.PortHandler if sdk is not None else object):  # type: ignore[m
         now = time.monotonic()
         if now < self._deadline:
             return False
-        if now < self._deadline + _LATE_BYTES_GRACE_S and self.ser.in_waiting:
+        if now < self._deadline + _LATE_BYTES_GRACE_S and (self._rx or self.ser.in_waiting):
             return False  # they came while this process was not running: read them first
         self.packet_timeout = 0
         self.timed_out = True
         return True
 
     def readPort(self, length):
-        if not self.ser.in_waiting:
-            left = self._deadline - time.monotonic()
-            if left > 0:
-                select.select([self.ser.fileno()], [], [], left)  # sleeps, without the GIL
-        return self.ser.read(length)
+        # Whatever the OS holds is taken in one read and handed out as the SDK asks: it asks
+        # for a few bytes at a time, and a sync read's replies arrive together.
+        if len(self._rx) < length:
+            if not self._rx:
+                left = self._deadline - time.monotonic()
+                select.select([self.ser.fileno()], [], [], max(left, 0.0))  # sleeps, without the GIL
+            try:
+                self._rx += os.read(self.ser.fileno(), _READ_CHUNK)
+            except BlockingIOError:
+                pass
+            except OSError as e:
+                raise self._gone(e) from e
+        out = bytes(self._rx[:length])
+        del self._rx[:length]
+        return out
+
+    def clearPort(self):
+        self._rx.clear()
+        try:
+            super().clearPort()
+        except (OSError, _TermiosError) as e:
+            raise self._gone(e) from e
+
+    def _gone(self, e: BaseException) -> DeviceError:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e.args[-1] if e.args else e
+        return DeviceError(f"{self.port_name}: the serial port stopped working ({reason}); "
+                           "was the adapter unplugged?")
+
+    def getBytesAvailable(self):
+        return len(self._rx) + self.ser.in_waiting
 
 
 class DynamixelBus:
@@ -494,10 +530,11 @@ class DynamixelBus:
             b = raw.get(i)
             if b is None:
                 continue
+            # Plain int arithmetic: numpy on one number at a time costs more than the rest of the decode.
             if not extra:
-                pos[k] = ticks_to_rad(int.from_bytes(b[0:4], "little", signed=True))
+                pos[k] = (int.from_bytes(b[0:4], "little", signed=True) - CENTER_TICKS) * RAD_PER_TICK
                 continue
-            pos[k] = ticks_to_rad(int.from_bytes(b[6:10], "little", signed=True))
+            pos[k] = (int.from_bytes(b[6:10], "little", signed=True) - CENTER_TICKS) * RAD_PER_TICK
             if vel is not None:
                 vel[k] = int.from_bytes(b[2:6], "little", signed=True) * VELOCITY_UNIT_RPM * 2 * math.pi / 60
             if cur is not None:

@@ -206,8 +206,8 @@ class BusEmulator:
     def stop(self) -> None:
         """Stop serving, close the pty and remove links; safe to call twice.
 
-        A client that still has the port open then sees the line hang up (pyserial raises
-        ``SerialException`` on its next read), as when a U2D2 is unplugged.
+        A client that still has the port open then sees the line hang up (its next read or
+        write fails; our driver raises a DeviceError naming the port), as when a U2D2 is unplugged.
         """
         if self._thread is not None:
             self._stop.set()
@@ -413,14 +413,14 @@ class BusEmulator:
             out.append(s)
         return out
 
-    def _step(self, servo: ServoState, now: float) -> None:
+    def _step(self, servo: ServoState, now: float, *, refresh: bool = True) -> None:
         if self.hand is not None and servo.serial in self.hand.joints and not servo.torque_enabled:
             t = now - self._t0
             ticks = rad_to_ticks(self.hand.position(servo.serial, t))
             rate = self.hand.velocity(servo.serial, t) * (TICKS_PER_REV / (2 * math.pi))
-            servo.step(now, ticks, rate)
+            servo.step(now, ticks, rate, refresh=refresh)
         else:
-            servo.step(now)
+            servo.step(now, refresh=refresh)
 
     def _status(self, servo: ServoState, error: int, data: bytes = b"", status_id: int | None = None) -> _Reply:
         if servo.hardware_error:
@@ -503,7 +503,7 @@ class BusEmulator:
         data = pkt.params[2:]
 
         def act(s: ServoState) -> tuple[int, bytes]:
-            self._step(s, now)
+            self._step(s, now, refresh=False)  # the write refreshes
             return s.write(address, data, now), b""
 
         return self._unicast(pkt, targets, answering, act)
@@ -613,7 +613,7 @@ class BusEmulator:
         for i in range(4, len(params), length + 1):
             s = by_id.get(params[i])
             if s is not None:
-                self._step(s, now)
+                self._step(s, now, refresh=False)  # the write refreshes
                 s.write(address, params[i + 1 : i + 1 + length], now)
         return []
 
@@ -632,7 +632,7 @@ class BusEmulator:
                 break
             s = by_id.get(sid)
             if s is not None:
-                self._step(s, now)
+                self._step(s, now, refresh=False)  # the write refreshes
                 s.write(address, data, now)
             i += 5 + length
         return []

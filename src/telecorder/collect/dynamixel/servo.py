@@ -63,6 +63,8 @@ class ServoState:
             raise ValueError(f"servo id must be 0..{p.MAX_ID}, got {servo_id}")
         self.spec = model_spec(model)
         self.fields = fields(self.spec.name)
+        # (start, end, mask, signed) by name: get/set run dozens of times per reply, so they skip Field.
+        self._slots = {name: (f.address, f.end, (1 << (8 * f.size)) - 1, f.signed) for name, f in self.fields.items()}
         self._field_at: list[Field | None] = [None] * TABLE_SIZE
         for f in self.fields.values():
             for a in range(f.address, f.end):
@@ -76,18 +78,20 @@ class ServoState:
         self.position = rad_to_ticks(position_rad)  # physical shaft angle, ticks
         self.velocity = 0.0  # ticks/s
         self.registered: tuple[int, bytes] | None = None
+        self._stale = False  # moved without the feedback registers refreshed
         self._boot(now, factory=True)
 
     # -- registers -------------------------------------------------------------------------
 
     def get(self, name: str) -> int:
-        f = self.fields[name]
-        return f.decode(self.table[f.address : f.end])
+        start, end, _, signed = self._slots[name]
+        return int.from_bytes(self.table[start:end], "little", signed=signed)
 
     def set(self, name: str, value: int) -> None:
         """Store a value without the checks a bus write gets (feedback fields, tests)."""
-        f = self.fields[name]
-        self.table[f.address : f.end] = f.encode(value)
+        start, end, mask, _ = self._slots[name]
+        # Registers wrap like the firmware's fixed-width integers do.
+        self.table[start:end] = (int(value) & mask).to_bytes(end - start, "little")
 
     def has(self, name: str) -> bool:
         return name in self.fields
@@ -157,8 +161,10 @@ class ServoState:
         """Apply a Write (after stepping to ``now``); returns the error number, 0 when applied."""
         err = self.check_write(address, data)
         if err:
+            if self._stale:
+                self._refresh_feedback(self._last_step)
             return err
-        self.step(now)
+        self.step(now, refresh=False)  # the registers are refreshed once, after the write
         was_torque = self.torque_enabled
         end = address + len(data)
         self.table[address:end] = data
@@ -271,16 +277,20 @@ class ServoState:
             goal = min(max(goal, self.get("min_position_limit")), self.get("max_position_limit"))
         return self._from_register(goal)
 
-    def step(self, now: float, hand_ticks: float | None = None, hand_ticks_per_s: float = 0.0) -> None:
+    def step(self, now: float, hand_ticks: float | None = None, hand_ticks_per_s: float = 0.0, *,
+             refresh: bool = True) -> None:
         """Advance the motor to ``now`` (monotonic seconds) and refresh the feedback registers.
 
         ``hand_ticks`` is where a hand holds the shaft; it applies only while torque is off.
         Time advances in whole control periods (``physics_hz``), as a servo's feedback does.
+        ``refresh=False`` leaves the registers to a refresh that follows at once (a write's).
         """
         if self.physics_dt > 0:
             now = self._boot_time + math.floor((now - self._boot_time) / self.physics_dt) * self.physics_dt
         dt = now - self._last_step
         if dt <= 0:
+            if refresh and self._stale:
+                self._refresh_feedback(self._last_step)
             return
         if not self.torque_enabled:
             if hand_ticks is not None:
@@ -295,7 +305,10 @@ class ServoState:
             else:
                 self._step_velocity(dt, self._velocity_command(mode))
         self._last_step = now
-        self._refresh_feedback(now)
+        if refresh:
+            self._refresh_feedback(now)
+        else:
+            self._stale = True
 
     def _velocity_command(self, mode: int) -> float:
         """The steady-state shaft speed (ticks/s) the non-position modes drive toward."""
@@ -350,27 +363,33 @@ class ServoState:
         self.position += command * dt + (v0 - command) * VELOCITY_TAU_S * (1.0 - decay)
         self.velocity = command + (v0 - command) * decay
 
-    def _effort(self) -> float:
-        """Motor effort as a fraction of stall (-1..1): what the controller pushes against."""
+    def _effort(self, target: float | None = None) -> float:
+        """Motor effort as a fraction of stall (-1..1): what the controller pushes against.
+
+        ``target``: the commanded shaft angle where the caller has it already.
+        """
         if not self.torque_enabled:
             return 0.0
         mode = self.get("operating_mode")
         vmax = max(self.spec.max_ticks_per_s, 1.0)
         if mode in _POSITION_MODES:
             # A stiff position loop: ~300 ticks of error saturates; plus friction while moving.
-            err = self._target_ticks() - self.position
+            err = (self._target_ticks() if target is None else target) - self.position
             effort = err / 300.0 + 0.08 * self.velocity / vmax
         else:
             effort = 0.1 * self._velocity_command(mode) / vmax + 0.05 * math.copysign(1.0, self.velocity)
         return max(-1.0, min(1.0, effort))
 
     def _refresh_feedback(self, now: float) -> None:
+        self._stale = False
         d = self._direction()
         present = self._to_register(self.position)
         self.set("present_position", round(present))
         vel_units = round(d * self.velocity / _TICKS_PER_S_PER_UNIT)
         self.set("present_velocity", vel_units)
-        effort = d * self._effort()
+        mode = self.get("operating_mode")
+        target = self._target_ticks() if self.torque_enabled and mode in _POSITION_MODES else None
+        effort = d * self._effort(target)
         noise = self.rng.gauss(0.0, 0.004) if self.torque_enabled else 0.0
         if self.spec.current_unit_ma is not None:
             ma = (effort + noise) * self.spec.stall_current_a * 1000.0
@@ -382,12 +401,11 @@ class ServoState:
         pwm_limit = self.get("pwm_limit")
         pwm = round(885 * (0.8 * d * self.velocity / max(self.spec.max_ticks_per_s, 1.0) + 0.2 * effort))
         self.set("present_pwm", max(-pwm_limit, min(pwm_limit, pwm)) if self.torque_enabled else 0)
-        mode = self.get("operating_mode")
         moving = abs(vel_units) > self.get("moving_threshold")
         self.table[ADDR.MOVING] = 1 if moving else 0
         status = 0
-        if self.torque_enabled and mode in _POSITION_MODES:
-            target_reg = self._to_register(self._target_ticks())
+        if target is not None:
+            target_reg = self._to_register(target)
             if abs(target_reg - present) <= IN_POSITION_TICKS:
                 status |= 0x01
             elif moving:
