@@ -314,3 +314,19 @@ def test_the_chain_to_the_site_is_what_must_be_calibrated_and_other_servos_hold(
     second = teleop.read({"observation.state": state}).action
     assert first[5] == second[5] == np.float32(0.02)
     assert np.abs(second[arm.index] - state[arm.index]).max() > 1e-3, "the arm joints are steered"
+
+
+def test_the_emulated_follower_takes_the_emulator_options(tmp_path):
+    from telecorder.collect.factory import EmulatorOptions
+
+    stream = tmp_path / "s.jsonl"
+    _circle_stream(stream, end=0.2)
+    robot, _, _ = make_devices(DeviceConfig(device="vr", robot="dynamixel", emulate=True, pose_stream=stream,
+                                            emulator=EmulatorOptions(usb_latency_ms=16.0, drop_rate=0.1)))
+    try:
+        assert robot.emulator.usb_latency_ms == 16.0 and robot.emulator.faults.drop_rate == 0.1
+    finally:
+        robot.emulator.stop()
+    with pytest.raises(TelecorderError, match="--hand-file"):
+        make_devices(DeviceConfig(device="vr", robot="dynamixel", emulate=True, pose_stream=stream,
+                                  emulator=EmulatorOptions(hand_file=tmp_path / "hand.csv")))

@@ -157,7 +157,8 @@ def _emulated_follower(cfg: object, cal: ArmCalibration, arm: ArmJoints,
     opts = cfg.emulator
     faults = FaultConfig(drop_rate=opts.drop_rate, crc_error_rate=opts.crc_error_rate, latency_s=opts.latency_s,
                          dead_after_s=dict(opts.dead_after_s))
-    emu = BusEmulator(cal.ids, MODEL, cfg.baudrate, hand=rest, faults=faults, seed=cfg.seed)
+    emu = BusEmulator(cal.ids, MODEL, cfg.baudrate, hand=rest, faults=faults, seed=cfg.seed,
+                      usb_latency_ms=opts.usb_latency_ms)
     path = emu.start()
     cleanups.append(emu.stop)
     return EmulatedFollower(DynamixelBus(path, cal.ids, baudrate=cfg.baudrate), cal, emu)
