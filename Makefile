@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fault_campaign.py
 	$(BIN)/python benchmarks/bc.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/replay_drift.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
