@@ -126,6 +126,7 @@ def test_broken_robot_model_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["telecorder", "collect"], ["telecorder", "info"], ["telecorder", "doctor"], ["telecorder", "stats"], ["telecorder", "convert"], ["telecorder", "view"], ["telecorder", "export"], ["telecorder", "emulate"], ["telecorder", "calibrate"], ["telecorder", "tokenizer"], ["telecorder", "vr-record"],
+                                     ["telecorder", "replay"], ["telecorder", "train"], ["telecorder", "eval"], ["telecorder", "edit"],
                                      ["collect"]])
 def test_help_has_examples(command):
     proc = run(tool(command[0]), *command[1:], "--help", check=True)

@@ -117,7 +117,8 @@ def _size(text: str) -> tuple[int, int]:
 def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="scripted",
                    help="teleop front-end: scripted, leader_arm, kinesthetic, vr, gamepad, keyboard, policy")
-    p.add_argument("--robot", default="sim", help="follower robot (available: sim)")
+    p.add_argument("--robot", default="sim", choices=["sim", "dynamixel"],
+                   help="follower robot: sim (MuJoCo, default) or dynamixel (--follower-port or --emulate)")
     p.add_argument("--robot-model", type=Path,
                    help="MJCF file of your own arm: the simulated arm for --robot sim; with --robot dynamixel, the "
                         "model end-effector devices solve IK on (joints named as calibrated, a site 'ee_site' at the "
