@@ -796,8 +796,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("emulate", help="serve an emulated Dynamixel servo chain on a pseudo-terminal",
                        description="A Protocol 2.0 chain of X-series servos behind a pseudo-terminal that "
-                       "dynamixel_sdk (and so any Dynamixel program) opens like a U2D2 adapter. Torque-off servos "
-                       "follow a scripted hand motion; faults can be injected.",
+                       "dynamixel_sdk (and so any Dynamixel program) opens like a U2D2 adapter. Replies take the "
+                       "time a real bus would: every byte 10 bits at --baudrate, each servo's Return Delay Time, and "
+                       "the adapter's FTDI latency timer (--usb-latency-ms). Torque-off servos follow a scripted hand "
+                       "motion; faults can be injected.",
                        epilog=EMULATE_EXAMPLES, formatter_class=fmt)
     p.add_argument("--ids", type=parse_ids, default=parse_ids("1-6"), help="servo ids (default 1-6)")
     p.add_argument("--model", default="xl330-m288", help="servo model (xl330-m288, xl330-m077, xl430-w250, ...)")

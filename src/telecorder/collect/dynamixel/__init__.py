@@ -1,7 +1,8 @@
 """Dynamixel Protocol 2.0: packet framing, the X-series control table, and a servo-chain emulator.
 
 The emulator (:class:`BusEmulator`) serves a pseudo-terminal that ``dynamixel_sdk`` opens
-like a U2D2, so drivers and recordings can run without hardware.
+like a U2D2, so drivers and recordings can run without hardware; it keeps the time a real
+bus and USB adapter would (:mod:`.wire`).
 """
 
 from .control_table import ADDR, MODEL_NUMBERS, MODELS, ModelSpec, rad_to_ticks, ticks_to_rad
