@@ -82,6 +82,16 @@ def test_held_bytes_keep_their_place_and_no_timer_means_each_packet_when_complet
         UsbAdapter(57_600, -1.0)
 
 
+def test_parser_tells_where_each_packet_ends_in_the_stream():
+    """The emulator times a packet's last byte on the wire by its offset in what the host sent."""
+    a, b = p.build_packet(1, p.PING), p.build_packet(2, p.READ, bytes([0, 0, 4, 0]))
+    stream = b"\x00\xff" + a + b"junk" + b
+    parser = p.PacketParser()
+    got = parser.feed(stream[:5]) + parser.feed(stream[5:17]) + parser.feed(stream[17:])
+    assert [(q.id, q.end) for q in got] == [(1, 2 + len(a)), (2, len(stream))]
+    assert parser.consumed == len(stream)
+
+
 # -- the emulator through the real SDK ------------------------------------------------------
 
 @contextmanager

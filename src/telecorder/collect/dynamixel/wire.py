@@ -26,10 +26,11 @@ the chip until it sends them to the host in one USB packet, which it does when
   bytes of a long reply wait a whole period after it.
 
 A latency timer of 0 stands for an adapter that forwards each status packet as soon as its
-last byte has arrived. Not
-modelled: the USB transfer from host to adapter (well under a millisecond), the host's own
-USB scheduling, and collisions: a host that talks while servos answer is heard as if the
-line were full duplex, and the replies keep their order.
+last byte has arrived. Not modelled: the USB transfer from host to adapter (well under a
+millisecond), the host's own USB scheduling, and collisions: a host that talks while servos
+answer is heard as if the line were full duplex, and the replies keep their order. The
+emulator takes host bytes as on the wire from the moment it reads them, so its own wake-up
+(tens of microseconds) adds to what it models; it never makes a reply earlier.
 """
 
 from __future__ import annotations
