@@ -100,6 +100,24 @@ def test_kinesthetic_on_emulated_arm(tmp_path):
     assert run(tool("telecorder"), "doctor", str(out)).returncode == 0
 
 
+def test_kinesthetic_emulated_arm_ends_holding_where_it_stands(tmp_path):
+    """The session disconnects the teleop, then the arm: the emulator must outlive the arm's last transaction."""
+    from telecorder.collect.factory import DeviceConfig, EmulatorOptions, make_devices
+
+    hand = tmp_path / "hand.csv"
+    hand.write_text("t,1,2,3,4,5,6\n0,0.3,-0.2,0.4,0,0,0.5\n10,0.3,-0.2,0.4,0,0,0.5\n")
+    robot, teleop, _ = make_devices(DeviceConfig(robot="dynamixel", device="kinesthetic", emulate=True,
+                                                 emulator=EmulatorOptions(hand_file=hand)))
+    robot.connect()
+    teleop.connect()
+    robot.observe()
+    teleop.disconnect()
+    robot.disconnect()  # raises (hung-up line) if the teleop had stopped the emulator
+    emu = robot.emulator
+    assert all(s.torque_enabled for s in emu.servos.values()), "torque back on, holding the arm"
+    assert emu._thread is None, "the arm stopped its emulator after letting go"
+
+
 def _write_identity_calibration(path, arm):
     from telecorder.collect.emulated_arm import emulated_calibration
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..errors import DeviceError, TelecorderError
 from .dynamixel.bus import DynamixelBus
 from .dynamixel.calibration import ArmCalibration
-from .dynamixel.follower import DynamixelRobot
+from .dynamixel.follower import DynamixelRobot, EmulatedFollower
 from .eef_teleop import GRIPPER, ArmJoints
 
 # The leader arm's per-tick limit (LeaderArmTeleop.max_step): 7.5 rad/s at 30 Hz.
@@ -122,28 +122,14 @@ def _quoted(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names)
 
 
-class EmulatedFollower(DynamixelRobot):
-    """The follower on a bus emulator this process started: the emulator stops once the arm lets go."""
-
-    def __init__(self, bus: DynamixelBus, calibration: ArmCalibration, emulator: object) -> None:
-        super().__init__(bus, calibration, torque=True, robot_type="emulated_arm")
-        self.emulator = emulator
-
-    def disconnect(self) -> None:
-        try:
-            super().disconnect()
-        finally:
-            self.emulator.stop()
-
-
 def _emulated_follower(cfg: object, cal: ArmCalibration, arm: ArmJoints,
                        cleanups: list[Callable[[], None]]) -> EmulatedFollower:
     """Start the emulated arm, resting at the model's home pose with the gripper open."""
     import numpy as np
 
-    from .dynamixel.emulator import BusEmulator, FaultConfig
     from .dynamixel.hand import HandMotion
     from .emulated_arm import MODEL
+    from .factory import bus_emulator
 
     # A limp arm rests where a hand left it until torque comes on: the home pose, away from the
     # straight-up singularity of all-zero angles, where IK could not move the gripper sideways.
@@ -154,11 +140,7 @@ def _emulated_follower(cfg: object, cal: ArmCalibration, arm: ArmJoints,
     raw = cal.to_raw(calibrated)
     rest = HandMotion([0.0], {sid: [float(r)] for sid, r in zip(cal.ids, raw, strict=True)},
                       source="emulated follower at rest")
-    opts = cfg.emulator
-    faults = FaultConfig(drop_rate=opts.drop_rate, crc_error_rate=opts.crc_error_rate, latency_s=opts.latency_s,
-                         dead_after_s=dict(opts.dead_after_s))
-    emu = BusEmulator(cal.ids, MODEL, cfg.baudrate, hand=rest, faults=faults, seed=cfg.seed,
-                      usb_latency_ms=opts.usb_latency_ms)
+    emu = bus_emulator(cfg, cal.ids, MODEL, rest)
     path = emu.start()
     cleanups.append(emu.stop)
     return EmulatedFollower(DynamixelBus(path, cal.ids, baudrate=cfg.baudrate), cal, emu)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import TelecorderError
 from .interfaces import Camera, Robot, Teleop
 from .opencv_camera import CameraSpec, OpenCVCamera
+
+if TYPE_CHECKING:
+    from .dynamixel.emulator import BusEmulator
 
 ROBOTS = ("sim", "dynamixel")
 DEVICES = ("scripted", "leader_arm", "kinesthetic", "vr", "gamepad", "keyboard", "policy")
@@ -175,14 +179,15 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
             "or --emulate for the emulated arm"
         )
     from .dynamixel.bus import DynamixelBus
-    from .dynamixel.follower import DynamixelRobot
+    from .dynamixel.follower import DynamixelRobot, EmulatedFollower
     from .leader_arm import KinestheticTeleop
 
     port, cal, emu = _arm_port(cfg, "follower", cfg.follower_port, cfg.follower_calibration, cleanups)
     bus = DynamixelBus(port, cal.ids, baudrate=cfg.baudrate)
-    robot = DynamixelRobot(bus, cal, torque=False, robot_type="emulated_arm" if emu else "dynamixel_arm")
-    return robot, KinestheticTeleop(on_disconnect=emu.stop if emu else None,
-                                    on_episode_start=emu.hand.restart if emu else None)
+    if emu is None:
+        return DynamixelRobot(bus, cal, torque=False), KinestheticTeleop()
+    # The limp arm is also what the session disconnects last: it stops the emulator after letting go.
+    return EmulatedFollower(bus, cal, emu, torque=False), KinestheticTeleop(on_episode_start=emu.hand.restart)
 
 
 def _follower(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> Robot:
@@ -216,20 +221,27 @@ def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path |
             "(e.g. /dev/ttyUSB0; list them with 'ls /dev/serial/by-id/'), or --emulate to use the built-in "
             "emulated arm"
         )
-    from .dynamixel.emulator import BusEmulator, FaultConfig
     from .dynamixel.hand import HandMotion
     from .emulated_arm import IDS, MODEL, EpisodeHand, demonstration_motion, emulated_calibration
 
     opts = cfg.emulator
     hand = EpisodeHand(HandMotion.from_file(opts.hand_file) if opts.hand_file else demonstration_motion(cfg.fps))
-    faults = FaultConfig(drop_rate=opts.drop_rate, crc_error_rate=opts.crc_error_rate, latency_s=opts.latency_s,
-                         dead_after_s=dict(opts.dead_after_s))
-    emu = BusEmulator(IDS, MODEL, cfg.baudrate, hand=hand, faults=faults, seed=cfg.seed,
-                      usb_latency_ms=opts.usb_latency_ms)
+    emu = bus_emulator(cfg, IDS, MODEL, hand)
     hand.clock = emu.elapsed
     path = emu.start()
     cleanups.append(emu.stop)
     return path, emulated_calibration(arm), emu
+
+
+def bus_emulator(cfg: DeviceConfig, ids: Sequence[int], model: str, hand: object) -> BusEmulator:
+    """A bus emulator (not started) with the ``--emulate-*`` options of ``cfg``: the one place they are read."""
+    from .dynamixel.emulator import BusEmulator, FaultConfig
+
+    opts = cfg.emulator
+    faults = FaultConfig(drop_rate=opts.drop_rate, crc_error_rate=opts.crc_error_rate, latency_s=opts.latency_s,
+                         dead_after_s=dict(opts.dead_after_s))
+    return BusEmulator(ids, model, cfg.baudrate, hand=hand, faults=faults, seed=cfg.seed,
+                       usb_latency_ms=opts.usb_latency_ms)
 
 
 def _has_cube(robot: Robot) -> bool:

@@ -87,3 +87,23 @@ class DynamixelRobot(Robot):
                 self._hold_where_it_stands()
         finally:
             self.bus.close()
+
+
+class EmulatedFollower(DynamixelRobot):
+    """A follower on a bus emulator this process started: the emulator stops once the arm lets go.
+
+    The arm's own ``disconnect`` still talks to the bus (it holds the arm where it stands), so
+    the emulator must outlive it; a teleop or cleanup that stopped it first would leave that
+    last transaction on a hung-up line.
+    """
+
+    def __init__(self, bus: DynamixelBus, calibration: ArmCalibration, emulator: object, *,
+                 torque: bool = True) -> None:
+        super().__init__(bus, calibration, torque=torque, robot_type="emulated_arm")
+        self.emulator = emulator
+
+    def disconnect(self) -> None:
+        try:
+            super().disconnect()
+        finally:
+            self.emulator.stop()
