@@ -80,6 +80,13 @@ class Robot(ABC):
         """Running counts of communication trouble (timeouts, CRC errors...), stored per episode."""
         return {}
 
+    def scene_attrs(self) -> dict[str, Any]:
+        """Episode attributes that let ``telecorder replay`` restore the scene the first tick sees.
+
+        A simulator gives its seed and full state; a real robot's scene is set up by people: none.
+        """
+        return {}
+
     @abstractmethod
     def disconnect(self) -> None: ...
 

@@ -150,11 +150,8 @@ class Recorder:
                 cam.wait_for_frame(fresh_after_ns)
         self.teleop.start_episode()
         counters_before = {"robot": self.robot.counters(), "teleop": self.teleop.counters()}
-        # A simulated robot describes the scene the first tick will see (seed, full state), so that
-        # the episode can be replayed in it; hardware has no such method.
-        scene = getattr(self.robot, "scene_attrs", None)
-        if scene is not None:
-            attrs = {**attrs, **scene()}
+        # Taken before the first tick, so that a replay can start from the scene that tick saw.
+        attrs = {**attrs, **self.robot.scene_attrs()}
         index = self.writer.begin(attrs)
         old_switch = sys.getswitchinterval()
         if self.realtime:
