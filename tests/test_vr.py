@@ -188,6 +188,24 @@ def test_mapping_gripper_and_button_events():
     assert mapping.update(_sample(0, [0, 1, 0], buttons={"x": True}), p, r).events == {Event.INTERVENE}
 
 
+def test_the_vr_key_map_shows_what_each_button_does():
+    """The live view draws the VR controller's buttons from the table the mapping itself reads."""
+    from telecorder.collect.key_bindings import VR, VR_RECENTRE_BUTTONS, VR_SESSION_BUTTONS, controls_for
+
+    assert controls_for("vr") is VR and controls_for("policy", "vr") is VR
+    drawn = " ".join(VR.map_lines())
+    p, r = np.zeros(3), np.eye(3)
+    for event, buttons in VR_SESSION_BUTTONS.items():
+        assert f"{'/'.join(buttons)} {VR.hint((event,)).split(' ', 1)[1]}" in drawn
+        for button in buttons:
+            mapping = VRMapping()
+            mapping.update(_sample(0, [0, 1, 0]), p, r)
+            assert mapping.update(_sample(0, [0, 1, 0], buttons={button: True}), p, r).events == {event}
+    session = {b for buttons in VR_SESSION_BUTTONS.values() for b in buttons}
+    assert not session & set(VR_RECENTRE_BUTTONS), "re-centring must not also save or discard"
+    assert "re-centres" in drawn and "squeeze" in drawn and "trigger" in drawn
+
+
 def test_openxr_client_without_runtime_raises_device_error(monkeypatch, tmp_path: Path):
     pytest.importorskip("xr")
     monkeypatch.setenv("XR_RUNTIME_JSON", str(tmp_path / "missing_runtime.json"))

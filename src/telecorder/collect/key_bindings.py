@@ -84,6 +84,20 @@ PAD_MOTION: tuple[tuple[str, str], ...] = (
     ("gripper", "LT/RT open/close"),
 )
 
+# VR controller buttons (rising edges) for the session events, and the re-centre button; the
+# clutch mapping (vr/mapping.py) reads these. Touch controllers put x/y on the left hand and
+# a/b on the right; Index has a/b on both and no menu button for applications.
+VR_SESSION_BUTTONS: dict[Event, tuple[str, ...]] = {
+    Event.SAVE_EPISODE: ("a",),
+    Event.DISCARD_EPISODE: ("menu", "y"),
+    Event.INTERVENE: ("x",),
+}
+VR_RECENTRE_BUTTONS: tuple[str, ...] = ("b",)
+VR_MOTION: tuple[tuple[str, str], ...] = (
+    ("move", f"hold squeeze (clutch) and move the controller; {'/'.join(VR_RECENTRE_BUTTONS)} re-centres"),
+    ("gripper", "trigger closes"),
+)
+
 _KEY_NAMES = {"return": "Enter", "backspace": "Backspace", "escape": "Esc", "space": "Space",
               "up": "Up", "down": "Down", "left": "Left", "right": "Right"}
 
@@ -139,6 +153,7 @@ class Controls:
     motion: tuple[MotionKey, ...] = ()
     pad_session: dict[Event, str] = field(default_factory=dict)
     pad_motion: tuple[tuple[str, str], ...] = ()
+    pad_name: str = "pad"  # what the key map calls the hand-held device: "pad", "controller"
     # The device reads its keys from the live view's window: no window, nobody can steer.
     needs_window: bool = False
     # collect opens the live view unless told --no-display.
@@ -167,7 +182,8 @@ class Controls:
                       for title, quantity in (("move", "linear"), ("turn", "angular"), ("gripper", "gripper"))]
         lines += [f"{title}:  {what}" for title, what in self.pad_motion]
         if self.pad_session:
-            lines.append("pad:  " + "   ".join(f"{b} {SESSION_LABELS[e]}" for e, b in self.pad_session.items()))
+            lines.append(f"{self.pad_name}:  "
+                         + "   ".join(f"{b} {SESSION_LABELS[e]}" for e, b in self.pad_session.items()))
         keys_line = "   ".join(
             " / ".join(key_label(k) for k in keys) + f" {SESSION_LABELS[e]}" for e, keys in self.session.items()
         )
@@ -185,14 +201,16 @@ class Controls:
 KEYBOARD = Controls("keyboard", KEYBOARD_SESSION_KEYS, motion=KEYBOARD_MOTION, needs_window=True, view_by_default=True)
 GAMEPAD = Controls("gamepad", TERMINAL_SESSION_KEYS, pad_session=PAD_SESSION_BUTTONS, pad_motion=PAD_MOTION,
                    view_by_default=True)
+VR = Controls("vr", TERMINAL_SESSION_KEYS, pad_session={e: "/".join(b) for e, b in VR_SESSION_BUTTONS.items()},
+              pad_motion=VR_MOTION, pad_name="controller")
 TERMINAL = Controls("terminal", TERMINAL_SESSION_KEYS)
-ALL_CONTROLS = (KEYBOARD, GAMEPAD, TERMINAL)
+ALL_CONTROLS = (KEYBOARD, GAMEPAD, VR, TERMINAL)
 
 
 def controls_for(device: str | None, intervene: str | None = None) -> Controls:
     """The bindings a ``collect`` run uses: the device's, or with a policy, the intervening device's."""
     name = intervene if device == "policy" and intervene else device
-    return {"keyboard": KEYBOARD, "gamepad": GAMEPAD}.get(name or "", TERMINAL)
+    return {"keyboard": KEYBOARD, "gamepad": GAMEPAD, "vr": VR}.get(name or "", TERMINAL)
 
 
 def help_text() -> str:

@@ -1,6 +1,6 @@
 """The clutch mapping from VR controller samples to end-effector targets, without any headset.
 
-Buttons (rising edges only, so holding a button fires once): ``a`` saves the episode, ``b``
+Buttons (from :mod:`telecorder.collect.key_bindings`; rising edges only, so holding a button fires once): ``a`` saves the episode, ``b``
 re-centres (re-anchors the controller and the robot at their current poses), ``menu`` or ``y``
 discards the episode, ``x`` takes over from a policy (or hands back). Touch controllers put
 ``x``/``y`` on the left hand and ``a``/``b`` on the right, so a left-hand operator has discard
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from telecorder.collect.interfaces import Event
+from telecorder.collect.key_bindings import VR_RECENTRE_BUTTONS, VR_SESSION_BUTTONS
 from telecorder.collect.vr.pose_stream import ControllerSample
 
 __all__ = ["AXIS_PRESETS", "MappingOutput", "VRMapping"]
@@ -27,10 +28,10 @@ AXIS_PRESETS: dict[str, np.ndarray] = {
     "identity": np.eye(3),
 }
 
-SAVE_BUTTONS = frozenset({"a"})
-RECENTRE_BUTTONS = frozenset({"b"})
-DISCARD_BUTTONS = frozenset({"menu", "y"})
-INTERVENE_BUTTONS = frozenset({"x"})
+SAVE_BUTTONS = frozenset(VR_SESSION_BUTTONS[Event.SAVE_EPISODE])
+RECENTRE_BUTTONS = frozenset(VR_RECENTRE_BUTTONS)
+DISCARD_BUTTONS = frozenset(VR_SESSION_BUTTONS[Event.DISCARD_EPISODE])
+INTERVENE_BUTTONS = frozenset(VR_SESSION_BUTTONS[Event.INTERVENE])
 
 
 @dataclass
