@@ -118,19 +118,15 @@ def pad_stick_forward(monkeypatch):
     pytest.importorskip("pygame")
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
     import pygame
-    from test_gamepad import AXIS_MIN, SDL_JOYSTICK_TYPE_GAMECONTROLLER, M, VirtualPad, _loaded_sdl
+    from test_gamepad import AXIS_MIN, M, attach_virtual_pad
 
     pygame.display.init()
     pygame.joystick.init()
-    sdl = _loaded_sdl()
-    if sdl is None:
+    try:
+        pad = attach_virtual_pad(at_rest=False)
+    except pytest.skip.Exception:
         pygame.quit()
-        pytest.skip("cannot locate the SDL2 library pygame loaded")
-    index = sdl.SDL_JoystickAttachVirtual(SDL_JOYSTICK_TYPE_GAMECONTROLLER, 6, 11, 1)
-    if index < 0:
-        pygame.quit()
-        pytest.skip("SDL_JoystickAttachVirtual failed here")
-    pad = VirtualPad(sdl, index, sdl.SDL_JoystickOpen(index))
+        raise
     try:
         for axis in (M.left_x, M.right_x, M.right_y):
             pad.axis(axis, 0)

@@ -97,8 +97,13 @@ class VirtualPad:
             self.attached = False
 
 
-@pytest.fixture
-def pad(pg: object) -> Iterator[VirtualPad]:
+def attach_virtual_pad(*, at_rest: bool = True) -> VirtualPad:
+    """An SDL virtual Xbox pad, opened; skips the test where this SDL cannot make one.
+
+    SDL lays a virtual controller out in GameController order and starts its axes 4 and 5
+    (triggers there) at -32768; ``at_rest`` sets the raw indices to the default mapping's
+    resting pad instead: sticks centred, triggers released.
+    """
     sdl = _loaded_sdl()
     if sdl is None:
         pytest.skip("cannot locate the one SDL2 library pygame loaded in /proc/self/maps")
@@ -110,13 +115,17 @@ def pad(pg: object) -> Iterator[VirtualPad]:
         sdl.SDL_JoystickDetachVirtual(index)
         pytest.skip(f"SDL_JoystickOpen on the virtual joystick failed: {sdl.SDL_GetError().decode(errors='replace')}")
     vp = VirtualPad(sdl, index, handle)
-    # SDL lays a virtual controller out in GameController order and starts its axes 4 and 5
-    # (triggers there) at -32768; the raw indices are set here to the default mapping's resting
-    # pad instead: sticks centred, triggers released.
-    for axis in (M.left_x, M.left_y, M.right_x, M.right_y):
-        vp.axis(axis, 0)
-    vp.axis(M.left_trigger, AXIS_MIN)
-    vp.axis(M.right_trigger, AXIS_MIN)
+    if at_rest:
+        for axis in (M.left_x, M.left_y, M.right_x, M.right_y):
+            vp.axis(axis, 0)
+        vp.axis(M.left_trigger, AXIS_MIN)
+        vp.axis(M.right_trigger, AXIS_MIN)
+    return vp
+
+
+@pytest.fixture
+def pad(pg: object) -> Iterator[VirtualPad]:
+    vp = attach_virtual_pad()
     yield vp
     vp.detach()
 
@@ -169,15 +178,9 @@ def test_gamepad_triggers_drive_gripper(pad: VirtualPad) -> None:
 
 
 def test_gamepad_ignores_trigger_until_seen_at_rest(pg: object) -> None:
-    sdl = _loaded_sdl()
-    if sdl is None:
-        pytest.skip("cannot locate the one SDL2 library pygame loaded in /proc/self/maps")
-    index = sdl.SDL_JoystickAttachVirtual(SDL_JOYSTICK_TYPE_GAMECONTROLLER, 6, 11, 1)
-    if index < 0:
-        pytest.skip(f"SDL_JoystickAttachVirtual failed: {sdl.SDL_GetError().decode(errors='replace')}")
-    vp = VirtualPad(sdl, index, sdl.SDL_JoystickOpen(index))
+    vp = attach_virtual_pad(at_rest=False)
     try:
-        with GamepadInput(index=index) as gp:
+        with GamepadInput(index=vp.index) as gp:
             # Axes of a fresh device read 0, which for a trigger would be half pulled.
             assert gp.read().gripper_delta == 0.0
             vp.axis(M.left_trigger, AXIS_MIN)
@@ -469,19 +472,9 @@ def test_gamepad_with_the_live_view_open_reads_what_the_view_pumps(no_display: N
     with LiveView([], controls=GAMEPAD) as view:
         assert view.wait_open()
         pygame.joystick.init()
-        sdl = _loaded_sdl()
-        if sdl is None:
-            pytest.skip("cannot locate the one SDL2 library pygame loaded in /proc/self/maps")
-        index = sdl.SDL_JoystickAttachVirtual(SDL_JOYSTICK_TYPE_GAMECONTROLLER, 6, 11, 1)
-        if index < 0:
-            pytest.skip(f"SDL_JoystickAttachVirtual failed: {sdl.SDL_GetError().decode(errors='replace')}")
-        vp = VirtualPad(sdl, index, sdl.SDL_JoystickOpen(index))
+        vp = attach_virtual_pad()
         try:
-            for axis in (M.left_x, M.left_y, M.right_x, M.right_y):
-                vp.axis(axis, 0)
-            vp.axis(M.left_trigger, AXIS_MIN)
-            vp.axis(M.right_trigger, AXIS_MIN)
-            with GamepadInput(index=index) as gp:
+            with GamepadInput(index=vp.index) as gp:
                 _until(lambda: _zero(gp.read()), "the pad at rest")
                 vp.axis(M.left_y, AXIS_MIN)
                 _until(lambda: gp.read().linear[0] > 0.1, "the stick's new position")

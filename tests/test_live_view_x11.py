@@ -275,7 +275,7 @@ def test_gamepad_steers_with_the_live_view_pumping_its_events(xvfb, tmp_path, mo
     pygame = pytest.importorskip("pygame")
     sys.path.insert(0, str(Path(__file__).parent))
     from rich.console import Console
-    from test_gamepad import AXIS_MIN, SDL_JOYSTICK_TYPE_GAMECONTROLLER, M, VirtualPad, _loaded_sdl
+    from test_gamepad import AXIS_MIN, M, attach_virtual_pad
 
     # After that import: test_gamepad sets SDL_VIDEODRIVER=dummy for its own tests.
     monkeypatch.setenv("DISPLAY", xvfb)
@@ -286,13 +286,7 @@ def test_gamepad_steers_with_the_live_view_pumping_its_events(xvfb, tmp_path, mo
 
     pygame.quit()  # a display another test initialised (dummy driver) would stand in for the X window
     pygame.joystick.init()
-    sdl = _loaded_sdl()
-    if sdl is None:
-        pytest.skip("cannot locate the SDL2 library pygame loaded")
-    index = sdl.SDL_JoystickAttachVirtual(SDL_JOYSTICK_TYPE_GAMECONTROLLER, 6, 11, 1)
-    if index < 0:
-        pytest.skip("SDL_JoystickAttachVirtual failed here")
-    pad = VirtualPad(sdl, index, sdl.SDL_JoystickOpen(index))
+    pad = attach_virtual_pad(at_rest=False)
     seen: dict[str, object] = {}
     try:
         for axis in (M.left_x, M.right_x, M.right_y):

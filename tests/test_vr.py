@@ -190,7 +190,12 @@ def test_mapping_gripper_and_button_events():
 
 def test_the_vr_key_map_shows_what_each_button_does():
     """The live view draws the VR controller's buttons from the table the mapping itself reads."""
-    from telecorder.collect.key_bindings import VR, VR_RECENTRE_BUTTONS, VR_SESSION_BUTTONS, controls_for
+    from telecorder.collect.key_bindings import (
+        VR,
+        VR_RECENTRE_BUTTONS,
+        VR_SESSION_BUTTONS,
+        controls_for,
+    )
 
     assert controls_for("vr") is VR and controls_for("policy", "vr") is VR
     drawn = " ".join(VR.map_lines())
