@@ -30,8 +30,8 @@ vr-runtime:
 
 test: $(STAMP) vr-runtime
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -m "not tf"
-	$(BIN)/python -m pytest -q -m tf
+	$(BIN)/python -m pytest -q -rs -m "not tf"
+	$(BIN)/python -m pytest -q -rs -m tf
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/record.py

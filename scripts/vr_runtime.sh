@@ -12,7 +12,8 @@
 # and only the `simulated` and `remote` drivers. It lives in a cache folder keyed by the archive's sha256
 # (${XDG_CACHE_HOME:-~/.cache}/telecorder/monado-<sha12>/) and is only rebuilt when the archive changes or
 # a previous build did not finish (we build into a temporary folder and rename it into place at the end).
-# Without the vendor archive it says why and exits 0: the live VR tests then skip with that reason.
+# Without the vendor archive, or where its Debian build dependencies cannot be installed, it says why and
+# exits 0 (--print exits 3 for the latter): the live VR tests then skip with that reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,12 @@ complete() {
 }
 
 if [ "${1:-}" = "--print" ]; then
-  complete || { echo "vr-runtime: no finished build in $dest (run make vr-runtime)" >&2; exit 1; }
+  if ! complete; then
+    unavailable="$cache_root/monado-$sha12.unavailable"
+    [ -f "$unavailable" ] && { echo "vr-runtime: cannot build here: $(cat "$unavailable")" >&2; exit 3; }
+    echo "vr-runtime: no finished build in $dest (run make vr-runtime)" >&2
+    exit 1
+  fi
   echo "$manifest"
   exit 0
 fi
@@ -57,14 +63,29 @@ for pkg in build-essential cmake ninja-build pkg-config python3 glslang-tools li
            libxrandr-dev; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# A machine that cannot install them (no apt-get, no root, no package mirror) cannot build the runtime:
+# that is said in $unavailable, and the live VR tests skip with that reason instead of failing. A build
+# that starts and fails is an error.
+unavailable="$cache_root/monado-$sha12.unavailable"
+cannot_build() {
+  mkdir -p "$cache_root"
+  echo "$1" >"$unavailable"
+  echo "vr-runtime: warning: $1; the live VR tests will skip" >&2
+  exit 0
+}
 if [ ${#missing[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null 2>&1 || { echo "vr-runtime: need Debian packages ${missing[*]} (no apt-get here)" >&2; exit 1; }
+  command -v apt-get >/dev/null 2>&1 || cannot_build "Debian packages ${missing[*]} are missing and there is no apt-get"
   sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || cannot_build "Debian packages ${missing[*]} are missing and neither root nor sudo is available"
+    sudo="sudo"
+  fi
   echo "vr-runtime: installing Debian packages: ${missing[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  { $sudo apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } \
+    || cannot_build "apt-get could not install ${missing[*]}"
 fi
+rm -f "$unavailable"
 
 mkdir -p "$cache_root"
 # One build at a time per archive (two test runs may start together); the later one reuses it.
