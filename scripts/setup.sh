@@ -20,8 +20,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     echo "setup: installing Debian packages: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Not fatal: the Python side still installs, and what needs a missing package says so (sim
+    # cameras fail to render without EGL; the live-view tests skip without Xvfb).
+    { $sudo apt-get update -qq \
+      && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } \
+      || echo "setup: warning: apt-get could not install ${missing[*]}; sim cameras need EGL (Mesa) to render, live-view tests need Xvfb" >&2
   else
     echo "setup: warning: cannot install ${missing[*]} (no apt-get); sim cameras need EGL (Mesa) to render, live-view tests need Xvfb" >&2
   fi
