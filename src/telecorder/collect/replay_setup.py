@@ -43,12 +43,11 @@ def make_robot(cfg: ReplayConfig, ep: RecordedEpisode, cleanups: list[Callable[[
             "list them with 'ls /dev/serial/by-id/'), or --emulate for the built-in emulated arm"
         )
     from .dynamixel.bus import DynamixelBus
-    from .dynamixel.follower import DynamixelRobot
+    from .dynamixel.follower import EmulatedFollower
 
-    port, cal, _ = _arm_port(dcfg, "follower", None, cfg.calibration, cleanups)
-    robot = DynamixelRobot(DynamixelBus(port, cal.ids, baudrate=cfg.baudrate), cal, torque=True,
-                           robot_type="emulated_arm")
-    return robot, f"the emulated Dynamixel arm ({port})"
+    port, cal, emu = _arm_port(dcfg, "follower", None, cfg.calibration, cleanups)
+    return EmulatedFollower(DynamixelBus(port, cal.ids, baudrate=cfg.baudrate), cal, emu), \
+        f"the emulated Dynamixel arm ({port})"
 
 
 def scene_restorer(ep: RecordedEpisode, robot: Robot) -> tuple[Callable[[], None] | None, str | None]:
