@@ -158,30 +158,18 @@ def _record_keyframes() -> list[Frame]:
     ]
 
 
-def _pose_errors(line: dict, state: Frame) -> tuple[float, float] | None:
-    """Worst position (m) and angle (deg) error of both hands, or None if validity differs."""
-    worst = (0.0, 0.0)
-    for hand in ("left", "right"):
-        exp = _hand_expectation(getattr(state, hand))
-        got = line[hand]
-        if got["valid"] != exp["valid"]:
-            return None
-        if not exp["valid"]:
-            if got["pose"] is not None:
-                return None
-            continue
-        m = np.asarray(got["pose"], dtype=float).reshape(4, 4)
-        worst = (max(worst[0], float(np.linalg.norm(m[:3, 3] - exp["pose"][:3, 3]))),
-                 max(worst[1], rotation_deg(m[:3, :3], exp["pose"][:3, :3])))
-    return worst
+def _hand_pose_error(got: dict, exp: dict) -> tuple[float, float] | None:
+    """Position (m) and angle (deg) error of one hand, or None if its validity differs."""
+    if got["valid"] != exp["valid"]:
+        return None
+    if not exp["valid"]:
+        return None if got["pose"] is not None else (0.0, 0.0)
+    m = np.asarray(got["pose"], dtype=float).reshape(4, 4)
+    return (float(np.linalg.norm(m[:3, 3] - exp["pose"][:3, 3])), rotation_deg(m[:3, :3], exp["pose"][:3, :3]))
 
 
-def _inputs_match(line: dict, state: Frame) -> bool:
-    for hand in ("left", "right"):
-        exp, got = _hand_expectation(getattr(state, hand)), line[hand]
-        if (got["squeeze"], got["trigger"], got["buttons"]) != (exp["squeeze"], exp["trigger"], exp["buttons"]):
-            return False
-    return True
+def _inputs_match(got: dict, exp: dict) -> bool:
+    return (got["squeeze"], got["trigger"], got["buttons"]) == (exp["squeeze"], exp["trigger"], exp["buttons"])
 
 
 def test_vr_record_reports_what_the_controllers_fed(remote_env, tmp_path: Path):
@@ -215,34 +203,49 @@ def test_vr_record_reports_what_the_controllers_fed(remote_env, tmp_path: Path):
     t = np.array([line["t"] for line in lines])
     assert np.all(np.diff(t) > 0), "timestamps must increase"
 
-    pose_idx, input_idx, pos_err, ang_err = [], [], [], []
+    # Each controller is its own tracked device, located by its own xrLocateSpace: when the feed
+    # changes between the two calls, one sample holds the left hand of one keyframe and the right
+    # hand of the next (as two real controllers would). So every hand is matched on its own.
+    pose_idx: dict[str, list[int]] = {"left": [], "right": []}
+    input_idx: dict[str, list[int]] = {"left": [], "right": []}
+    pos_err, ang_err = [], []
     for i, line in enumerate(lines):
-        matches = [(k, e) for k, s in enumerate(states) if (e := _pose_errors(line, s)) is not None
-                   and e[0] <= POS_TOL_M and e[1] <= ANGLE_TOL_DEG]
-        assert len(matches) == 1, f"line {i + 1} (t={line['t']:.3f}) matches fed poses {matches}: {line}"
-        k, (dp, da) = matches[0]
-        pose_idx.append(k)
-        if states[k].right.active:
-            pos_err.append(dp)
-            ang_err.append(da)
-        inputs = [k for k, s in enumerate(states) if _inputs_match(line, s)]
-        assert inputs, f"line {i + 1}: squeeze/trigger/buttons match nothing fed: {line}"
-        # Buttons are read at the action sync and poses at the locate, a moment apart: at a keyframe
-        # change they may come from neighbouring keyframes, never from further apart.
-        near = [j for j in inputs if abs(j - k) <= 1]
-        assert near, f"line {i + 1}: inputs of keyframe(s) {inputs} with the pose of keyframe {k}"
-        input_idx.append(k if k in near else near[0])
-    pose_idx_a, input_idx_a = np.array(pose_idx), np.array(input_idx)
-    assert np.all(np.diff(pose_idx_a) >= 0), f"poses went back in time: {pose_idx}"
-    assert np.all(np.diff(input_idx_a) >= 0), f"inputs went back in time: {input_idx}"
+        for hand in ("left", "right"):
+            exp = [_hand_expectation(getattr(s, hand)) for s in states]
+            got = line[hand]
+            matches = [(k, e) for k, x in enumerate(exp) if (e := _hand_pose_error(got, x)) is not None
+                       and e[0] <= POS_TOL_M and e[1] <= ANGLE_TOL_DEG]
+            assert len(matches) == 1, (f"line {i + 1} (t={line['t']:.3f}): the {hand} pose matches fed "
+                                       f"keyframes {matches}: {got}")
+            k, (dp, da) = matches[0]
+            pose_idx[hand].append(k)
+            if exp[k]["valid"]:
+                pos_err.append(dp)
+                ang_err.append(da)
+            inputs = [j for j, x in enumerate(exp) if _inputs_match(got, x)]
+            assert inputs, f"line {i + 1}: {hand} squeeze/trigger/buttons match nothing fed: {got}"
+            # Buttons are read at the action sync and poses at the locate, a moment apart: at a
+            # keyframe change they may come from neighbouring keyframes, never from further apart.
+            near = [j for j in inputs if abs(j - k) <= 1]
+            assert near, f"line {i + 1}: {hand} inputs of keyframe(s) {inputs} with the pose of keyframe {k}"
+            input_idx[hand].append(k if k in near else near[0])
+        lk, rk = pose_idx["left"][-1], pose_idx["right"][-1]
+        assert abs(lk - rk) <= 1, f"line {i + 1}: left hand of keyframe {lk}, right hand of keyframe {rk}"
+    both = np.ones(len(lines), dtype=bool)
+    for hand in ("left", "right"):
+        p, q = np.array(pose_idx[hand]), np.array(input_idx[hand])
+        assert np.all(np.diff(p) >= 0), f"{hand} poses went back in time: {pose_idx[hand]}"
+        assert np.all(np.diff(q) >= 0), f"{hand} inputs went back in time: {input_idx[hand]}"
+        both &= p == q
     for k in range(1, len(states)):
-        n = int(np.sum((pose_idx_a == k) & (input_idx_a == k)))
-        assert n >= 3, f"keyframe {k} appears in only {n} samples"
+        n = int(np.sum(both & (np.array(pose_idx["left"]) == k) & (np.array(pose_idx["right"]) == k)))
+        assert n >= 3, f"keyframe {k} appears whole in only {n} samples"
 
     # The stream's clock is the feeder's (both monotonic): one recording start must explain every
     # sample, seen no earlier than its keyframe was sent and no later than the next one (+ latency).
-    lower = max(feeder.started_ns[k - 1] / 1e9 - ti for ti, k in zip(t, pose_idx, strict=True) if k >= 1)
-    upper = min(feeder.sent_ns[k] / 1e9 + LATENCY_S - ti for ti, k in zip(t, pose_idx, strict=True) if k < len(keyframes))
+    seen = [(ti, k) for hand in ("left", "right") for ti, k in zip(t, pose_idx[hand], strict=True)]
+    lower = max(feeder.started_ns[k - 1] / 1e9 - ti for ti, k in seen if k >= 1)
+    upper = min(feeder.sent_ns[k] / 1e9 + LATENCY_S - ti for ti, k in seen if k < len(keyframes))
     assert lower <= upper, f"sample times disagree with the feed by {lower - upper:.3f} s beyond {LATENCY_S} s"
     print(f"vr-record round trip: {len(lines)} samples, pose error max {1e3 * max(pos_err):.4f} mm, "
           f"{max(ang_err):.4f} deg")
