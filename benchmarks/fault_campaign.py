@@ -363,7 +363,8 @@ def scenarios(t: Templates) -> list[Scenario]:
         problems = []
         if Snapshot.of(t.clean).complete != t.clean_digests:
             problems.append("the source changed")
-        work_dir = dst.with_name("." + dst.name + ".partial")
+        # The output is built in the run's locked work folder, .NAME.partial/dataset.
+        work_dir = dst.with_name("." + dst.name + ".partial") / "dataset"
         partial_snap = before.merge(Snapshot.of(work_dir))
         if not dst.exists() or work_dir.exists():
             res = telecorder("convert", str(t.clean), str(dst), "--to", "native", "--resume")

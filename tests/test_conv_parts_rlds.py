@@ -243,6 +243,9 @@ def test_oxe_statistics_and_config_written_once(built: dict) -> None:
         assert got[key].keys() == want[key].keys()
         for stat in ("mean", "std", "max", "min", "q01", "q99", "p01", "p99"):
             np.testing.assert_allclose(got[key][stat], want[key][stat], rtol=1e-9, atol=1e-12, err_msg=f"{key} {stat}")
+        # Exact quantiles from the parts' saved rows: the very numbers of a one-process run.
+        assert got[key]["quantile_method"] == want[key]["quantile_method"] == "exact"
+        assert (got[key]["q01"], got[key]["q99"]) == (want[key]["q01"], want[key]["q99"])
     assert got["action"]["mask"] == want["action"]["mask"]
 
     config = json.loads((merged / CONFIG_FILE).read_text())
@@ -251,11 +254,14 @@ def test_oxe_statistics_and_config_written_once(built: dict) -> None:
         block = config["make_dataset_from_rlds_kwargs"][loader]
         # The final folder, not the .out.partial folder the merge ran in.
         assert block["data_dir"] == str(built["dst"])
-        assert block["dataset_statistics"] == str(merged / STATS_FILE)
         seq_block = seq_config["make_dataset_from_rlds_kwargs"][loader]
-        for key in ("data_dir", "dataset_statistics"):
-            del block[key], seq_block[key]
+        del block["data_dir"], seq_block["data_dir"]
         assert block == seq_block
+    assert config["dataset"].pop("dataset_statistics") == str(merged / STATS_FILE)
+    # The loaders' cache names hash the dataset's folder, which differs between the two.
+    for described in (config["dataset"], seq_config["dataset"]):
+        assert set(described.pop("statistics_cache")) == {"octo", "openvla"}
+    seq_config["dataset"].pop("dataset_statistics")
     assert config["dataset"] == seq_config["dataset"] and config["dataset"]["splits"] == {"train": 5, "val": 2}
     # Octo and OpenVLA open it by name under data_dir.
     _, tfds = import_tfds()

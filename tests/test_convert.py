@@ -94,9 +94,13 @@ def test_workers_give_the_same_result(source, tmp_path):
 def test_resume_keeps_converted_episodes(source, tmp_path):
     root, _ = source
     dst = tmp_path / "out"
-    # An interrupted run left two converted episodes in the partial folder.
-    convert(root, tmp_path / "first_two", ConvertOptions(to="native", episodes=[0, 1]))
-    (tmp_path / "first_two").rename(tmp_path / ".out.partial")
+    # An interrupted run left two converted episodes in its work folder.
+    def interrupt(done: int, total: int, frames: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert(root, dst, ConvertOptions(to="native"), on_episode=interrupt)
     report = convert(root, dst, ConvertOptions(to="native", resume=True))
     assert report.resumed == 2 and report.episodes == 2
     assert [r["source_episode_index"] for r in Dataset.open(dst).records] == [0, 1, 2, 3]

@@ -67,8 +67,12 @@ def test_lossy_leader_bus_still_records_and_counts_errors(tmp_path):
 @pytest.mark.slow
 def test_dead_leader_servo_is_a_clear_error_and_earlier_episode_survives(tmp_path):
     out = tmp_path / "dead"
-    proc = run(tool("collect"), "--device", "leader_arm", "--emulate", "--emulate-dead", "4:5.5", "--episodes", "3",
-               "--episode-time", "2.5", *SMALL, "--out", str(out))
+    # The servo dies 8 s after the emulator started (before the devices and the scene are set up), in
+    # an episode or in a reset period between two (the follower follows the leader there): either way
+    # one clear line, and the episodes before it stay. Short episodes and a late death leave a loaded
+    # host (slow setup, late ticks) time to finish the first episode.
+    proc = run(tool("collect"), "--device", "leader_arm", "--emulate", "--emulate-dead", "4:8", "--episodes", "100",
+               "--episode-time", "1", *SMALL, "--reset-time", "0.5", "--out", str(out))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert "servo(s) 4 stopped answering" in proc.stderr.replace("\n", " ")
@@ -133,6 +137,36 @@ def _ramp_motion(start, end, hold_s=1.0, move_s=2.0):
     return HandMotion(times, joints, smooth=True)
 
 
+class _StartsWithTheRecording:
+    """A hand motion whose clock starts when the follower takes its first command with torque on.
+
+    The operator holds the leader still until the recording has started and then moves it: the
+    start check and the ramp-in see ``start`` however long the host took to get there.
+    """
+
+    def __init__(self, motion, follower):
+        self.motion, self.follower, self.joints = motion, follower, motion.joints
+        self._held_goals = None
+        self._origin = None
+
+    def _clock(self, t):
+        if self._origin is None:
+            with self.follower.lock:
+                servos = [self.follower.servos[i] for i in range(1, 6)]
+                goals = tuple(s.get("goal_position") for s in servos) if all(s.torque_enabled for s in servos) else None
+            if goals is not None and self._held_goals is None:
+                self._held_goals = goals  # holding where it stood when torque came on
+            elif goals is not None and goals != self._held_goals:
+                self._origin = t  # the first command of the recording
+        return 0.0 if self._origin is None else t - self._origin
+
+    def position(self, servo_id, t):
+        return self.motion.position(servo_id, self._clock(t))
+
+    def velocity(self, servo_id, t):
+        return self.motion.velocity(servo_id, self._clock(t))
+
+
 @pytest.mark.slow
 def test_leader_drives_dynamixel_follower_and_start_check(tmp_path):
     from telecorder.collect.dynamixel.emulator import BusEmulator
@@ -141,15 +175,21 @@ def test_leader_drives_dynamixel_follower_and_start_check(tmp_path):
     end = [0.4, 0.2, 1.0, 0.9, 0.3, 0.05]
     leader_cal = _write_identity_calibration(tmp_path / "leader.json", "leader")
     follower_cal = _write_identity_calibration(tmp_path / "follower.json", "follower")
-    leader = BusEmulator(range(1, 7), hand=_ramp_motion(start, end))
     follower = BusEmulator(range(1, 7))
-    lp, fp = leader.start(), follower.start()
+    fp = follower.start()
+    leaders = []
+
+    def leader_port(hand):
+        leaders.append(BusEmulator(range(1, 7), hand=hand))
+        return leaders[-1].start()
+
     try:
-        common = ["--device", "leader_arm", "--robot", "dynamixel", "--leader-port", lp, "--follower-port", fp,
+        common = ["--device", "leader_arm", "--robot", "dynamixel", "--follower-port", fp,
                   "--leader-calibration", str(leader_cal), "--follower-calibration", str(follower_cal),
                   "--episodes", "1", "--episode-time", "4", "--reset-time", "0"]
         # The follower rests at 0 rad: 1.5 rad from the leader's elbow, so recording must not start.
-        refused = run(tool("collect"), *common, "--out", str(tmp_path / "refused"))
+        refused = run(tool("collect"), *common, "--leader-port", leader_port(_ramp_motion(start, start)),
+                      "--out", str(tmp_path / "refused"))
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "differ by 1.50 rad on joint 'elbow_flex'" in refused.stderr.replace("\n", " ")
 
@@ -159,20 +199,22 @@ def test_leader_drives_dynamixel_follower_and_start_check(tmp_path):
                 servo.set("torque_enable", 0)
         for sid, rad in zip(range(1, 7), start, strict=True):
             follower.set_position(sid, rad + 0.1)
-        run(tool("collect"), *common, "--out", str(tmp_path / "ok"), check=True)
+        hand = _StartsWithTheRecording(_ramp_motion(start, end), follower)
+        run(tool("collect"), *common, "--leader-port", leader_port(hand), "--out", str(tmp_path / "ok"), check=True)
+        assert hand._origin is not None, "the leader moved once the recording had started"
         with follower.lock:
             final = np.array([follower.servos[i].position_rad for i in range(1, 7)])
     finally:
-        leader.stop()
+        for leader in leaders:
+            leader.stop()
         follower.stop()
     ds, eps = _episodes(tmp_path / "ok")
     ep = eps[0]
     state, action = ep.data["observation.state"], ep.data["action"]
     assert ds.info.robot_type == "dynamixel_arm" and "observation.velocity" in ep.data
-    # Ramp-in over 1 s: the first command moves 1/30 of the gap to the leader, not a jump to it. The
-    # leader's hand holds `start` for 1 s of this process's clock and then heads for `end`; on a
-    # loaded host the recording may begin after that, so the gap is at most the larger of the two.
-    gap = np.maximum(np.abs(np.array(start[:5]) - state[0, :5]), np.abs(np.array(end[:5]) - state[0, :5]))
+    # Ramp-in over 1 s: the first command moves 1/30 of the gap to the leader (holding `start` until
+    # the recording's first command), not a jump to it.
+    gap = np.abs(np.array(start[:5]) - state[0, :5])
     assert np.all(np.abs(action[0, :5] - state[0, :5]) <= gap / 30 + 1e-3), (action[0], state[0])
     assert np.abs(np.diff(action[:, :5], axis=0)).max() <= 0.25 + 1e-6
     # The follower ends where the leader went (the gripper in normalized units).
@@ -257,3 +299,195 @@ def test_emulate_and_calibrate_commands(tmp_path):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 0
     assert not link.exists(), "the link is removed when the emulator stops"
+
+
+# --- Between episodes the follower keeps following the leader (issue 20, section 7) -------------------------
+
+IDS6 = list(range(1, 7))
+# Raw servo radians (the emulated calibration is the identity on the arm joints; raw 0.45 is gripper 0.5).
+POSE_A = [0.0, -0.3, 1.2, 0.6, 0.0, 0.45]
+POSE_B = [0.5, 0.1, 0.4, 0.9, 0.5, 0.45]  # 0.8 rad from A on the elbow: beyond the 0.6 start tolerance
+
+
+class _HeldHand:
+    """The operator's hand on the limp leader: holds it at ``pose`` (raw rad per servo) until moved."""
+
+    def __init__(self, pose):
+        self.pose = dict(zip(IDS6, pose, strict=True))
+        self.joints = dict.fromkeys(IDS6)
+
+    def move_to(self, pose):
+        self.pose = dict(zip(IDS6, pose, strict=True))
+
+    def position(self, servo_id, t):
+        return self.pose[servo_id]
+
+    def velocity(self, servo_id, t):
+        return 0.0
+
+
+class _ScriptedKeys:
+    """The session's keys, scripted by the number of polls: the recorder polls once per tick, so poll
+    ``episode_ticks + 1`` is the first of the reset period, whatever the host's speed."""
+
+    def __init__(self, episode_ticks, on_reset, start_when):
+        self.enabled, self.polls, self.started = False, 0, False
+        self.episode_ticks, self.on_reset, self.start_when = episode_ticks, on_reset, start_when
+
+    def __call__(self, controls=None):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def poll(self):
+        from telecorder.collect.interfaces import Event
+
+        self.polls += 1
+        if self.polls == self.episode_ticks + 1:
+            self.on_reset()
+        if self.polls > self.episode_ticks and not self.started and self.start_when():
+            self.started = True
+            return {Event.SAVE_EPISODE}  # the operator starts the next episode
+        return set()
+
+
+def _two_arm_rig():
+    """A leader (held by _HeldHand at POSE_A) and a position-controlled follower standing at POSE_A."""
+    from telecorder.collect.dynamixel.bus import DynamixelBus
+    from telecorder.collect.dynamixel.emulator import BusEmulator
+    from telecorder.collect.dynamixel.follower import DynamixelRobot
+    from telecorder.collect.emulated_arm import emulated_calibration
+    from telecorder.collect.leader_arm import LeaderArmTeleop
+
+    hand = _HeldHand(POSE_A)
+    leader, follower = BusEmulator(IDS6, hand=hand), BusEmulator(IDS6)
+    lp, fp = leader.start(), follower.start()
+    with follower.lock:
+        for servo in follower.servos.values():
+            servo.set("torque_enable", 0)
+    for sid, rad in zip(IDS6, POSE_A, strict=True):
+        follower.set_position(sid, rad)
+    robot = DynamixelRobot(DynamixelBus(fp, IDS6), emulated_calibration("follower"), torque=True)
+    teleop = LeaderArmTeleop(DynamixelBus(lp, IDS6), emulated_calibration("leader"), fps=30)
+    return hand, leader, follower, robot, teleop
+
+
+def _follower_raw(follower):
+    with follower.lock:
+        return np.array([follower.servos[i].position_rad for i in IDS6])
+
+
+def _session(robot, teleop, out, reset_time_s):
+    import io
+
+    from rich.console import Console
+
+    from telecorder.collect.session import RecordingSession, SessionConfig
+
+    cfg = SessionConfig(out=out, episodes=2, episode_time_s=1.0, reset_time_s=reset_time_s, fps=30)
+    return RecordingSession(robot, teleop, [], cfg, console=Console(file=io.StringIO()))
+
+
+def test_follower_keeps_following_the_leader_between_episodes(tmp_path, monkeypatch):
+    """The operator moves the leader 0.8 rad during the reset: the follower comes along, so episode 2
+    starts with it at the leader instead of being refused by the start check."""
+    import telecorder.collect.session as session_mod
+
+    hand, leader, follower, robot, teleop = _two_arm_rig()
+    # The operator presses 'start' once the follower stands at the leader (positions, not durations:
+    # a slow host only makes the reset period take longer; 30 s is the bound if it never arrives).
+    keys = _ScriptedKeys(30, lambda: hand.move_to(POSE_B),
+                         lambda: np.abs(_follower_raw(follower)[:5] - np.array(POSE_B[:5])).max() < 0.03)
+    monkeypatch.setattr(session_mod, "TerminalKeys", keys)
+    try:
+        summary = _session(robot, teleop, tmp_path / "out", reset_time_s=30.0).run()
+    finally:
+        leader.stop()
+        follower.stop()
+    assert keys.started, "the follower never reached the leader during the reset period"
+    assert len(summary.saved) == 2
+    _, eps = _episodes(tmp_path / "out")
+    first, second = eps[1].data["observation.state"][0], eps[1].data["action"][0]
+    np.testing.assert_allclose(first[:5], POSE_B[:5], atol=0.05)
+    np.testing.assert_allclose(second[:5], POSE_B[:5], atol=0.05)
+    assert abs(first[5] - 0.5) < 0.05
+
+
+def test_leader_servo_dying_in_the_reset_period_is_one_clear_error(tmp_path, monkeypatch):
+    import telecorder.collect.session as session_mod
+    from telecorder.errors import DeviceError
+
+    _, leader, follower, robot, teleop = _two_arm_rig()
+
+    def servo_dies():
+        with leader.lock:
+            leader.faults.dead_after_s[4] = 0.0
+
+    monkeypatch.setattr(session_mod, "TerminalKeys", _ScriptedKeys(30, servo_dies, lambda: False))
+    try:
+        with pytest.raises(DeviceError, match=r"servo\(s\) 4 stopped answering"):
+            _session(robot, teleop, tmp_path / "out", reset_time_s=30.0).run()
+    finally:
+        leader.stop()
+        follower.stop()
+    assert len(Dataset.open(tmp_path / "out")) == 1, "the episode before the reset period is kept"
+    assert run(tool("telecorder"), "doctor", str(tmp_path / "out")).returncode == 0
+
+
+def test_start_check_reads_every_leader_servo_afresh(tmp_path):
+    """A leader servo that died between episodes is reported as dead, not compared where it last stood."""
+    from telecorder.collect.dynamixel.bus import DynamixelBus
+    from telecorder.collect.dynamixel.emulator import BusEmulator
+    from telecorder.collect.emulated_arm import emulated_calibration
+    from telecorder.collect.leader_arm import LeaderArmTeleop
+    from telecorder.errors import DeviceError
+
+    leader = BusEmulator(IDS6, hand=_HeldHand(POSE_A))
+    path = leader.start()
+    cal = emulated_calibration("leader")
+    teleop = LeaderArmTeleop(DynamixelBus(path, IDS6), cal, fps=30)
+    try:
+        teleop.connect()
+        at_a = cal.to_calibrated(np.array(POSE_A))
+        teleop.start_episode()
+        teleop.read({"observation.state": at_a})
+        with leader.lock:
+            leader.faults.dead_after_s[4] = 0.0
+        # The next episode's follower stands 0.7 rad away on that servo's joint (a simulated arm reset home).
+        away = at_a.copy()
+        away[3] -= 0.7
+        teleop.start_episode()
+        with pytest.raises(DeviceError, match=r"servo\(s\) 4 stopped answering"):
+            teleop.read({"observation.state": away})
+    finally:
+        teleop.bus.close()
+        leader.stop()
+
+
+def test_follower_start_observation_reads_every_servo_afresh(tmp_path):
+    """The follower's first observation of an episode (what the start check compares) is never a kept value."""
+    from telecorder.collect.dynamixel.bus import DynamixelBus
+    from telecorder.collect.dynamixel.emulator import BusEmulator
+    from telecorder.collect.dynamixel.follower import DynamixelRobot
+    from telecorder.collect.emulated_arm import emulated_calibration
+    from telecorder.errors import DeviceError
+
+    emu = BusEmulator(IDS6)
+    path = emu.start()
+    robot = DynamixelRobot(DynamixelBus(path, IDS6), emulated_calibration("follower"), torque=True)
+    try:
+        robot.connect()
+        robot.observe()
+        with emu.lock:
+            emu.faults.dead_after_s[4] = 0.0
+        robot.observe()  # mid-episode a silent servo keeps its last value for a tick (counted)
+        robot.reset()
+        with pytest.raises(DeviceError, match=r"servo\(s\) 4 stopped answering"):
+            robot.observe()
+    finally:
+        robot.bus.close()
+        emu.stop()

@@ -9,6 +9,8 @@ whether our files work are reimplemented with a citation.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import inspect
 import json
 from pathlib import Path
@@ -30,7 +32,7 @@ from telecorder.converters.rlds import RLDSReader, RLDSWriter, import_tfds
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
 from telecorder.datasets.splits import episode_split
-from telecorder.datasets.stats import DEFAULT_ALPHA, ZERO_FLOOR
+from telecorder.datasets.stats import DEFAULT_ALPHA
 
 pytestmark = pytest.mark.tf
 
@@ -142,7 +144,7 @@ def test_kwargs_name_keys_the_dataset_has(converted: dict, stack: str) -> None:
     assert all(old is None or old in observation for old in kwargs["depth_obs_keys"].values())
     proprio_keys = [kwargs["proprio_obs_key"]] if stack == "octo" else kwargs["state_obs_keys"]
     proprio_dim = sum(observation[k].shape[-1] for k in proprio_keys)
-    stats = json.loads(Path(kwargs["dataset_statistics"]).read_text())
+    stats = json.loads(Path(converted["config"]["dataset"]["dataset_statistics"]).read_text())
     assert proprio_dim == len(stats["proprio"]["mean"]) == 6
     # The language key must be a string field of the step (both raise unless it is tf.string).
     _, tfds = import_tfds()
@@ -267,7 +269,7 @@ def _openvla_bounds_q99(x: np.ndarray, stats: dict) -> np.ndarray:
 
 def test_statistics_serve_both_normalizations(converted: dict) -> None:
     kwargs = converted["config"]["make_dataset_from_rlds_kwargs"]["octo"]
-    stats = json.loads(Path(kwargs["dataset_statistics"]).read_text())
+    stats = json.loads(Path(converted["config"]["dataset"]["dataset_statistics"]).read_text())
     assert stats["num_trajectories"] == len(LENGTHS) and stats["num_transitions"] == sum(LENGTHS)
     for key in ("action", "proprio"):
         for q in ("mean", "std", "min", "max", "q01", "q99", "p01", "p99"):
@@ -276,12 +278,15 @@ def test_statistics_serve_both_normalizations(converted: dict) -> None:
 
     builder = _builder(kwargs)
     rows = [s for split in ("train", "val") for ep in _episodes(builder, split) for s in ep["steps"]]
-    actions = np.stack([s["action"] for s in rows]).astype(np.float64)
+    stored = np.stack([s["action"] for s in rows])
+    actions = stored.astype(np.float64)
     proprio = np.stack([s["observation"]["state"] for s in rows]).astype(np.float64)
-    # Statistics over every split, as both loaders compute them (split="all").
-    # From a mergeable sketch: the inverted-CDF order statistic within the sketch's relative error.
-    want_q99 = np.quantile(actions, 0.99, axis=0, method="inverted_cdf")
-    np.testing.assert_allclose(stats["action"]["q99"], want_q99, rtol=DEFAULT_ALPHA, atol=ZERO_FLOOR)
+    # Statistics over every split, as both loaders compute them (split="all"), and the quantiles
+    # exactly their np.quantile(actions, q, 0) on the float32 arrays they read.
+    assert stored.dtype == np.float32
+    for ours, q in (("q01", 0.01), ("q99", 0.99)):
+        assert stats["action"][ours] == np.quantile(stored, q, 0).tolist()
+    assert stats["action"]["q99"][6] == 1.0 and stats["action"]["q01"][6] == 0.0  # the binarized gripper
     np.testing.assert_allclose(stats["proprio"]["mean"], proprio.mean(0), rtol=1e-5, atol=1e-7)
 
     action_stats = {**stats["action"], "mask": kwargs["action_normalization_mask"]}
@@ -314,3 +319,201 @@ def test_a_tfds_catalogue_name_is_refused(tmp_path: Path) -> None:
     # tfds.builder("bridge", data_dir=...) would build the catalogue's Bridge dataset, not ours.
     with pytest.raises(ConversionError, match="'bridge' is a dataset of the TFDS catalogue"):
         OXEWriter(tmp_path / "bridge", arm_info())
+
+
+# --------------------------------------------------------------------------- mixtures
+#
+# How Octo and OpenVLA train: make_interleaved_dataset(dataset_kwargs_list, ...) over several
+# datasets. Below, the lines of both that decide whether our blocks work, transcribed with their
+# source: the interleaving (which passes dataset_statistics= itself on its second call) and the
+# statistics part of make_dataset_from_rlds (a path is loaded; None looks up, or fills, the cache
+# <builder.data_dir>/dataset_statistics_<sha256>.json of get_dataset_statistics).
+
+STACKS = {"octo": (OCTO_SIGNATURE, ("p01", "p99")), "openvla": (OPENVLA_SIGNATURE, ("q01", "q99"))}
+
+
+def _tree_map(fn, tree: dict) -> dict:
+    # Both: data_utils.tree_map, {k: tree_map(fn, v) if isinstance(v, dict) else fn(v)}.
+    return {k: _tree_map(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
+
+
+def _computed_statistics(builder, stack: str, proprio_key: str) -> dict:
+    # get_dataset_statistics, the part after a cache miss: every split, concatenated float32 arrays.
+    _, tfds = import_tfds()
+    rows = [s for ep in tfds.as_numpy(builder.as_dataset(split="all")) for s in ep["steps"]]
+    actions = np.stack([s["action"] for s in rows]).astype(np.float32)  # tf.cast(traj["action"], tf.float32)
+    proprio = np.stack([s["observation"][proprio_key] for s in rows]).astype(np.float32)
+    lo, hi = STACKS[stack][1]
+    per = {
+        key: {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "max": x.max(0).tolist(), "min": x.min(0).tolist(),
+              hi: np.quantile(x, 0.99, 0).tolist(), lo: np.quantile(x, 0.01, 0).tolist()}
+        for key, x in (("action", actions), ("proprio", proprio))
+    }
+    episodes = sum(builder.info.splits[s].num_examples for s in builder.info.splits)
+    return {**per, "num_transitions": len(rows), "num_trajectories": episodes}
+
+
+def _make_dataset_from_rlds(stack: str, log: list[tuple[str, str]]):
+    signature = STACKS[stack][0]
+
+    def make_dataset_from_rlds(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)  # TypeError on what the real one does not take
+        kw = {p.name: p.default for p in signature.parameters.values() if p.default is not inspect.Parameter.empty}
+        kw.update(bound.arguments)
+        builder = _builder(kw)
+        stats = kw["dataset_statistics"]
+        if isinstance(stats, str):
+            stats, source = json.loads(Path(stats).read_text()), "path"
+        elif stats is None:
+            # octo: (str(builder.info), str(proprio_obs_key), standardize_fn spec or "", *filter specs);
+            # openvla: (str(builder.info), str(state_obs_keys), inspect.getsource(standardize_fn) or "").
+            keys = str(kw["proprio_obs_key"]) if stack == "octo" else str(kw["state_obs_keys"])
+            digest = hashlib.sha256("".join((str(builder.info), keys, "")).encode("utf-8")).hexdigest()
+            cache = Path(builder.data_dir) / f"dataset_statistics_{digest}.json"
+            if cache.exists():
+                stats, source = json.loads(cache.read_text()), "cache"
+            else:
+                proprio_key = kw["proprio_obs_key"] if stack == "octo" else kw["state_obs_keys"][0]
+                stats, source = _computed_statistics(builder, stack, proprio_key), "computed"
+        else:
+            source = "passed"
+        log.append((kw["name"], source))
+        stats = _tree_map(np.array, stats)
+        mask = kw["action_normalization_mask"]
+        if mask is not None:
+            if len(mask) != stats["action"]["mean"].shape[-1]:
+                raise ValueError("Length of skip_normalization_mask does not match action dimension")
+            stats["action"]["mask"] = np.array(mask)
+        return builder, stats
+
+    return make_dataset_from_rlds
+
+
+def _make_interleaved_dataset(stack: str, make, dataset_kwargs_list: list[dict], sample_weights=None, *, train: bool):
+    # octo/data/dataset.py@241fb35 make_interleaved_dataset, and its copy in
+    # prismatic/vla/datasets/rlds/dataset.py@c8f03f4 (which deep-copies each entry and pops
+    # "dataset_frame_transform_kwargs" first); threads and reads are allocated from the weights.
+    if not sample_weights:
+        sample_weights = [1.0] * len(dataset_kwargs_list)
+    dataset_sizes, all_dataset_statistics = [], {}
+    for dataset_kwargs in dataset_kwargs_list:
+        data_kwargs = copy.deepcopy(dataset_kwargs) if stack == "openvla" else dataset_kwargs
+        data_kwargs.pop("dataset_frame_transform_kwargs", None)
+        _, dataset_statistics = make(**data_kwargs, train=train)
+        dataset_sizes.append(dataset_statistics["num_transitions"])
+        assert dataset_kwargs["name"] not in all_dataset_statistics, f"Duplicate name {dataset_kwargs['name']}"
+        all_dataset_statistics[dataset_kwargs["name"]] = dataset_statistics
+    for dataset_kwargs in dataset_kwargs_list:
+        dataset_kwargs.pop("dataset_frame_transform_kwargs", None)
+        make(**dataset_kwargs, train=train, num_parallel_calls=1, num_parallel_reads=1,
+             dataset_statistics=all_dataset_statistics[dataset_kwargs["name"]])
+    return all_dataset_statistics, dataset_sizes
+
+
+@pytest.fixture(scope="module")
+def second(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Another dataset, its gripper left continuous, converted in-process."""
+    root = tmp_path_factory.mktemp("oxe_second")
+    write_dataset(root / "stack", arm_info(), [5, 8, 6], seed=11)
+    convert(root / "stack", root / "stack_oxe", ConvertOptions(to="oxe"))
+    return {"dst": root / "stack_oxe",
+            "config": json.loads((root / "stack_oxe" / "stack_oxe" / "1.0.0" / "oxe_config.json").read_text())}
+
+
+@pytest.mark.parametrize("stack", ["octo", "openvla"])
+def test_a_two_dataset_mixture_through_make_interleaved_dataset(converted: dict, second: dict, stack: str) -> None:
+    configs = (converted["config"], second["config"])
+    blocks = [cfg["make_dataset_from_rlds_kwargs"][stack] for cfg in configs]
+    log: list[tuple[str, str]] = []
+    make = _make_dataset_from_rlds(stack, log)
+    # The blocks as they stand, as entries of dataset_kwargs_list (this raised "got multiple values
+    # for keyword argument 'dataset_statistics'").
+    stats, sizes = _make_interleaved_dataset(stack, make, [dict(b) for b in blocks], [1.0, 0.5], train=True)
+    assert list(stats) == ["demos_oxe", "stack_oxe"] and sizes == [sum(LENGTHS), 5 + 8 + 6]
+    # First pass: ours, found under the name their statistics cache looks for (no pass over the data);
+    # second pass: what the first returned.
+    assert log == [("demos_oxe", "cache"), ("stack_oxe", "cache"), ("demos_oxe", "passed"), ("stack_oxe", "passed")]
+    lo, hi = STACKS[stack][1]
+    for block, cfg in zip(blocks, configs, strict=True):
+        theirs = _computed_statistics(_builder(block), stack, "state")
+        ours = stats[block["name"]]
+        assert (ours["num_transitions"], ours["num_trajectories"]) == (theirs["num_transitions"], theirs["num_trajectories"])
+        assert cfg["dataset"]["statistics_cache"][stack] in {p.name for p in Path(cfg["dataset"]["dataset_statistics"]).parent.iterdir()}
+        for key in ("action", "proprio"):
+            # The bounds of both normalizations (and of OpenVLA's 256 bins): the very same numbers.
+            assert ours[key][lo].tolist() == theirs[key][lo] and ours[key][hi].tolist() == theirs[key][hi], (key, block["name"])
+            np.testing.assert_array_equal(ours[key]["min"], theirs[key]["min"])
+            np.testing.assert_array_equal(ours[key]["max"], theirs[key]["max"])
+            np.testing.assert_allclose(ours[key]["mean"], theirs[key]["mean"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(ours[key]["std"], theirs[key]["std"], rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(ours["action"]["mask"], block["action_normalization_mask"])
+    assert stats["demos_oxe"]["action"][hi][6] == 1.0  # the binarized gripper's bound, exactly
+
+
+def test_statistics_survive_the_loaders_checkpoint_save(converted: dict, second: dict) -> None:
+    for stack in STACKS:
+        blocks = [cfg["make_dataset_from_rlds_kwargs"][stack] for cfg in (converted["config"], second["config"])]
+        stats, _ = _make_interleaved_dataset(stack, _make_dataset_from_rlds(stack, []), blocks, train=False)
+        # OpenVLA's save_dataset_statistics (prismatic/vla/datasets/rlds/utils/data_utils.py@c8f03f4)
+        # lists only action/proprio entries and the two counts before json.dump: any other key fails.
+        for entry in stats.values():
+            for key in ("action", "proprio"):
+                entry[key] = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in entry[key].items()}
+            for key in ("num_trajectories", "num_transitions"):
+                entry[key] = entry[key].item() if isinstance(entry[key], np.ndarray) else entry[key]
+        json.dumps(stats)
+
+
+def test_split_sizes_in_the_config(converted: dict) -> None:
+    described = converted["config"]["dataset"]
+    want_train, want_val = episode_split(range(len(LENGTHS)), VAL_FRACTION)
+    assert described["num_trajectories"] == {"train": len(want_train), "val": len(want_val)}
+    assert described["num_transitions"] == {"train": sum(LENGTHS[i] for i in want_train),
+                                            "val": sum(LENGTHS[i] for i in want_val)}
+
+
+def test_past_the_exact_limit_the_sketch_reports_its_error(tmp_path: Path, converted: dict) -> None:
+    src = converted["dst"].parent / "demos"
+    dst = tmp_path / "big_oxe"
+    convert(src, dst, ConvertOptions(to="oxe", writer_options={"exact_quantile_limit": 20}))
+    version_dir = dst / "big_oxe" / "1.0.0"
+    stats = json.loads((version_dir / "dataset_statistics.json").read_text())
+    config = json.loads((version_dir / "oxe_config.json").read_text())
+    # Approximate bounds are not cached under the loaders' names: they compute their own.
+    assert config["dataset"]["statistics_cache"] == {}
+    assert not list(version_dir.glob("dataset_statistics_*.json"))
+    log: list[tuple[str, str]] = []
+    _make_interleaved_dataset("octo", _make_dataset_from_rlds("octo", log),
+                              [config["make_dataset_from_rlds_kwargs"]["octo"]], train=True)
+    assert log[0] == ("big_oxe", "computed")
+    rows = [s for split in ("train",) for ep in _episodes(_builder(config["make_dataset_from_rlds_kwargs"]["octo"]), split)
+            for s in ep["steps"]]
+    for key, values in (("action", np.stack([s["action"] for s in rows])),
+                        ("proprio", np.stack([s["observation"]["state"] for s in rows]))):
+        entry = stats[key]
+        assert entry["quantile_method"] == "sketch" and entry["quantile_relative_error"] == DEFAULT_ALPHA
+        n = len(values)
+        for name, q in (("q01", 0.01), ("q99", 0.99)):
+            err = np.asarray(entry[f"{name}_rank_error"])
+            assert err.shape == (values.shape[1],) and (err >= 0).all() and (err <= 1).all()
+            # The rank of the bound written is within the reported error of the exact quantile's.
+            for d in range(values.shape[1]):
+                got = np.mean(values[:, d] <= entry[name][d])
+                exact = np.mean(values[:, d] <= np.quantile(values[:, d], q))
+                assert abs(got - exact) <= err[d] + 2 / n, (key, name, d)
+
+
+def test_sharded_conversion_past_the_limit_writes_the_same_sketch(tmp_path: Path, converted: dict) -> None:
+    # Each part's rows fit the limit (it saves them), all of them together do not: the merge falls
+    # back to the merged sketch, the same numbers a one-process run writes.
+    src = converted["dst"].parent / "demos"
+    limit = {"exact_quantile_limit": 100}
+    convert(src, tmp_path / "seq", ConvertOptions(to="oxe", writer_options=limit))
+    convert(src, tmp_path / "sharded", ConvertOptions(to="oxe", writer_options=limit, sharded=True, shard_episodes=2))
+    seq, sharded = (json.loads((tmp_path / n / n / "1.0.0" / "dataset_statistics.json").read_text())
+                    for n in ("seq", "sharded"))
+    for key in ("action", "proprio"):
+        assert sharded[key]["quantile_method"] == seq[key]["quantile_method"] == "sketch"
+        for stat in ("q01", "q99", "q01_rank_error", "q99_rank_error", "min", "max"):
+            assert sharded[key][stat] == seq[key][stat], (key, stat)
+    assert not list((tmp_path / "sharded").rglob("oxe_values_*.npy"))  # the parts are gone

@@ -362,3 +362,82 @@ def test_moment_overflow_raises_instead_of_returning_inf():
     b = FeatureStats.from_array(np.array([-1.5e308]))
     with pytest.raises(StatsError, match="overflow"):
         a.merge(b)
+
+
+# -- exact quantiles (what Octo and OpenVLA compute) and the sketch's rank error -------------------
+
+
+def _episodes_with_a_gripper(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in rng.integers(20, 200, size=12):
+        x = rng.normal(size=(n, 4)) * [0.01, 1.0, 30.0, 1.0]
+        x[:, 3] = rng.uniform(size=n) < 0.6  # a binarized gripper: 0 = closed, 1 = open
+        out.append(x.astype(np.float32))
+    return out
+
+
+def test_exact_quantiles_are_np_quantile_and_the_gripper_bound_is_1() -> None:
+    from telecorder.datasets.exact_quantiles import ExactValues
+
+    episodes = _episodes_with_a_gripper()
+    every = np.concatenate(episodes)
+    values = ExactValues(4)
+    for ep in episodes:
+        values.add(ep)
+    for q in (0.0, 0.01, 0.25, 0.5, 0.99, 1.0):
+        # Octo: np.quantile(actions, 0.99, 0) on the float32 arrays; OpenVLA: np.quantile(x, 0.99, axis=0).
+        want = np.quantile(every, q, 0)
+        got = values.quantile(q)
+        assert got.dtype == want.dtype == np.float32 and got.tolist() == want.tolist(), q
+    assert values.quantile(0.99)[3] == 1.0 and values.quantile(0.01)[3] == 0.0
+    # The sketch alone puts the open gripper at 1 - alpha: the 1.8%-of-range error this replaces.
+    sketch = FeatureStats.from_array(every)
+    assert sketch.quantile(0.99)[3] == pytest.approx(1.0 - DEFAULT_ALPHA)
+    # The order in which parts arrive does not matter.
+    other = ExactValues(4)
+    for ep in reversed(episodes):
+        other.add(ep)
+    assert other.quantile(0.01).tolist() == values.quantile(0.01).tolist()
+
+
+def test_exact_values_past_their_limit_and_as_files(tmp_path) -> None:
+    from telecorder.datasets.exact_quantiles import ExactValues
+
+    episodes = _episodes_with_a_gripper(1)
+    small = ExactValues(4, limit=4 * 100)
+    for ep in episodes:
+        small.add(ep)
+    assert not small.exact and small.count == sum(len(e) for e in episodes)
+    with pytest.raises(StatsError, match="limit"):
+        small.quantile(0.5)
+    merged = ExactValues(4)
+    merged.extend(small)
+    assert not merged.exact and merged.count == small.count
+
+    kept = ExactValues(4)
+    kept.add(episodes[0])
+    kept.save(tmp_path / "v.npy")
+    back = ExactValues.load(tmp_path / "v.npy", ndim=4, rows=len(episodes[0]))
+    assert back.quantile(0.99).tolist() == kept.quantile(0.99).tolist()
+    with pytest.raises(StatsError, match=r"v\.npy: saved values are float32\[.*expected float32\[3, 4\]"):
+        ExactValues.load(tmp_path / "v.npy", ndim=4, rows=3)
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(StatsError, match=r"bad\.npy: unreadable"):
+        ExactValues.load(tmp_path / "bad.npy", ndim=4, rows=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(split_arrays(), st.sampled_from((0.0, 0.01, 0.3, 0.99, 1.0)))
+def test_sketch_rank_error_bounds_the_rank_of_its_quantile(parts: tuple[np.ndarray, list[np.ndarray]], q: float) -> None:
+    data, _ = parts
+    fs = FeatureStats.from_array(data)
+    got, err = fs.quantile(q), fs.quantile_rank_error(q)
+    target = np.quantile(data, q, axis=0, method="inverted_cdf")
+    n = len(data)
+    for d in range(data.shape[1]):
+        # Values at or below the written bound vs at or below the order statistic it targets.
+        below_got = np.count_nonzero(data[:, d] <= got[d]) / n
+        below_target = np.count_nonzero(data[:, d] <= target[d]) / n
+        assert abs(below_got - below_target) <= err[d] + 1e-12, (d, got[d], target[d], err[d])
+        assert 0.0 <= err[d] <= 1.0

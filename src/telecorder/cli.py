@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -80,8 +81,8 @@ exit status: 0 no errors, 1 errors found (or warnings with --strict), 2 not a da
 
 def _positive_float(text: str) -> float:
     value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    if not math.isfinite(value) or value <= 0:  # NaN passes "<= 0", and inf breaks every duration
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, not {text}")
     return value
 
 
@@ -419,15 +420,19 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         "action_space": args.action_space, "robot_model": args.robot_model,
         "language_embeddings": args.language_embeddings,
         "binarize_gripper": True if args.binarize_gripper else None,
-        "episode_length": args.episode_length, "actions": args.robomimic_actions,
+        "episode_length": args.episode_length, "actions": args.robomimic_actions, "sim": args.aloha_sim,
     }.items() if v is not None}
     if args.episode_length is not None and args.to != "aloha":
         raise TelecorderError("--episode-length: only ALOHA output (--to aloha) has fixed-length episodes")
+    if args.aloha_sim is not None and args.to != "aloha":
+        raise TelecorderError("--aloha-sim/--no-aloha-sim: only for ALOHA output (--to aloha)")
     if args.beam_options and args.runner != "beam":
         raise TelecorderError("--beam-options: add --runner beam")
     if args.robomimic_actions is not None and args.to != "robomimic":
         raise TelecorderError("--robomimic-actions: only for robomimic output (--to robomimic)")
     reader_options: dict[str, object] = {"tabular_only": True} if args.tabular_only else {}
+    if args.strict_timestamps:
+        reader_options["strict_timestamps"] = True
     if args.exclude_bad:
         from .converters import detect_format
 
@@ -470,6 +475,10 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         + (f"; {report.resumed} converted before were kept" if report.resumed else ""), highlight=False)
     for cam, why in report.cameras_left_out.items():
         console.print(f"[yellow]left out camera[/] {cam!r}: {why}", highlight=False)
+    if report.timestamp_offsets:
+        from .converters.lerobot_timing import offset_note
+
+        console.print(f"[yellow]note[/] {offset_note(report.timestamp_offsets)}", highlight=False)
     for _, reason in report.skipped:
         console.print(f"[yellow]skipped[/] {reason}", highlight=False)
     if args.episode_length is not None:
@@ -612,7 +621,11 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             policy_weight=args.policy_weight, on_progress=on_progress, overwrite=args.overwrite,
             num_threads=args.threads, max_minutes=args.max_minutes, state_noise=args.state_noise,
             state_keys=None if args.state_keys is None else [k.strip() for k in args.state_keys.split(",") if k.strip()],
+            skip_nonfinite=args.skip_nonfinite,
         )
+    for root, bad in summary.get("skipped_nonfinite", {}).items():
+        console.print(f"[yellow]left out[/] {len(bad)} episode(s) of {root} holding NaN/inf values "
+                      f"(--skip-nonfinite): {', '.join(bad)}", highlight=False)
     val = summary["final_val_loss"]
     console.print(
         f"trained {summary['steps']} steps on {summary['train_samples']} samples "
@@ -700,6 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="convert the rest when an episode is bad, and list it")
     p.add_argument("--exclude-bad", action="store_true", help="leave out episodes marked bad (in the viewer)")
     p.add_argument("--tabular-only", action="store_true", help="LeRobot source: numeric data only, no videos")
+    p.add_argument("--strict-timestamps", action="store_true",
+                   help="LeRobot source: refuse rows whose timestamps run a constant offset (up to one frame) off "
+                   "their video, instead of giving each row its own frame by that offset")
     p.add_argument("--skip-missing-cameras", action="store_true",
                    help="leave out cameras whose video files are missing for some of the episodes, and list them")
     p.add_argument("--codec", choices=["h264", "av1"], help="LeRobot output video codec (default h264)")
@@ -715,6 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episode-length", type=_positive_int, metavar="N",
                    help="ALOHA output: every episode exactly N steps, padded by holding its last step or cut "
                    "(ACT stacks whole episodes); each file records its original length")
+    p.add_argument("--aloha-sim", action=argparse.BooleanOptionalAction, default=None,
+                   help="ALOHA output: the 'sim' attribute ACT reads (real robot: ACT shifts actions one step); "
+                   "default from the source (sim clock or a simulated robot)")
     p.add_argument("--robomimic-actions", choices=["normalized", "raw"],
                    help="robomimic output: actions scaled per dimension into [-1, 1] with the statistics stored "
                    "(default), or raw robot units")
@@ -792,6 +811,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch intra-op threads (default 1 for --obs state, 2 for --obs images)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
+    p.add_argument("--skip-nonfinite", action="store_true",
+                   help="leave out episodes whose state or action holds NaN/inf (default: refuse, naming the first)")
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("emulate", help="serve an emulated Dynamixel servo chain on a pseudo-terminal",

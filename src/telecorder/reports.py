@@ -103,6 +103,8 @@ def print_doctor(
         return 1 if failed else 0
     for line in repairs:
         console.print(f"[cyan]repair:[/] {line}")
+    if repair and not repairs:
+        console.print("[cyan]repair:[/] nothing to mend")
     _print_sync_table(console, report)
     for e in report.all_errors:
         console.print(f"[red]error:[/] {e}", highlight=False)

@@ -6,12 +6,18 @@ open ``/etc/passwd`` for ``"/etc/passwd"`` or a sibling dataset for ``"../other/
 The check is lexical (``..`` and absolute paths are refused, symbolic links inside
 the folder are followed as usual): dataset folders from the Hugging Face cache are
 trees of symbolic links into a shared blob store, and they must keep working.
+
+Writing is stricter: a command that modifies a dataset writes nothing through a link
+inside it (:func:`refuse_links` for the folders it writes into; files are opened with
+``O_NOFOLLOW`` or replaced by rename, which replaces a link rather than its target).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from .errors import DatasetError
@@ -38,3 +44,20 @@ def join_inside(root: str | Path, relative: str, *, source: str, error: type[Dat
         elif part != ".":
             kept.append(part)
     return Path(root).joinpath(*kept)
+
+
+def refuse_links(root: str | Path, folders: Iterable[str], *, purpose: str,
+                 error: type[DatasetError] = DatasetError) -> None:
+    """``error`` if a folder of ``root`` that a writer writes into is a symbolic link (its writes
+    would land wherever the link points) or not a folder at all. Missing folders are fine."""
+    for rel in folders:
+        path = Path(root) / rel
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue  # missing (or under a parent that is not a folder: reported for the parent)
+        if stat.S_ISLNK(st.st_mode):
+            raise error(f"{path} is a symbolic link (to {os.readlink(path)}); telecorder writes nothing through "
+                        f"links inside a dataset; replace it with a real folder, then {purpose} again")
+        if not stat.S_ISDIR(st.st_mode):
+            raise error(f"{path} is not a folder; move it away, then {purpose} again")

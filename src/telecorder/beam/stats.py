@@ -4,6 +4,13 @@ Each part (or episode) contributes its summary as JSON; accumulators are merged 
 ``DatasetStats.merge`` (exact counts, sums and extrema; quantile sketches that merge bucket by
 bucket), so a cluster run gives the numbers a local run gives. The accumulator crosses
 process boundaries as JSON through :class:`StatsCoder`, never as a pickle.
+
+Exact quantiles (OXE's ``dataset_statistics.json``, which must equal Octo's and OpenVLA's
+``np.quantile``) need every value, which a combiner of constant-size summaries cannot carry; so
+they do not go through here. Each part saves its rows next to itself while they fit
+:data:`~telecorder.datasets.exact_quantiles.EXACT_QUANTILE_LIMIT`, and the merge step (one
+process, on the filesystem every worker writes) computes them when all rows together still fit;
+past that it uses the sketch this combiner merged and says so in the file.
 """
 
 from __future__ import annotations

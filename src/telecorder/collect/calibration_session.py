@@ -51,7 +51,7 @@ def calibrate_arm(
         n_joints = len(bus.ids) - (1 if gripper else 0)
         if pose_file is not None:
             pf = PoseFile.load(pose_file)
-            raw = bus.read_state().position
+            raw = bus.read_state(complete=True).position
             if len(pf.known_pose) != n_joints:
                 raise CalibrationError(
                     f"{pose_file}: {len(pf.known_pose)} known-pose angles for {n_joints} arm joints "
@@ -70,15 +70,16 @@ def calibrate_arm(
             console.print(f"[bold]Calibrating the {arm} arm[/] on {bus.port_name} (servos {bus.ids}); torque is off.")
             ask("1/4  Hold the arm in the known pose "
                 f"({', '.join(f'{n}={math.degrees(a):.0f} deg' for n, a in zip(names, pose, strict=False))}) and press Enter")
-            at_pose = bus.read_state().position
+            # Measurements that define the calibration: every servo's own reading, none kept from before.
+            at_pose = bus.read_state(complete=True).position
             console.print(f"2/4  Move every joint through its full range, then press Enter (up to {sweep_s:.0f} s)")
             lo, hi = _sweep(bus, sweep_s)
             grip_open = grip_closed = None
             if gripper:
                 ask("3/4  Open the gripper fully and press Enter")
-                grip_open = float(bus.read_state().position[-1])
+                grip_open = float(bus.read_state(complete=True).position[-1])
                 ask("4/4  Close the gripper fully and press Enter")
-                grip_closed = float(bus.read_state().position[-1])
+                grip_closed = float(bus.read_state(complete=True).position[-1])
             cal = calibrate(arm, bus.ids, names, at_pose, pose, signs=signs, gripper_open_raw=grip_open,
                             gripper_closed_raw=grip_closed, range_raw=(lo[:n_joints], hi[:n_joints]))
     finally:

@@ -118,6 +118,11 @@ class Teleop(ABC):
         """Features this device records besides the robot's (the keys of ``TeleopOutput.extra``)."""
         return []
 
+    # True for a device the follower keeps following between episodes (a leader arm, as in GELLO
+    # and LeRobot): the session goes on reading it and commanding the follower through the reset
+    # period, so the next episode starts with the follower where the operator holds the device.
+    follows_between_episodes: bool = False
+
     # True for a device that looks at the cameras (a policy): it gets each tick's frames.
     uses_frames: bool = False
 

@@ -5,7 +5,11 @@ angles become the follower's targets. Safety, in the order applied:
 
 1. at the start of an episode the leader must be near the follower (``start_tolerance``
    rad per joint); otherwise the session stops with a message naming the joint, because
-   snapping the follower to a distant pose is how arms hit tables;
+   snapping the follower to a distant pose is how arms hit tables. Between episodes the
+   follower keeps following the leader (the session drives it through the reset period, as
+   GELLO and LeRobot do), so the check is about where the operator put the leader, not about
+   how quickly the host got from one episode to the next; it compares readings every
+   leader servo gave at that moment, so a servo that has just died is reported as such;
 2. within that tolerance the follower ramps from where it stands to the leader over
    ``ramp_s`` seconds;
 3. targets are clamped to the follower's joint limits (done by the follower robot) and
@@ -29,6 +33,7 @@ from .start_ramp import StartRamp
 
 class LeaderArmTeleop(Teleop):
     device_type = "leader_arm"
+    follows_between_episodes = True
 
     def __init__(
         self,
@@ -72,11 +77,15 @@ class LeaderArmTeleop(Teleop):
         """
         self.ramp.reset(check=False)
 
-    def leader_pose(self) -> np.ndarray:
-        return self.calibration.to_calibrated(self.bus.read_state().position)
+    def leader_pose(self, *, complete: bool = False) -> np.ndarray:
+        """The leader's calibrated joints; ``complete``: as every servo reports it this cycle."""
+        return self.calibration.to_calibrated(self.bus.read_state(complete=complete).position)
 
     def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
-        leader = self.leader_pose()
+        # The start check compares what every leader servo says now: a servo that just died would
+        # otherwise be checked where it last stood, and the operator told to move the leader
+        # instead of being told the servo stopped answering.
+        leader = self.leader_pose(complete=not self.ramp.started)
         follower = np.asarray(observation["observation.state"], dtype=np.float64)
         command = self.ramp.command(leader, follower)
         self._check_directions(leader, follower)

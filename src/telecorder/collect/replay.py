@@ -29,12 +29,16 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from ..datasets.features import CLOCK_MONOTONIC
+from ..datasets.features import CLOCK_MONOTONIC, check_fps
 from ..errors import DeviceError, TelecorderError
 from .interfaces import Event, Robot, Teleop, TeleopOutput
 from .replay_drift import drift_stats
 from .replay_source import ENV_STATE, STATE, RecordedEpisode, check_action_space, load_episode
 from .start_ramp import StartRamp
+
+# The slowest replay: one hundredth of the recorded rate (each action held 100 periods). Slower
+# is no slow motion but a stalled arm, and the durations derived from it overflow.
+MIN_SPEED = 0.01
 
 
 @dataclass
@@ -52,7 +56,8 @@ class ReplayConfig:
     start_tolerance: float = 0.6
     ramp_s: float = 1.0
     max_step: float = 0.25
-    # Fraction of the recorded rate to replay at (slow motion for a first run on hardware).
+    # Fraction of the recorded rate to replay at (slow motion for a first run on hardware),
+    # from MIN_SPEED to 1.
     speed: float = 1.0
 
     def rate(self, ep: RecordedEpisode) -> float:
@@ -127,10 +132,14 @@ def replay(cfg: ReplayConfig, console: Console) -> dict[str, Any]:
     if not cfg.realtime and cfg.robot != "sim":
         raise TelecorderError("--no-realtime runs on simulated time, which a real arm cannot follow; "
                               "use it with --robot sim only")
-    if not 0 < cfg.speed <= 1:
-        raise TelecorderError(f"--speed {cfg.speed:g}: replay runs at the recorded rate (1) or slower (0 < speed < 1); "
-                              "faster would ask the arm for moves it never made")
+    if not MIN_SPEED <= cfg.speed <= 1:  # NaN fails it too
+        raise TelecorderError(f"--speed {cfg.speed:g}: replay runs from {MIN_SPEED:g} (a hundredth of the recorded "
+                              "rate) to 1 (the recorded rate); faster would ask the arm for moves it never made")
     ep = load_episode(cfg.dataset, cfg.episode)
+    try:
+        check_fps(cfg.rate(ep), "the replay's control rate (fps x --speed)")
+    except ValueError as e:
+        raise TelecorderError(f"{cfg.dataset}: {e}; choose a --speed closer to 1") from e
     cleanups: list[Callable[[], None]] = []
     try:
         robot, robot_name = make_robot(cfg, ep, cleanups)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import DeviceError, TelecorderError
+from ..errors import DatasetError, DeviceError, TelecorderError
 from .interfaces import Camera, Robot
 from .replay_source import ENV_STATE
 
@@ -57,6 +57,12 @@ def scene_restorer(ep: RecordedEpisode, robot: Robot) -> tuple[Callable[[], None
     if not isinstance(robot, SimRobot):
         return None, None
     scene = ep.attrs.get(SCENE_ATTR)
+    if scene is not None:
+        from ..datasets.episode_file import episode_relpath
+
+        path = ep.dataset / episode_relpath(ep.index)
+        where = str(path) if path.is_file() else f"{ep.dataset} episode {ep.index}"
+        check_scene(scene, f"{where}: attribute {SCENE_ATTR!r}")
     if isinstance(scene, dict) and "qpos" in scene:
         seed = scene.get("seed")
 
@@ -77,6 +83,30 @@ def scene_restorer(ep: RecordedEpisode, robot: Robot) -> tuple[Callable[[], None
     return None, ("not restored: the episode stores neither its simulator state (recorded before telecorder kept "
                   "it) nor the cube's pose, so the objects are where this replay's reset put them and drift "
                   "after contact and the success check say little")
+
+
+_SCENE_ARRAYS = ("qpos", "qvel", "ctrl", "act", "mocap_pos", "mocap_quat")
+
+
+def check_scene(scene: object, where: str) -> None:
+    """A recorded simulator state has the types :meth:`SimEnv.restore_scene_state` needs: lists of
+    finite numbers, a finite time, a whole-number seed; else one DatasetError naming the field."""
+    if not isinstance(scene, dict):
+        raise DatasetError(f"{where} must be a JSON object, not {type(scene).__name__}; the file is damaged "
+                           "or was altered by another tool")
+    for key in _SCENE_ARRAYS:
+        if key not in scene:
+            continue
+        value = scene[key]
+        if (not isinstance(value, list) or len(value) > 100_000
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in value)):
+            raise DatasetError(f"{where}: {key!r} must be a list of finite numbers, not {str(value)[:60]!r}")
+    time = scene.get("time", 0.0)
+    if not isinstance(time, (int, float)) or isinstance(time, bool) or not np.isfinite(time):
+        raise DatasetError(f"{where}: 'time' must be a finite number, not {str(time)[:40]!r}")
+    seed = scene.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise DatasetError(f"{where}: 'seed' must be a whole number or null, not {str(seed)[:40]!r}")
 
 
 def sim_cameras(cfg: ReplayConfig, ep: RecordedEpisode, robot: Robot, notes: list[str]) -> list[Camera]:

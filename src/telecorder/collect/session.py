@@ -36,7 +36,7 @@ from .interfaces import Camera, Event, Robot, Teleop
 from .key_bindings import Controls, controls_for
 from .keyboard import TerminalKeys
 from .live_view import LiveView, open_live_view
-from .recorder import EpisodeOutcome, Recorder, TickStatus
+from .recorder import EpisodeOutcome, Recorder, TickStatus, sleep_until
 
 # Above this a Python control loop on a desktop OS cannot keep ticks within 2 ms of schedule.
 MAX_CONTROL_HZ = 200
@@ -254,7 +254,10 @@ class RecordingSession:
             )
 
     def _reset_phase(self, poll: Callable[[], set[Event]], announce: bool, live: LiveView | None) -> bool:
-        """Wait for the scene to be reset; True if the operator asked to quit."""
+        """Wait for the scene to be reset; True if the operator asked to quit.
+
+        A device the follower follows (a leader arm) keeps driving it meanwhile.
+        """
         end = time.monotonic() + self.config.reset_time_s
         save, stop = self.controls.first_key(Event.SAVE_EPISODE), self.controls.first_key(Event.STOP)
         if announce:
@@ -262,13 +265,26 @@ class RecordingSession:
         if live is not None:
             live.set_status(f"reset the scene ({self.config.reset_time_s:g} s)   {save} start now  {stop} quit")
             live.set_title(f"telecorder collect ({self.controls.device}): reset the scene")
+        follow = self.teleop.follows_between_episodes
+        period_ns = round(1e9 / self.config.fps)
+        next_ns = time.monotonic_ns()
         while time.monotonic() < end:
             events = poll()
             if Event.STOP in events:
                 return True
             if Event.SAVE_EPISODE in events:
                 break
-            time.sleep(0.02)
+            if not follow:
+                time.sleep(0.02)
+                continue
+            # The follower keeps following the leader while the scene is reset (through the same
+            # ramp and step limit as in an episode; nothing is recorded), so the next start check
+            # finds it where the operator holds the leader. A device failure here ends the session
+            # as it would mid-episode: every episode saved so far stays.
+            self.robot.act(self.teleop.read(self.robot.observe()).action)
+            # On the control rate; a host that fell behind skips the slots it missed, no burst.
+            next_ns = max(next_ns + period_ns, time.monotonic_ns())
+            sleep_until(min(next_ns, int(end * 1e9)))
         return False
 
     def _episode_attrs(self) -> dict[str, Any]:

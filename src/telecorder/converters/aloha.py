@@ -36,15 +36,19 @@ import numpy as np
 from ..atomic import write_json_atomic
 from ..datasets.episode_file import Episode
 from ..datasets.features import (
+    CLOCK_SIMULATION,
     DatasetInfo,
     FeatureSpec,
     image_feature,
     read_json,
 )
+from ..datasets.hdf5_links import refuse_other_files
+from ..datasets.images import check_header
 from ..datasets.stats import DatasetStats
 from ..errors import DatasetError
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
 from .fixed_length import PADDED, fit_episode
+from .foreign_hdf5 import DAMAGE, damaged_file_errors, read_rows
 from .parts import PART_STATS
 
 ALOHA_FPS = 50.0  # ALOHA's control loop and ACT's sim both step every DT = 0.02 s
@@ -203,10 +207,12 @@ def read_extras(group: h5py.Group, n: int, cameras: list[str], fps: float, where
     def get(path: str) -> np.ndarray | None:
         if g is None or path not in g:
             return None
-        arr = g[path][()]
-        if arr.shape[:1] != (n,):
-            raise ConversionError(f"{where}: {g.name}/{path} has shape {arr.shape} for {n} steps")
-        return arr
+        ds = g[path]
+        # One number per step, or the writer of the converted episode cannot store it.
+        if not isinstance(ds, h5py.Dataset) or ds.shape != (n,) or ds.dtype.kind not in "biuf":
+            raise ConversionError(f"{where}: {g.name}/{path} is {getattr(ds, 'dtype', 'a group')} "
+                                  f"{getattr(ds, 'shape', '')}, expected one number for each of {n} steps")
+        return read_rows(ds, group.file.filename, f"{where}: {g.name}/{path}")
 
     ts = get(_TIMESTAMP)
     out: dict[str, Any] = {
@@ -257,7 +263,9 @@ def encode_act_jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
     return buf.reshape(-1)
 
 
-def decode_act_jpeg(row: np.ndarray, where: str) -> np.ndarray:
+def decode_act_jpeg(row: np.ndarray, where: str, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    # The size the header declares is checked before decoding: a damaged header can claim 30000x30000.
+    check_header(np.ascontiguousarray(row), where, expected_hw)
     # No BGR->RGB swap: the bytes hold RGB laid out as BGR, so OpenCV's "BGR" output is RGB.
     img = cv2.imdecode(np.ascontiguousarray(row), cv2.IMREAD_COLOR) if row.size else None
     if img is None:
@@ -299,7 +307,7 @@ class AlohaReader(FormatReader):
         try:
             with h5py.File(next(iter(files.values())), "r") as f:
                 return "action" in f and "observations/qpos" in f
-        except OSError:
+        except DAMAGE:
             return False
 
     @property
@@ -310,12 +318,14 @@ class AlohaReader(FormatReader):
 
     def _load_info(self) -> tuple[DatasetInfo, dict[str, str]]:
         if self._sidecar is not None:
-            info = info_from_sidecar(self._sidecar, self.path / SIDECAR)
-            locations = dict(self._sidecar.get("locations") or {})
-            locations = {s.name: locations.get(s.name, feature_location(s.name)) for s in info.numeric_features}
+            with damaged_file_errors(self.path / SIDECAR, "telecorder sidecar"):
+                info = info_from_sidecar(self._sidecar, self.path / SIDECAR)
+                locations = dict(self._sidecar.get("locations") or {})
+                locations = {s.name: str(locations.get(s.name, feature_location(s.name)))
+                             for s in info.numeric_features}
         else:
             first = next(iter(self._files.values()))
-            with self._open(first) as f:
+            with self._open(first) as f, damaged_file_errors(first, "ALOHA/ACT episode file"):
                 info, locations = self._scan(first, f)
         if self._fps is not None:
             info = replace(info, fps=self._fps)
@@ -388,9 +398,16 @@ class AlohaReader(FormatReader):
 
     def _open(self, path: Path) -> h5py.File:
         try:
-            return h5py.File(path, "r")
+            f = h5py.File(path, "r")
         except OSError as e:
             raise ConversionError(f"{path}: cannot be read as HDF5 ({e})") from e
+        try:
+            with damaged_file_errors(path, "ALOHA/ACT episode file"):
+                refuse_other_files(f, path, error=ConversionError)  # links into other files: see hdf5_links
+        except BaseException:
+            f.close()
+            raise
+        return f
 
     @staticmethod
     def _check(path: Path, f: h5py.File) -> None:
@@ -404,7 +421,7 @@ class AlohaReader(FormatReader):
         path = self._files.get(index)
         if path is None:
             raise ConversionError(f"{self.path}: no episode_{index}.hdf5")
-        with self._open(path) as f:
+        with self._open(path) as f, damaged_file_errors(path, "ALOHA/ACT episode file"):
             self._check(path, f)
             n = f["action"].shape[0]
             keep = self._recorded_length(path, f, n)
@@ -413,19 +430,21 @@ class AlohaReader(FormatReader):
                 loc = self._locations[spec.name]
                 if loc not in f:
                     raise ConversionError(f"{path}: dataset /{loc} ({spec.name}) is missing")
-                arr = f[loc][()]
-                if arr.shape != (n, *spec.shape):
+                ds = f[loc]
+                if not isinstance(ds, h5py.Dataset) or ds.shape != (n, *spec.shape):
                     raise ConversionError(
-                        f"{path}: /{loc} has shape {arr.shape}, expected {(n, *spec.shape)} "
+                        f"{path}: /{loc} has shape {getattr(ds, 'shape', None)}, expected {(n, *spec.shape)} "
                         f"({n} rows like /action)"
                     )
+                arr = read_rows(ds, path, f"{path}: /{loc}")
                 data[spec.name] = arr[:keep].astype(spec.dtype, copy=False)
             images = {spec.camera: self._frames(path, f, spec, n, keep) for spec in info.image_features}
             extras = read_extras(f, n, info.cameras, info.fps, str(path))
         extras = {k: _first_steps(v, keep) for k, v in extras.items()}
         meta: dict[str, Any] = {}
         if self._sidecar is not None:
-            meta = dict((self._sidecar.get("episodes") or {}).get(path.name, {}).get("metadata") or {})
+            with damaged_file_errors(self.path / SIDECAR, "telecorder sidecar"):
+                meta = dict((self._sidecar.get("episodes") or {}).get(path.name, {}).get("metadata") or {})
         if self._task and not meta.get("task"):
             meta["task"] = self._task
             meta.setdefault("language_instruction", self._task)
@@ -452,14 +471,14 @@ class AlohaReader(FormatReader):
             raise ConversionError(f"{path}: /{loc} has {ds.shape[0]} frames, /action has {n} rows")
         # Steps past ``keep`` are --episode-length padding (copies of the last frame): not decoded.
         if _is_rgb(ds):
-            frames = list(ds[:keep])
+            frames = list(read_rows(ds, path, f"{path}: /{loc}", keep))
         elif _is_jpeg_rows(ds):
-            rows, lengths = ds[:keep], self._compress_len(path, f, cam, n)
+            rows, lengths = read_rows(ds, path, f"{path}: /{loc}", keep), self._compress_len(path, f, cam, n)
             frames = [
                 # ACT decodes the whole padded row (JPEG stops at its end marker); where we know the
                 # true length we cut the padding off first.
                 decode_act_jpeg(rows[t] if lengths is None else rows[t, : int(lengths[t])],
-                                f"{path} camera {cam!r} step {t}")
+                                f"{path} camera {cam!r} step {t}", spec.shape[:2])
                 for t in range(keep)
             ]
         else:
@@ -478,10 +497,11 @@ class AlohaReader(FormatReader):
         order = json.loads(f[COMPRESS_LEN].attrs["camera_names"])
         if cam not in order:
             return None
-        lengths = f[COMPRESS_LEN][order.index(cam)]
-        if lengths.shape != (n,):
-            raise ConversionError(f"{path}: /{COMPRESS_LEN} has {lengths.shape[0]} lengths per camera for {n} steps")
-        return lengths
+        table = f[COMPRESS_LEN]
+        if table.ndim != 2 or table.shape[1] != n or order.index(cam) >= table.shape[0]:
+            raise ConversionError(f"{path}: /{COMPRESS_LEN} has shape {table.shape}, expected one row of {n} "
+                                  f"lengths per camera of {order}")
+        return read_rows(table, path, f"{path}: /{COMPRESS_LEN}")[order.index(cam)]
 
 
 def length_fit_summary(folder: Path) -> str:
@@ -504,12 +524,37 @@ def _first_steps(value: Any, keep: int) -> Any:
     return None if value is None else value[:keep]
 
 
+#: robot_type of recordings made in MuJoCo: the built-in arm, any other model, ACT's sim (our reader).
+SIM_ROBOT_TYPES = ("telecorder_sim_arm", "aloha_sim")
+SIM_ROBOT_PREFIX = "mujoco:"
+
+
+def recorded_in_sim(info: DatasetInfo) -> tuple[bool, str]:
+    """Whether the source was recorded in a simulator, and why we think so.
+
+    ACT reads the root ``sim`` attribute to choose how actions line up with observations: on a
+    real robot (``sim`` False) it starts each action chunk one step early, to make up for the
+    follower lagging the leader; in simulation the command of step t is applied at step t, as in
+    our recordings on the sim arm. So a simulated source must say True: an ALOHA source's own
+    attribute, a recording on simulated time, or a sim robot.
+    """
+    recorded = info.extra.get("sim")
+    if isinstance(recorded, bool):
+        return recorded, f"the source's sim attribute ({recorded})"
+    if info.clock == CLOCK_SIMULATION:
+        return True, f"recorded on the {CLOCK_SIMULATION} clock"
+    robot = info.robot_type or ""
+    if robot in SIM_ROBOT_TYPES or robot.startswith(SIM_ROBOT_PREFIX):
+        return True, f"robot_type {robot!r} is a simulated robot"
+    return False, f"robot_type {robot!r} on the {info.clock} clock: a real robot"
+
+
 class AlohaWriter(FormatWriter):
     """Writes ``episode_0.hdf5``, ``episode_1.hdf5``, ... that ACT's ``EpisodicDataset`` loads.
 
     Options: ``compress`` (JPEG rows like aloha's ``record_episodes.py --compress``; default False),
     ``jpeg_quality`` (default 50, aloha's), ``sim`` (the root ``sim`` attribute ACT reads; default
-    from the source's ``info.extra['sim']``, else False), ``episode_length`` (every episode padded
+    :func:`recorded_in_sim` of the source), ``episode_length`` (every episode padded
     by holding its last step, or cut, to exactly this many steps: ACT stacks whole episodes; each
     file records its original length and whether it was padded or cut). Episodes are numbered from
     0 without gaps, as ACT expects; the source index is kept in the sidecar.
@@ -528,7 +573,8 @@ class AlohaWriter(FormatWriter):
         self.jpeg_quality = int(options.get("jpeg_quality", DEFAULT_JPEG_QUALITY))
         if not 1 <= self.jpeg_quality <= 100:
             raise ConversionError(f"{self.path}: jpeg_quality must be within 1..100, not {self.jpeg_quality}")
-        self.sim = bool(options.get("sim", info.extra.get("sim", False)))
+        sim = options.get("sim")
+        self.sim, self.sim_reason = (bool(sim), "set by the caller") if sim is not None else recorded_in_sim(info)
         self.part = bool(options.get("part", False))
         self.encode_threads = options.get("encode_threads")
         length = options.get("episode_length")
@@ -616,6 +662,7 @@ class AlohaWriter(FormatWriter):
             "info": info.to_dict(),
             "locations": self._locations,
             "compress": self.compress,
+            "sim": {"value": self.sim, "why": self.sim_reason},
             "jpeg_quality": self.jpeg_quality if self.compress else None,
             "episode_length": self.episode_length,
             "episodes": self._episodes,

@@ -88,7 +88,7 @@ def _remove_parts(work: Path, parts: list[Path]) -> None:
 
 # -- ALOHA ----------------------------------------------------------------------------------
 
-_ALOHA_SETTINGS = ("locations", "compress", "jpeg_quality", "episode_length")
+_ALOHA_SETTINGS = ("locations", "compress", "sim", "jpeg_quality", "episode_length")
 
 
 def _check_episode_file(part: Path, path: Path, rows: int) -> None:

@@ -50,7 +50,9 @@ from ..datasets.stats import DatasetStats, FeatureStats
 from ..errors import DatasetError
 from ..safe_paths import join_inside
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
+from .lerobot_timing import OFFSET_KEY, episode_frame_times, find_offset, frame_times
 from .parts import PART_STATS
+from .templates import TemplateError, check_template, fill_template
 from .video import CODECS, DEFAULT_GOP, VideoEncoder, decode_frames
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
@@ -303,17 +305,28 @@ class LeRobotReader(FormatReader):
     whose videos are missing; ``cameras`` reads only those cameras (the others' videos are never
     opened). ``tolerance_s`` is how far a video frame may lie from a step's timestamp (default
     half a frame period). :meth:`missing_cameras` tells which episodes lack a camera's video.
+    Rows whose timestamps run a constant offset of at most one frame off their video get their
+    own frames by that offset (see :mod:`.lerobot_timing`; the episode's metadata says so under
+    ``video_timestamp_offset_s``) unless ``strict_timestamps``.
     """
 
     format_name = "lerobot"
 
     def __init__(self, path: Path, *, tabular_only: bool = False, tolerance_s: float | None = None,
-                 cameras: Iterable[str] | None = None) -> None:
+                 cameras: Iterable[str] | None = None, strict_timestamps: bool = False) -> None:
         super().__init__(path, cameras)
         self.tabular_only = bool(tabular_only)
+        self.strict_timestamps = bool(strict_timestamps)
+        self._times_cache: tuple[Path, np.ndarray] | None = None
         self._info_path = self.path / INFO_PATH
         self._meta = _read_json(self._info_path, "meta/info.json")
         self.version = self._check_version(self._meta)
+        for key in ("data_path", "video_path"):  # checked once here: file lookups treat a failed fill as "no file"
+            if isinstance(self._meta.get(key), str):
+                try:
+                    check_template(self._meta[key])
+                except TemplateError as e:
+                    raise ConversionError(f"{self._info_path}: '{key}' template cannot be used ({e})") from e
         try:
             self.fps = float(self._meta["fps"])
             features = dict(self._meta["features"])
@@ -499,6 +512,10 @@ class LeRobotReader(FormatReader):
         out["timestamp"] = _column_values(table, "timestamp", (), "float64", path)
         return out, self._metadata(index, row, table)
 
+    def data_file(self, index: int) -> Path:
+        """The Parquet file holding episode ``index``'s rows."""
+        return self._data_path(index, self._row(index))
+
     def camera_storage(self, camera: str) -> tuple[str, FeatureSpec]:
         """How ``camera`` is stored, ``"video"`` (mp4 files) or ``"image"`` (bytes in the rows), and its spec."""
         vis = next((v for v in self._visual if v.camera == camera), None)
@@ -548,9 +565,12 @@ class LeRobotReader(FormatReader):
         timestamp = _column_values(table, "timestamp", (), "float64", data_file)
         data = {name: _column_values(table, name, spec.shape, spec.dtype, data_file)
                 for name, spec in self._numeric.items()}
-        images = {v.camera: self._frames(v, index, row, table, timestamp, data_file) for v in self._visual}
+        offsets: dict[str, float] = {}
+        images = {v.camera: self._frames(v, index, row, table, timestamp, data_file, offsets) for v in self._visual}
         episode = Episode(index=index, timestamp=timestamp, data=data, images=images,
                           metadata=self._metadata(index, row, table))
+        if offsets:
+            episode.metadata[OFFSET_KEY] = offsets
         self._restore_timing(episode)
         return episode
 
@@ -585,9 +605,10 @@ class LeRobotReader(FormatReader):
         if not isinstance(template, str):
             raise ConversionError(f"{self._info_path}: '{key}' template is missing")
         try:
-            relative = template.format(**fields)
-        except (KeyError, IndexError, ValueError, AttributeError) as e:
-            raise ConversionError(f"{self._info_path}: '{key}' template {template!r} cannot be filled ({e})") from e
+            relative = fill_template(template, fields)
+        except TemplateError as e:
+            shown = template if len(template) <= 80 else template[:80] + "..."
+            raise ConversionError(f"{self._info_path}: '{key}' template {shown!r} cannot be filled ({e})") from e
         return join_inside(self.path, relative, source=f"{self._info_path} '{key}'", error=ConversionError)
 
     def _episode_field(self, index: int, row: Mapping[str, Any], name: str) -> Any:
@@ -596,9 +617,10 @@ class LeRobotReader(FormatReader):
         return row[name]
 
     def _frames(
-        self, vis: _Visual, index: int, row: Mapping[str, Any], table: pa.Table, timestamp: np.ndarray, data_file: Path
+        self, vis: _Visual, index: int, row: Mapping[str, Any], table: pa.Table, timestamp: np.ndarray, data_file: Path,
+        offsets: dict[str, float],
     ) -> list[np.ndarray]:
-        frames = (self._video_frames(vis, index, row, timestamp) if vis.stored == "video"
+        frames = (self._video_frames(vis, index, row, timestamp, offsets) if vis.stored == "video"
                   else _image_column(table, vis.key, data_file, self.path))
         want = vis.spec.shape
         bad = next((f.shape for f in frames if f.shape != want), None)
@@ -617,7 +639,7 @@ class LeRobotReader(FormatReader):
         return self._templated_path("video_path", video_key=vis.key, chunk_index=chunk, file_index=file)
 
     def _video_frames(
-        self, vis: _Visual, index: int, row: Mapping[str, Any], timestamp: np.ndarray
+        self, vis: _Visual, index: int, row: Mapping[str, Any], timestamp: np.ndarray, offsets: dict[str, float]
     ) -> list[np.ndarray]:
         path = self._video_path(vis, index, row)
         if not path.is_file():
@@ -628,7 +650,26 @@ class LeRobotReader(FormatReader):
             )
         start = float(self._episode_field(index, row, f"videos/{vis.key}/from_timestamp")) if self.is_v3 else 0.0
         context = f"episode {index}, camera {vis.camera!r}"
-        return decode_frames(path, start + timestamp, self.tolerance_s, context=context)
+        offset = self.video_offset(vis.camera, index, timestamp)
+        if offset:
+            offsets[vis.camera] = offset
+        return decode_frames(path, start + timestamp - offset, self.tolerance_s, context=context)
+
+    def video_offset(self, camera: str, index: int, timestamp: np.ndarray) -> float:
+        """Seconds to subtract from the rows' times to find each row's own frame of ``camera``:
+        0.0 when the timestamps match the video (or ``strict_timestamps``), else the constant
+        offset of at most one frame period that makes every row find one (see :mod:`.lerobot_timing`)."""
+        if self.strict_timestamps:
+            return 0.0
+        vis = next(v for v in self._visual if v.camera == camera)
+        row = self._row(index)
+        path = self._video_path(vis, index, row)
+        start = float(self._episode_field(index, row, f"videos/{vis.key}/from_timestamp")) if self.is_v3 else 0.0
+        cached = self._times_cache
+        if cached is None or cached[0] != path:
+            cached = self._times_cache = (path, frame_times(path))  # consecutive v3 episodes share a file
+        times = episode_frame_times(cached[1], row, vis.key, self.is_v3, self.tolerance_s)
+        return find_offset(start + np.asarray(timestamp, np.float64), times, self.fps, self.tolerance_s) or 0.0
 
     def _metadata(self, index: int, row: Mapping[str, Any], table: pa.Table) -> dict[str, Any]:
         tasks = row.get("tasks") or []

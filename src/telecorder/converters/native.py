@@ -41,6 +41,11 @@ class NativeReader(FormatReader):
     def __init__(self, path: Path, *, exclude_bad: bool = False, cameras: Iterable[str] | None = None) -> None:
         super().__init__(path, cameras)
         self._ds = Dataset.open(self.path)
+        if self._ds.index_problems:
+            # A line left out of the index would be an episode left out of the output, silently.
+            raise ConversionError(f"{self.path}: the index has problems ({self._ds.index_problems[0]}); run "
+                                  f"'telecorder doctor {self.path} --repair' first, so that the conversion keeps "
+                                  "every episode")
         self.exclude_bad = exclude_bad
         self.check_camera_selection(self._ds.info.cameras, self.path / "meta/info.json")
 

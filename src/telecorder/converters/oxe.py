@@ -22,23 +22,24 @@ Next to the dataset (in ``<path>/<name>/<version>/``):
 
 * ``dataset_statistics.json``: action and proprio statistics with both quantile spellings,
   ``q01``/``q99`` (OpenVLA, ``BOUNDS_Q99``) and ``p01``/``p99`` (Octo, ``BOUNDS``), plus
-  ``mean``/``std``/``min``/``max``, ``mask``, ``num_transitions``, ``num_trajectories``.
-  They are :class:`~telecorder.datasets.stats.FeatureStats`, merged episode by episode (memory
-  stays flat, and a sharded conversion gives the same file): mean/std/min/max exact, the
-  quantiles the order statistic ``np.quantile(x, q, method="inverted_cdf")`` within a relative
-  error of ``DEFAULT_ALPHA`` (0.5%) from a mergeable sketch;
+  ``mean``/``std``/``min``/``max``, ``mask``, ``num_transitions``, ``num_trajectories``:
+  mean/std/min/max from :class:`~telecorder.datasets.stats.FeatureStats` merged episode by
+  episode, the quantiles exactly Octo's and OpenVLA's ``np.quantile`` while the values fit in
+  memory, else the sketch with its error reported (see :mod:`.oxe_stats`); the same file under
+  the name each loader's statistics cache looks for, when exact;
 * ``oxe_config.json``: ``make_dataset_from_rlds_kwargs`` with one block per loader, each
-  passed unchanged as ``**kwargs`` to that loader's ``make_dataset_from_rlds`` (Octo's takes
-  ``proprio_obs_key``, OpenVLA's fork takes ``state_obs_keys`` and ``absolute_action_mask``
-  instead, and each raises ``TypeError`` on the other's), and ``dataset``, the descriptive
-  fields (encodings, control frequency, names, splits, conventions).
+  passed unchanged as ``**kwargs`` to that loader's ``make_dataset_from_rlds``, or as an entry
+  of the ``dataset_kwargs_list`` of its ``make_interleaved_dataset`` (which passes
+  ``dataset_statistics`` itself, so the blocks leave it out), Octo's taking
+  ``proprio_obs_key``, OpenVLA's fork ``state_obs_keys`` and ``absolute_action_mask`` instead
+  (each raises ``TypeError`` on the other's); and ``dataset``, the descriptive fields
+  (encodings, control frequency, names, splits and their sizes, the statistics file, conventions).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ import numpy as np
 
 from ..atomic import write_json_atomic
 from ..datasets.episode_file import Episode
+from ..datasets.exact_quantiles import ExactValues
 from ..datasets.features import (
     IMAGE_PREFIX,
     DatasetInfo,
@@ -56,8 +58,16 @@ from ..datasets.features import (
 )
 from ..datasets.stats import DatasetStats, FeatureStats, StatsError
 from .base import ConversionError
+from .oxe_stats import (
+    exact_limit,
+    feature_statistics,
+    loader_cache_names,
+    merged_values,
+    read_part_meta,
+    write_part_values,
+)
 from .parts import read_part_stats
-from .rlds import VAL_SPLIT, RLDSWriter, import_tfds
+from .rlds import VAL_SPLIT, RLDSWriter, import_tfds, published_path
 
 #: robot_type of recordings made on the built-in simulated arm (``telecorder.sim``).
 BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
@@ -118,12 +128,15 @@ class OXEWriter(RLDSWriter):
         ee_site: the end-effector site of the model (default ``ee_site``).
         binarize_gripper: write the gripper action as 0 (closed) / 1 (open), open where the
             command is above ``gripper_threshold`` (default 0.5). Off by default.
+        exact_quantile_limit: most values (rows x dims) per feature kept for exact quantiles
+            (default ``EXACT_QUANTILE_LIMIT``, 10**8: 400 MB of float32); beyond, the sketch.
     """
 
     format_name = "oxe"
     default_layout = "nested"
     _OPTIONS = RLDSWriter._OPTIONS | {
-        "cameras", "action_space", "robot_model", "ee_site", "binarize_gripper", "gripper_threshold"
+        "cameras", "action_space", "robot_model", "ee_site", "binarize_gripper", "gripper_threshold",
+        "exact_quantile_limit",
     }
 
     # -- setup -------------------------------------------------------------------------
@@ -176,9 +189,14 @@ class OXEWriter(RLDSWriter):
                 f"oxe writer: binarize_gripper needs a 'gripper' dimension in observation.state / action "
                 f"(names: {self._state_names or 'none'})"
             )
-        # Running statistics, merged per episode: nothing grows with the dataset.
+        # Running statistics, merged per episode: nothing grows with the dataset, except the
+        # rows kept for exact quantiles, up to their limit.
         self._action_stats: FeatureStats | None = None
         self._state_stats: FeatureStats | None = None
+        self.exact_quantile_limit = exact_limit(opt("exact_quantile_limit"))
+        self._exact: dict[str, ExactValues] | None = None
+        self._split_frames: dict[str, int] = dict.fromkeys(self._split_episodes, 0)
+        self._loader_caches: dict[str, str] = {}
 
     def _setup_kinematics(self, state_spec: FeatureSpec) -> None:
         from ..sim._deps import _require_mujoco
@@ -330,6 +348,21 @@ class OXEWriter(RLDSWriter):
             raise ConversionError(f"oxe writer, episode {episode.index}: no dataset statistics of it ({e})") from e
         self._action_stats = action if self._action_stats is None else self._action_stats.merge(action)
         self._state_stats = state if self._state_stats is None else self._state_stats.merge(state)
+        exact = self._exact_values()
+        # float32: the values as stored, which is what the loaders compute their quantiles on.
+        exact["action"].add(np.asarray(episode.data["action"], np.float32))
+        exact["proprio"].add(np.asarray(episode.data["observation.state"], np.float32))
+        split = VAL_SPLIT if episode.index in self._val else self.split
+        self._split_frames[split] = self._split_frames.get(split, 0) + len(episode)
+
+    def _exact_values(self) -> dict[str, ExactValues]:
+        if self._exact is None:
+            dims = {"action": "action", "proprio": "observation.state"}
+            self._exact = {
+                key: ExactValues(math.prod(self.out_info.features[name].shape), limit=self.exact_quantile_limit, name=key)
+                for key, name in dims.items()
+            }
+        return self._exact
 
     def _feature_stats(self) -> tuple[FeatureStats, FeatureStats]:
         """(action, proprio) statistics so far; empty ones before the first episode."""
@@ -360,18 +393,35 @@ class OXEWriter(RLDSWriter):
             return [True] * self.out_info.features["action"].shape[0]
         return [False] * 6 + [True]
 
-    def _finish(self) -> None:
-        self._write_oxe_files(*self._feature_stats(), num_trajectories=self._count)
+    def close(self) -> None:
+        if self.part and not self._closed:
+            # Before the part's statistics, whose presence marks the part complete.
+            write_part_values(self.path, self._split_frames, self._exact_values())
+        super().close()
 
-    def _write_oxe_files(self, action: FeatureStats, proprio: FeatureStats, *, num_trajectories: int) -> None:
+    def _finish(self) -> None:
+        self._write_oxe_files(*self._feature_stats(), num_trajectories=self._count, values=self._exact_values())
+
+    def _write_oxe_files(self, action: FeatureStats, proprio: FeatureStats, *, num_trajectories: int,
+                         values: Mapping[str, ExactValues]) -> None:
         stats = {
-            "action": _stats(action),
-            "proprio": _stats(proprio),
+            "action": feature_statistics(action, values.get("action")),
+            "proprio": feature_statistics(proprio, values.get("proprio")),
             "num_transitions": int(action.count),
             "num_trajectories": int(num_trajectories),
         }
         stats["action"]["mask"] = self._action_mask()
         write_json_atomic(self.data_dir / STATS_FILE, stats)
+        self._loader_caches = {}
+        if action.count and all(stats[k]["quantile_method"] == "exact" for k in ("action", "proprio")):
+            # Approximate bounds are better recomputed by the loaders than cached under their name.
+            _, tfds = import_tfds()
+            final = final_root(self.path) / self.dataset_name / self.version
+            self._loader_caches = loader_cache_names(
+                tfds, self.dataset_name, self.path, final, proprio_obs_key="state", state_obs_keys=["state"]
+            )
+            for name in sorted(set(self._loader_caches.values())):
+                write_json_atomic(self.data_dir / name, stats)
         write_json_atomic(self.data_dir / CONFIG_FILE, self.config())
 
     def config(self) -> dict[str, Any]:
@@ -390,7 +440,8 @@ class OXEWriter(RLDSWriter):
             "depth_obs_keys": {},
             "language_key": "language_instruction",
             "action_normalization_mask": self._action_mask(),
-            "dataset_statistics": str(root / self.dataset_name / self.version / STATS_FILE),
+            # No dataset_statistics: make_interleaved_dataset passes it itself ("got multiple values
+            # for keyword argument"); make_dataset_from_rlds finds ours in its cache (see oxe_stats).
         }
         # The views each trains on: Octo's models take primary + wrist (a None view is padded and
         # masked), a secondary only where one was recorded (padding it would just add 1x1 images);
@@ -412,10 +463,15 @@ class OXEWriter(RLDSWriter):
         splits = {self.split: len(self._split_episodes[self.split])}
         if VAL_SPLIT in self._split_episodes:
             splits[VAL_SPLIT] = len(self._split_episodes[VAL_SPLIT])
+        statistics = str(root / self.dataset_name / self.version / STATS_FILE)
         dataset = {
             "name": self.dataset_name,
             "version": self.version,
             "splits": splits,
+            "num_trajectories": dict(splits),
+            "num_transitions": {name: int(self._split_frames.get(name, 0)) for name in splits},
+            "dataset_statistics": statistics,
+            "statistics_cache": dict(self._loader_caches),
             "state_obs_keys": ["state"],
             "state_encoding": "JOINT",
             "proprio_encoding": "JOINT",
@@ -430,8 +486,9 @@ class OXEWriter(RLDSWriter):
                 "threshold": self.gripper_threshold if self.binarize_gripper else None,
             },
             "paths": "data_dir and dataset_statistics are absolute paths of where the dataset was written; "
-            "after moving it, set data_dir to the folder holding <name>/ and dataset_statistics to "
-            f"<data_dir>/<name>/<version>/{STATS_FILE}",
+            "after moving it, set data_dir to the folder holding <name>/ (the loaders then compute the "
+            "statistics once themselves, or pass dataset_statistics=<data_dir>/<name>/<version>/"
+            f"{STATS_FILE} to make_dataset_from_rlds)",
             "conventions": self._conventions(),
         }
         return {KWARGS_KEY: {"octo": octo, "openvla": openvla}, "dataset": dataset}
@@ -441,31 +498,9 @@ class OXEWriter(RLDSWriter):
 
 
 def final_root(path: Path) -> Path:
-    """The absolute folder the dataset ends up in: ``telecorder convert`` builds it in
-    ``.NAME.partial`` next to the destination and renames it when complete."""
-    name = path.name
-    if name.startswith(".") and name.endswith(".partial") and len(name) > len("..partial"):
-        path = path.with_name(name[1 : -len(".partial")])
-    return Path(os.path.abspath(path))
-
-
-def _stats(fs: FeatureStats) -> dict[str, list[float]]:
-    """Per-dimension statistics; quantiles under OpenVLA's (q01/q99) and Octo's (p01/p99) names."""
-    if fs.count == 0:
-        zeros = [0.0] * fs.ndim
-        return {k: zeros for k in ("mean", "std", "max", "min", "q01", "q99", "p01", "p99")}
-    q01 = fs.quantile(0.01).reshape(-1).tolist()
-    q99 = fs.quantile(0.99).reshape(-1).tolist()
-    return {
-        "mean": fs.mean.reshape(-1).tolist(),
-        "std": fs.std.reshape(-1).tolist(),
-        "max": fs.max.reshape(-1).tolist(),
-        "min": fs.min.reshape(-1).tolist(),
-        "q01": q01,
-        "q99": q99,
-        "p01": q01,
-        "p99": q99,
-    }
+    """The absolute folder the dataset ends up in: ``telecorder convert`` builds it in a work
+    folder next to the destination and renames it when complete (:func:`.rlds.published_path`)."""
+    return published_path(path)
 
 
 def merge_parts(
@@ -476,15 +511,23 @@ def merge_parts(
     action/proprio statistics) and ``oxe_config.json``, written once for the final folder."""
     from .rlds_merge import MergedRLDS, merge_rlds_parts
 
+    metas: dict[Path, dict[str, Any]] = {}
+
     def check_part(part: Path, sidecar: dict[str, Any]) -> None:
         frames = int(sidecar.get("total_frames", 0))
         part_stats = read_part_stats(part)
+        meta = metas[part] = read_part_meta(part)
         for key in ("action", "proprio"):
             count = part_stats[key].count if key in part_stats else None
             if count != frames:
                 raise ConversionError(
                     f"{part}: oxe part statistics {key!r} cover {count} steps, its episodes have {frames}"
                 )
+            rows = meta["values"].get(key, {}).get("rows")
+            if rows != frames:
+                raise ConversionError(f"{part}: oxe part values {key!r} cover {rows} steps, its episodes have {frames}")
+        if sum(meta["split_transitions"].values()) != frames:
+            raise ConversionError(f"{part}: oxe part split sizes {meta['split_transitions']} do not add up to {frames}")
 
     def merged_stats(merged: MergedRLDS) -> tuple[OXEWriter, FeatureStats, FeatureStats]:
         writer = cast(OXEWriter, merged.writer)  # merge_rlds_parts made it from OXEWriter
@@ -504,7 +547,17 @@ def merge_parts(
 
     def finish(merged: MergedRLDS) -> None:
         writer, action, proprio = merged_stats(merged)
-        writer._write_oxe_files(action, proprio, num_trajectories=merged.total_episodes)
+        order = list(metas)
+        frames: dict[str, int] = {}
+        for meta in metas.values():
+            for split, n in meta["split_transitions"].items():
+                frames[split] = frames.get(split, 0) + n
+        writer._split_frames = frames
+        values = {
+            key: merged_values(order, [metas[p] for p in order], key, ndim=fs.ndim, limit=writer.exact_quantile_limit)
+            for key, fs in (("action", action), ("proprio", proprio))
+        }
+        writer._write_oxe_files(action, proprio, num_trajectories=merged.total_episodes, values=values)
 
     merge_rlds_parts(
         Path(work), list(parts), info, options, OXEWriter, check_part=check_part, check_all=check_all, finish=finish

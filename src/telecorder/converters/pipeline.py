@@ -5,9 +5,10 @@ another control rate by timestamps. Cameras are selected in the reader, before a
 read: a camera left out is never opened or decoded. Cameras whose files are absent for the
 episodes asked for (LeRobot videos) stop the conversion up front, or with
 ``skip_missing_cameras`` are left out and listed in the report and the output's metadata.
-The output is built in a hidden ``.NAME.partial`` folder next to the destination and
-moved into place only when complete, so a failed or interrupted conversion never leaves
-a half dataset under the destination name.
+The output is built in a hidden ``.NAME.partial`` folder next to the destination, locked by
+the run for its whole length, and moved into place only when complete, so a failed or
+interrupted conversion never leaves a half dataset under the destination name; the move never
+replaces anything but what ``overwrite`` was told to (see :mod:`..datasets.work_folder`).
 With ``workers > 1`` (or ``runner="beam"``) the episodes are cut into contiguous shards that
 workers read, transform, encode and write in parallel as parts, merged at the end by the
 output format (see :mod:`.sharded`); with ``resume`` episodes are read in parallel and written
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,22 +31,32 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..atomic import fsync_dir
 from ..datasets.dataset import is_dataset
 from ..datasets.episode_file import Episode
 from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature
-from ..datasets.lock import DatasetLock, lock_holder
+from ..datasets.lock import lock_holder
+from ..datasets.ranges import EpisodeRanges, RangeError, select_episodes
+from ..datasets.ranges import parse_episode_ranges as _parse_ranges
 from ..datasets.stats import format_ranges
+from ..datasets.work_folder import (
+    PublishRefused,
+    WorkFolder,
+    WorkFolderBusy,
+    identity,
+    publish,
+    source_identity,
+)
 from ..errors import DatasetError
 from . import open_reader, writer_class
 from .base import ConversionError, FormatReader
+from .lerobot_timing import OFFSET_KEY
 
 
 @dataclass
 class ConvertOptions:
     to: str
     src_format: str | None = None
-    episodes: list[int] | None = None
+    episodes: Sequence[int] | None = None  # e.g. parse_episode_ranges("0-9,15"): checked, then expanded
     image_size: tuple[int, int] | None = None  # (width, height)
     fps: float | None = None
     cameras: dict[str, str] | None = None  # source camera -> output camera (also selects)
@@ -73,22 +85,18 @@ class ConvertReport:
     cameras_left_out: dict[str, str] = field(default_factory=dict)  # camera -> why (skip_missing_cameras)
     shards: int = 0  # sharded runs: how many shards, and the seconds the final merge took
     merge_seconds: float = 0.0
+    # LeRobot sources: episode -> camera -> seconds its rows were shifted to find their own frames
+    timestamp_offsets: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def frames_per_s(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def parse_episode_ranges(text: str) -> list[int]:
-    """``0-9,15`` -> [0, 1, ..., 9, 15]."""
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            a, _, b = part.strip().partition("-")
-            out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    except ValueError as e:
-        raise ValueError(f"episode ranges look like 0-9,15, not {text!r}") from e
-    return out
+def parse_episode_ranges(text: str) -> EpisodeRanges:
+    """``0-9,15`` -> the numbers 0..9 and 15, as ranges: expanded only after :func:`convert`
+    checks them against the source's episodes."""
+    return _parse_ranges(text, what="--episodes")
 
 
 def parse_cameras(text: str) -> dict[str, str]:
@@ -187,10 +195,10 @@ def convert(
     t0 = time.perf_counter()
     reader = _open(src, opts)
     available = reader.episode_indices()
-    wanted = opts.episodes if opts.episodes is not None else available
-    absent = sorted(set(wanted) - set(available))
-    if absent:
-        raise ConversionError(f"{src}: no episode(s) {absent[:10]} (it has {len(available)} episodes)")
+    try:
+        wanted = select_episodes(opts.episodes, available, where=str(src))
+    except RangeError as e:
+        raise ConversionError(str(e)) from e
     left_out = _cameras_without_files(src, reader, wanted, opts)
     if left_out:
         kept = [c for c in reader.info.cameras if c not in left_out]
@@ -202,16 +210,39 @@ def convert(
     if left_out:
         out_info.extra["source_cameras_left_out"] = dict(left_out)
     val_episodes = _val_episodes(wanted, opts)
+    # The work folder is this run's alone (locked until it ends); a second run for dst refuses here.
+    try:
+        work = WorkFolder.claim(partial_path(dst), f"{dst}: {{owner}} is converting into it; wait until it "
+                                "finishes (or stop it), then convert again")
+    except WorkFolderBusy as e:
+        raise ConversionError(str(e)) from e
+    try:
+        return _convert_into(work, src, dst, opts, src_info, out_info, wanted, val_episodes, left_out,
+                             on_episode, t0)
+    finally:
+        work.close()
+
+
+def _convert_into(work: WorkFolder, src: Path, dst: Path, opts: ConvertOptions, src_info: DatasetInfo,
+                  out_info: DatasetInfo, wanted: list[int], val_episodes: list[int], left_out: dict[str, str],
+                  on_episode: Callable[[int, int, int], None] | None, t0: float) -> ConvertReport:
     _undo_interrupted_swap(dst)
+    work.restore_interrupted(dst)
     if dst.exists() and not opts.overwrite:
         raise ConversionError(f"{dst} exists; pass --overwrite to replace it")
     holder = lock_holder(dst) if is_dataset(dst) else None
     if holder:
         raise ConversionError(f"{dst} is being modified by {holder}; it cannot be replaced until that finishes")
-    work = partial_path(dst)
-    resuming = opts.resume and opts.to == "native" and is_dataset(work)
-    if work.exists() and not resuming:
-        shutil.rmtree(work)
+    # What --overwrite may replace: this folder as it is now, and nothing that takes its place later.
+    replaces = identity(dst) if opts.overwrite else None
+    source = source_identity(src)
+    out = work.output
+    resuming = opts.resume and opts.to == "native" and is_dataset(out)
+    if resuming:
+        _check_resume_source(work, source, src)
+    else:
+        work.clear()
+    work.start({"command": f"convert into {dst.name}", "source": source})
     writer_opts = dict(opts.writer_options)
     if resuming:
         writer_opts["resume"] = True
@@ -219,10 +250,10 @@ def convert(
         writer_opts["val_episodes"] = val_episodes
     if _sharded(opts, resuming):
         return _convert_sharded(src, dst, work, replace(opts, writer_options=writer_opts), out_info,
-                                wanted, left_out, on_episode, t0)
-    writer = writer_class(opts.to)(work, out_info, **writer_opts)
+                                wanted, left_out, on_episode, t0, replaces)
+    writer = writer_class(opts.to)(out, out_info, **writer_opts)
     # Read after the writer has opened: on resume it first puts the output back in order.
-    done_before = _converted_sources(work) if resuming else set()
+    done_before = _converted_sources(out) if resuming else set()
     report = ConvertReport(output=dst, resumed=len(done_before), cameras_left_out=left_out)
     remaining = [i for i in wanted if i not in done_before]
     try:
@@ -235,16 +266,60 @@ def convert(
                 writer.write_episode(result)
                 report.episodes += 1
                 report.frames += len(result)
+                if result.metadata.get(OFFSET_KEY):
+                    report.timestamp_offsets[index] = dict(result.metadata[OFFSET_KEY])
             if on_episode is not None:
                 on_episode(report.episodes + len(report.skipped), len(remaining), report.frames)
+            _test_pause(report.episodes + len(report.skipped))
     finally:
         writer.close()
     if report.episodes + report.resumed == 0:
-        shutil.rmtree(work, ignore_errors=True)
+        work.finish()
         raise ConversionError(f"{src}: no episode could be converted ({len(report.skipped)} bad)")
-    _swap_into_place(work, dst)
+    _publish(work, dst, replaces)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _check_resume_source(work: WorkFolder, source: dict[str, str], src: Path) -> None:
+    """--resume continues only a conversion of this very source, unchanged since."""
+    before = work.previous.get("source")
+    if not isinstance(before, dict):
+        raise ConversionError(f"--resume: {work.path} has no record of the source it was converted from (left by an "
+                              "older telecorder?); convert again without --resume")
+    if before.get("path") != source["path"]:
+        raise ConversionError(f"--resume: {work.path} holds episodes converted from {before.get('path')}, not from "
+                              f"{source['path']} (another source); resume with that source, or convert without "
+                              "--resume to start over from this one")
+    if before.get("fingerprint") != source["fingerprint"]:
+        raise ConversionError(f"--resume: {src} changed since the interrupted conversion started (its index, info "
+                              "or files differ), so what was converted then may not match it; convert again "
+                              "without --resume")
+
+
+def _publish(work: WorkFolder, dst: Path, replaces: dict[str, Any] | None) -> None:
+    try:
+        publish(work, dst, replaces, "the conversion")
+    except PublishRefused as e:
+        if not os.path.lexists(work.output):  # it is kept under the name the error gives
+            work.finish()
+        raise ConversionError(str(e)) from e
+    work.finish()
+
+
+# Read by tests only: "N:FILE" stops a one-process conversion after N episodes until FILE exists,
+# so that a test can act while the conversion is known to be mid-way, without sleeps.
+PAUSE_ENV = "TELECORDER_TEST_CONVERT_PAUSE"
+
+
+def _test_pause(done: int) -> None:
+    count, _, go = os.environ.get(PAUSE_ENV, "").partition(":")
+    if not go or count != str(done):
+        return
+    sys.stderr.write(f"PAUSED {done}\n")
+    sys.stderr.flush()
+    while not os.path.exists(go):
+        time.sleep(0.05)
 
 
 def _sharded(opts: ConvertOptions, resuming: bool) -> bool:
@@ -260,9 +335,10 @@ def _sharded(opts: ConvertOptions, resuming: bool) -> bool:
     return opts.runner == "beam" or opts.workers > 1
 
 
-def _convert_sharded(src: Path, dst: Path, work: Path, opts: ConvertOptions, out_info: DatasetInfo,
+def _convert_sharded(src: Path, dst: Path, work: WorkFolder, opts: ConvertOptions, out_info: DatasetInfo,
                      wanted: list[int], left_out: dict[str, str],
-                     on_episode: Callable[[int, int, int], None] | None, t0: float) -> ConvertReport:
+                     on_episode: Callable[[int, int, int], None] | None, t0: float,
+                     replaces: dict[str, Any] | None) -> ConvertReport:
     """Shards written in parallel as parts and merged (see :mod:`.sharded`); nothing under
     ``dst`` unless every shard and the merge succeeded."""
     from . import sharded
@@ -277,7 +353,8 @@ def _convert_sharded(src: Path, dst: Path, work: Path, opts: ConvertOptions, out
         if fields is not None:
             opts = replace(opts, writer_options={**opts.writer_options, "episode_metadata_fields": fields})
     shards = sharded.plan_shards(list(wanted), workers, opts.shard_episodes)
-    work.mkdir(parents=True)
+    out = work.output
+    out.mkdir()
     progress = {"episodes": 0, "frames": 0}
 
     def on_shard(result: dict[str, Any]) -> None:
@@ -290,17 +367,18 @@ def _convert_sharded(src: Path, dst: Path, work: Path, opts: ConvertOptions, out
         if opts.runner == "beam":
             from ..beam.convert import run_beam
 
-            summary = run_beam(src, work, dst, opts, out_info, shards)
+            summary = run_beam(src, out, dst, opts, out_info, shards)
         else:
-            summary = sharded.run_local(src, work, dst, opts, out_info, shards, on_shard)
-        sharded.take_report(work)
+            summary = sharded.run_local(src, out, dst, opts, out_info, shards, on_shard)
+        sharded.take_report(out)
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        work.finish()  # a sharded run never resumes: nothing of it is worth keeping
         raise
     report = ConvertReport(output=dst, episodes=int(summary["episodes"]), frames=int(summary["frames"]),
                            skipped=[(int(i), str(m)) for i, m in summary["skipped"]], cameras_left_out=left_out,
-                           shards=int(summary["shards"]), merge_seconds=float(summary.get("merge_s", 0.0)))
-    _swap_into_place(work, dst)
+                           shards=int(summary["shards"]), merge_seconds=float(summary.get("merge_s", 0.0)),
+                           timestamp_offsets={int(k): dict(v) for k, v in summary.get("timestamp_offsets", {}).items()})
+    _publish(work, dst, replaces)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -386,27 +464,8 @@ def _shorten(text: str, limit: int = 60) -> str:
 
 
 def _replaced_path(dst: Path) -> Path:
+    """Where older versions put the replaced destination during the swap (see _undo_interrupted_swap)."""
     return dst.with_name("." + dst.name + ".replaced")
-
-
-def _swap_into_place(work: Path, dst: Path) -> None:
-    """Move the finished output to ``dst``. An old ``dst`` is first renamed aside and deleted
-    only once the new one is in place, so a kill at any point leaves one of them under a
-    name that the next run puts back (see :func:`_undo_interrupted_swap`)."""
-    old = _replaced_path(dst)
-    lock = DatasetLock(dst, "replace it (convert --overwrite)") if is_dataset(dst) else None
-    if lock is not None:
-        lock.acquire()  # nobody may be recording into the dataset that is about to be replaced
-    try:
-        if dst.exists():
-            os.replace(dst, old)
-        os.replace(work, dst)
-        fsync_dir(dst.parent)
-    finally:
-        if lock is not None:
-            lock.release()
-    if old.exists():
-        _remove(old)
 
 
 def _remove(path: Path) -> None:

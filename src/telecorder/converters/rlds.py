@@ -51,11 +51,13 @@ from ..datasets.features import (
     image_feature,
     read_json,
 )
-from ..datasets.images import decode_image, encode_image
+from ..datasets.images import check_header, decode_image, encode_image
 from ..datasets.stats import DatasetStats
+from ..datasets.work_folder import OUTPUT as WORK_OUTPUT
 from ..errors import DatasetError, missing_extra
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
 from .parts import PART_STATS, PARTS_DIR
+from .rlds_paths import check_inside, check_split_paths
 
 SIDECAR_FORMAT = "telecorder-rlds"
 SIDECAR_VERSION = 1
@@ -163,11 +165,23 @@ def find_tfds_dir(path: Path) -> Path | None:
     return None
 
 
+def published_path(path: Path) -> Path:
+    """The absolute folder a dataset built in ``path`` ends up in: ``telecorder convert`` builds
+    DST in ``.DST.partial/dataset`` (earlier versions in ``.DST.partial``) and renames it when complete."""
+    path = Path(os.path.abspath(path))
+
+    def work(name: str) -> bool:
+        return name.startswith(".") and name.endswith(".partial") and len(name) > len("..partial")
+
+    if path.name == WORK_OUTPUT and work(path.parent.name):
+        path = path.parent
+    return path.with_name(path.name[1 : -len(".partial")]) if work(path.name) else path
+
+
 def dataset_name_for(path: Path) -> str:
-    """A TFDS dataset name (snake_case) from a folder name, ignoring the pipeline's
-    ``.NAME.partial`` work-folder decoration."""
-    name = Path(path).name
-    name = name.removeprefix(".").removesuffix(".partial")
+    """A TFDS dataset name (snake_case) from the folder the dataset ends up in (see
+    :func:`published_path`)."""
+    name = published_path(path).name
     name = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
     name = re.sub(r"^[0-9_]+", "", name)
     return name or "telecorder_dataset"
@@ -275,6 +289,7 @@ class RLDSReader(FormatReader):
             )
         if fps is not None and not fps > 0:
             raise ConversionError(f"{self.path}: reader option fps must be positive, not {fps}")
+        check_split_paths(self.data_dir, error=ConversionError)  # TFDS would read shards wherever they point
         self._tf, self._tfds = import_tfds()
         try:
             self._builder = self._tfds.builder_from_directory(os.fspath(self.data_dir))
@@ -297,6 +312,9 @@ class RLDSReader(FormatReader):
             )
         names = [split] if split is not None else sorted(splits, key=lambda n: (n != "train", n))
         self._parts = [_SplitPart.of(name, splits[name]) for name in names]
+        for part in self._parts:
+            check_inside(self.data_dir, part.shard_files, error=ConversionError,
+                         source=f"{self.data_dir / 'dataset_info.json'} split {part.name!r} shard")
         self._file_format = str(getattr(self._builder.info.file_format, "value", "tfrecord") or "tfrecord")
         self._sidecar = self._load_sidecar()
         self._order = self._episode_order()
@@ -438,7 +456,7 @@ class RLDSReader(FormatReader):
                     continue
                 where = f"{self._shard_for(0)} episode 0 {'/'.join(path)}"
                 try:
-                    h, w = decode_image(blobs[0], where=where).shape[:2]
+                    h, w = check_header(blobs[0], where)  # the declared size: nothing to decode to measure it
                 except DatasetError as e:
                     raise ConversionError(str(e)) from e
                 specs[name] = image_feature(name.removeprefix(IMAGE_PREFIX), h, w)
@@ -693,7 +711,12 @@ def _decode_all(blobs: Sequence[bytes], label: str) -> list[np.ndarray]:
 
 def _decode_any(blob: bytes, channels: int, label: str) -> np.ndarray:
     """A non-RGB stored image (depth, mask) decoded as stored, (H, W, C)."""
-    img = cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
+    buf = np.frombuffer(blob, np.uint8)
+    try:
+        check_header(buf, label)  # bounded before OpenCV allocates what the header claims
+    except DatasetError as e:
+        raise ConversionError(str(e)) from e
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ConversionError(f"{label}: stored image bytes cannot be decoded (corrupt or empty)")
     if img.ndim == 2:
@@ -811,7 +834,8 @@ class RLDSWriter(FormatWriter):
         if self.part and self.path.parent.name == PARTS_DIR:
             # A part's own folder name (part-00003) would name its shards wrongly; the dataset's is WORK's.
             name_from = self.path.parent.parent
-        self.dataset_name = dataset_name_for(Path(str(opt("dataset_name") or name_from.name)))
+        given = opt("dataset_name")
+        self.dataset_name = dataset_name_for(Path(str(given)) if given else name_from)
         self.version = str(opt("version", "1.0.0"))
         if not re.fullmatch(r"\d+\.\d+\.\d+", self.version):
             raise ConversionError(f"{self.format_name} writer: version must look like 1.0.0, not {self.version!r}")

@@ -53,6 +53,7 @@ from ..datasets.features import (
     FeatureSpec,
     image_feature,
 )
+from ..datasets.hdf5_links import refuse_other_files
 from ..datasets.stats import DatasetStats, FeatureStats
 from .action_scaling import ActionScaling
 from .aloha import (
@@ -68,6 +69,7 @@ from .aloha import (
     write_extras,
 )
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
+from .foreign_hdf5 import DAMAGE, damaged_file_errors, read_rows
 from .parts import PART_STATS
 
 DEFAULT_CAMERA_KEYS = {"front": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
@@ -128,9 +130,17 @@ def _hdf5_file(path: Path) -> Path:
 
 def _open(path: Path, mode: str = "r") -> h5py.File:
     try:
-        return h5py.File(path, mode)
+        f = h5py.File(path, mode)
     except OSError as e:
         raise ConversionError(f"{path}: cannot be {'read' if mode == 'r' else 'written'} as HDF5 ({e})") from e
+    if mode == "r":
+        try:
+            with damaged_file_errors(path, "robomimic HDF5 file"):
+                refuse_other_files(f, path, error=ConversionError)  # links into other files: see hdf5_links
+        except BaseException:
+            f.close()
+            raise
+    return f
 
 
 def _demos(path: Path, f: h5py.File) -> dict[int, str]:
@@ -206,7 +216,7 @@ class RobomimicReader(FormatReader):
                  cameras: list[str] | None = None, **options: Any) -> None:
         super().__init__(path, cameras)
         self.file = _hdf5_file(self.path)
-        with _open(self.file) as f:
+        with _open(self.file) as f, damaged_file_errors(self.file, "robomimic HDF5 file"):
             self._demos = _demos(self.file, f)
             self._env_args = _env_args(self.file, f["data"])
             self._file_fps = f["data"].attrs.get(FPS_ATTR)
@@ -231,7 +241,7 @@ class RobomimicReader(FormatReader):
             with h5py.File(file, "r") as f:
                 data = f.get("data")
                 return isinstance(data, h5py.Group) and len(data) > 0 and all(k.startswith("demo_") for k in data)
-        except (ConversionError, OSError):
+        except (ConversionError, *DAMAGE):
             return False
 
     @property
@@ -242,13 +252,14 @@ class RobomimicReader(FormatReader):
 
     def _load_info(self) -> tuple[DatasetInfo, dict[str, str]]:
         if self._sidecar is not None:
-            info = info_from_sidecar(self._sidecar, self.file.parent / SIDECAR)
-            locations = dict(self._sidecar.get("locations") or {})
+            with damaged_file_errors(self.file.parent / SIDECAR, "telecorder sidecar"):
+                info = info_from_sidecar(self._sidecar, self.file.parent / SIDECAR)
+                locations = {str(k): str(v) for k, v in dict(self._sidecar.get("locations") or {}).items()}
             missing = [n for n in info.features if n not in locations]
             if missing:
                 raise ConversionError(f"{self.file.parent / SIDECAR}: no location for feature(s) {missing}")
         else:
-            with _open(self.file) as f:
+            with _open(self.file) as f, damaged_file_errors(self.file, "robomimic HDF5 file"):
                 demo = next(iter(self._demos.values()))
                 info, locations = self._scan(f["data"][demo], demo)
         if self._fps is not None:
@@ -326,7 +337,7 @@ class RobomimicReader(FormatReader):
         if demo is None:
             raise ConversionError(f"{self.file}: no demo_{index} in /data")
         where = f"{self.file}: {demo}"
-        with _open(self.file) as f:
+        with _open(self.file) as f, damaged_file_errors(self.file, "robomimic HDF5 file"):
             g = f["data"][demo]
             if "actions" not in g:
                 raise ConversionError(f"{where} has no 'actions' dataset")
@@ -336,11 +347,14 @@ class RobomimicReader(FormatReader):
                 loc = self._locations[spec.name]
                 if loc not in g:
                     raise ConversionError(f"{where}: dataset {loc} ({spec.name}) is missing")
-                arr = g[loc][()]
-                if arr.shape != (n, *spec.shape):
-                    raise ConversionError(
-                        f"{where}: {loc} has shape {arr.shape}, expected {(n, *spec.shape)} ({n} rows like actions)"
-                    )
+                ds = g[loc]
+                if not isinstance(ds, h5py.Dataset) or ds.shape != (n, *spec.shape):
+                    raise ConversionError(f"{where}: {loc} has shape {getattr(ds, 'shape', None)}, expected "
+                                          f"{(n, *spec.shape)} ({n} rows like actions)")
+                if (ds.dtype != np.uint8) if spec.is_image else (ds.dtype.kind not in "biuf"):
+                    raise ConversionError(f"{where}: {loc} holds {ds.dtype} values, expected "
+                                          f"{'uint8 RGB frames' if spec.is_image else 'numbers'} ({spec.name})")
+                arr = read_rows(ds, self.file, f"{where}: {loc}")
                 arrays[spec.name] = arr
             if self._scaling is not None and self._locations.get("action") == "actions":
                 arrays["action"] = self._robot_units(arrays["action"], info.features["action"], where)
@@ -360,8 +374,9 @@ class RobomimicReader(FormatReader):
 
     def _metadata(self, demo: str, attrs: dict[str, Any]) -> dict[str, Any]:
         if self._sidecar is not None:
-            entry = (self._sidecar.get("demos") or {}).get(demo) or {}
-            meta = dict(entry.get("metadata") or {})
+            with damaged_file_errors(self.file.parent / SIDECAR, "telecorder sidecar"):
+                entry = (self._sidecar.get("demos") or {}).get(demo) or {}
+                meta = dict(entry.get("metadata") or {})
         else:
             meta = {}
             task = _attr_str(attrs[TASK_ATTR]) if TASK_ATTR in attrs else None

@@ -17,6 +17,7 @@ import json
 import math
 import multiprocessing
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -28,9 +29,11 @@ from typing import Any
 
 from ..datasets.features import DatasetInfo
 from ..datasets.stats import DatasetStats
+from ..datasets.work_folder import rename_new
 from ..errors import DatasetError
 from . import FORMATS, writer_class
 from .base import ConversionError
+from .lerobot_timing import OFFSET_KEY
 from .parts import PART_STATS, PARTS_DIR, merge_summaries, part_path
 
 # Shards per worker: enough that one slow shard does not leave the other workers idle at the end.
@@ -79,8 +82,11 @@ def write_part(src: str, work: str, dst: str, opts: Any, out_info: dict[str, Any
                episodes: list[int]) -> str:
     """Convert one shard into its part; returns the shard's result as JSON text.
 
-    Idempotent: a retried shard (a Beam worker that died) starts its part again. The part
-    appears under its final name only once complete.
+    Idempotent: a retried shard (a Beam worker that died) writes its part again. Each attempt
+    writes its own folder, so two attempts at once (a retry while the first still runs,
+    speculative execution) never write into one another's files; the part appears under its
+    final name only once complete, and the first attempt to finish gives it (later ones, the
+    same episodes with the same options, are dropped).
     """
     from .pipeline import _open, transform_episode
 
@@ -88,15 +94,13 @@ def write_part(src: str, work: str, dst: str, opts: Any, out_info: dict[str, Any
     src_info = reader.info
     info = DatasetInfo.from_dict(out_info)
     final = part_path(Path(work), shard)
-    building = final.with_name(final.name + ".writing")
-    for stale in (final, building):
-        if stale.exists():
-            shutil.rmtree(stale)
+    building = final.with_name(f"{final.name}.writing-{os.getpid()}-{secrets.token_hex(4)}")
     building.parent.mkdir(parents=True, exist_ok=True)
     options = part_options(opts.to, opts.writer_options, Path(dst))
     writer = writer_class(opts.to)(building, info, **options)
     written: list[int] = []
     skipped: list[list[Any]] = []
+    offsets: dict[str, Any] = {}  # LeRobot rows mapped to frames by an offset, for the report
     frames = 0
     try:
         for index in episodes:
@@ -111,14 +115,20 @@ def write_part(src: str, work: str, dst: str, opts: Any, out_info: dict[str, Any
             writer.write_episode(episode)
             written.append(index)
             frames += len(episode)
+            if episode.metadata.get(OFFSET_KEY):
+                offsets[str(index)] = dict(episode.metadata[OFFSET_KEY])
     finally:
         writer.close()
-    result: dict[str, Any] = {"shard": shard, "episodes": written, "frames": frames, "skipped": skipped}
+    result: dict[str, Any] = {"shard": shard, "episodes": written, "frames": frames, "skipped": skipped,
+                              "timestamp_offsets": offsets}
     if not written:
         shutil.rmtree(building)
         result.update(path=None, stats=DatasetStats({}).to_json_dict())
         return json.dumps(result)
-    os.replace(building, final)
+    try:
+        rename_new(building, final)
+    except FileExistsError:  # another attempt of this shard finished first: its part stands
+        shutil.rmtree(building, ignore_errors=True)
     result.update(path=str(final), stats=json.loads((final / PART_STATS).read_text()))
     return json.dumps(result)
 
@@ -137,6 +147,7 @@ def finish(work: Path, to: str, info: DatasetInfo, options: dict[str, Any], resu
         "episodes": sum(len(r["episodes"]) for r in results),
         "frames": sum(int(r["frames"]) for r in results),
         "skipped": [s for r in results for s in r["skipped"]],
+        "timestamp_offsets": {k: v for r in results for k, v in r.get("timestamp_offsets", {}).items()},
         "shards": len(results),
         "parts": len(parts),
     }

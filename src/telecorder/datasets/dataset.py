@@ -65,8 +65,13 @@ def read_index(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     problems: list[str] = []
     if not path.exists():
         return [], [f"{path}: index file is missing"]
-    with open(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except IsADirectoryError:
+        return [], [f"{path}: is a folder, not the index file; move it out of the dataset"]
+    except OSError as e:
+        return [], [f"{path}: cannot be read ({e.strerror or e})"]
     lines = raw.split(b"\n")
     torn = bool(lines) and lines[-1] != b""
     for lineno, line in enumerate(lines, 1):
@@ -76,9 +81,14 @@ def read_index(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
             rec = json.loads(line.decode("utf-8"))
             idx = rec["episode_index"]
             episode_filename(idx)
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, RecursionError):
             what = "torn last line" if torn and lineno == len(lines) else "unreadable index line"
             problems.append(f"{path}:{lineno}: {what} (interrupted write?)")
+            continue
+        wrong = index_line_problem(rec)
+        if wrong:
+            # Left out like an unreadable line: doctor reports it, repair rebuilds it from the file.
+            problems.append(f"{path}:{lineno}: episode {int(idx)}: {wrong}; repair rebuilds the line from the file")
             continue
         idx = int(idx)
         expected = episode_relpath(idx)
@@ -97,6 +107,51 @@ def read_index(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return [by_index[i] for i in sorted(by_index)], problems
 
 
+# Index fields that readers use, and the JSON types they must have (None: may be null).
+_INDEX_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "file": ((str,), False),
+    "task": ((str,), True),
+    "success": ((bool, int), True),
+    "bad": ((bool,), True),
+    "bad_reason": ((str,), True),
+    "recovered": ((bool,), True),
+    "duration_s": ((int, float), True),
+    "start_time": ((int, float, str), True),
+    "device": ((str,), True),
+    "bytes": ((int,), True),
+}
+
+
+def index_line_problem(rec: Any) -> str | None:
+    """What is wrong with the types of an index line (None: nothing): ``length`` is a whole
+    number of steps, every other known field has its type or is null."""
+    if not isinstance(rec, dict):
+        return f"the line is a JSON {type(rec).__name__}, not an object"
+    length = rec.get("length")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        return f"'length' must be a whole number of steps, not {length!r:.40}"
+    for key, (types, nullable) in _INDEX_FIELDS.items():
+        if key not in rec or (nullable and rec[key] is None):
+            continue
+        value = rec[key]
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            return f"{key!r} has the wrong type ({type(value).__name__}: {value!r:.40})"
+        if isinstance(value, float) and not np.isfinite(value):
+            return f"{key!r} is not a finite number ({value!r})"
+    return None
+
+
+def typed_index_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """``rec`` with every known optional field of the wrong type set to null, so that an index line
+    rebuilt from a file's attributes passes :func:`index_line_problem` (repair converges)."""
+    out = dict(rec)
+    for key in _INDEX_FIELDS:
+        value = out.get(key)
+        if value is not None and index_line_problem({"length": 0, key: value}) is not None:
+            out[key] = None
+    return out
+
+
 def write_index(root: Path, records: list[dict[str, Any]]) -> None:
     """Replace ``meta/episodes.jsonl`` atomically (readers see the old or the new index)."""
     with atomic_write(Path(root) / INDEX) as fh:
@@ -108,7 +163,15 @@ def append_index_line(root: Path, entry: Mapping[str, Any]) -> None:
     """Append one line, durably; a torn tail left by a crash is ended first so that it cannot
     swallow the new line (doctor reports the fragment, repair rebuilds it from its file)."""
     line = (json.dumps(dict(entry)) + "\n").encode("utf-8")
-    fd = os.open(Path(root) / INDEX, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    path = Path(root) / INDEX
+    try:
+        # O_NOFOLLOW: a link there (a dataset from a cache or an archive) would take the line elsewhere.
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        if path.is_symlink():
+            raise DatasetError(f"{path} is a symbolic link; telecorder appends to no file through a link: "
+                               "replace it with a copy of what it points to, then record again") from e
+        raise DatasetError(f"{path}: cannot be opened for appending ({e.strerror})") from e
     try:
         size = os.fstat(fd).st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":  # a crash cut the last line short
@@ -269,7 +332,8 @@ class DatasetWriter:
         self._lock: DatasetLock | None = None
         self._unfinished = unfinished
         self.recovered: list[str] = []
-        if is_dataset(self.root):
+        creating = not is_dataset(self.root)
+        if not creating:
             existing = DatasetInfo.load(self.root / INFO)
             if not resume:
                 raise DatasetError(
@@ -297,6 +361,13 @@ class DatasetWriter:
             self.info = info
         self._lock = DatasetLock(self.root, "record into it").acquire()
         try:
+            if creating and is_dataset(self.root):
+                # Another command (a convert or an edit publishing here) made a dataset between the
+                # check above and the lock: it is theirs, and recording must not append to it.
+                raise DatasetError(
+                    f"{self.root} became a dataset while this recording was starting (another command "
+                    "published there); choose another --out folder, or pass --resume to append to it"
+                )
             self._open()
         except BaseException:
             self.close()

@@ -26,8 +26,14 @@ from ..errors import DatasetError
 from .dataset import INDEX, INFO, STATS, episode_files, partial_files, read_index
 from .episode_file import EpisodeReader, episode_relpath
 from .features import DatasetInfo, read_json
-from .lock import DatasetLock, lock_holder
-from .recovery import UNRECOVERABLE_DIR, recover, stats_disagreements, temporaries
+from .lock import DatasetLock, lock_holder, lock_problem
+from .recovery import (
+    UNRECOVERABLE_DIR,
+    index_disagreement,
+    recover,
+    stats_disagreements,
+    temporaries,
+)
 from .stats import DatasetStats
 from .sync import SyncReport, analyze_timing
 
@@ -124,6 +130,9 @@ def check_dataset(root: str | Path, *, decode_frames: str = "ends",
     info = DatasetInfo.load(root / INFO)
     report = DoctorReport(root=root, info=info)
     holder = lock_holder(root)
+    blocked = lock_problem(root)  # the data is fine, but repair and recording refuse to write there
+    if blocked:
+        report.warnings.append(blocked)
     if holder:
         report.warnings.append(f"{root} is being modified by {holder}; what it is writing is not checked")
     records, problems = read_index(root)
@@ -133,6 +142,7 @@ def check_dataset(root: str | Path, *, decode_frames: str = "ends",
     for idx in sorted(set(files) - set(indexed)):
         if not holder:  # a live writer renames a file into place just before its index line
             report.errors.append(f"{files[idx]}: complete episode file not in {INDEX} (repair adds it)")
+            report.errors += _index_attribute_problems(files[idx], idx)
     for p in partial_files(root):
         if not holder:
             report.errors.append(f"{p}: unfinished episode left by an interrupted recording (repair salvages it)")
@@ -170,8 +180,22 @@ def check_episode(root: Path, info: DatasetInfo, idx: int, record: dict[str, Any
     if not path.exists():
         check.errors.append(f"{path}: listed in {INDEX} but the file is missing (repair drops the line)")
         return check
-    _check_episode(check, info, record, decode_frames)
+    try:
+        _check_episode(check, info, record, decode_frames)
+    except (DatasetError, OSError) as e:
+        # One damaged episode is reported as such; the others are still checked.
+        check.errors.append(str(e) if isinstance(e, DatasetError) else f"{path}: cannot be read ({e})")
+        check.finite_rows = None
     return check
+
+
+def _index_attribute_problems(path: Path, idx: int) -> list[str]:
+    try:
+        with EpisodeReader(path) as reader:
+            problem = index_disagreement(reader, idx)
+    except (DatasetError, OSError, ValueError):
+        return []  # unreadable: reported where the episode is read
+    return [problem] if problem else []
 
 
 def _stats_count_disagreements(root: Path, finite_rows: dict[str, int]) -> list[str]:
@@ -194,6 +218,9 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
         check.errors.append(str(e))
         return
     with reader:
+        mismatch = index_disagreement(reader, check.index)
+        if mismatch:
+            check.errors.append(mismatch)
         n = len(reader)
         check.steps = n
         check.finite_rows = {}
@@ -293,5 +320,11 @@ def repair_dataset(root: str | Path) -> list[str]:
     root = Path(root)
     if not (root / INFO).is_file():
         raise DatasetError(f"{root} is not a telecorder dataset (no {INFO})")
+    for name in (INDEX, STATS):
+        # Repair replaces these files; a folder in their place may hold someone's data, and is
+        # never deleted.
+        if (root / name).is_dir():
+            raise DatasetError(f"{root / name} is a folder, not the file repair rewrites; move it out of the "
+                               "dataset, then run 'telecorder doctor --repair' again")
     with DatasetLock(root, "repair it (doctor --repair)"):
         return recover(root, thorough=True)

@@ -37,9 +37,10 @@ from .edit_publish import EditError, clear_leftovers, publish_in_place, publish_
 from .edit_tasks import TaskFile, read_task_file
 from .episode_file import FRAME_INDEX_GROUP, IMAGE_TS_GROUP, IMAGES_GROUP
 from .features import DatasetInfo
-from .lock import DatasetLock
+from .lock import DatasetLock, DatasetLockedError, DatasetReadLock
+from .ranges import EpisodeRanges, compact, parse_episode_ranges
 from .splits import episode_split
-from .stats import format_ranges, parse_ranges
+from .stats import format_ranges
 
 __all__ = [
     "EditError",
@@ -79,6 +80,8 @@ class _Source:
     root: Path
     info: DatasetInfo
     records: list[dict[str, Any]]
+    # Read unlocked (no usable lock file): checked for changes before anything is published.
+    guard: DatasetReadLock | None = None
 
     @property
     def indices(self) -> list[int]:
@@ -115,6 +118,7 @@ def merge(sources: Sequence[str | Path], out: str | Path, *, progress: Progress 
                 jobs.append(EpisodeJob(src.root, int(rec["episode_index"]), rec, len(jobs), provenance="merge"))
         info = _derived_info(first.info, "merge", [s.root for s in loaded])
         staged = _stage_all([(out, info, jobs)], "merge", progress)
+        _unchanged(loaded, staged)
         _publish_new(staged, [out])
     return _report("merge", {"out": out}, staged, sources=[str(r) for r in roots])
 
@@ -124,14 +128,12 @@ def delete_episodes(dataset: str | Path, episodes: Iterable[int], *, out: str | 
     """The dataset without ``episodes``, renumbered, to ``out`` or (``in_place``) in its place."""
     root = Path(dataset)
     target = _target(root, out, in_place, "delete-episodes")
-    doomed = sorted(set(int(e) for e in episodes))
-    if not doomed:
+    if not isinstance(episodes, EpisodeRanges):
+        episodes = list(episodes)
+    if not episodes:
         raise EditError("no episodes to delete given (e.g. 3,7-9)")
     with _locked([root], "delete episodes", in_place=in_place) as (src,):
-        missing = sorted(set(doomed) - set(src.indices))
-        if missing:
-            raise EditError(f"{root}: no episode(s) {format_ranges(missing)} to delete "
-                            f"(it has {format_ranges(src.indices) or 'none'}); nothing was changed")
+        doomed = sorted(_existing(episodes, src.indices, root, "to delete"))
         kept = [r for r in src.records if int(r["episode_index"]) not in set(doomed)]
         if not kept:
             raise EditError(f"{root}: deleting {format_ranges(doomed)} would leave no episode; "
@@ -144,6 +146,7 @@ def delete_episodes(dataset: str | Path, episodes: Iterable[int], *, out: str | 
                                    link=in_place))
         info = _derived_info(src.info, "delete-episodes", [src.root], deleted=format_ranges(doomed))
         staged = _stage_all([(target, info, jobs)], "delete episodes", progress, src.root if in_place else None)
+        _unchanged([src], staged)
         _publish(staged, [target], in_place)
     return _report("delete-episodes", {"out": target}, staged, deleted=doomed)
 
@@ -180,6 +183,7 @@ def split(dataset: str | Path, *, val_fraction: float, out_train: str | Path, ou
                 continue
             plans.append((dst, info, jobs))
         staged = _stage_all(plans, "split", progress)
+        _unchanged([src], staged)
         _publish_new(staged, [dst for dst, _, _ in plans])
     made = dict(zip([n for n in ("train", "val") if n not in kept], staged, strict=True))
     return EditReport(
@@ -218,16 +222,19 @@ def set_task(dataset: str | Path, tasks: Mapping[int, str] | str, *, episodes: I
     if isinstance(tasks, Mapping) and episodes is not None:
         raise EditError("set-task: episodes go with one task text; a mapping names its own episodes")
     target = _target(root, out, in_place, "set-task")
-    texts = [tasks] if isinstance(tasks, str) else list(tasks.values())
+    if isinstance(tasks, str):
+        texts = [tasks]
+    else:  # a task file's rows, not its expanded episodes: ranges are checked under the lock first
+        texts = [t for _, t, _ in tasks.rows] if isinstance(tasks, TaskFile) else list(tasks.values())
     if any(not str(t).strip() for t in texts):
         raise EditError("set-task: the task text is empty")
     with _locked([root], "set tasks", in_place=in_place) as (src,):
+        if isinstance(tasks, TaskFile):
+            tasks = tasks.resolve(src.indices, root)
         if isinstance(tasks, str):
-            tasks = dict.fromkeys(src.indices if episodes is None else episodes, tasks)
+            chosen = src.indices if episodes is None else _existing(episodes, src.indices, root, "to relabel")
+            tasks = dict.fromkeys(chosen, tasks)
         missing = sorted(set(tasks) - set(src.indices))
-        if missing and isinstance(tasks, TaskFile):
-            raise EditError(f"{tasks.path}:{tasks.line_of[missing[0]]}: {root} has no episode {missing[0]} "
-                            f"(it has {format_ranges(src.indices)}); nothing was changed")
         if missing:
             raise EditError(f"{root}: no episode(s) {format_ranges(missing)} to relabel "
                             f"(it has {format_ranges(src.indices) or 'none'}); nothing was changed")
@@ -245,6 +252,7 @@ def set_task(dataset: str | Path, tasks: Mapping[int, str] | str, *, episodes: I
             jobs.append(job)
         info = _derived_info(src.info, "set-task", [src.root], episodes=format_ranges(tasks))
         staged = _stage_all([(target, info, jobs)], "set tasks", progress, src.root if in_place else None)
+        _unchanged([src], staged)
         _publish(staged, [target], in_place)
     return _report("set-task", {"out": target}, staged, relabeled=sorted(tasks))
 
@@ -278,6 +286,7 @@ def remove_features(dataset: str | Path, features: Sequence[str], *, out: str | 
         info = _derived_info(src.info, "remove-feature", [src.root], features=names)
         info.features = remaining
         staged = _stage_all([(target, info, jobs)], "remove features", progress, src.root if in_place else None)
+        _unchanged([src], staged)
         _publish(staged, [target], in_place)
     return _report("remove-feature", {"out": target}, staged, removed=names)
 
@@ -311,7 +320,10 @@ def _new_output(out: str | Path, sources: Sequence[Path], *, may_exist: bool = F
 
 @contextlib.contextmanager
 def _locked(roots: Sequence[Path], what: str, *, in_place: bool = False):
-    """Lock each source (once, however often it is named), then read its info and index."""
+    """Lock each source (once, however often it is named), then read its info and index.
+
+    A source that is only read gets a shared lock, which writes nothing into it (a read-only
+    source works); one edited in place, the exclusive lock."""
     with contextlib.ExitStack() as stack:
         seen: dict[Path, _Source] = {}
         out = []
@@ -320,12 +332,28 @@ def _locked(roots: Sequence[Path], what: str, *, in_place: bool = False):
             if key not in seen:
                 if not is_dataset(root):
                     raise EditError(f"{root} is not a telecorder dataset (no {INFO})")
-                stack.enter_context(DatasetLock(root, f"{what} ({'in place' if in_place else 'reading'})"))
+                guard = None
+                if in_place:
+                    stack.enter_context(DatasetLock(root, f"{what} (in place)"))
+                else:
+                    guard = stack.enter_context(DatasetReadLock(root, what))
                 seen[key] = _load(root)
+                seen[key].guard = guard
                 if in_place:
                     _refuse_unfinished(seen[key])
             out.append(seen[key])
         yield out
+
+
+def _unchanged(sources: Sequence[_Source], staged: list[Staged]) -> None:
+    """Before publishing: a source read unlocked must not have changed meanwhile."""
+    try:
+        for src in sources:
+            if src.guard is not None:
+                src.guard.check_unchanged()
+    except BaseException:
+        _discard(staged)
+        raise
 
 
 def _load(root: Path) -> _Source:
@@ -359,7 +387,10 @@ def _feature_name(info: DatasetInfo, name: str) -> str:
 
 
 def _derived_info(info: DatasetInfo, op: str, sources: Sequence[Path], **what: Any) -> DatasetInfo:
-    history = list(info.extra.get("edit_history") or [])
+    history = info.extra.get("edit_history") or []
+    if not isinstance(history, list):  # another tool's value: kept as the first entry, not lost
+        history = [{"earlier_history": history}]
+    history = list(history)
     history.append({"operation": op, "sources": [str(s) for s in sources],
                     "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **what})
     return DatasetInfo(features=dict(info.features), fps=info.fps, robot_type=info.robot_type,
@@ -383,10 +414,17 @@ def _stage_all(plans: list[tuple[Path, DatasetInfo, list[EpisodeJob]]], what: st
     try:
         for dst, info, jobs in plans:
             staged.append(stage(staging_path(dst), info, jobs, f"edit ({what})", step, carry_from))
-    except BaseException:
+    except BaseException as e:
         _discard(staged)
-        for dst, _, _ in plans[len(staged):]:
-            _remove_tree(staging_path(dst))
+        failed = plans[len(staged)][0] if len(staged) < len(plans) else None
+        # Only the folder this edit made is its to delete (later plans were never started): one
+        # that existed already, or is locked by someone else, is another edit's staging.
+        theirs = isinstance(e, (FileExistsError, DatasetLockedError))
+        if failed is not None and not theirs:
+            _remove_tree(staging_path(failed))
+        if isinstance(e, FileExistsError) and failed is not None:
+            raise EditError(f"{failed}: another edit into it started at the same moment and is writing "
+                            f"{staging_path(failed)}; wait until it finishes") from e
         raise
     pause_point("publish")
     return staged
@@ -431,6 +469,16 @@ def _discard(staged: list[Staged]) -> None:
         _remove_tree(s.folder)
 
 
+def _existing(episodes: Iterable[int], indices: Sequence[int], root: Path, purpose: str) -> list[int]:
+    """``episodes`` (ranges are checked unexpanded) if ``root`` holds every one, else an error."""
+    ranges = episodes if isinstance(episodes, EpisodeRanges) else EpisodeRanges((int(n), int(n)) for n in episodes)
+    missing = ranges.absent(indices)
+    if missing:
+        raise EditError(f"{root}: no episode(s) {compact(missing, more=len(missing) >= 10)} {purpose} "
+                        f"(it has {format_ranges(indices) or 'none'}); nothing was changed")
+    return ranges.select(indices, where=str(root))
+
+
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
@@ -445,10 +493,11 @@ def _report(op: str, outputs: dict[str, Path], staged: list[Staged], **details: 
     )
 
 
-def parse_episodes(text: str, *, what: str = "episodes") -> list[int]:
-    """``3,7-9`` -> [3, 7, 8, 9], with an error that says what was expected."""
+def parse_episodes(text: str, *, what: str = "episodes") -> EpisodeRanges:
+    """``3,7-9`` -> the numbers 3, 7, 8, 9 as ranges (expanded only once checked against
+    the dataset), with an error that says what was expected."""
     try:
-        out = parse_ranges(text, what=what)
+        out = parse_episode_ranges(text, what=what)
     except ValueError as e:
         raise EditError(str(e)) from e
     if not out:

@@ -127,6 +127,13 @@ def _write_episode(folder: Path, info: DatasetInfo, job: EpisodeJob) -> tuple[di
     if not src.is_file():
         raise EditError(f"{src}: listed in {job.src_root / INDEX} but the file is missing; "
                         f"run 'telecorder doctor {job.src_root} --repair' first")
+    try:
+        # The source is checked before it is copied, so that a damaged one is refused by its own
+        # name and never lands in the output (attributes included: the copy's are rewritten).
+        with EpisodeReader(src, info) as reader:
+            reader.attrs  # noqa: B018
+    except DatasetError as e:
+        raise EditError(f"episode {job.src_index} of {job.src_root} cannot be read: {e}") from e
     if not (job.link and job.unchanged and _linked(src, final)):
         tmp = partial_path_for(final)
         try:
@@ -181,7 +188,9 @@ def _rewrite_attrs(path: Path, job: EpisodeJob) -> dict[str, Any]:
             if isinstance(old.get(key), dict) and any(c in old[key] for c in job.drop_cameras):
                 updates[key] = {c: v for c, v in old[key].items() if c not in job.drop_cameras}
         if job.provenance is not None:
-            history = list(old.get("edit_history") or [])
+            history = old.get("edit_history") or []
+            if not isinstance(history, list):  # another tool's value: kept as the first entry, not lost
+                history = [{"earlier_history": history}]
             if not history and "source_episode_index" in old:  # where a conversion took it from
                 history.append({"dataset": old.get("source_dataset"), "episode_index": old["source_episode_index"]})
             history.append({"operation": job.provenance, "dataset": str(job.src_root),

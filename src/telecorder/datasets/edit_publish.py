@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..atomic import fsync_dir
 from ..errors import DatasetError
-from .lock import lock_holder
+from .lock import DatasetLock, DatasetLockedError, lock_holder
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
@@ -69,7 +69,20 @@ def clear_leftovers(dst: Path) -> None:
             os.replace(backup, dst)
             fsync_dir(dst.parent)
     if staging.exists():
-        shutil.rmtree(staging)
+        # Deleted under its lock: an edit that created the folder a moment ago and has not
+        # locked it yet then fails to lock it (one line) instead of writing into a deleted folder.
+        claim: DatasetLock | None = DatasetLock(staging, "clear an interrupted edit")
+        try:
+            claim.acquire()
+        except DatasetLockedError as e:
+            raise EditError(f"{dst} is being edited by another process ({e}); wait until it finishes") from e
+        except DatasetError:
+            claim = None  # no lock file to take (a kill before the staging folder had one): nobody holds it
+        try:
+            shutil.rmtree(staging)
+        finally:
+            if claim is not None:
+                claim.release()
 
 
 def _renameat2(src: Path, dst: Path, flags: int) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ import numpy as np
 
 from ..atomic import fsync_dir, fsync_path
 from ..errors import DatasetError
-from .features import FORMAT_VERSION, DatasetInfo
+from .episode_integrity import check_extents, check_frame_references
+from .features import FORMAT_VERSION, IMAGE_PREFIX, DatasetInfo, check_fps
+from .hdf5_links import refuse_other_files
 from .images import decode_image
 
 PARTIAL_SUFFIX = ".partial.h5"
@@ -55,6 +58,16 @@ def episode_filename(index: int) -> str:
 def episode_relpath(index: int) -> str:
     """Where episode ``index`` lives, relative to the dataset folder."""
     return f"{EPISODES_DIR}/{episode_filename(index)}"
+
+
+def episode_number(path: Path, attrs: Mapping[str, Any]) -> int:
+    """An episode file's number: the one in its name (a copied file keeps its old attribute),
+    else its ``episode_index`` attribute where that is a number, else -1."""
+    m = re.fullmatch(r"episode_(\d{6,})\.h5", Path(path).name)
+    if m:
+        return int(m.group(1))
+    value = attrs.get("episode_index")
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else -1
 
 
 def partial_path_for(final_path: Path) -> Path:
@@ -260,19 +273,34 @@ def set_attrs(node: h5py.HLObject, attrs: Mapping[str, Any]) -> None:
         elif isinstance(value, str) and value.startswith(JSON_ATTR_PREFIX):
             # Text that looks like an encoded value is encoded too, so it reads back as written.
             node.attrs[key] = JSON_ATTR_PREFIX + json.dumps(value)
-        elif isinstance(value, (int, float, str, np.integer, np.floating)):
-            node.attrs[key] = value
+        elif isinstance(value, (float, str, np.integer, np.floating)) or (isinstance(value, int) and -2**63 <= value < 2**63):
+            node.attrs[key] = value  # an int beyond int64 (metadata of a foreign source) goes to JSON below
         else:
             node.attrs[key] = JSON_ATTR_PREFIX + json.dumps(value)
 
 
-def get_attrs(node: h5py.HLObject) -> dict[str, Any]:
+def get_attrs(node: h5py.HLObject, where: str | Path | None = None) -> dict[str, Any]:
+    """The attributes of ``node`` as Python values; a damaged one is a DatasetError naming
+    ``where`` (default: the node's file) and the attribute."""
+    where = where if where is not None else node.file.filename
     out: dict[str, Any] = {}
-    for key, value in node.attrs.items():
-        if isinstance(value, bytes):
-            value = value.decode("utf-8")
+    try:
+        items = list(node.attrs.items())
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{where}: the attributes cannot be read ({e}); the file is damaged") from e
+    for key, value in items:
+        try:
+            if isinstance(value, bytes):
+                value = value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DatasetError(f"{where}: attribute {key!r} is not valid UTF-8 text ({e}); the file is "
+                               "damaged or was altered by another tool") from e
         if isinstance(value, str) and value.startswith(JSON_ATTR_PREFIX):
-            value = json.loads(value[len(JSON_ATTR_PREFIX):])
+            try:
+                value = json.loads(value[len(JSON_ATTR_PREFIX):])
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise DatasetError(f"{where}: attribute {key!r} is not valid JSON ({e}); the file is "
+                                   "damaged or was altered by another tool") from e
         elif isinstance(value, np.bool_):
             value = bool(value)
         elif isinstance(value, np.integer):
@@ -317,12 +345,18 @@ class EpisodeReader:
         self.info = info
         try:
             self._check_layout()
+        except (OSError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            # h5py's errors on a damaged header or link table: one line naming the file.
+            self._file.close()
+            raise DatasetError(f"{self.path}: the episode file is damaged ({e}); "
+                               "run 'telecorder doctor DATASET' to find damaged episodes") from e
         except BaseException:
             self._file.close()
             raise
 
     def _check_layout(self) -> None:
         f = self._file
+        refuse_other_files(f, self.path)  # HDF5 links into other files are paths the file names (see hdf5_links)
         if "timestamp" not in f:
             raise DatasetError(f"{self.path}: no /timestamp dataset; not a telecorder episode file")
         n = f["timestamp"].shape[0]
@@ -332,10 +366,15 @@ class EpisodeReader:
             for cam in self.info.cameras:
                 expected += [f"{IMAGES_GROUP}/{cam}", f"{IMAGE_TS_GROUP}/{cam}", f"{FRAME_INDEX_GROUP}/{cam}"]
         for path in expected:
-            if path not in f:
+            if path not in f or not isinstance(f[path], h5py.Dataset) or f[path].ndim == 0:
                 raise DatasetError(f"{self.path}: dataset /{path} is missing")
             if f[path].shape[0] != n:
                 raise DatasetError(f"{self.path}: /{path} has {f[path].shape[0]} rows, /timestamp has {n}")
+        get_attrs(f, self.path)  # a damaged attribute makes the episode damaged, named here, not at first use
+        # Before anything is read: sizes the header claims against what the file holds.
+        check_extents(self.path, f)
+        for cam in self.cameras:
+            check_frame_references(self.path, f, f"{IMAGES_GROUP}/{cam}", n)
 
     def __enter__(self) -> EpisodeReader:
         return self
@@ -351,7 +390,29 @@ class EpisodeReader:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return get_attrs(self._file)
+        return get_attrs(self._file, self.path)
+
+    def fps(self, default: float) -> float:
+        """The rate the episode was recorded at (attribute ``fps``, else ``default``), checked as
+        ``info.json``'s is: a finite number in the documented range."""
+        value = self.attrs.get("fps")
+        if value is None:
+            return float(default)
+        try:
+            return check_fps(value)
+        except ValueError as e:
+            raise DatasetError(f"{self.path}: attribute 'fps': {e}") from e
+
+    def _read(self, path: str, step: int | None = None) -> Any:
+        """Rows of dataset ``path`` (all, or one step); a read that the damaged file refuses is
+        a DatasetError naming it."""
+        try:
+            ds = self._file[path]
+            return ds[:] if step is None else ds[step]
+        except (OSError, RuntimeError) as e:
+            where = f"/{path}" + ("" if step is None else f" step {step}")
+            raise DatasetError(f"{self.path}: {where} cannot be read ({e}); the file is damaged; "
+                               "run 'telecorder doctor DATASET' to find damaged episodes") from e
 
     @property
     def cameras(self) -> list[str]:
@@ -371,25 +432,26 @@ class EpisodeReader:
         return out
 
     def timestamps(self) -> np.ndarray:
-        return self._file["timestamp"][:]
+        return self._read("timestamp")
 
     def numeric(self, name: str) -> np.ndarray:
         path = name.replace(".", "/")
         if path not in self._file:
             raise DatasetError(f"{self.path}: feature {name!r} (/{path}) is missing")
-        return self._file[path][:]
+        return self._read(path)
 
     def image_timestamps(self, camera: str) -> np.ndarray:
-        return self._file[f"{IMAGE_TS_GROUP}/{camera}"][:]
+        return self._read(f"{IMAGE_TS_GROUP}/{camera}")
 
     def frame_indices(self, camera: str) -> np.ndarray:
-        return self._file[f"{FRAME_INDEX_GROUP}/{camera}"][:]
+        return self._read(f"{FRAME_INDEX_GROUP}/{camera}")
 
     def tick_lateness(self) -> np.ndarray | None:
-        return self._file[LATENESS_PATH][:] if LATENESS_PATH in self._file else None
+        return self._read(LATENESS_PATH) if LATENESS_PATH in self._file else None
 
     def encoded_frame(self, camera: str, step: int) -> np.ndarray:
-        return self.image_dataset(camera)[step]
+        self.image_dataset(camera)
+        return self._read(f"{IMAGES_GROUP}/{camera}", step)
 
     def image_dataset(self, camera: str) -> h5py.Dataset:
         """The HDF5 dataset of ``camera``'s stored frames (for readers that keep it between reads)."""
@@ -400,7 +462,9 @@ class EpisodeReader:
 
     def frame(self, camera: str, step: int) -> np.ndarray:
         """Decoded RGB frame of ``camera`` at ``step``."""
-        return decode_image(self.encoded_frame(camera, step), where=f"{self.path} camera {camera!r} step {step}")
+        spec = self.info.features.get(IMAGE_PREFIX + camera) if self.info is not None else None
+        return decode_image(self.encoded_frame(camera, step), where=f"{self.path} camera {camera!r} step {step}",
+                            expected_hw=None if spec is None else (int(spec.shape[0]), int(spec.shape[1])))
 
     def load(self, images: bool = False) -> Episode:
         """Everything into memory; ``images=True`` also decodes every frame."""
@@ -411,7 +475,7 @@ class EpisodeReader:
         )
         attrs = self.attrs
         ep = Episode(
-            index=int(attrs.get("episode_index", -1)),
+            index=episode_number(self.path, attrs),
             timestamp=self.timestamps(),
             data={n: self.numeric(n) for n in names},
             image_timestamp={c: self.image_timestamps(c) for c in self.cameras},

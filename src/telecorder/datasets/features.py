@@ -9,6 +9,7 @@ encoded; numeric features are stored as plain arrays with one row per control ti
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,13 +89,23 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> FeatureSpec:
+        """A feature as JSON describes it; every field's type is checked (ValueError naming it)."""
+        where = f"feature {name!r}"
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{where} must be a JSON object, not {type(d).__name__}")
+        shape = d.get("shape")
+        if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+            raise ValueError(f"{where}: 'shape' must be a list of non-negative whole numbers, not {shape!r:.80}")
+        names = d.get("names")
+        if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{where}: 'names' must be a list of strings, not {names!r:.80}")
         return cls(
             name=name,
-            dtype=str(d["dtype"]),
-            shape=tuple(d["shape"]),
-            names=tuple(d["names"]) if d.get("names") is not None else None,
-            unit=str(d.get("unit", "")),
-            kind=str(d.get("kind", "numeric")),
+            dtype=_text(d, "dtype", where),
+            shape=tuple(shape),
+            names=tuple(names) if names is not None else None,
+            unit=_text(d, "unit", where, ""),
+            kind=_text(d, "kind", where, "numeric"),
         )
 
 
@@ -122,8 +133,7 @@ class DatasetInfo:
             raise ValueError(f"image_encoding must be one of {IMAGE_ENCODINGS}, not {self.image_encoding!r}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be within 1..100, not {self.jpeg_quality}")
-        if self.fps <= 0:
-            raise ValueError(f"fps must be positive, not {self.fps}")
+        check_fps(self.fps)
 
     @classmethod
     def create(
@@ -185,6 +195,9 @@ class DatasetInfo:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], source: str = "meta/info.json") -> DatasetInfo:
+        if not isinstance(d, Mapping):
+            raise DatasetError(f"{source}: not a telecorder dataset description (a JSON {type(d).__name__}, "
+                               "not an object); restore it from a backup or convert the dataset again")
         if d.get("format") != FORMAT_NAME:
             raise DatasetError(f"{source}: not a telecorder dataset (format is {d.get('format')!r})")
         version = str(d.get("format_version", ""))
@@ -195,16 +208,29 @@ class DatasetInfo:
                 "upgrade telecorder or convert the dataset"
             )
         try:
+            features = d.get("features")
+            if not isinstance(features, Mapping):
+                raise ValueError(f"'features' must be a JSON object, not {type(features).__name__}")
+            fps = d.get("fps")
+            if not _is_number(fps):
+                raise ValueError(f"'fps' must be a number, not {fps!r:.40}")
+            extra = d.get("extra", {})
+            if not isinstance(extra, Mapping):
+                raise ValueError(f"'extra' must be a JSON object, not {type(extra).__name__}")
+            counts = {}
+            for key in ("jpeg_quality", "total_episodes", "total_frames"):
+                value = d.get(key, 90 if key == "jpeg_quality" else 0)
+                if not _is_int(value) or value < 0:
+                    raise ValueError(f"{key!r} must be a non-negative whole number, not {value!r:.40}")
+                counts[key] = int(value)
             return cls(
-                features={n: FeatureSpec.from_dict(n, f) for n, f in d["features"].items()},
-                fps=float(d["fps"]),
-                robot_type=str(d["robot_type"]),
-                image_encoding=str(d.get("image_encoding", "jpeg")),
-                jpeg_quality=int(d.get("jpeg_quality", 90)),
+                features={n: FeatureSpec.from_dict(n, f) for n, f in features.items()},
+                fps=float(fps),
+                robot_type=_text(d, "robot_type", ""),
+                image_encoding=_text(d, "image_encoding", "", "jpeg"),
                 format_version=version,
-                total_episodes=int(d.get("total_episodes", 0)),
-                total_frames=int(d.get("total_frames", 0)),
-                extra=dict(d.get("extra", {})),
+                extra=dict(extra),
+                **counts,
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DatasetError(f"{source}: invalid dataset description ({type(e).__name__}: {e})") from e
@@ -215,6 +241,35 @@ class DatasetInfo:
     @classmethod
     def load(cls, path: Path) -> DatasetInfo:
         return cls.from_dict(read_json(path), source=str(path))
+
+
+# The control rates a dataset may declare, in Hz: finite, from one step per 100 s to 10 kHz.
+# Durations, sleeps and statistics are computed from fps, and NaN slips through every
+# "fps <= 0" check; beyond these bounds a number is damage, not a recording.
+MIN_FPS = 0.01
+MAX_FPS = 10_000.0
+
+
+def check_fps(fps: Any, what: str = "fps") -> float:
+    """``fps`` as a float, or a ValueError saying the range (see ``MIN_FPS``/``MAX_FPS``)."""
+    if not _is_number(fps) or not math.isfinite(fps) or not MIN_FPS <= fps <= MAX_FPS:
+        raise ValueError(f"{what} must be a number from {MIN_FPS:g} to {MAX_FPS:g} Hz, not {fps!r:.40}")
+    return float(fps)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def _text(d: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = d.get(key, default)
+    if not isinstance(value, str):
+        raise ValueError(f"{where + ': ' if where else ''}{key!r} must be a string, not {value!r:.40}")
+    return value
 
 
 def _describe(f: FeatureSpec) -> str:
@@ -234,5 +289,9 @@ def read_json(
             return json.load(fh)
     except FileNotFoundError as e:
         raise error(f"{path}: {missing}") from e
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise error(f"{path}: not valid JSON ({e}){invalid_hint}") from e
+    except IsADirectoryError as e:
+        raise error(f"{path}: is a folder, not a JSON file{invalid_hint}") from e
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror or e})") from e

@@ -7,7 +7,9 @@ mends (the caller holds the dataset's lock, so nothing else is writing):
   ``episode_N.h5`` marked ``recovered`` (or, if nothing can be read, the file is moved
   to ``episodes/.unrecoverable/``, never deleted);
 * a complete episode file whose index line was never appended, or was torn mid-write:
-  the line is rebuilt from the attributes the file carries;
+  the line is rebuilt from the attributes the file carries. The file's name gives its
+  number: an ``episode_index`` attribute that says otherwise (a copied file) is rewritten
+  to match, in a copy that replaces the file, so a second repair finds nothing to do;
 * statistics that miss an episode (a crash between the index append and the stats
   write): recomputed from the episode files;
 * temporaries of an atomic write or a salvage that a kill interrupted: removed (the file
@@ -20,7 +22,10 @@ sets aside episode files that cannot be read.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,7 @@ import numpy as np
 
 from ..atomic import fsync_dir, fsync_path, is_temporary, write_json_atomic
 from ..errors import DatasetError
+from ..safe_paths import refuse_links
 from .dataset import (
     INDEX,
     INFO,
@@ -37,6 +43,7 @@ from .dataset import (
     episode_stats,
     partial_files,
     read_index,
+    typed_index_record,
     write_index,
 )
 from .episode_file import (
@@ -52,6 +59,7 @@ from .episode_file import (
     set_attrs,
 )
 from .features import DatasetInfo, read_json
+from .hdf5_links import refuse_other_files
 from .stats import DatasetStats, format_ranges
 
 UNRECOVERABLE_DIR = ".unrecoverable"
@@ -93,7 +101,12 @@ def recover(
     for idx in sorted(set(files) - set(by_index)):
         try:
             with EpisodeReader(files[idx], info) as reader:
-                by_index[idx] = record_from_file(reader)
+                claimed = claimed_index(reader.attrs)
+                record = record_from_file(reader, idx)
+            if not _is_number(claimed, idx):
+                actions.append(renumber_file(root, files[idx], idx, claimed))
+                record["bytes"] = files[idx].stat().st_size
+            by_index[idx] = record
             index_changed = True
             actions.append(f"added episode {idx} to the index (its file was complete, its index line missing)")
         except DatasetError as e:
@@ -102,6 +115,8 @@ def recover(
             else:
                 actions.append(f"left {files[idx].name} out of the index: {e}; run 'telecorder doctor {root}'")
 
+    if thorough:
+        actions += _renumber_indexed(root, files, set(by_index))
     stats_ok = not stats_disagreements(root, set(by_index))
     if thorough or index_changed or not stats_ok:
         stats, unreadable = _recompute_stats(root, info, sorted(by_index))
@@ -114,10 +129,12 @@ def recover(
                 actions.append(f"left episode {idx} out of {STATS}: {why}; run 'telecorder doctor {root}'")
         if index_changed:
             write_index(root, [by_index[i] for i in sorted(by_index)])
-        write_json_atomic(root / STATS, stats.to_json_dict())
+        fresh = stats.to_json_dict()
         if not stats_ok:
+            write_json_atomic(root / STATS, fresh)
             actions.append(f"recomputed {STATS}: it did not cover the indexed episodes")
-        else:
+        elif not _same_json(root / STATS, fresh):  # unchanged statistics are not rewritten: repair converges
+            write_json_atomic(root / STATS, fresh)
             actions.append(f"recomputed {STATS} ({len(by_index)} episodes)")
     frames = sum(int(r.get("length", 0)) for r in by_index.values())
     current = DatasetInfo.load(root / INFO)
@@ -125,6 +142,27 @@ def recover(
         current.total_episodes, current.total_frames = len(by_index), frames
         current.save(root / INFO)
         actions.append(f"set the totals in {INFO} to {len(by_index)} episodes, {frames} frames")
+    return actions
+
+
+def _same_json(path: Path, obj: Any) -> bool:
+    try:
+        # Compared as text: a NaN equals itself there
+        return json.dumps(read_json(path), sort_keys=True) == json.dumps(obj, sort_keys=True)
+    except (DatasetError, ValueError, OSError):
+        return False
+
+
+def _renumber_indexed(root: Path, files: dict[int, Path], indexed: set[int]) -> list[str]:
+    actions = []
+    for idx in sorted(indexed & set(files)):
+        try:
+            with EpisodeReader(files[idx]) as reader:
+                claimed = claimed_index(reader.attrs)
+        except (DatasetError, OSError, ValueError):
+            continue  # unreadable: the statistics pass below sets it aside
+        if not _is_number(claimed, idx):
+            actions.append(renumber_file(root, files[idx], idx, claimed))
     return actions
 
 
@@ -163,11 +201,11 @@ def stats_disagreements(root: Path, indexed: set[int]) -> list[str]:
     return out
 
 
-def record_from_file(reader: EpisodeReader) -> dict[str, Any]:
-    """An index line rebuilt from the attributes an episode file carries."""
+def record_from_file(reader: EpisodeReader, idx: int) -> dict[str, Any]:
+    """An index line rebuilt from the attributes an episode file carries; ``idx`` is the
+    number in its file name (the attribute may disagree: see :func:`renumber_file`)."""
     a = reader.attrs
-    idx = int(a.get("episode_index", -1))
-    return {
+    return typed_index_record({  # an attribute of the wrong type must not make the line unreadable
         "episode_index": idx,
         "file": episode_relpath(idx),
         "length": len(reader),
@@ -183,16 +221,72 @@ def record_from_file(reader: EpisodeReader) -> dict[str, Any]:
         "recovered": bool(a.get("recovered", False)),
         **({"source_episode_index": int(a["source_episode_index"])} if "source_episode_index" in a else {}),
         "bytes": reader.path.stat().st_size,
-    }
+    })
+
+
+def claimed_index(attrs: dict[str, Any]) -> Any:
+    """The number an episode file's ``episode_index`` attribute gives (an int), or what it holds
+    instead (anything else: missing, text, a float, a list) for the caller to report."""
+    value = attrs.get("episode_index")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _is_number(value: Any, idx: int | None = None) -> bool:
+    """Whether ``value`` is an episode number (``idx`` itself, if given); ``True`` is not 1 here."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0 and (idx is None or value == idx)
+
+
+def index_disagreement(reader: EpisodeReader, idx: int) -> str | None:
+    """What ``doctor`` says when the ``episode_index`` attribute of episode file ``idx`` is not ``idx``."""
+    claimed = claimed_index(reader.attrs)
+    if _is_number(claimed, idx):
+        return None
+    if _is_number(claimed):
+        return (f"{reader.path}: its episode_index attribute says {claimed}, its name {idx} (a copied file?); "
+                f"repair sets the attribute to {idx}")
+    return (f"{reader.path}: episode_index attribute is {claimed!r}, not an episode number; repair sets it to "
+            f"{idx}, the number in the file name")
+
+
+def renumber_file(root: Path, path: Path, idx: int, claimed: Any) -> str:
+    """Set the ``episode_index`` attribute of ``path`` to ``idx``, the number in its name.
+
+    The attribute is written into a copy that then replaces the file by rename: a kill leaves
+    the file as it was (and the copy as a temporary that repair removes), and a file that is
+    a link is replaced by a real one rather than written through.
+    """
+    tmp = path.with_name("." + path.name + SALVAGE_SUFFIX)
+    if os.path.lexists(tmp):
+        tmp.unlink()
+    try:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            set_attrs(f, {"episode_index": idx})
+        fsync_path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+    said = (f"said it was episode {claimed} (a copy of that file?)" if _is_number(claimed)
+            else f"had episode_index {claimed!r}, not a number")
+    return f"{path.relative_to(root)} {said}; set its episode_index to {idx}, the number in its name"
 
 
 def quarantine(root: Path, path: Path, why: str) -> str:
     """Move ``path`` into ``episodes/.unrecoverable/`` under a name no earlier file has."""
     dest_dir = root / EPISODES_DIR / UNRECOVERABLE_DIR
     dest_dir.mkdir(exist_ok=True)
+    # A link there would move the file out of the dataset (the caller's lock checked it too).
+    refuse_links(root, (EPISODES_DIR, f"{EPISODES_DIR}/{UNRECOVERABLE_DIR}"), purpose="repair it")
     base = path.name.lstrip(".")
     dest, n = dest_dir / base, 1
-    while dest.exists():
+    while os.path.lexists(dest):
         dest, n = dest_dir / f"{base}.{n}", n + 1
     os.replace(path, dest)  # same file system: the move is atomic and never copies
     fsync_dir(dest_dir)
@@ -206,8 +300,8 @@ def temporaries(root: Path) -> list[Path]:
     found = []
     for folder in (root / "meta", root / EPISODES_DIR):
         if folder.is_dir():
-            found += [p for p in folder.iterdir()
-                      if p.is_file() and (is_temporary(p.name) or p.name.endswith(SALVAGE_SUFFIX))]
+            found += [p for p in folder.iterdir()  # a link under such a name goes too (the link, not its target)
+                      if (p.is_file() or p.is_symlink()) and (is_temporary(p.name) or p.name.endswith(SALVAGE_SUFFIX))]
     return sorted(found)
 
 
@@ -227,6 +321,7 @@ def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
         return quarantine(root, partial, f"unreadable HDF5 ({e})")
     with src:
         try:
+            refuse_other_files(src, partial)  # a file linking into others is not ours: set aside
             attrs = get_attrs(src)
             idx = int(attrs["episode_index"])
             episode_filename(idx)
@@ -235,7 +330,7 @@ def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
                 paths += [f"{IMAGES_GROUP}/{cam}", f"{IMAGE_TS_GROUP}/{cam}", f"{FRAME_INDEX_GROUP}/{cam}"]
             declared = min(src[p].shape[0] for p in paths)
             data = {p: (readable_prefix(src[p], declared), dict(src[p].attrs)) for p in paths}
-        except (OSError, KeyError, ValueError, TypeError) as e:
+        except (DatasetError, OSError, KeyError, ValueError, TypeError) as e:
             return quarantine(root, partial, f"damaged ({e})")
     n = _consistent_length(data, info)
     data = {p: (values[:n], ds_attrs) for p, (values, ds_attrs) in data.items()}
@@ -245,7 +340,9 @@ def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
     if final.exists():
         return quarantine(root, partial, f"episode {idx} exists already")
     tmp = partial.with_name(partial.name + SALVAGE_SUFFIX)
-    with h5py.File(tmp, "w") as dst:
+    if os.path.lexists(tmp):
+        tmp.unlink()
+    with h5py.File(tmp, "x") as dst:  # exclusive create: never opens an existing file or link
         for p, (values, ds_attrs) in data.items():
             if values.dtype == object:
                 ds = dst.create_dataset(p, shape=(n,), dtype=h5py.vlen_dtype(np.dtype("uint8")))

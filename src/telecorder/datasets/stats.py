@@ -35,6 +35,9 @@ number of merges, because merging adds bucket counts: the merged sketch is
 bit-identical to the sketch of the concatenated data, whatever the order of merges.
 (Sketches computed on machines whose ``np.log`` differs in the last ulp may put a value
 lying on a bucket boundary in the neighbouring bucket; the bound above still holds.)
+:meth:`FeatureStats.quantile_rank_error` gives the same bound in ranks: the share of the values
+in the bucket of ``x``. Where exact quantiles are needed and the values fit in memory, see
+:mod:`.exact_quantiles`.
 
 How the sketch works: with ``gamma = (1 + alpha) / (1 - alpha)``, a value ``v`` with
 ``|v| >= ZERO_FLOOR`` falls in bucket ``i = ceil(log_gamma |v|)`` of the positive or
@@ -68,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DatasetError
+from .ranges import parse_episode_ranges
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -88,6 +92,9 @@ SUMMARY_QUANTILES: dict[str, float] = {"q01": 0.01, "q99": 0.99}
 # A dense histogram is the fastest way to count bucket hits, but only while it stays
 # small; past this many bins (or twice the number of values) sorting is cheaper.
 _MAX_DENSE_BINS = 1 << 22
+# The most episode numbers a stats file's "episodes" may cover: they are held as a set, and
+# 10 million (about 0.5 GB) is far beyond any dataset of one file per episode.
+MAX_RANGE_COUNT = 10_000_000
 
 
 class StatsError(DatasetError, ValueError):
@@ -455,32 +462,42 @@ class FeatureStats:
 
     def quantile(self, q: float) -> np.ndarray:
         """The ``q``-quantile per dimension; see the module docstring for the guarantee."""
+        return self._row(self._locate(q)[0])
+
+    def quantile_rank_error(self, q: float) -> np.ndarray:
+        """Per dimension, the share of all values in the bucket that holds both :meth:`quantile`
+        and the order statistic it targets (0 where that is the exact minimum or maximum): the
+        rank of ``quantile(q)`` among the values is within this fraction of the target's."""
+        return self._row(self._locate(q)[1] / self._count)
+
+    def _locate(self, q: float) -> tuple[np.ndarray, np.ndarray]:
+        """(quantile, count of its bucket) per dimension."""
         q = float(q)
         if not 0.0 <= q <= 1.0:
             raise StatsError(f"quantile q must be in [0, 1], got {q!r}")
         self._nonempty()
         n = self._count
         k = max(1, min(n, math.ceil(n * q)))  # float64 product, as np.quantile computes it
-        if k == 1:
-            return self._row(self._min)
-        if k == n:
-            return self._row(self._max)
+        if k in (1, n):
+            return (self._min if k == 1 else self._max), np.zeros(self.ndim, np.int64)
         gamma = _gamma(self.alpha)
         out = np.empty(self.ndim)
+        bucket = np.empty(self.ndim, np.int64)
         for d in range(self.ndim):
             n_idx, n_cnt = self._neg.dim_slice(d)
             p_idx, p_cnt = self._pos.dim_slice(d)
             # Ascending value order: most negative bucket (largest index) first, then the
             # zero bucket, then positive buckets by increasing index.
-            cum = np.cumsum(np.concatenate([n_cnt[::-1], [self._zero[d]], p_cnt]))
-            j = int(np.searchsorted(cum, k, side="left"))
+            counts = np.concatenate([n_cnt[::-1], [self._zero[d]], p_cnt])
+            j = int(np.searchsorted(np.cumsum(counts), k, side="left"))
+            bucket[d] = counts[j]
             if j < n_cnt.size:
                 out[d] = -self._representative(int(n_idx[n_cnt.size - 1 - j]), gamma)
             elif j == n_cnt.size:
                 out[d] = 0.0
             else:
                 out[d] = self._representative(int(p_idx[j - n_cnt.size - 1]), gamma)
-        return self._row(np.clip(out, self._min, self._max))
+        return np.clip(out, self._min, self._max), bucket
 
     @staticmethod
     def _representative(i: int, gamma: float) -> float:
@@ -744,18 +761,10 @@ def format_ranges(indices: Iterable[int]) -> str:
     return ",".join(out)
 
 
-def parse_ranges(text: Any, *, what: str = "ranges") -> list[int]:
-    """Inverse of :func:`format_ranges`."""
-    if not isinstance(text, str):
-        raise StatsError(f"{what} must be text like '0-9,12', not {type(text).__name__}")
-    out: list[int] = []
+def parse_ranges(text: Any, *, what: str = "ranges", max_count: int = MAX_RANGE_COUNT) -> list[int]:
+    """Inverse of :func:`format_ranges`; text naming more than ``max_count`` numbers is refused
+    before it is expanded (a file's ``0-99999999999`` is not a list to build)."""
     try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            a, _, b = part.partition("-")
-            lo, hi = int(a), int(b) if b else int(a)
-            if lo < 0 or hi < lo:
-                raise ValueError(part)
-            out.extend(range(lo, hi + 1))
+        return list(parse_episode_ranges(text, what=what, max_count=max_count))
     except ValueError as e:
-        raise StatsError(f"{what} must be text like '0-9,12', not {text!r}") from e
-    return out
+        raise StatsError(str(e)) from e

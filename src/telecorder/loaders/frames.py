@@ -16,6 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..datasets.images import check_header
 from ..errors import DatasetError
 
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
@@ -103,9 +104,11 @@ def decode_chw(
     """Stored JPEG/PNG bytes as a ``(3, h, w)`` uint8 RGB model input.
 
     ``size`` is ``(height, width)`` (None: as stored); ``stored_hw`` is the stored size when
-    known (from the dataset's features), which enables reduced-size JPEG decoding.
+    known (from the dataset's features), which enables reduced-size JPEG decoding; a frame
+    whose header declares another size is refused undecoded (else the general pixel limit).
     """
     buf = data if isinstance(data, np.ndarray) else np.frombuffer(data, dtype=np.uint8)
+    check_header(buf, where, stored_hw)  # the declared size, before libjpeg allocates it
     flag = cv2.IMREAD_COLOR
     if size is not None and buf.size > 2 and buf[:2].tobytes() == _JPEG_MAGIC:
         flag = reduced_flag(stored_hw, size)

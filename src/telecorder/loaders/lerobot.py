@@ -3,12 +3,15 @@
 An episode opens with its numeric columns only (the Parquet columns asked for); a video frame
 is decoded when a sample shows it, found by timestamp in the camera's mp4 as LeRobot finds it;
 an ``image`` camera (bytes in the rows) reads that episode's column of bytes and decodes the
-steps asked for.
+steps asked for. Rows whose timestamps run a constant offset (at most one frame) off their video
+get their own frames by that offset, with a warning (see ``converters/lerobot_timing.py``);
+``strict_timestamps=True`` refuses them as LeRobot does.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,7 @@ class LeRobotEpisode(LoadedEpisode):
         context = f"episode {self.index}, camera {camera!r}, step {step}"
         if stored == "video":
             if camera not in self._videos:
-                self._videos[camera] = src.reader.video_file(camera, self.index)
+                self._videos[camera] = src.video_start(camera, self.index, self.timestamp)
             path, start = self._videos[camera]
             return src.videos().frame(path, start + float(self.timestamp[step]), src.reader.tolerance_s,
                                       size, out, context=context)
@@ -61,8 +64,10 @@ class LeRobotEpisode(LoadedEpisode):
 class LeRobotSource(EpisodeSource):
     format_name = "lerobot"
 
-    def __init__(self, path: str | Path, cameras: Sequence[str] | None = None) -> None:
-        self.reader = LeRobotReader(Path(path), cameras=cameras)
+    def __init__(self, path: str | Path, cameras: Sequence[str] | None = None, strict_timestamps: bool = False) -> None:
+        self.reader = LeRobotReader(Path(path), cameras=cameras, strict_timestamps=strict_timestamps)
+        self._warned: set[str] = set()
+        self._starts: dict[tuple[str, int], tuple[Path, float]] = {}
         self.root = self.reader.path
         self.info = self.reader.info
         self.records = []
@@ -72,6 +77,32 @@ class LeRobotSource(EpisodeSource):
                 length = len(self.reader.episode_columns(index, [])[0]["timestamp"])
             self.records.append({"episode_index": index, "length": length})
         self._videos: dict[int, VideoFrames] = {}
+
+    def video_start(self, camera: str, index: int, timestamp: np.ndarray) -> tuple[Path, float]:
+        """The mp4 of ``camera`` for episode ``index`` and the time in it that a row's timestamp
+        counts from: the episode's start, less the offset its rows run off the frames (found once
+        per episode and process: it reads every packet of the file, though it decodes none)."""
+        key = (camera, index)
+        found = self._starts.get(key)
+        if found is None:
+            path, start = self.reader.video_file(camera, index)
+            offset = self.reader.video_offset(camera, index, timestamp)
+            if offset:
+                self._warn_offset(path, camera, index, offset)
+            found = self._starts[key] = (path, start - offset)
+        return found
+
+    def _warn_offset(self, path: Path, camera: str, index: int, offset: float) -> None:
+        """Say once per camera (and process) that rows were mapped to frames by an offset."""
+        if camera in self._warned:
+            return
+        self._warned.add(camera)
+        warnings.warn(
+            f"{path}: the timestamps of episode {index} run {1000 * offset:+.1f} ms off the video's frames (camera "
+            f"{camera!r}); each row is given its own frame by that offset, not the next row's as by timestamp "
+            f"(strict_timestamps=True refuses such data); other episodes like it are not reported again",
+            stacklevel=5,
+        )
 
     def videos(self) -> VideoFrames:
         """This process's open videos (a forked worker opens its own)."""
@@ -92,6 +123,12 @@ class LeRobotSource(EpisodeSource):
                 f"episode(s) ({format_ranges(lacking)}); leave it out (cameras={others!r}) or choose "
                 "episodes that have it (episodes=[...])"
             )
+
+    def episode_location(self, episode_index: int) -> str:
+        try:
+            return str(self.reader.data_file(episode_index))
+        except ConversionError:
+            return str(self.root)
 
     def own_stats(self) -> dict[str, Any]:
         path = self.root / STATS_PATH

@@ -55,7 +55,11 @@ class NativeEpisode(LoadedEpisode):
         column = self._columns.get(camera)
         if column is None:
             column = self._columns[camera] = _FrameColumn(self.reader.image_dataset(camera))
-        return column.read(step)
+        try:
+            return column.read(step)
+        except (OSError, RuntimeError) as e:
+            raise DatasetError(f"{self._where}: camera {camera!r} step {step} cannot be read ({e}); the file is "
+                               "damaged; run 'telecorder doctor DATASET' to find damaged episodes") from e
 
     def frame(self, camera: str, step: int, size: tuple[int, int] | None, out: np.ndarray | None = None
               ) -> np.ndarray:
@@ -84,6 +88,9 @@ class NativeSource(EpisodeSource):
 
     def episode_path(self, episode_index: int) -> Path:
         return self.dataset.episode_path(episode_index)
+
+    def episode_location(self, episode_index: int) -> str:
+        return str(self.dataset.episode_path(episode_index))
 
     def load(self, episode_index: int, numeric: Sequence[str]) -> NativeEpisode:
         rec = next((r for r in self.records if int(r["episode_index"]) == episode_index), {})

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..datasets.model_inputs import concat_summaries
 from ..errors import DatasetError
+from .finite import finite_summary_problem
 
 NORMALIZE_MODES = ("q99", "mean_std", "min_max", "none")
 #: The summary keys each mode reads.
@@ -77,8 +78,30 @@ def has_stats(stats: Mapping[str, Any], features: Sequence[str], mode: str) -> b
     summaries = stats.get("features", {})
     return all(
         isinstance(summaries.get(f), Mapping) and all(summaries[f].get(k) is not None for k in MODE_KEYS[mode])
+        and finite_summary_problem(summaries[f], MODE_KEYS[mode]) is None
         for f in features
     )
+
+
+def _check_summary(summary: Any, feature: str, mode: str) -> None:
+    """Refuse statistics a ``mode`` normalizer cannot use: absent, counted empty, lacking the
+    mode's values or holding non-finite ones. ``count`` is not needed (LeRobot v2.0 files have none)."""
+    if mode == "none":
+        return
+    names = MODE_KEYS[mode]
+    if (not isinstance(summary, Mapping) or not summary or summary.get("count") == 0
+            or any(summary.get(k) is None for k in names)):
+        raise DatasetError(
+            f"meta/stats.json has no statistics for {feature!r}; cannot normalize it with {mode!r} "
+            "(recompute the statistics, or pass normalize='none')"
+        )
+    problem = finite_summary_problem(summary, names)
+    if problem is not None:
+        raise DatasetError(
+            f"the statistics of {feature!r} cannot normalize it with {mode!r}: {problem}, so every normalized "
+            "value would be NaN; the data holds NaN/inf (telecorder doctor finds them): fix it and recompute "
+            "the statistics (telecorder doctor --repair), or leave such episodes out (--skip-nonfinite)"
+        )
 
 
 def make_normalizer(stats: Mapping[str, Any], feature: str, mode: str, mask: Sequence[bool] | None = None) -> Any:
@@ -90,11 +113,7 @@ def make_normalizer(stats: Mapping[str, Any], feature: str, mode: str, mask: Seq
     _check_mode(mode)
     mask_arr = None if mask is None else np.asarray(mask, dtype=bool)
     summary = stats.get("features", {}).get(feature) if mode != "none" else {}
-    if mode != "none" and (not summary or summary.get("count", 0) == 0):
-        raise DatasetError(
-            f"meta/stats.json has no statistics for {feature!r}; cannot normalize it with {mode!r} "
-            "(recompute the statistics, or pass normalize='none')"
-        )
+    _check_summary(summary, feature, mode)
     try:
         from ..actions.normalize import Normalizer
     except ImportError:
@@ -112,4 +131,6 @@ def make_state_normalizer(stats: Mapping[str, Any], keys: Sequence[str], mode: s
 
     if mode == "none":
         return Normalizer("none")
+    for k in keys:
+        _check_summary(stats.get("features", stats).get(k), k, mode)
     return Normalizer(mode, concat_summaries(stats, keys))

@@ -35,6 +35,7 @@ from ..converters.rlds import (
     TIMING_KEY,
     find_tfds_dir,
 )
+from ..converters.rlds_paths import shard_paths
 from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature, read_json
 from ..errors import DatasetError
 from .frames import decode_chw
@@ -213,18 +214,12 @@ class RLDSSource(EpisodeSource):
     # -- layout ------------------------------------------------------------------------
 
     def _shard_files(self, name: str, split: Mapping[str, Any]) -> list[Path]:
-        lengths = [int(n) for n in split.get("shardLengths") or []]
-        template = str(split.get("filepathTemplate") or "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}")
-        files = []
-        for k in range(len(lengths)):
-            rel = (template.replace("{DATASET}", name).replace("{SPLIT}", self.split)
-                   .replace("{FILEFORMAT}", "tfrecord").replace("{SHARD_X_OF_Y}", f"{k:05d}-of-{len(lengths):05d}")
-                   .replace("{SHARD_INDEX}", f"{k:05d}").replace("{NUM_SHARDS}", f"{len(lengths):05d}"))
-            path = self.data_dir / rel
+        # The template and the names it is filled with come from the file: kept inside the dataset.
+        files = shard_paths(self.data_dir, name, self.split, split, error=ConversionError)
+        for k, path in enumerate(files):
             if not path.is_file():
                 raise ConversionError(f"{path}: shard {k} of split {self.split!r} is missing "
-                                      f"(dataset_info.json lists {len(lengths)})")
-            files.append(path)
+                                      f"(dataset_info.json lists {len(files)})")
         return files
 
     def _where(self, index: int) -> str:
@@ -303,6 +298,9 @@ class RLDSSource(EpisodeSource):
         if pid not in self._maps:
             self._maps[pid] = _Shards(self._shards.files)
         return self._maps[pid]
+
+    def episode_location(self, episode_index: int) -> str:
+        return self._where(episode_index) if 0 <= episode_index < len(self._spans) else str(self.root)
 
     def own_stats(self) -> dict[str, Any]:
         return {}  # Octo's dataset_statistics.json covers action and proprio only: computed instead

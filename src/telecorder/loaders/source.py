@@ -19,6 +19,7 @@ import numpy as np
 from ..datasets.features import DatasetInfo
 from ..datasets.stats import DatasetStats
 from ..errors import DatasetError
+from .finite import first_nonfinite, nonfinite_message
 
 FORMATS = ("native", "lerobot", "rlds")
 
@@ -59,17 +60,28 @@ class EpisodeSource(ABC):
         """Raise, naming what is missing, if an episode the loader will serve cannot be read
         (checked once at construction, so a training run does not fail hours in)."""
 
-    def computed_stats(self, features: Sequence[str]) -> dict[str, Any]:
-        """Statistics of ``features`` computed from every episode's numeric columns, merged
-        episode by episode exactly as the native store merges its ``meta/stats.json``."""
+    def episode_location(self, episode_index: int) -> str:
+        """The file holding episode ``episode_index``'s rows, for messages (the dataset folder
+        where one file holds many episodes)."""
+        return str(self.root)
+
+    def computed_stats(self, features: Sequence[str], episodes: Sequence[int] | None = None) -> dict[str, Any]:
+        """Statistics of ``features`` computed from the numeric columns of ``episodes`` (default:
+        every episode), merged episode by episode exactly as the native store merges its
+        ``meta/stats.json``. A non-finite value is an error naming its file, episode and step:
+        statistics that quietly left it out would hide it from the normalizer, not from training."""
         total = DatasetStats()
-        for rec in self.records:
-            ep = self.load(int(rec["episode_index"]), features)
+        wanted = [int(r["episode_index"]) for r in self.records] if episodes is None else [int(e) for e in episodes]
+        for index in wanted:
+            ep = self.load(index, features)
             try:
                 arrays = {f: np.asarray(ep.numeric[f]) for f in features}
             finally:
                 ep.close()
-            total = total.merge(DatasetStats.from_arrays(arrays, episode=int(rec["episode_index"])))
+            found = first_nonfinite(arrays, features)
+            if found is not None:
+                raise DatasetError(nonfinite_message(self.episode_location(index), index, found))
+            total = total.merge(DatasetStats.from_arrays(arrays, episode=index))
         return total.to_json_dict()
 
     def close(self) -> None:  # noqa: B027 - optional hook: not every source holds something open
@@ -99,11 +111,12 @@ def detect_format(path: Path) -> str:
 
 
 def open_source(path: str | Path, format: str | None = None, *, cameras: Sequence[str] | None = None,
-                split: str | None = None) -> EpisodeSource:
+                split: str | None = None, strict_timestamps: bool = False) -> EpisodeSource:
     """The source for ``path``; ``format`` (``native``, ``lerobot``, ``rlds``) skips detection.
 
     ``cameras`` limits a LeRobot source to those cameras (the others are never opened);
-    ``split`` picks an RLDS split (default ``"train"``).
+    ``split`` picks an RLDS split (default ``"train"``); ``strict_timestamps`` makes a LeRobot
+    source refuse rows whose timestamps run a constant offset off their video instead of mapping them.
     """
     path = Path(path)
     fmt = detect_format(path) if format is None else format
@@ -116,7 +129,7 @@ def open_source(path: str | Path, format: str | None = None, *, cameras: Sequenc
     if fmt == "lerobot":
         from .lerobot import LeRobotSource
 
-        return LeRobotSource(path, cameras=cameras)
+        return LeRobotSource(path, cameras=cameras, strict_timestamps=strict_timestamps)
     from .rlds import RLDSSource
 
     return RLDSSource(path, split=split or "train")

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..datasets.model_inputs import concat_state
 from ..errors import DatasetError, missing_extra
-from .normalization import NORMALIZE_MODES, has_stats, make_normalizer, make_state_normalizer
+from .finite import finite_summary_problem, first_nonfinite, nonfinite_episodes, nonfinite_message
+from .normalization import MODE_KEYS, NORMALIZE_MODES, make_normalizer, make_state_normalizer
 from .source import EpisodeSource, LoadedEpisode, open_source
 
 try:
@@ -68,6 +69,13 @@ class _ProcessState:
         self.episodes: OrderedDict[int, _OpenEpisode] = OrderedDict()
         self.lock = threading.Lock()
         self.pool: ThreadPoolExecutor | None = None
+
+
+def _holds(summary: Any, names: Iterable[str]) -> bool:
+    """Whether a statistics summary has every one of ``names``, all finite (``count`` may be absent)."""
+    names = list(names)
+    return (isinstance(summary, Mapping) and all(summary.get(n) is not None for n in names)
+            and finite_summary_problem(summary, names) is None)
 
 
 def _intervention_flags(values: np.ndarray | None) -> np.ndarray | None:
@@ -133,6 +141,15 @@ class TorchDataset(_TorchBase):
     decode outside the GIL, so on few cores ``num_workers=0, decode_threads=2`` uses both
     cores without moving every frame through a worker's shared memory (about 1 ms of page
     faults per 640x480 sample pair on a 2-core VM).
+
+    A NaN/inf in the state or action is a :class:`DatasetError` naming the file, episode, step and
+    feature (when the episode is opened, or at construction where statistics are computed from the
+    columns); ``skip_nonfinite`` reads every episode's numeric columns at construction and leaves
+    out those holding one (:attr:`skipped_nonfinite` says which and why; the statistics are then
+    computed from the episodes kept unless ``stats`` is given). Statistics that are not finite are
+    never used. ``strict_timestamps`` makes a LeRobot source refuse rows whose timestamps run a
+    constant offset (at most one frame) off their video, which are otherwise mapped to their own
+    frames by that offset, with a warning (see ``converters/lerobot_timing.py``).
     """
 
     def __init__(
@@ -158,6 +175,8 @@ class TorchDataset(_TorchBase):
         format: str | None = None,
         split: str | None = None,
         decode_threads: int = 0,
+        skip_nonfinite: bool = False,
+        strict_timestamps: bool = False,
     ) -> None:
         if history < 1 or horizon < 1:
             raise ValueError(f"history and horizon must be >= 1, got {history} and {horizon}")
@@ -166,7 +185,8 @@ class TorchDataset(_TorchBase):
         for mode in (normalize, state_normalize):
             if mode is not None and mode not in NORMALIZE_MODES:
                 raise ValueError(f"unknown normalization {mode!r} (use one of {', '.join(NORMALIZE_MODES)})")
-        self.source: EpisodeSource = open_source(path, format, cameras=cameras, split=split)
+        self.source: EpisodeSource = open_source(path, format, cameras=cameras, split=split,
+                                                 strict_timestamps=strict_timestamps)
         self.root = self.source.root
         info = self.info = self.source.info
         self.cameras = list(info.cameras if cameras is None else cameras)
@@ -207,8 +227,22 @@ class TorchDataset(_TorchBase):
 
         self.normalize_mode = normalize
         self.state_normalize_mode = normalize if state_normalize is None else state_normalize
+        #: Episodes left out for non-finite values (``skip_nonfinite``): episode -> why.
+        self.skipped_nonfinite: dict[int, str] = {}
+        if skip_nonfinite:
+            keys = list(dict.fromkeys((*self.state_keys, action_key)))
+            bad = nonfinite_episodes(self.source, [int(r["episode_index"]) for r in records], keys)
+            if bad and len(bad) == len(records):
+                raise DatasetError(f"{self.root}: every one of the {len(bad)} episode(s) holds non-finite values, "
+                                   f"nothing is left to load; the first: {next(iter(bad.values()))}")
+            self.skipped_nonfinite = bad
+            records = [r for r in records if int(r["episode_index"]) not in bad]
+            if stats is None and bad:
+                # The dataset's own file counts the episodes left out (or is NaN from them).
+                stats = self.source.computed_stats(keys, episodes=[int(r["episode_index"]) for r in records])
         if stats is None:
             stats = self._statistics()
+        self.stats = stats
         if isinstance(state_key, str):
             self.state_normalizer = make_normalizer(stats, state_key, self.state_normalize_mode)
         else:
@@ -253,14 +287,25 @@ class TorchDataset(_TorchBase):
         return getattr(self.source, "dataset", None)
 
     def _statistics(self) -> dict[str, Any]:
+        """The dataset's own statistics where they hold (finite) what the modes need, per feature;
+        the rest computed from the columns (a LeRobot v2.0 ``stats.json`` has no ``count``, some
+        lack quantiles: its values are used and only what it lacks is computed)."""
         own = self.source.own_stats()
         if self.source.format_name == "native":
             return own  # a missing feature is reported by the normalizer, naming meta/stats.json
-        wanted = [(self.state_keys, self.state_normalize_mode), ((self.action_key,), self.normalize_mode)]
-        if all(has_stats(own, keys, mode) for keys, mode in wanted):
-            return own
-        needed = [k for keys, mode in wanted if mode != "none" for k in keys]
-        return self.source.computed_stats(list(dict.fromkeys(needed))) if needed else {}
+        need: dict[str, set[str]] = {}
+        for keys, mode in ((self.state_keys, self.state_normalize_mode), ((self.action_key,), self.normalize_mode)):
+            for k in keys:
+                need.setdefault(k, set()).update(MODE_KEYS[mode])
+        features = dict(own.get("features", {}))
+        lacking = [k for k, names in need.items() if names and not _holds(features.get(k), names)]
+        if lacking:
+            computed = self.source.computed_stats(lacking).get("features", {})
+            for k in lacking:
+                mine = features.get(k) if isinstance(features.get(k), Mapping) else {}
+                usable = {n: v for n, v in mine.items() if finite_summary_problem(mine, [n]) is None}
+                features[k] = {**computed[k], **usable}
+        return {**own, "features": features}
 
     def _step_weights(self, rec: dict[str, Any]) -> np.ndarray:
         """Weight of every step of one episode, from its ``intervention`` column."""
@@ -342,6 +387,10 @@ class TorchDataset(_TorchBase):
                 raw_state = loaded.numeric[self.state_key]
             else:
                 raw_state = concat_state({k: loaded.numeric[k] for k in self.state_keys}, self.state_keys)
+            found = first_nonfinite(loaded.numeric, dict.fromkeys((*self.state_keys, self.action_key)))
+            if found is not None:
+                where = self.source.episode_location(int(rec["episode_index"]))
+                raise DatasetError(nonfinite_message(where, int(rec["episode_index"]), found))
             state = self.state_normalizer.normalize(raw_state).astype(np.float32)
             action = self.action_normalizer.normalize(loaded.numeric[self.action_key]).astype(np.float32)
             intervention = _intervention_flags(loaded.numeric.get(INTERVENTION_KEY))

@@ -21,6 +21,7 @@ from typing import Any
 from ..actions.normalize import Normalizer
 from ..atomic import atomic_write, write_json_atomic
 from ..errors import TelecorderError, missing_extra
+from . import limits as spec_limits
 from .base import POLICY_FORMAT, Policy, PolicyError, PolicySpec
 from .bc import BCConfig, BCModel, BCPolicy
 
@@ -98,6 +99,10 @@ def load_policy_dir(path: str | Path, *, num_threads: int | None = 1) -> Policy:
     meta_path = root / POLICY_FILE
     meta = _read_meta(meta_path)
     try:
+        spec_limits.check_meta(meta)
+    except PolicyError as e:
+        raise PolicyError(f"{meta_path}: {e}; retrain the policy or restore the file") from e
+    try:
         spec = PolicySpec.from_dict(meta["spec"])
         cfg = BCConfig.from_dict(meta["model"])
         action_normalizer = Normalizer.from_dict(meta["action_normalizer"])
@@ -123,10 +128,12 @@ def load_policy_dir(path: str | Path, *, num_threads: int | None = 1) -> Policy:
         ) from e
 
     try:
-        model = BCModel(cfg)
+        # Shapes only (no storage): the weights file, not the JSON, decides what is allocated.
+        with torch.device("meta"):
+            shell = BCModel(cfg)
     except (RuntimeError, ValueError) as e:
         raise PolicyError(f"{meta_path}: model config cannot be built ({e}); retrain the policy") from e
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in shell.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     if expected != got:
         missing = sorted(set(expected) - set(got))
@@ -150,9 +157,13 @@ def load_policy_dir(path: str | Path, *, num_threads: int | None = 1) -> Policy:
             f"{weights_path}: is not the weights file {POLICY_FILE} was saved with (SHA-256 differs); "
             "the two files come from different trainings: retrain or restore the pair"
         )
-    wrong_dtype = sorted(k for k, v in tensors.items() if v.dtype != model.state_dict()[k].dtype)
+    wrong_dtype = sorted(k for k, v in tensors.items() if v.dtype != shell.state_dict()[k].dtype)
     if wrong_dtype:
         raise PolicyError(f"{weights_path}: tensor {wrong_dtype[0]!r} has dtype {tensors[wrong_dtype[0]].dtype}")
+    try:
+        model = BCModel(cfg)
+    except (RuntimeError, ValueError) as e:
+        raise PolicyError(f"{meta_path}: model config cannot be built ({e}); retrain the policy") from e
     with torch.no_grad():
         model.load_state_dict(tensors, strict=True)
     try:

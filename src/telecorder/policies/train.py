@@ -32,6 +32,8 @@ import numpy as np
 
 from ..datasets.dataset import Dataset
 from ..errors import DatasetError, TelecorderError, missing_extra
+from ..loaders.finite import nonfinite_episodes
+from ..loaders.native import NativeSource
 from .base import PolicySpec
 from .bc import ENV_STATE_KEY, OBS_VARIANTS, BCConfig, BCModel, BCPolicy
 from .checkpoint import MODEL_FILE, POLICY_FILE, save_bc_policy
@@ -66,10 +68,16 @@ DEFAULTS: dict[str, Any] = {
 ProgressFn = Callable[[int, int, float, float | None], None]
 
 
-def _split(ds: Dataset, val_episodes: int | None) -> tuple[list[int], list[int]]:
-    usable = sorted(int(r["episode_index"]) for r in ds.records if not r.get("bad", False) and int(r.get("length", 0)) > 0)
+def _usable(ds: Dataset) -> list[int]:
+    return sorted(int(r["episode_index"]) for r in ds.records if not r.get("bad", False) and int(r.get("length", 0)) > 0)
+
+
+def _split(ds: Dataset, val_episodes: int | None, exclude: set[int] | frozenset[int] = frozenset()
+           ) -> tuple[list[int], list[int]]:
+    usable = [e for e in _usable(ds) if e not in exclude]
     if not usable:
-        raise DatasetError(f"{ds.root}: no usable episodes (all empty or marked bad)")
+        why = f" or holding NaN/inf ({len(exclude)} left out by --skip-nonfinite)" if exclude else ""
+        raise DatasetError(f"{ds.root}: no usable episodes (all empty or marked bad{why})")
     if val_episodes is None:
         val_episodes = max(1, round(0.1 * len(usable))) if len(usable) >= 2 else 0
     if val_episodes < 0 or val_episodes >= len(usable):
@@ -123,6 +131,38 @@ def _check_compatible(first: Dataset, other: Dataset, keys: list[str], cameras: 
     if abs(other.info.fps - first.info.fps) > 1e-6:
         raise DatasetError(f"{other.root}: recorded at {other.info.fps:g} Hz, {first.root} at {first.info.fps:g} Hz; "
                            "resample one (telecorder convert --fps) before training on both")
+
+
+def _nonfinite(datasets: list[Dataset], keys: list[str], skip: bool) -> list[dict[int, str]]:
+    """Per dataset, its usable episodes whose ``keys`` hold NaN/inf (episode -> where); an error
+    naming the first unless ``skip``. Read before anything trains: one NaN makes every weight NaN."""
+    out = []
+    for d in datasets:
+        source = NativeSource(d.root)
+        try:
+            bad = nonfinite_episodes(source, _usable(d), keys)
+        finally:
+            source.close()
+        if bad and not skip:
+            raise DatasetError(f"{len(bad)} episode(s) of {d.root} hold NaN/inf values; the first: "
+                               f"{next(iter(bad.values()))}")
+        out.append(bad)
+    return out
+
+
+def _kept_stats(datasets: list[Dataset], kept: list[list[int]], keys: list[str]) -> dict[str, Any]:
+    """Statistics of ``keys`` over the episodes kept, merged across datasets (the datasets' own
+    files count the episodes --skip-nonfinite left out)."""
+    from ..datasets.stats import DatasetStats
+
+    merged = DatasetStats()
+    for d, episodes in zip(datasets, kept, strict=True):
+        source = NativeSource(d.root)
+        try:
+            merged = merged.merge(DatasetStats.from_json_dict(source.computed_stats(keys, episodes=episodes)))
+        finally:
+            source.close()
+    return merged.to_json_dict()
 
 
 def _merged_stats(datasets: list[Dataset]) -> dict[str, Any]:
@@ -192,6 +232,7 @@ def train_bc(
     max_minutes: float | None = None,
     state_noise: float = DEFAULTS["state_noise"],
     state_keys: Sequence[str] | None = None,
+    skip_nonfinite: bool = False,
 ) -> dict[str, Any]:
     """Train a :class:`BCPolicy` on the dataset at ``dataset_path``; save it to ``out_dir``.
 
@@ -210,6 +251,10 @@ def train_bc(
     and the learning-rate schedule follows the cut. ``state_noise`` is the standard deviation
     of Gaussian noise added to the normalized training states (DART-like robustness: the
     policy learns to act from states near the demonstrations', where its own errors lead).
+
+    An episode whose state or action holds NaN/inf is an error naming its file, episode and
+    step (before anything trains); ``skip_nonfinite`` leaves such episodes out instead, lists them
+    in the summary (``skipped_nonfinite``) and normalizes with statistics of the episodes kept.
     """
     t0 = time.monotonic()
     if obs not in OBS_VARIANTS:
@@ -254,8 +299,17 @@ def train_bc(
     batch = int(batch_size or DEFAULTS["batch_size"][obs])
     for other in opened[1:]:
         _check_compatible(ds, other, [*state_keys, "action"], cams)
-    train_eps, val_eps = _split(ds, val_episodes)
-    merged_stats = _merged_stats(opened) if len(opened) > 1 else None
+    checked = list(dict.fromkeys([*state_keys, "action"]))
+    nonfinite = _nonfinite(opened, checked, skip_nonfinite)
+    train_eps, val_eps = _split(ds, val_episodes, set(nonfinite[0]))
+    extra_eps = [[e for e in _usable(o) if e not in bad] if bad else None for o, bad in zip(opened[1:], nonfinite[1:],
+                                                                                           strict=True)]
+    if any(nonfinite):
+        kept = [train_eps + val_eps, *[e if e is not None else _usable(o) for o, e in zip(opened[1:], extra_eps,
+                                                                                         strict=True)]]
+        merged_stats: dict[str, Any] | None = _kept_stats(opened, kept, checked)
+    else:
+        merged_stats = _merged_stats(opened) if len(opened) > 1 else None
 
     common: dict[str, Any] = dict(
         cameras=cams, image_size=size, history=1, horizon=horizon, normalize=ACTION_NORMALIZE,
@@ -263,7 +317,7 @@ def train_bc(
         policy_weight=policy_weight, stats=merged_stats,
     )
     train_ds = TorchDataset(ds.root, episodes=train_eps, **common)
-    extra_ds = [TorchDataset(o.root, **common) for o in opened[1:]]
+    extra_ds = [TorchDataset(o.root, episodes=e, **common) for o, e in zip(opened[1:], extra_eps, strict=True)]
     val_ds = TorchDataset(ds.root, episodes=val_eps, **common) if val_eps else None
     if len(train_ds) + sum(len(e) for e in extra_ds) == 0:
         raise DatasetError(f"{ds.root}: no training samples left (every step has weight 0?)")
@@ -377,6 +431,8 @@ def train_bc(
         "train_samples": train["n"],
         "extra_episodes": sum(len(e.records) for e in extra_ds),
         "val_samples": 0 if val is None else val["n"],
+        "skipped_nonfinite": {str(d.root): {str(e): why for e, why in bad.items()}
+                              for d, bad in zip(opened, nonfinite, strict=True) if bad},
         "intervention_weight": intervention_weight,
         "policy_weight": policy_weight,
         "seed": seed,

@@ -293,7 +293,7 @@ def export_mp4(dataset: str | Path | Dataset, episode: int, out_path: str | Path
     """
     ds, ep = _open(dataset, episode)
     with ep:
-        fps = float(ep.attrs.get("fps") or ds.info.fps)
+        fps = ep.fps(ds.info.fps)
         renderer = _StepRenderer(ds, ep, width, plot)
         with VideoEncoder(Path(out_path), renderer.width, renderer.height, fps, codec=codec) as enc:
             for img in renderer:
@@ -339,7 +339,7 @@ def export_gif(dataset: str | Path | Dataset, episode: int, out_path: str | Path
     ds, ep = _open(dataset, episode)
     out_path = Path(out_path)
     with ep:
-        fps = float(ep.attrs.get("fps") or ds.info.fps)
+        fps = ep.fps(ds.info.fps)
         if stride is None:
             stride = max(1, math.ceil(fps / _GIF_MAX_FPS))
         if stride < 1:

@@ -122,6 +122,8 @@ class BusState:
     position: np.ndarray  # rad
     velocity: np.ndarray | None = None  # rad/s
     current: np.ndarray | None = None  # mA (or 0.1 % load on models without current sensing)
+    # Servos that did not answer this cycle: their entries are the values they last reported.
+    missing: tuple[int, ...] = ()
 
 
 def ticks_to_rad(ticks: np.ndarray) -> np.ndarray:
@@ -483,13 +485,25 @@ class DynamixelBus:
 
     # -- the control-loop calls --------------------------------------------------
 
-    def read_state(self, *, velocity: bool = False, current: bool = False) -> BusState:
+    def read_state(self, *, velocity: bool = False, current: bool = False, complete: bool = False) -> BusState:
         """Present position (and velocity/current) of every servo in one sync read.
 
         A servo that does not answer after the retries keeps its last value for this cycle
         and the failure is counted; after ``dead_after_cycles`` failed cycles in a row the
         bus is declared dead with a DeviceError naming the port and the silent servos.
+
+        ``complete``: read again until every servo answered in the same cycle. A value a
+        silent servo kept is fine to steer by for a tick, but not to check or measure by
+        (a start check, a calibration pose): a servo that has just died would be compared
+        where it last stood, and the check would fail or pass for the wrong reason.
         """
+        while True:
+            state = self._read_state_once(velocity=velocity, current=current)
+            # Terminates: each cycle with a silent servo counts towards the dead-bus error.
+            if not complete or not state.missing:
+                return state
+
+    def _read_state_once(self, *, velocity: bool, current: bool) -> BusState:
         want_extra = velocity or current
         addr, length = (STATE_ADDR, STATE_LEN) if want_extra else (ADDR.PRESENT_POSITION, 4)
         raw: dict[int, bytes] = {}
@@ -517,6 +531,7 @@ class DynamixelBus:
         else:
             self._consecutive_failures = 0
         state = self._decode(raw, want_extra, velocity, current)
+        state.missing = tuple(silent)
         self._last_state = state
         return state
 

@@ -109,14 +109,19 @@ class ArmCalibration:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "calibration") -> ArmCalibration:
-        if d.get("format") != FORMAT:
-            raise CalibrationError(f"{source}: not a telecorder calibration file (format {d.get('format')!r})")
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            found = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise CalibrationError(f"{source}: not a telecorder calibration file (format {found!r})")
         try:
-            joints = [JointCalibration(**j) for j in d["joints"]]
+            joints = [_checked_joint(JointCalibration(**j)) for j in d["joints"]]
             grip = GripperCalibration(**d["gripper"]) if d.get("gripper") else None
-            return cls(arm=d["arm"], joints=joints, gripper=grip, known_pose=list(d.get("known_pose", [])),
-                       model=d.get("model"))
-        except (KeyError, TypeError) as e:
+            if grip is not None:
+                _check_number(grip.open, "gripper open")
+                _check_number(grip.closed, "gripper closed")
+                _check_id(grip.id)
+            known = [_check_number(x, "known_pose") for x in d.get("known_pose", [])]
+            return cls(arm=str(d["arm"]), joints=joints, gripper=grip, known_pose=known, model=d.get("model"))
+        except (KeyError, TypeError, ValueError) as e:
             raise CalibrationError(f"{source}: invalid calibration ({e}); run 'telecorder calibrate' again") from e
 
     def save(self, path: Path) -> Path:
@@ -134,9 +139,34 @@ class ArmCalibration:
             raise CalibrationError(
                 f"{path}: no calibration file; create it with 'telecorder calibrate --arm ... --port ...'"
             ) from e
-        except json.JSONDecodeError as e:
+        except OSError as e:
+            raise CalibrationError(f"{path}: cannot be read ({e.strerror or e})") from e
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise CalibrationError(f"{path}: not valid JSON ({e})") from e
         return cls.from_dict(data, source=str(path))
+
+
+def _check_number(value: Any, what: str) -> float:
+    # A NaN or a string offset would turn every joint command into NaN (or a crash) at run time.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _check_id(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 252:
+        raise ValueError(f"servo id must be an integer 0-252, not {value!r}")
+
+
+def _checked_joint(j: JointCalibration) -> JointCalibration:
+    _check_id(j.id)
+    if not isinstance(j.name, str):
+        raise ValueError(f"joint name must be text, not {j.name!r}")
+    if j.sign not in (1, -1) or isinstance(j.sign, bool):
+        raise ValueError(f"joint {j.name!r}: sign must be 1 or -1, not {j.sign!r}")
+    for what in ("offset", "range_min", "range_max"):
+        _check_number(getattr(j, what), f"joint {j.name!r} {what}")
+    return j
 
 
 def config_dir() -> Path:
@@ -224,6 +254,8 @@ class PoseFile:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
+            if not isinstance(d, dict):
+                raise TypeError(f"the file holds a JSON {type(d).__name__}, not an object")
             grip = d.get("gripper") or {}
             rng = d.get("range") or {}
             pf = cls(
@@ -235,9 +267,21 @@ class PoseFile:
                 range_min=[float(x) for x in rng["min"]] if "min" in rng else None,
                 range_max=[float(x) for x in rng["max"]] if "max" in rng else None,
             )
+            numbers = [*pf.known_pose, *(pf.range_min or []), *(pf.range_max or []),
+                       *(v for v in (pf.gripper_open, pf.gripper_closed) if v is not None)]
+            if not all(math.isfinite(v) for v in numbers):
+                raise ValueError("angles must be finite numbers (found NaN or infinity)")
+            n = len(pf.known_pose)
+            for what, values in (("names", pf.names), ("signs", pf.signs), ("range min", pf.range_min),
+                                 ("range max", pf.range_max)):
+                if values is not None and len(values) != n:
+                    raise ValueError(f"{len(values)} {what} for {n} known_pose angles")
         except FileNotFoundError as e:
             raise CalibrationError(f"{path}: pose file not found") from e
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        except OSError as e:
+            raise CalibrationError(f"{path}: pose file cannot be read ({e.strerror or e})") from e
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RecursionError,
+                OverflowError) as e:
             raise CalibrationError(
                 f"{path}: invalid pose file ({type(e).__name__}: {e}); expected JSON with 'known_pose' "
                 "(and optional 'names', 'signs', 'gripper': {'open', 'closed'}, 'range': {'min', 'max'})"

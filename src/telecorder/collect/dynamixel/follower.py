@@ -35,6 +35,7 @@ class DynamixelRobot(Robot):
         self.bus, self.calibration, self.torque = bus, calibration, torque
         self.robot_type = robot_type
         self._lower, self._upper = calibration.lower, calibration.upper
+        self._need_complete = False
 
     def connect(self) -> None:
         self.bus.open()
@@ -64,8 +65,14 @@ class DynamixelRobot(Robot):
             FeatureSpec("action", "float32", (len(names),), names=names, unit=action_unit),
         ]
 
+    def reset(self, seed: int | None = None) -> None:
+        # An episode starts: its first observation is what the start check compares, so it must
+        # hold what every servo says now, not a value a servo that just went silent kept.
+        self._need_complete = True
+
     def observe(self) -> dict[str, np.ndarray]:
-        state = self.bus.read_state(velocity=True)
+        state = self.bus.read_state(velocity=True, complete=self._need_complete)
+        self._need_complete = False
         signs = np.array([j.sign for j in self.calibration.joints] + ([1] if self.calibration.gripper else []))
         return {
             "observation.state": self.calibration.to_calibrated(state.position).astype(np.float32),

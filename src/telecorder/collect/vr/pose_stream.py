@@ -19,9 +19,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["HANDS", "ControllerSample", "PoseStreamSource", "load_pose_stream", "write_pose_stream"]
+from ...errors import TelecorderError
+
+__all__ = ["HANDS", "ControllerSample", "PoseStreamError", "PoseStreamSource", "load_pose_stream",
+           "write_pose_stream"]
 
 HANDS = ("left", "right")
+
+
+class PoseStreamError(TelecorderError, ValueError):
+    """A pose-stream file that cannot be replayed: names the file (and line) and what is wrong.
+
+    Also a ValueError, which is what a bad sample raised before this class existed."""
 
 
 @dataclass
@@ -79,8 +88,9 @@ def _parse_hand(t: float, hand: str, raw: Any) -> ControllerSample:
     values = {}
     for key in ("squeeze", "trigger"):
         v = raw.get(key, 0.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{hand}.{key} must be a number")
+        # NaN would reach the gripper command: a tracked controller's analog values are finite.
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{hand}.{key} must be a finite number")
         values[key] = float(v)
     buttons = raw.get("buttons", {})
     if not isinstance(buttons, dict) or not all(isinstance(b, bool) for b in buttons.values()):
@@ -108,14 +118,22 @@ def load_pose_stream(path: str | os.PathLike[str]) -> list[ControllerSample]:
     """All samples of a pose stream, both hands, in time order (blank lines are skipped)."""
     path = Path(path)
     samples: list[ControllerSample] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                samples.extend(_parse_line(line))
-            except ValueError as exc:
-                raise ValueError(f"{path}:{lineno}: bad pose sample: {exc}") from None
+    lineno = 0
+    try:
+        with path.open("rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                try:
+                    samples.extend(_parse_line(line))
+                except ValueError as exc:
+                    raise PoseStreamError(f"{path}:{lineno}: bad pose sample: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PoseStreamError(f"{path}:{lineno}: bad pose sample: not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise PoseStreamError(f"{path}: cannot read the pose stream ({exc.strerror or exc}); give the JSON-lines "
+                              "file 'telecorder vr-record' wrote") from None
     # Stable sort: a stream recorded slightly out of order still replays monotonically.
     samples.sort(key=lambda s: s.t)
     return samples

@@ -1,0 +1,74 @@
+"""Where an RLDS/TFDS split's shards are: file names from ``dataset_info.json``, kept inside the dataset.
+
+Each split of ``dataset_info.json`` names its shards with ``filepathTemplate``
+(``{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}`` by default), filled with the
+dataset's and the split's names: all of it is data that whoever wrote the dataset
+chose. A template of ``../x`` or ``/abs``, or a name holding ``..``, would make a
+reader open files outside the folder; every shard path goes through
+:func:`telecorder.safe_paths.join_inside` like every other path read from metadata.
+Both the TensorFlow-free loader and the TFDS-based converter check here before
+they read a shard.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ..datasets.features import read_json
+from ..errors import DatasetError
+from ..safe_paths import join_inside
+
+DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+INFO_FILE = "dataset_info.json"
+
+
+def shard_relpath(template: str, dataset: str, split: str, shard: int, num_shards: int,
+                  file_format: str = "tfrecord") -> str:
+    """The file name of shard ``shard`` of ``num_shards``, as TFDS fills the template."""
+    return (template.replace("{DATASET}", dataset).replace("{SPLIT}", split)
+            .replace("{FILEFORMAT}", file_format).replace("{SHARD_X_OF_Y}", f"{shard:05d}-of-{num_shards:05d}")
+            .replace("{SHARD_INDEX}", f"{shard:05d}").replace("{NUM_SHARDS}", f"{num_shards:05d}"))
+
+
+def shard_paths(data_dir: Path, dataset: str, split_name: str, split: Mapping[str, Any], *,
+                file_format: str = "tfrecord", error: type[DatasetError] = DatasetError) -> list[Path]:
+    """Every shard file of ``split`` (one entry of ``dataset_info.json``'s ``splits``), each inside
+    ``data_dir``; ``error`` naming the file, the split and the template otherwise."""
+    template = split.get("filepathTemplate") or DEFAULT_TEMPLATE
+    where = f"{data_dir / INFO_FILE} split {split_name!r} filepathTemplate"
+    if not isinstance(template, str):
+        raise error(f"{where} is {template!r}, not a file name template")
+    lengths = split.get("shardLengths") or []
+    count = len(lengths) if isinstance(lengths, list) else 0
+    # The template itself first: the error then names it even for a split without shards.
+    join_inside(data_dir, shard_relpath(template, dataset, split_name, 0, max(count, 1), file_format),
+                source=f"{where} {template!r}", error=error)
+    return [join_inside(data_dir, shard_relpath(template, dataset, split_name, k, count, file_format),
+                        source=f"{where} {template!r} (shard {k})", error=error)
+            for k in range(count)]
+
+
+def check_split_paths(data_dir: Path, *, error: type[DatasetError] = DatasetError) -> None:
+    """Refuse a ``dataset_info.json`` whose splits name shards outside ``data_dir`` (before TFDS,
+    which joins whatever the template says to the folder, reads any shard)."""
+    info = read_json(data_dir / INFO_FILE, error=error)
+    if not isinstance(info, dict):
+        raise error(f"{data_dir / INFO_FILE}: is a JSON {type(info).__name__}, not an object")
+    dataset = str(info.get("name") or "")
+    file_format = str(info.get("fileFormat") or "tfrecord")
+    splits = info.get("splits") or []
+    for split in splits if isinstance(splits, list) else []:
+        if isinstance(split, dict):
+            shard_paths(data_dir, dataset, str(split.get("name") or ""), split, file_format=file_format, error=error)
+
+
+def check_inside(data_dir: Path, files: Iterable[str | os.PathLike[str]], *, source: str,
+                 error: type[DatasetError] = DatasetError) -> None:
+    """Each of ``files`` (as a library resolved them) lies inside ``data_dir``, lexically."""
+    root = os.path.normpath(os.path.abspath(data_dir))
+    for f in files:
+        path = os.path.normpath(os.path.abspath(os.fspath(f)))
+        join_inside(data_dir, os.path.relpath(path, root), source=f"{source} {os.fspath(f)!r}", error=error)
