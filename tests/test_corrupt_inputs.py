@@ -211,6 +211,8 @@ def _info_edit(kind: str):
             info["features"]["action"] = 3
         elif kind == "shape-text":
             info["features"]["action"]["shape"] = "4"
+        elif kind == "shape-huge":
+            info["features"]["observation.images.front"]["shape"][0] = 2**63 - 1
         elif kind == "names-int":
             info["features"]["action"]["names"] = 5
         elif kind == "extra-list":
@@ -224,7 +226,7 @@ def _info_edit(kind: str):
 
 
 INFO_DAMAGE = ["list", "fps=NaN", "fps=Infinity", "fps=1e300", "fps=-1", 'fps="30"', "fps=true",
-               "features-list", "feature-int", "shape-text", "names-int", "extra-list", "robot-null", "totals-text"]
+               "features-list", "feature-int", "shape-text", "shape-huge", "names-int", "extra-list", "robot-null", "totals-text"]
 
 
 @pytest.mark.parametrize("kind", INFO_DAMAGE)
@@ -261,7 +263,8 @@ def test_merge_never_writes_a_nan_fps(clean: Path, tmp_path: Path, capsys, monke
 
 INDEX_DAMAGE = {"length-null": ("length", None), "length-text": ("length", "20"), "length-negative": ("length", -1),
                 "length-float": ("length", 20.5), "length-bool": ("length", True), "length-missing": ("length", ...),
-                "task-number": ("task", 5), "bad-text": ("bad", "yes"), "duration-text": ("duration_s", "long")}
+                "task-number": ("task", 5), "bad-text": ("bad", "yes"), "duration-text": ("duration_s", "long"),
+                "length-2**64": ("length", 2**64), "length-int64-max": ("length", 2**63 - 1)}
 
 
 @pytest.mark.parametrize("kind", sorted(INDEX_DAMAGE))
@@ -434,3 +437,201 @@ def test_index_that_is_a_folder_is_one_line(clean: Path, tmp_path: Path, capsys,
         assert code == 2, (args, output)
         assert_one_clear_line(output, str(index))
     assert tree_hash(root) == before
+
+
+# -- episode datasets of another type or shape ------------------------------------------------------
+
+
+def _replace(name: str, make) -> object:
+    def damage(path: Path) -> None:
+        with h5py.File(path, "r+") as f:
+            n = f["timestamp"].shape[0]
+            del f[name]
+            f.create_dataset(name, data=make(n))
+    return damage
+
+
+# DAMAGED has 20 steps; action and observation/state are float32 (20, 4).
+RETYPED = {
+    "action-wide": ("action", _replace("action", lambda n: np.zeros((n, 7), np.float32))),
+    "state-text": ("observation/state", _replace("observation/state", lambda n: np.array([b"abc"] * n))),
+    "timestamp-text": ("timestamp", _replace("timestamp", lambda n: np.array([b"abc"] * n))),
+    "timestamp-scalar": ("timestamp", _replace("timestamp", lambda n: np.float64(1.0))),
+    "frame-index-2d": ("observation/images_frame_index/front",
+                       _replace("observation/images_frame_index/front", lambda n: np.zeros((n, 7), np.int64))),
+    "image-ts-text": ("observation/images_timestamp/front",
+                      _replace("observation/images_timestamp/front", lambda n: np.array([b"abc"] * n))),
+    "lateness-empty": ("timing/tick_lateness", _replace("timing/tick_lateness", lambda n: np.zeros(0, np.float32))),
+    "frames-numeric": ("observation/images/front",
+                       _replace("observation/images/front", lambda n: np.zeros(n, np.float64))),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(RETYPED))
+def test_episode_dataset_of_another_type_or_shape_is_one_line(clean: Path, tmp_path: Path, kind: str,
+                                                             capsys, monkeypatch):
+    root = copy_of(clean, tmp_path)
+    name, damage = RETYPED[kind]
+    damage(root / DAMAGED)
+    before = tree_hash(root)
+    code, output = run_inline(capsys, monkeypatch, "doctor", root)
+    assert code == 1, output  # a damaged episode is reported, the others checked
+    assert_one_clear_line(output, str(root / DAMAGED), f"/{name}")
+    assert "3 episodes checked" in output
+    for args in (("convert", root, tmp_path / "conv", "--to", "native"),
+                 ("export", root, "--episode", "1", "--contact-sheet", tmp_path / "sheet.png")):
+        code, output = run_inline(capsys, monkeypatch, *args)
+        assert code == 2, (args, output)
+        assert_one_clear_line(output, str(DAMAGED), f"/{name}")
+    assert not (tmp_path / "conv").exists()
+    assert tree_hash(root) == before
+
+    code, output = run_inline(capsys, monkeypatch, "doctor", root, "--repair")
+    assert "Traceback" not in output
+    assert (root / "episodes/.unrecoverable/episode_000001.h5").is_file()
+    code, output = run_inline(capsys, monkeypatch, "doctor", root)
+    assert code == 0, output
+
+
+def test_episode_whose_objects_cannot_be_listed_is_one_line(clean: Path, tmp_path: Path, capsys, monkeypatch):
+    """h5py raises RuntimeError on a damaged object header; inside its link visit that surfaces as a
+    SystemError. Either is one line naming the file."""
+    root = copy_of(clean, tmp_path)
+    real_get = h5py.Group.get
+
+    def damaged_get(self, name, *args, **kwargs):
+        if Path(self.file.filename).name == Path(DAMAGED).name and name == "action":
+            raise RuntimeError("Can't get deprecated info for object (attempting I/O in temporary file space)")
+        return real_get(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "get", damaged_get)
+    code, output = run_inline(capsys, monkeypatch, "doctor", root)
+    assert code == 1, output
+    assert_one_clear_line(output, str(root / DAMAGED), "damaged")
+    code, output = run_inline(capsys, monkeypatch, "convert", root, tmp_path / "conv", "--to", "native")
+    assert code == 2, output
+    assert_one_clear_line(output, str(DAMAGED), "damaged")
+
+
+# -- numbers in meta/stats.json beyond what statistics hold -------------------------------------------
+
+
+def _stats_edit(doc: dict, kind: str) -> None:
+    fs = doc["features"]["action"]
+    dim = next(d for d in fs["sketch"]["dims"] if d["pos"]["cnt"])
+    if kind == "cnt-inf":
+        dim["pos"]["cnt"][0] = float("inf")
+    elif kind == "cnt-1e300":
+        dim["pos"]["cnt"][0] = 1e300
+    elif kind == "cnt-2**64":
+        dim["pos"]["cnt"][0] = 2**64
+    elif kind == "cnt-huge-int":
+        dim["pos"]["cnt"][0] = 922337203685477580
+    elif kind == "didx-minus-inf":
+        dim["pos"]["didx"][0] = float("-inf")
+    elif kind == "didx-huge":
+        dim["pos"]["didx"][0] = 10**15
+    elif kind == "zero-negative":
+        dim["zero"] = -1
+    elif kind == "zero-inf":
+        dim["zero"] = float("inf")
+    elif kind == "count-2**64":
+        fs["count"] = 2**64
+    elif kind == "count-float":
+        fs["count"] = float(fs["count"])
+    elif kind == "shape-huge":
+        fs["shape"] = [10**12]
+    elif kind == "alpha-tiny":
+        fs["sketch"]["alpha"] = 1e-300
+    elif kind == "mean-1e400":
+        fs["mean"][0] = 10**400
+
+
+STATS_NUMBERS = ["cnt-inf", "cnt-1e300", "cnt-2**64", "cnt-huge-int", "didx-minus-inf", "didx-huge", "zero-negative",
+                 "zero-inf", "count-2**64", "count-float", "shape-huge", "alpha-tiny", "mean-1e400"]
+
+
+@pytest.mark.parametrize("kind", STATS_NUMBERS)
+def test_stats_json_numbers_out_of_range_are_one_line_and_repair_recomputes(clean: Path, tmp_path: Path, kind: str,
+                                                                           capsys, monkeypatch):
+    root = copy_of(clean, tmp_path)
+    stats = root / "meta/stats.json"
+    doc = json.loads(stats.read_text())
+    _stats_edit(doc, kind)
+    stats.write_text(json.dumps(doc))
+    before = tree_hash(root)
+    code, output = run_inline(capsys, monkeypatch, "stats", root)
+    assert code == 2, output
+    assert_one_clear_line(output, str(stats), "'action'")
+    code, output = run_inline(capsys, monkeypatch, "doctor", root)
+    assert code == 1, output
+    assert_one_clear_line(output, str(stats), "'action'")
+    assert tree_hash(root) == before
+    code, output = run_inline(capsys, monkeypatch, "doctor", root, "--repair")
+    assert "Traceback" not in output
+    code, output = run_inline(capsys, monkeypatch, "doctor", root)
+    assert code == 0, output
+
+
+def test_loader_names_stats_json_with_numbers_out_of_range(clean: Path, tmp_path: Path):
+    pytest.importorskip("torch")
+    from telecorder.errors import DatasetError
+    from telecorder.loaders import TorchDataset
+
+    root = copy_of(clean, tmp_path)
+    stats = root / "meta/stats.json"
+    doc = json.loads(stats.read_text())
+    _stats_edit(doc, "cnt-inf")
+    stats.write_text(json.dumps(doc))
+    with pytest.raises(DatasetError, match=r"stats\.json: feature 'action'.*doctor --repair"):
+        TorchDataset(root, image_size=(32, 40), horizon=2)
+
+
+# -- format detection and index rebuilding ------------------------------------------------------------
+
+
+def test_convert_names_a_damaged_native_info_json(clean: Path, tmp_path: Path, capsys, monkeypatch):
+    root = copy_of(clean, tmp_path)
+    info = root / "meta/info.json"
+    for text, what in ((json.dumps([json.loads(info.read_text())]), "JSON list"), ("{nope", "not valid JSON")):
+        info.write_text(text)
+        code, output = run_inline(capsys, monkeypatch, "convert", root, tmp_path / "conv", "--to", "native")
+        assert code == 2, output
+        assert_one_clear_line(output, str(info), what)
+        assert "recognises" not in output
+    assert not (tmp_path / "conv").exists()
+
+
+@pytest.mark.parametrize("value", [[1, 2], "abc", 7.5])
+def test_repair_rebuilds_an_index_line_whatever_source_episode_index_holds(clean: Path, tmp_path: Path, value,
+                                                                          capsys, monkeypatch):
+    root = copy_of(clean, tmp_path)
+    with h5py.File(root / DAMAGED, "r+") as f:
+        f.attrs["source_episode_index"] = "json:" + json.dumps(value) if isinstance(value, list) else value
+    index = root / "meta/episodes.jsonl"
+    lines = index.read_text().splitlines()
+    index.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # episode 1's line is lost
+    code, output = run_inline(capsys, monkeypatch, "doctor", root, "--repair")
+    assert "Traceback" not in output, output
+    code, output = run_inline(capsys, monkeypatch, "doctor", root)
+    assert code == 0, output
+    rebuilt = json.loads(index.read_text().splitlines()[1])
+    assert rebuilt["episode_index"] == 1
+    assert rebuilt.get("source_episode_index") == (value if isinstance(value, str) else None)
+
+
+@pytest.mark.parametrize("value", [np.arange(3), np.array([b"a", b"b"]), np.complex128(1 + 2j)])
+def test_episode_attribute_of_another_type_is_carried_as_plain_data(clean: Path, tmp_path: Path, value,
+                                                                   capsys, monkeypatch):
+    """Another tool may store an array where telecorder writes text: a conversion carries it as a list
+    (never 'not JSON serializable'), and the loader's instruction takes only text."""
+    root = copy_of(clean, tmp_path)
+    with h5py.File(root / DAMAGED, "r+") as f:
+        f.attrs["language_instruction"] = value
+    code, output = run_inline(capsys, monkeypatch, "convert", root, tmp_path / "conv", "--to", "native")
+    assert code == 0, output
+    pytest.importorskip("torch")
+    from telecorder.loaders import TorchDataset
+
+    ds = TorchDataset(root, image_size=(32, 40), horizon=2, normalize="none")
+    assert all(isinstance(ds[i]["language_instruction"], str) for i in range(len(ds)))

@@ -168,7 +168,7 @@ def nonfinite_source(kind: str, tmp_path: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind", ["native", "lerobot", "rlds"])
+@pytest.mark.parametrize("kind", ["native", "lerobot", pytest.param("rlds", marks=pytest.mark.tf)])
 def test_every_loader_names_the_nonfinite_step_or_leaves_the_episode_out(tmp_path, kind):
     root = nonfinite_source(kind, tmp_path)
     opts = dict(cameras=[], image_size=None, normalize="min_max", state_normalize="mean_std")

@@ -6,6 +6,7 @@ Formats are imported only when used, so converting HDF5 never imports TensorFlow
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 from .base import ConversionError, FormatReader, FormatWriter
@@ -52,10 +53,39 @@ def detect_format(path: str | Path) -> str:
                 return name
         except ImportError:
             continue
+    damaged = _damaged_info(path)
+    if damaged:
+        raise ConversionError(damaged)
     raise ConversionError(
         f"{path}: not a dataset telecorder recognises (native, LeRobot v2/v3, RLDS/TFDS, ALOHA HDF5, robomimic); "
         "pass --from FORMAT if it is one of them"
     )
+
+
+def _damaged_info(path: Path) -> str | None:
+    """What is wrong with ``path/meta/info.json`` when no format recognised the folder (None: no such
+    file, or nothing wrong with it as JSON): a native or LeRobot dataset whose description is damaged
+    is named as such, not as an unknown dataset."""
+    info = path / "meta" / "info.json"
+    if not info.exists() and not info.is_symlink():
+        return None
+    hint = ("; restore it (a native dataset's says \"format\": \"telecorder\", a LeRobot one's "
+            "\"codebase_version\": \"v2.x\"/\"v3.x\"), or pass --from FORMAT")
+    try:
+        with open(info, "rb") as fh:
+            raw = fh.read(64 << 20)
+        doc = json.loads(raw.decode("utf-8"))
+    except IsADirectoryError:
+        return f"{info}: is a folder, not the dataset's description{hint}"
+    except OSError as e:
+        return f"{info}: cannot be read ({e.strerror or e}){hint}"
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        return f"{info}: not valid JSON ({type(e).__name__}: {str(e)[:120]}){hint}"
+    if not isinstance(doc, dict):
+        return f"{info}: holds a JSON {type(doc).__name__}, not the object describing the dataset{hint}"
+    fmt, version = doc.get("format"), doc.get("codebase_version")
+    return (f"{info}: names no format telecorder reads (format {fmt!r:.40}, codebase_version {version!r:.40})"
+            f"{hint}")
 
 
 def open_reader(path: str | Path, fmt: str | None = None, **options: object) -> FormatReader:

@@ -50,6 +50,13 @@ from ..datasets.stats import DatasetStats, FeatureStats
 from ..errors import DatasetError
 from ..safe_paths import join_inside
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
+from .lerobot_meta_checks import (
+    check_episode_row,
+    check_info,
+    check_sidecar,
+    check_task_row,
+    chunks_size,
+)
 from .lerobot_timing import OFFSET_KEY, episode_frame_times, find_offset, frame_times
 from .parts import PART_STATS
 from .templates import TemplateError, check_template, fill_template
@@ -131,22 +138,29 @@ def _read_json(path: Path, what: str) -> Any:
                      invalid_hint="")
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_jsonl(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, row)`` of each line: ``where`` is ``"<path> line <n>"`` for the checks to name."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().splitlines()
     except FileNotFoundError as e:
         raise ConversionError(f"{path}: file is missing; not a complete LeRobot v2 dataset") from e
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot be read ({e.strerror or e})") from e
     out = []
-    for n, line in enumerate(lines, 1):
+    for n, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConversionError(f"{path}: line {n} is not UTF-8 text ({e}); restore the file") from e
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
             raise ConversionError(f"{path}: line {n} is not valid JSON ({e})") from e
         if not isinstance(row, dict):
             raise ConversionError(f"{path}: line {n} is not a JSON object")
-        out.append(row)
+        out.append((f"{path} line {n}", row))
     return out
 
 
@@ -155,16 +169,18 @@ def _parquet_column_names(path: Path) -> set[str]:
         return set(pq.read_schema(path).names)
     except FileNotFoundError as e:
         raise ConversionError(f"{path}: file is missing") from e
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
 
 
 def _read_parquet(path: Path, columns: list[str] | None = None, **kwargs: Any) -> pa.Table:
     try:
-        return pq.read_table(path, columns=columns, **kwargs)
+        table = pq.read_table(path, columns=columns, **kwargs)
+        table.column_names  # noqa: B018 - decoded lazily: a corrupt schema fails here, not at the caller
+        return table
     except FileNotFoundError as e:
         raise ConversionError(f"{path}: file is missing") from e
-    except (pa.ArrowException, OSError) as e:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
 
 
@@ -255,7 +271,7 @@ def _parse_features(
                 visual.append(_Visual(key, str(dtype), spec, _depth_reason(ft)))
             elif _is_numeric(dtype):
                 numeric[key] = _numeric_spec(key, ft, known.get(key))
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             raise ConversionError(f"{info_path}: feature {key!r} cannot be used ({e})") from e
     cams = [v.camera for v in visual]
     clash = sorted({c for c in cams if cams.count(c) > 1})
@@ -283,6 +299,7 @@ def _load_sidecar(root: Path) -> dict[str, Any] | None:
                               "remove it to read the dataset without it")
     if not isinstance(side.get("episodes", {}), dict) or not isinstance(side.get("info", {}), dict):
         raise ConversionError(f"{path}: 'episodes' and 'info' must be JSON objects; remove the file or restore it")
+    check_sidecar(side, str(path))
     return side
 
 
@@ -327,11 +344,7 @@ class LeRobotReader(FormatReader):
                     check_template(self._meta[key])
                 except TemplateError as e:
                     raise ConversionError(f"{self._info_path}: '{key}' template cannot be used ({e})") from e
-        try:
-            self.fps = float(self._meta["fps"])
-            features = dict(self._meta["features"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConversionError(f"{self._info_path}: needs 'fps' and a 'features' object ({e})") from e
+        self.fps, features = check_info(self._meta, str(self._info_path))
         self.tolerance_s = float(tolerance_s) if tolerance_s is not None else 1.0 / (2.0 * self.fps)
         self._sidecar = _load_sidecar(self.path)
         self._numeric, visual = _parse_features(features, self._info_path, _sidecar_features(self._sidecar))
@@ -388,7 +401,7 @@ class LeRobotReader(FormatReader):
     def _load_episodes(self) -> tuple[dict[int, dict[str, Any]], dict[int, Path]]:
         if not self.is_v3:
             path = self.path / "meta/episodes.jsonl"
-            rows = self._index_rows(_read_jsonl(path), path)
+            rows = self._index_rows(_read_jsonl(path))
             return rows, dict.fromkeys(rows, path)
         files = sorted((self.path / EPISODES_DIR).glob("*/*.parquet"))
         if not files:
@@ -399,27 +412,26 @@ class LeRobotReader(FormatReader):
             # Per-episode statistics can be most of the file and are not needed to read episodes.
             table = _read_parquet(f)
             table = table.select([c for c in table.column_names if not c.startswith("stats/")])
-            indexed = self._index_rows(table.to_pylist(), f)
+            try:
+                rows = table.to_pylist()
+            except (pa.ArrowException, UnicodeDecodeError) as e:
+                raise ConversionError(f"{f}: cannot be read as Parquet ({e})") from e
+            indexed = self._index_rows((f"{f} row {k}", row) for k, row in enumerate(rows))
             episodes.update(indexed)
             where.update(dict.fromkeys(indexed, f))
         return episodes, where
 
     @staticmethod
-    def _index_rows(rows: list[dict[str, Any]], path: Path) -> dict[int, dict[str, Any]]:
-        out = {}
-        for row in rows:
-            if "episode_index" not in row:
-                raise ConversionError(f"{path}: an episode entry has no 'episode_index'")
-            out[int(row["episode_index"])] = row
-        return out
+    def _index_rows(rows: Iterable[tuple[str, dict[str, Any]]]) -> dict[int, dict[str, Any]]:
+        return {check_episode_row(row, where): row for where, row in rows}
 
     def _load_tasks(self) -> dict[int, str]:
         if not self.is_v3:
             path = self.path / "meta/tasks.jsonl"
             if not path.is_file():
                 return {}
-            rows = _read_jsonl(path)
-            return {int(r["task_index"]): str(r["task"]) for r in rows if "task_index" in r and "task" in r}
+            checked = (check_task_row(row, where) for where, row in _read_jsonl(path))
+            return dict(t for t in checked if t is not None)
         path = self.path / TASKS_PATH
         if not path.is_file():
             return {}
@@ -427,7 +439,12 @@ class LeRobotReader(FormatReader):
         text = next((c for c in ("task", "__index_level_0__") if c in table.column_names), None)
         if text is None or "task_index" not in table.column_names:
             raise ConversionError(f"{path}: needs a task_index column and the task text (column or index 'task')")
-        return dict(zip(table["task_index"].to_pylist(), table[text].to_pylist(), strict=True))
+        try:
+            rows = zip(table["task_index"].to_pylist(), table[text].to_pylist(), strict=True)
+        except (pa.ArrowException, UnicodeDecodeError) as e:
+            raise ConversionError(f"{path}: cannot be read as Parquet ({e})") from e
+        checked = (check_task_row({"task_index": i, "task": t}, f"{path} row {k}") for k, (i, t) in enumerate(rows))
+        return dict(t for t in checked if t is not None)
 
     @property
     def info(self) -> DatasetInfo:
@@ -443,7 +460,7 @@ class LeRobotReader(FormatReader):
             image_encoding=str(side.get("image_encoding", "jpeg")),
             jpeg_quality=int(side.get("jpeg_quality", 90)),
             total_episodes=len(self._episodes),
-            total_frames=sum(int(r.get("length", 0)) for r in self._episodes.values()),
+            total_frames=sum(int(r.get("length") or 0) for r in self._episodes.values()),
             extra=extra,
         )
 
@@ -504,7 +521,7 @@ class LeRobotReader(FormatReader):
             if "episode_index" not in table.column_names:
                 raise ConversionError(f"{path}: column 'episode_index' is missing; cannot find episode {index}'s rows")
             table = table.filter(pc.equal(table["episode_index"], index))
-        if "length" in row and int(row["length"]) != table.num_rows:
+        if row.get("length") is not None and int(row["length"]) != table.num_rows:
             raise ConversionError(f"{path}: episode {index} has {table.num_rows} rows but "
                                   f"{self._episodes_file[index]} says length {row['length']}")
         out = {name: _column_values(table, name, self._numeric[name].shape, self._numeric[name].dtype, path)
@@ -557,7 +574,7 @@ class LeRobotReader(FormatReader):
         row = self._episodes[index]
         table, data_file = self._episode_table(index, row)
         n = table.num_rows
-        if "length" in row and int(row["length"]) != n:
+        if row.get("length") is not None and int(row["length"]) != n:
             raise ConversionError(
                 f"{data_file}: episode {index} has {n} rows but {self._episodes_file[index]} "
                 f"says length {row['length']}"
@@ -576,7 +593,7 @@ class LeRobotReader(FormatReader):
 
     def _data_path(self, index: int, row: Mapping[str, Any]) -> Path:
         if not self.is_v3:
-            chunk = index // int(self._meta.get("chunks_size", 1000))
+            chunk = index // chunks_size(self._meta)
             return self._templated_path("data_path", episode_chunk=chunk, episode_index=index)
         chunk, file = (self._episode_field(index, row, f"data/{k}") for k in ("chunk_index", "file_index"))
         return self._templated_path("data_path", chunk_index=chunk, file_index=file)
@@ -633,7 +650,7 @@ class LeRobotReader(FormatReader):
 
     def _video_path(self, vis: _Visual, index: int, row: Mapping[str, Any]) -> Path:
         if not self.is_v3:
-            chunk = index // int(self._meta.get("chunks_size", 1000))
+            chunk = index // chunks_size(self._meta)
             return self._templated_path("video_path", episode_chunk=chunk, video_key=vis.key, episode_index=index)
         chunk, file = (self._episode_field(index, row, f"videos/{vis.key}/{k}") for k in ("chunk_index", "file_index"))
         return self._templated_path("video_path", video_key=vis.key, chunk_index=chunk, file_index=file)
@@ -653,7 +670,8 @@ class LeRobotReader(FormatReader):
         offset = self.video_offset(vis.camera, index, timestamp)
         if offset:
             offsets[vis.camera] = offset
-        return decode_frames(path, start + timestamp - offset, self.tolerance_s, context=context)
+        return decode_frames(path, start + timestamp - offset, self.tolerance_s, context=context,
+                             expected_hw=(int(vis.spec.shape[0]), int(vis.spec.shape[1])))
 
     def video_offset(self, camera: str, index: int, timestamp: np.ndarray) -> float:
         """Seconds to subtract from the rows' times to find each row's own frame of ``camera``:

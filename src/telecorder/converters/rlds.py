@@ -57,6 +57,7 @@ from ..datasets.work_folder import OUTPUT as WORK_OUTPUT
 from ..errors import DatasetError, missing_extra
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
 from .parts import PART_STATS, PARTS_DIR
+from .rlds_meta_checks import check_dataset_info, check_features_json, check_sidecar
 from .rlds_paths import check_inside, check_split_paths
 
 SIDECAR_FORMAT = "telecorder-rlds"
@@ -290,6 +291,8 @@ class RLDSReader(FormatReader):
         if fps is not None and not fps > 0:
             raise ConversionError(f"{self.path}: reader option fps must be positive, not {fps}")
         check_split_paths(self.data_dir, error=ConversionError)  # TFDS would read shards wherever they point
+        for name, check in (("dataset_info.json", check_dataset_info), ("features.json", check_features_json)):
+            check(read_json(self.data_dir / name, error=ConversionError), self.data_dir / name)  # before TFDS parses
         self._tf, self._tfds = import_tfds()
         try:
             self._builder = self._tfds.builder_from_directory(os.fspath(self.data_dir))
@@ -340,7 +343,7 @@ class RLDSReader(FormatReader):
             # Our own output: put the episodes back in the order they had before the split.
             try:
                 original = [int(e) for part in self._parts for e in listed[part.name]["episodes"]]
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, OverflowError):
                 return order
             if len(original) == len(order) and len(set(original)) == len(original):
                 return [pos for _, pos in sorted(zip(original, order, strict=True), key=lambda t: t[0])]
@@ -362,6 +365,10 @@ class RLDSReader(FormatReader):
             raise ConversionError(f"{e} (delete it to read the dataset without telecorder's metadata)") from e
         if not isinstance(side, dict) or side.get("format") != SIDECAR_FORMAT:
             return None
+        try:
+            check_sidecar(side, path)
+        except ConversionError as e:
+            raise ConversionError(f"{e} (or delete it to read the dataset without telecorder's metadata)") from e
         return side
 
     @property

@@ -18,6 +18,7 @@ from typing import Any
 import av
 import numpy as np
 
+from ..datasets.images import MAX_IMAGE_PIXELS
 from .base import ConversionError
 
 # Codec choice -> (FFmpeg encoder, default options). On real 640x480 robot footage these
@@ -162,14 +163,36 @@ class VideoEncoder:
         self.close()
 
 
+def check_stream_size(stream: Any, path: Path, expected_hw: tuple[int, int] | None = None, context: str = "") -> None:
+    """The frame size a video stream declares, checked before any frame is decoded: against
+    ``expected_hw`` (the feature's (height, width)) when given, else against
+    :data:`~telecorder.datasets.images.MAX_IMAGE_PIXELS`. A corrupt header claiming 30000x30000
+    would otherwise allocate gigabytes per decoded frame."""
+    ctx = f" ({context})" if context else ""
+    w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+    if w < 1 or h < 1:
+        raise ConversionError(f"{path}: the video stream declares a frame size of {w}x{h}{ctx}; the file is corrupt "
+                              "(not decoded); re-export the video or leave the camera out")
+    if expected_hw is not None:
+        eh, ew = int(expected_hw[0]), int(expected_hw[1])
+        if (h, w) != (eh, ew):
+            raise ConversionError(f"{path}: the video stream declares {w}x{h} frames{ctx}, but the camera's feature "
+                                  f"holds {ew}x{eh}; the video or the metadata is wrong (not decoded)")
+    elif w * h > MAX_IMAGE_PIXELS:
+        raise ConversionError(f"{path}: the video stream declares {w}x{h} frames{ctx}, over the {MAX_IMAGE_PIXELS} "
+                              "pixels telecorder decodes; the file is corrupt (not decoded)")
+
+
 def decode_frames(
-    path: Path, timestamps: np.ndarray | list[float], tolerance: float, *, context: str = ""
+    path: Path, timestamps: np.ndarray | list[float], tolerance: float, *, context: str = "",
+    expected_hw: tuple[int, int] | None = None,
 ) -> list[np.ndarray]:
     """RGB uint8 frames of ``path`` shown at ``timestamps`` (seconds in the file), in that order.
 
     Each wanted time takes the frame nearest to it; none within ``tolerance`` seconds, or a
     video that ends too early, raises ConversionError naming the file, the time and ``context``
-    (e.g. ``"episode 3"``).
+    (e.g. ``"episode 3"``). The size the stream declares is checked first (:func:`check_stream_size`,
+    against ``expected_hw`` when given).
     """
     path = Path(path)
     wanted = np.asarray(timestamps, dtype=np.float64)
@@ -181,6 +204,7 @@ def decode_frames(
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise ConversionError(f"{path}: has no video stream")
+            check_stream_size(container.streams.video[0], path, expected_hw, context)
             return _decode_sorted(container, path, wanted, tolerance, context)
     except av.error.FFmpegError as e:
         raise ConversionError(f"{path}: cannot be decoded as video ({e})") from e

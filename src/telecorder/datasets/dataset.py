@@ -107,6 +107,9 @@ def read_index(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     return [by_index[i] for i in sorted(by_index)], problems
 
 
+# The most steps an index line may give an episode: 2**32 steps is five days at 10 kHz; beyond it a
+# length is damage, and sums of lengths (a loader's sample count) stay far inside int64.
+MAX_EPISODE_STEPS = 2**32
 # Index fields that readers use, and the JSON types they must have (None: may be null).
 _INDEX_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "file": ((str,), False),
@@ -128,8 +131,8 @@ def index_line_problem(rec: Any) -> str | None:
     if not isinstance(rec, dict):
         return f"the line is a JSON {type(rec).__name__}, not an object"
     length = rec.get("length")
-    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
-        return f"'length' must be a whole number of steps, not {length!r:.40}"
+    if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= MAX_EPISODE_STEPS:
+        return f"'length' must be a whole number of steps up to {MAX_EPISODE_STEPS}, not {length!r:.40}"
     for key, (types, nullable) in _INDEX_FIELDS.items():
         if key not in rec or (nullable and rec[key] is None):
             continue
@@ -306,7 +309,7 @@ class Dataset:
         try:
             return DatasetStats.from_json_dict(read_json(path))
         except ValueError as e:
-            raise DatasetError(f"{path}: {e}") from e
+            raise DatasetError(f"{path}: {e}; run 'telecorder doctor --repair' to recompute it") from e
 
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..atomic import fsync_dir, fsync_path
 from ..errors import DatasetError
-from .episode_integrity import check_extents, check_frame_references
+from .episode_integrity import check_dataset_types, check_extents, check_frame_references
 from .features import FORMAT_VERSION, IMAGE_PREFIX, DatasetInfo, check_fps
 from .hdf5_links import refuse_other_files
 from .images import decode_image
@@ -301,14 +301,31 @@ def get_attrs(node: h5py.HLObject, where: str | Path | None = None) -> dict[str,
             except (json.JSONDecodeError, RecursionError) as e:
                 raise DatasetError(f"{where}: attribute {key!r} is not valid JSON ({e}); the file is "
                                    "damaged or was altered by another tool") from e
-        elif isinstance(value, np.bool_):
-            value = bool(value)
-        elif isinstance(value, np.integer):
-            value = int(value)
-        elif isinstance(value, np.floating):
-            value = float(value)
+        else:
+            value = _plain(value)
         out[key] = value
     return out
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as plain Python that JSON can hold: an array becomes a list (another tool
+    may store one where telecorder writes text), bytes text, anything else exotic (complex numbers,
+    references, compound records) its text form."""
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufSUO":
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return str(value)
 
 
 @dataclass
@@ -359,6 +376,9 @@ class EpisodeReader:
         refuse_other_files(f, self.path)  # HDF5 links into other files are paths the file names (see hdf5_links)
         if "timestamp" not in f:
             raise DatasetError(f"{self.path}: no /timestamp dataset; not a telecorder episode file")
+        if not isinstance(f["timestamp"], h5py.Dataset) or f["timestamp"].ndim != 1:
+            raise DatasetError(f"{self.path}: /timestamp is not a list of one time per step (a damaged or "
+                               "altered file); run 'telecorder doctor --repair' to set the episode aside")
         n = f["timestamp"].shape[0]
         expected = ["timestamp"]
         if self.info is not None:
@@ -371,10 +391,27 @@ class EpisodeReader:
             if f[path].shape[0] != n:
                 raise DatasetError(f"{self.path}: /{path} has {f[path].shape[0]} rows, /timestamp has {n}")
         get_attrs(f, self.path)  # a damaged attribute makes the episode damaged, named here, not at first use
-        # Before anything is read: sizes the header claims against what the file holds.
+        # Before anything is read: each dataset's type and shape against info.json and the fixed layout,
+        # sizes the header claims against what the file holds.
+        self._check_types(n)
         check_extents(self.path, f)
         for cam in self.cameras:
             check_frame_references(self.path, f, f"{IMAGES_GROUP}/{cam}", n)
+
+    def _check_types(self, n: int) -> None:
+        f = self._file
+        if self.info is not None:
+            numeric = {s.h5_path: (s.dtype, s.shape) for s in self.info.numeric_features}
+        else:
+            numeric = {p: ("float64", tuple(f[p].shape[1:])) for p in self.numeric_paths}
+        cameras = sorted(set(self.cameras) | set(self.info.cameras if self.info is not None else []))
+        bookkeeping = ["timestamp", *(f"{g}/{c}" for c in cameras for g in (IMAGE_TS_GROUP, FRAME_INDEX_GROUP))]
+        for path in bookkeeping[1:] + [f"{IMAGES_GROUP}/{c}" for c in cameras]:
+            if path not in f:
+                raise DatasetError(f"{self.path}: dataset /{path} is missing")
+        if LATENESS_PATH in f:
+            bookkeeping.append(LATENESS_PATH)
+        check_dataset_types(self.path, f, n, numeric, cameras, bookkeeping)
 
     def __enter__(self) -> EpisodeReader:
         return self

@@ -126,3 +126,42 @@ def check_frame_references(path: Path, f: h5py.File, name: str, rows: int) -> No
             )
     finally:
         os.close(fd)
+
+
+# Dataset kinds numeric data may be stored as (bool, signed, unsigned, float): strings, compound
+# records or references in their place are damage, named here rather than by numpy at first use.
+_NUMERIC_KINDS = "biuf"
+
+
+def check_dataset_types(path: Path, f: h5py.File, rows: int, numeric: dict[str, tuple[str, tuple[int, ...]]],
+                        cameras: list[str], bookkeeping: list[str]) -> None:
+    """Each dataset holds what its place in the layout says, ``rows`` rows of it.
+
+    ``numeric`` maps a feature's HDF5 path to info.json's (dtype, row shape); ``bookkeeping``
+    lists 1-D numeric datasets of one value per step (timestamps, frame indices, lateness);
+    a camera's frames are one variable-length byte string per step.
+    """
+    def wrong(name: str, ds: h5py.Dataset, expected: str) -> DatasetError:
+        return DatasetError(f"{path}: /{name} holds {ds.dtype} values of shape {list(ds.shape)}, expected "
+                            f"{expected} (a damaged or altered file); {_REPAIR_HINT}")
+
+    for name, (dtype, shape) in numeric.items():
+        ds = f[name]
+        want = np.dtype(dtype)
+        kind_ok = ds.dtype.kind in _NUMERIC_KINDS if want.kind in _NUMERIC_KINDS else ds.dtype.kind == want.kind
+        if not kind_ok or tuple(ds.shape) != (rows, *shape):
+            raise wrong(name, ds, f"{want} values of shape {[rows, *shape]} (info.json's feature)")
+    for name in bookkeeping:
+        ds = f[name]
+        if not isinstance(ds, h5py.Dataset) or ds.dtype.kind not in _NUMERIC_KINDS or tuple(ds.shape) != (rows,):
+            if not isinstance(ds, h5py.Dataset):
+                raise DatasetError(f"{path}: /{name} is not a dataset; {_REPAIR_HINT}")
+            raise wrong(name, ds, f"one number per step, shape [{rows}]")
+    for cam in cameras:
+        name = f"observation/images/{cam}"
+        ds = f[name]
+        if not isinstance(ds, h5py.Dataset):
+            raise DatasetError(f"{path}: /{name} is not a dataset; {_REPAIR_HINT}")
+        base = ds.dtype.metadata.get("vlen") if ds.dtype.metadata else None
+        if ds.dtype.kind != "O" or base is None or np.dtype(base) != np.uint8 or tuple(ds.shape) != (rows,):
+            raise wrong(name, ds, f"one encoded image (variable-length bytes) per step, shape [{rows}]")

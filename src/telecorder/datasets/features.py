@@ -30,6 +30,12 @@ CLOCK_MONOTONIC = "monotonic"
 CLOCK_SIMULATION = "simulation"
 
 
+# The most values one feature may hold per step, as info.json declares it: a 4K RGB frame is 25 million;
+# beyond this a shape is damage, and what readers allocate from it (thumbnails, buffers) stays bounded.
+MAX_STEP_VALUES = 1 << 27
+MAX_FEATURE_DIMS = 32
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """One recorded stream: a numeric array per step, or a camera image per step.
@@ -96,6 +102,9 @@ class FeatureSpec:
         shape = d.get("shape")
         if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
             raise ValueError(f"{where}: 'shape' must be a list of non-negative whole numbers, not {shape!r:.80}")
+        if len(shape) > MAX_FEATURE_DIMS or math.prod(shape) > MAX_STEP_VALUES or any(s > MAX_STEP_VALUES for s in shape):
+            raise ValueError(f"{where}: 'shape' {shape!r:.80} holds more than {MAX_STEP_VALUES} values per step "
+                             f"(or more than {MAX_FEATURE_DIMS} dimensions); a damaged description")
         names = d.get("names")
         if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
             raise ValueError(f"{where}: 'names' must be a list of strings, not {names!r:.80}")

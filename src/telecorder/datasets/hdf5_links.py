@@ -21,6 +21,7 @@ from ..errors import DatasetError
 def refuse_other_files(f: h5py.File, where: str | Path, *, error: type[DatasetError] = DatasetError) -> None:
     """``error`` naming ``where`` and the object if any object of ``f`` takes its data from another file."""
     problem: list[str] = []
+    damaged: list[str] = []
 
     def visit(name: str, link: h5py.HardLink | h5py.SoftLink | h5py.ExternalLink) -> bool | None:
         if isinstance(link, h5py.ExternalLink):
@@ -28,10 +29,16 @@ def refuse_other_files(f: h5py.File, where: str | Path, *, error: type[DatasetEr
             return True
         if not isinstance(link, h5py.HardLink):
             return None
-        obj = f.get(name)
-        if not isinstance(obj, h5py.Dataset):
+        try:
+            obj = f.get(name)
+            plist = obj.id.get_create_plist() if isinstance(obj, h5py.Dataset) else None
+        except (RuntimeError, OSError, KeyError, ValueError, TypeError) as e:
+            # Raised inside h5py's visit callback, an error comes out as a SystemError: stop the
+            # visit and report it below instead.
+            damaged.append(f"/{name} cannot be opened ({type(e).__name__}: {e})")
+            return True
+        if plist is None:
             return None
-        plist = obj.id.get_create_plist()
         if plist.get_layout() == h5py.h5d.VIRTUAL:
             others = {plist.get_virtual_filename(i) for i in range(plist.get_virtual_count())} - {"."}
             if others:
@@ -44,7 +51,15 @@ def refuse_other_files(f: h5py.File, where: str | Path, *, error: type[DatasetEr
             return True
         return None
 
-    f.visititems_links(visit)
+    try:
+        f.visititems_links(visit)
+    except (RuntimeError, OSError, KeyError, ValueError, TypeError, SystemError) as e:
+        # h5py's errors on a damaged link table or object header: one line naming the file. An error
+        # inside h5py's visit callback surfaces as a SystemError whose cause is the real one.
+        real = (e.__cause__ or e.__context__ or e) if isinstance(e, SystemError) else e
+        damaged.append(f"its objects cannot be listed ({type(real).__name__}: {real})")
+    if damaged:
+        raise error(f"{where}: the HDF5 file is damaged: {damaged[0]}; restore it from a copy, or set it aside")
     if problem:
         raise error(f"{where}: {problem[0]}; refusing to read outside the file (copy the data into it, "
                     "e.g. with h5copy or by re-exporting)")

@@ -77,6 +77,10 @@ def recover(
     The caller must hold the dataset's lock. With nothing to mend, nothing is written.
     """
     root = Path(root)
+    for meta in (INFO, INDEX, STATS):  # files repair replaces: a folder there is not ours to remove
+        if (root / meta).is_dir():
+            raise DatasetError(f"{root / meta}: is a folder, not the file telecorder keeps there; move it out of "
+                               "the dataset, then run 'telecorder doctor --repair' again")
     info = info if info is not None else DatasetInfo.load(root / INFO)
     actions = _remove_temporaries(root)
     for partial in partial_files(root):
@@ -219,9 +223,19 @@ def record_from_file(reader: EpisodeReader, idx: int) -> dict[str, Any]:
         "repeated_frames": a.get("repeated_frames"),
         "dropped_frames": a.get("dropped_frames"),
         "recovered": bool(a.get("recovered", False)),
-        **({"source_episode_index": int(a["source_episode_index"])} if "source_episode_index" in a else {}),
+        **_source_index(a.get("source_episode_index")),
         "bytes": reader.path.stat().st_size,
     })
+
+
+def _source_index(value: Any) -> dict[str, Any]:
+    """The ``source_episode_index`` field of a rebuilt index line: an episode number or a source's
+    episode id (text) as the attribute holds it; anything else (a damaged attribute) is left out."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        value = int(value)
+    if (isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, str):
+        return {"source_episode_index": value}
+    return {}
 
 
 def claimed_index(attrs: dict[str, Any]) -> Any:

@@ -72,6 +72,15 @@ import numpy as np
 
 from ..errors import DatasetError
 from .ranges import parse_episode_ranges
+from .stats_checks import (
+    MAX_COUNT,
+    MIN_ALPHA,
+    bucket_index_bound,
+    json_floats,
+    json_int,
+    json_ints,
+    shape_of,
+)
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -557,7 +566,7 @@ class FeatureStats:
             return cls._from_dict(d, name)
         except StatsError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise StatsError(f"{label}: malformed saved statistics: {detail}") from exc
 
@@ -570,42 +579,49 @@ class FeatureStats:
 
         if not isinstance(d, Mapping):
             raise bad(f"expected a JSON object, got {type(d).__name__}")
-        shape = tuple(d["shape"])
-        if not all(isinstance(s, int) and s > 0 for s in shape):
-            raise bad(f"shape {list(shape)} must be a list of positive integers")
+        # Every number is checked as it enters (stats_checks): no inf, 1e300 or 2**64 reaches numpy.
+        shape = shape_of(d["shape"])
         ndim = math.prod(shape)
-        count = d["count"]
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise bad(f"count {count!r} must be a non-negative integer")
+        count = json_int(d["count"], "count", 0, MAX_COUNT)
         sketch = d["sketch"]
-        alpha = _check_alpha(sketch["alpha"])
+        if not isinstance(sketch, Mapping):
+            raise bad("'sketch' must be a JSON object")
+        alpha = sketch["alpha"]
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not MIN_ALPHA <= alpha < 1.0:
+            raise bad(f"sketch alpha {alpha!r} must be a number from {MIN_ALPHA} to below 1")
+        alpha = _check_alpha(alpha)
         if sketch["zero_floor"] != ZERO_FLOOR:
             raise bad(f"sketch zero_floor {sketch['zero_floor']!r} differs from {ZERO_FLOOR}")
         if count == 0:
             return cls.empty(shape, name=name, alpha=alpha)
 
         def floats(key: str) -> np.ndarray:
-            arr = np.asarray(d[key], dtype=np.float64)
-            if arr.size != ndim or not np.isfinite(arr).all():
-                raise bad(f"{key!r} must hold {ndim} finite numbers")
-            return arr.reshape(ndim)
+            return json_floats(d[key], repr(key), ndim)
 
         dims = sketch["dims"]
-        if len(dims) != ndim:
-            raise bad(f"sketch has {len(dims)} dimensions, shape {list(shape)} needs {ndim}")
-        zero = np.array([int(e["zero"]) for e in dims], dtype=np.int64)
+        if not isinstance(dims, list) or len(dims) != ndim:
+            raise bad(f"sketch has {len(dims) if isinstance(dims, list) else 'no list of'} dimensions, "
+                      f"shape {list(shape)} needs {ndim}")
+        bound = bucket_index_bound(alpha, ZERO_FLOOR)
+        zero = np.array([json_int(e["zero"], f"dimension {i} zero count", 0, count)
+                         for i, e in enumerate(dims)], dtype=np.int64)
         stores = {}
         for key in ("pos", "neg"):
             parts_dim, parts_idx, parts_cnt = [], [], []
             for i, entry in enumerate(dims):
-                didx = np.asarray(entry[key]["didx"], dtype=np.int64)
-                cnt = np.asarray(entry[key]["cnt"], dtype=np.int64)
-                if didx.shape != cnt.shape or didx.ndim != 1:
+                didx = json_ints(entry[key]["didx"], f"dimension {i} {key} didx", -2 * bound, 2 * bound)
+                cnt = json_ints(entry[key]["cnt"], f"dimension {i} {key} cnt", 1, count)
+                if didx.shape != cnt.shape:
                     raise bad(f"dimension {i} {key}: didx and cnt lengths differ")
-                if (didx[1:] <= 0).any() or (cnt <= 0).any():
+                if (didx[1:] <= 0).any():
                     raise bad(f"dimension {i} {key}: indices must increase, counts be positive")
+                idx = np.cumsum(didx)
+                if idx.size and (idx[0] < -bound or idx[-1] > bound):
+                    raise bad(f"dimension {i} {key}: bucket indices outside [-{bound}, {bound}]")
+                if int(zero[i]) + int(cnt.sum(dtype=np.float64)) > count:
+                    raise bad(f"dimension {i}: sketch bucket counts do not add up to count {count} (they exceed it)")
                 parts_dim.append(np.full(cnt.size, i, dtype=np.int64))
-                parts_idx.append(np.cumsum(didx))
+                parts_idx.append(idx)
                 parts_cnt.append(cnt)
             stores[key] = _Store.from_sorted(
                 np.concatenate(parts_dim), np.concatenate(parts_idx), np.concatenate(parts_cnt)

@@ -48,7 +48,7 @@ class LeRobotEpisode(LoadedEpisode):
                 self._videos[camera] = src.video_start(camera, self.index, self.timestamp)
             path, start = self._videos[camera]
             return src.videos().frame(path, start + float(self.timestamp[step]), src.reader.tolerance_s,
-                                      size, out, context=context)
+                                      size, out, context=context, stored_hw=(int(spec.shape[0]), int(spec.shape[1])))
         if camera not in self._images:
             self._images[camera] = src.reader.encoded_images(camera, self.index)
         blobs = self._images[camera]
@@ -135,7 +135,7 @@ class LeRobotSource(EpisodeSource):
         if not path.is_file():
             return {}
         stats = read_json(path, error=ConversionError)
-        return stats_dict(stats) if isinstance(stats, dict) else {}
+        return stats_dict(stats, str(path)) if isinstance(stats, dict) else {}
 
     def load(self, episode_index: int, numeric: Sequence[str]) -> LeRobotEpisode:
         columns, meta = self.reader.episode_columns(episode_index, numeric)

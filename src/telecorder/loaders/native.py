@@ -12,6 +12,7 @@ import numpy as np
 from ..datasets.dataset import Dataset
 from ..datasets.episode_file import EpisodeReader
 from ..datasets.features import read_json
+from ..datasets.stats import DatasetStats
 from ..errors import DatasetError
 from .frames import decode_chw
 from .source import EpisodeSource, LoadedEpisode
@@ -84,7 +85,15 @@ class NativeSource(EpisodeSource):
 
     def own_stats(self) -> dict[str, Any]:
         path = self.root / "meta" / "stats.json"
-        return read_json(path) if path.exists() else {}
+        if not path.exists():
+            return {}
+        own = read_json(path)
+        try:
+            if not isinstance(own, dict) or "format" in own:  # (a plain {feature: summary} file is taken as it is)
+                DatasetStats.from_json_dict(own)  # every saved number checked here, the error naming the file
+        except ValueError as e:
+            raise DatasetError(f"{path}: {e}; run 'telecorder doctor --repair' to recompute it") from e
+        return own
 
     def episode_path(self, episode_index: int) -> Path:
         return self.dataset.episode_path(episode_index)
@@ -104,5 +113,7 @@ class NativeSource(EpisodeSource):
         except BaseException:
             reader.close()
             raise
-        instruction = str(attrs.get("language_instruction") or attrs.get("task") or rec.get("task") or "")
+        # The first of these that is text (another tool may have stored a number or an array there).
+        texts = (attrs.get("language_instruction"), attrs.get("task"), rec.get("task"))
+        instruction = next((t for t in texts if isinstance(t, str) and t), "")
         return NativeEpisode(reader, arrays, instruction, self._stored)

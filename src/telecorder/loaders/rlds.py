@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ..converters import rlds_meta_checks as meta
 from ..converters.base import SIDECAR, ConversionError
 from ..converters.rlds import (
     DEFAULT_FPS,
@@ -58,34 +59,40 @@ class _Leaf:
     encoding: str = "none"  # tensors: "none", "bytes" or "zlib"
 
 
-def _dims(node: Mapping[str, Any]) -> tuple[int | None, ...]:
-    dims = (node.get("shape") or {}).get("dimensions") or []
-    return tuple(None if int(d) < 0 else int(d) for d in dims)
-
-
-def _walk(node: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Mapping[str, Any]]]:
-    features = (node.get("featuresDict") or {}).get("features")
+def _walk(node: Mapping[str, Any], prefix: tuple[str, ...], where: str
+          ) -> Iterator[tuple[tuple[str, ...], Mapping[str, Any], str]]:
+    """``(path, node, where)`` of each leaf below ``node``; every node on the way is a JSON object."""
+    features = meta.child(node, "featuresDict", where).get("features")
     if isinstance(features, Mapping):
         for key, sub in features.items():
-            yield from _walk(sub, (*prefix, key))
+            here = meta.at(where, f"featuresDict/features/{key}")
+            if not isinstance(sub, Mapping):
+                raise ConversionError(f"{here} must be a JSON object, not {type(sub).__name__}; restore the file "
+                                      "from the dataset's source")
+            yield from _walk(sub, (*prefix, str(key)), here)
     else:
-        yield prefix, node
+        yield prefix, node, where
 
 
-def _step_leaves(features_json: Mapping[str, Any], where: Path) -> list[_Leaf]:
-    top = (features_json.get("featuresDict") or {}).get("features") or {}
-    steps = top.get("steps")
-    feature = ((steps or {}).get("sequence") or {}).get("feature")
-    if not isinstance(feature, Mapping):
+def _step_leaves(features_json: Any, where: Path) -> list[_Leaf]:
+    if not isinstance(features_json, Mapping):
+        raise ConversionError(f"{where}: is a JSON {type(features_json).__name__}, not an object; restore the file "
+                              "from the dataset's source")
+    top = meta.child(meta.child(features_json, "featuresDict", f"{where}: "), "features", f"{where}: featuresDict")
+    steps = meta.child(top, "steps", f"{where}: featuresDict/features")
+    at_steps = f"{where}: featuresDict/features/steps"
+    sequence = meta.child(steps, "sequence", at_steps)
+    if not sequence.get("feature"):
         raise ConversionError(f"{where}: no 'steps' sequence feature; this TFDS dataset is not in RLDS layout")
+    feature = meta.child(sequence, "feature", f"{at_steps}/sequence", required=True)
     leaves = []
-    for path, node in _walk(feature, ()):
+    for path, node, at in _walk(feature, (), f"{at_steps}/sequence/feature"):
         key = _STEPS + "/".join(path)
-        if (len(path) == 1 and path[0] in _DERIVED) or path[0] == TIMING_KEY:
+        if not path or (len(path) == 1 and path[0] in _DERIVED) or path[0] == TIMING_KEY:
             continue
         if "image" in node:
-            img = node["image"]
-            shape, dtype = _dims(img), str(img.get("dtype", "uint8"))
+            img = meta.child(node, "image", at, required=True)
+            shape, dtype = meta.dims(img, meta.at(at, "image")), meta.dtype(img, meta.at(at, "image"), "uint8")
             if len(shape) == 3 and shape[2] == 3 and dtype == "uint8":
                 cam = "_".join(path[1:]) if path[0] == "observation" else "_".join(path)
                 leaves.append(_Leaf(key, "image", IMAGE_PREFIX + cam, dtype, shape))
@@ -93,17 +100,18 @@ def _step_leaves(features_json: Mapping[str, Any], where: Path) -> list[_Leaf]:
         if "text" in node:
             leaves.append(_Leaf(key, "text", "/".join(path)))
             continue
-        tensor = node.get("tensor") or ({"dtype": "int64"} if "classLabel" in node else None)
+        tensor = (meta.child(node, "tensor", at) or ({"dtype": "int64"} if "classLabel" in node else None))
         if tensor is None:
             continue
-        dtype = str(tensor.get("dtype", ""))
+        dtype = meta.dtype(tensor, meta.at(at, "tensor"), "")
         if dtype in ("string", "str", "object"):
             leaves.append(_Leaf(key, "text", "/".join(path)))
             continue
-        shape = _dims(tensor)
+        shape = meta.dims(tensor, meta.at(at, "tensor"))
         if any(d is None for d in shape):
             continue  # a per-step shape that varies has no place in a fixed-size sample
-        leaves.append(_Leaf(key, "numeric", ".".join(path), dtype, shape, str(tensor.get("encoding", "none"))))
+        encoding = meta.text(tensor, "encoding", meta.at(at, "tensor"), "none")
+        leaves.append(_Leaf(key, "numeric", ".".join(path), dtype, shape, encoding))
     return leaves
 
 
@@ -192,23 +200,24 @@ class RLDSSource(EpisodeSource):
             raise ConversionError(f"{self.root}: no dataset_info.json + features.json here or in a single version "
                                   "subfolder; not an RLDS/TFDS dataset")
         self.data_dir = data_dir
-        ds_info = read_json(data_dir / "dataset_info.json", error=ConversionError)
-        fmt = str(ds_info.get("fileFormat") or "tfrecord")
+        name, fmt, splits = meta.check_dataset_info(read_json(data_dir / "dataset_info.json", error=ConversionError),
+                                                    data_dir / "dataset_info.json")
         if fmt != "tfrecord":
             raise ConversionError(f"{data_dir / 'dataset_info.json'}: file format {fmt!r}; the loaders read "
                                   "TFRecord shards (convert it with 'telecorder convert' first)")
-        splits = {s.get("name"): s for s in ds_info.get("splits") or []}
         if split not in splits:
             raise ConversionError(f"{data_dir / 'dataset_info.json'}: no split {split!r} (it has "
                                   f"{', '.join(sorted(map(str, splits))) or 'none'}); pass split=...")
         self.split = split
-        self._shards = _Shards(self._shard_files(str(ds_info.get("name") or ""), splits[split]))
-        self._leaves = _step_leaves(read_json(data_dir / "features.json", error=ConversionError),
-                                    data_dir / "features.json")
+        self._shards = _Shards(self._shard_files(name, splits[split]))
+        features_json = data_dir / "features.json"
+        self._leaves = _step_leaves(meta.check_features_json(read_json(features_json, error=ConversionError),
+                                                             features_json), features_json)
         self._by_key = {leaf.key: leaf for leaf in self._leaves}
         self._spans = [(k, off, n) for k, f in enumerate(self._shards.files) for off, n in record_spans(f)]
         self.records = [{"episode_index": i, "length": self._length(i)} for i in range(len(self._spans))]
-        self.info = self._build_info(ds_info, fps)
+        self._check_shard_lengths(splits[split])
+        self.info = self._build_info(name, fps)
         self._maps: dict[int, _Shards] = {}
 
     # -- layout ------------------------------------------------------------------------
@@ -217,7 +226,12 @@ class RLDSSource(EpisodeSource):
         # The template and the names it is filled with come from the file: kept inside the dataset.
         files = shard_paths(self.data_dir, name, self.split, split, error=ConversionError)
         for k, path in enumerate(files):
-            if not path.is_file():
+            try:
+                found = path.is_file()
+            except OSError as e:  # a name too long for the file system
+                raise ConversionError(f"{path}: shard {k} of split {self.split!r} cannot be opened ({e.strerror or e}); "
+                                      "dataset_info.json names it with its filepathTemplate") from e
+            if not found:
                 raise ConversionError(f"{path}: shard {k} of split {self.split!r} is missing "
                                       f"(dataset_info.json lists {len(files)})")
         return files
@@ -239,7 +253,22 @@ class RLDSSource(EpisodeSource):
             return int(_numeric_size(feats[probe.key], probe) // max(1, math.prod(probe.shape)))
         raise ConversionError(f"{self._where(index)}: record {index} has no steps/is_first to count its steps")
 
-    def _build_info(self, ds_info: Mapping[str, Any], fps: float | None) -> DatasetInfo:
+    def _check_shard_lengths(self, split: Mapping[str, Any]) -> None:
+        """Each shard holds the records ``dataset_info.json`` says (an emptied or cut shard does not)."""
+        declared = meta.shard_lengths(split, f"{self.data_dir / 'dataset_info.json'}: split {self.split!r}")
+        if declared is None or len(declared) != len(self._shards.files):
+            return
+        found = [0] * len(declared)
+        for k, _, _ in self._spans:
+            found[k] += 1
+        for k, (want, got) in enumerate(zip(declared, found, strict=True)):
+            if want != got:
+                raise ConversionError(
+                    f"{self._shards.files[k]}: holds {got} record(s) but {self.data_dir / 'dataset_info.json'} "
+                    f"lists {want} for shard {k} of split {self.split!r}; the shard is truncated or replaced "
+                    "(re-download or regenerate it)")
+
+    def _build_info(self, name: str, fps: float | None) -> DatasetInfo:
         side_path = self.data_dir / SIDECAR
         side = read_json(side_path, error=ConversionError) if side_path.is_file() else None
         side_info = None
@@ -263,10 +292,10 @@ class RLDSSource(EpisodeSource):
                          and side_info.features[n].kind == s.kind else s)
                      for n, s in specs.items() if n in side_info.features}
         extra = dict(side_info.extra) if side_info is not None else {}
-        extra.update(source_format="rlds", rlds_dataset=str(ds_info.get("name") or ""), rlds_split=self.split)
+        extra.update(source_format="rlds", rlds_dataset=name, rlds_split=self.split)
         if fps is None:
             fps = side_info.fps if side_info is not None else DEFAULT_FPS
-        robot = side_info.robot_type if side_info is not None else str(ds_info.get("name") or "unknown")
+        robot = side_info.robot_type if side_info is not None else (name or "unknown")
         return DatasetInfo.create(list(specs.values()), fps=float(fps), robot_type=robot,
                                   total_episodes=len(self.records),
                                   total_frames=sum(r["length"] for r in self.records), extra=extra)

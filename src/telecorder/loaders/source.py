@@ -135,8 +135,9 @@ def open_source(path: str | Path, format: str | None = None, *, cameras: Sequenc
     return RLDSSource(path, split=split or "train")
 
 
-def stats_dict(summaries: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"features": ...}`` from per-feature summaries whose ``count`` may be a one-element list."""
+def stats_dict(summaries: Mapping[str, Any], where: str = "stats.json") -> dict[str, Any]:
+    """``{"features": ...}`` from per-feature summaries whose ``count`` may be a one-element list;
+    a count that is not a whole number is a DatasetError naming ``where`` and the feature."""
     features: dict[str, Any] = {}
     for name, s in summaries.items():
         if not isinstance(s, Mapping):
@@ -144,6 +145,13 @@ def stats_dict(summaries: Mapping[str, Any]) -> dict[str, Any]:
         s = dict(s)
         count = s.get("count")
         if isinstance(count, (list, tuple)):
-            s["count"] = int(np.asarray(count).reshape(-1)[0]) if len(count) else 0
+            count = count[0] if len(count) == 1 else (count or 0)
+        if isinstance(count, (float, np.floating)) and float(count).is_integer():
+            count = int(count)  # some writers store counts as floats
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 0:
+                raise DatasetError(f"{where}: {name}/count must be a whole number >= 0 (or [n]), not {count!r:.60}; "
+                                   "restore the file or delete it to have the statistics computed")
+            s["count"] = int(count)
         features[name] = s
     return {"features": features}

@@ -103,17 +103,30 @@ class Feature:
     buf: memoryview
     start: int
     end: int
+    where: str = "record"  # the shard, record and key, for errors found when the list is walked
 
     def spans(self) -> list[tuple[int, int]]:
         """``(offset, length)`` of each element of a bytes list, relative to ``buf``."""
-        return [(s, e - s) for f, w, s, e in _fields(self.buf, self.start, self.end) if f == 1 and w == 2]
+        return [(s, e - s) for f, w, s, e in self._fields() if f == 1 and w == 2]
+
+    def _fields(self) -> list[tuple[int, int, int, int]]:
+        try:
+            return _fields(self.buf, self.start, self.end)
+        except (ValueError, IndexError) as e:
+            raise RecordError(f"{self.where}: not a valid tf.train.Example list ({e}); the shard is corrupt") from e
 
     def values(self) -> np.ndarray:
         """The list's values: float32 for floats, int64 for ints, object (bytes) for bytes."""
+        try:
+            return self._values()
+        except (ValueError, IndexError) as e:
+            raise RecordError(f"{self.where}: not a valid tf.train.Example list ({e}); the shard is corrupt") from e
+
+    def _values(self) -> np.ndarray:
         if self.kind == "bytes":
             return np.array([bytes(self.buf[s:s + n]) for s, n in self.spans()] or [], dtype=object)
         parts = []
-        for f, w, s, e in _fields(self.buf, self.start, self.end):
+        for f, w, s, e in self._fields():
             if f != 1:
                 continue
             if self.kind == "float":
@@ -168,7 +181,7 @@ def parse_example(buf: memoryview, where: str, wanted: Callable[[str], bool] | N
                         if f not in _KINDS or w != 2:
                             raise ValueError(f"feature {key!r} is not a bytes, float or int64 list")
                         kind = _KINDS[f]
-                out[key] = Feature(kind, buf, start, end)
+                out[key] = Feature(kind, buf, start, end, f"{where} {key}")
     except (ValueError, IndexError, UnicodeDecodeError) as e:
         raise RecordError(f"{where}: not a valid tf.train.Example ({e}); the shard is corrupt") from e
     return out

@@ -78,6 +78,16 @@ def _holds(summary: Any, names: Iterable[str]) -> bool:
             and finite_summary_problem(summary, names) is None)
 
 
+def _nothing_to_load(root: Path, records: Sequence[Mapping[str, Any]], chosen: bool) -> str:
+    """Why a loader would hold no sample, as one line naming the dataset."""
+    if not records:
+        return (f"no episodes in {root}: its episode index lists none (an empty or damaged index); "
+                "record or convert episodes into it, or restore the index")
+    how = "the episodes chosen are" if chosen else f"all {len(records)} episode(s) are"
+    return (f"no episodes in {root} to load: {how} empty or marked bad "
+            "(exclude_bad=False keeps the bad ones)")
+
+
 def _intervention_flags(values: np.ndarray | None) -> np.ndarray | None:
     """Per-step ``intervention`` flags (bool ``[T]``) from the feature's column."""
     if values is None:
@@ -223,6 +233,8 @@ class TorchDataset(_TorchBase):
         if exclude_bad:
             records = [r for r in records if not r.get("bad", False)]
         records = [r for r in records if int(r.get("length", 0)) > 0]
+        if not records:
+            raise DatasetError(_nothing_to_load(self.root, self.source.records, episodes is not None))
         self.source.check_episodes([int(r["episode_index"]) for r in records])
 
         self.normalize_mode = normalize

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..converters.base import ConversionError
+from ..converters.video import check_stream_size
 from .frames import hwc_to_chw, shrink
 
 # Decoding on from the current position beats a seek when the wanted frame is this close ahead.
@@ -27,7 +28,7 @@ _FORWARD_S = 0.2
 
 
 class _OpenVideo:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, stored_hw: tuple[int, int] | None = None, context: str = "") -> None:
         self.path = path
         try:
             self.container = av.open(str(path))
@@ -37,6 +38,11 @@ class _OpenVideo:
             self.container.close()
             raise ConversionError(f"{path}: has no video stream")
         self.stream = self.container.streams.video[0]
+        try:
+            check_stream_size(self.stream, path, stored_hw, context)  # before any frame is decoded
+        except ConversionError:
+            self.container.close()
+            raise
         self.lock = threading.Lock()  # one caller at a time decodes from a container
         self.time_base = float(self.stream.time_base)
         self.frames: Any = None  # the decode iterator
@@ -70,11 +76,11 @@ class VideoFrames:
         self._open: OrderedDict[Path, _OpenVideo] = OrderedDict()
         self._lock = threading.Lock()  # guards the cache itself (decode threads share it)
 
-    def _video(self, path: Path) -> _OpenVideo:
+    def _video(self, path: Path, stored_hw: tuple[int, int] | None, context: str) -> _OpenVideo:
         with self._lock:
             video = self._open.get(path)
             if video is None:
-                video = self._open[path] = _OpenVideo(path)
+                video = self._open[path] = _OpenVideo(path, stored_hw, context)
                 while len(self._open) > self.max_open:
                     old = self._open.popitem(last=False)[1]
                     with old.lock:
@@ -83,10 +89,13 @@ class VideoFrames:
             return video
 
     def frame(self, path: Path, t: float, tolerance: float, size: tuple[int, int] | None,
-              out: np.ndarray | None = None, context: str = "") -> np.ndarray:
-        """The frame shown at ``t`` seconds (nearest within ``tolerance``) as ``(3, h, w)`` RGB uint8."""
+              out: np.ndarray | None = None, context: str = "", stored_hw: tuple[int, int] | None = None
+              ) -> np.ndarray:
+        """The frame shown at ``t`` seconds (nearest within ``tolerance``) as ``(3, h, w)`` RGB uint8;
+        the file's declared frame size must be ``stored_hw`` (the camera feature's (height, width)),
+        else at most the general pixel limit, checked when the file is opened."""
         try:
-            video = self._video(path)
+            video = self._video(path, stored_hw, context)
             with video.lock:
                 frame = self._find(video, t, tolerance, context)
                 planes = frame.to_ndarray(format="yuv420p" if frame.format.name == "yuv420p" else "rgb24")
