@@ -42,13 +42,12 @@ from ..datasets.features import (
     image_feature,
     read_json,
 )
-from ..datasets.hdf5_links import refuse_other_files
 from ..datasets.images import check_header
 from ..datasets.stats import DatasetStats
 from ..errors import DatasetError
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
 from .fixed_length import PADDED, fit_episode
-from .foreign_hdf5 import DAMAGE, damaged_file_errors, read_rows
+from .foreign_hdf5 import DAMAGE, damaged_file_errors, open_foreign, read_rows
 from .parts import PART_STATS
 
 ALOHA_FPS = 50.0  # ALOHA's control loop and ACT's sim both step every DT = 0.02 s
@@ -397,17 +396,7 @@ class AlohaReader(FormatReader):
         return list(self._files)
 
     def _open(self, path: Path) -> h5py.File:
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise ConversionError(f"{path}: cannot be read as HDF5 ({e})") from e
-        try:
-            with damaged_file_errors(path, "ALOHA/ACT episode file"):
-                refuse_other_files(f, path, error=ConversionError)  # links into other files: see hdf5_links
-        except BaseException:
-            f.close()
-            raise
-        return f
+        return open_foreign(path, "ALOHA/ACT episode file")
 
     @staticmethod
     def _check(path: Path, f: h5py.File) -> None:

@@ -20,6 +20,7 @@ import h5py
 import numpy as np
 
 from ..datasets.episode_integrity import storage_rows
+from ..datasets.hdf5_links import refuse_other_files
 from ..errors import TelecorderError
 from .base import ConversionError
 
@@ -48,3 +49,20 @@ def read_rows(ds: h5py.Dataset, path: str | os.PathLike[str], where: str, rows: 
             raise ConversionError(f"{where}: declares {ds.shape[0]} rows, but the file holds at most {held} of "
                                   "them (a damaged or altered header)")
     return ds[()] if rows is None else ds[:rows]
+
+
+def open_foreign(path: Path, what: str, mode: str = "r") -> h5py.File:
+    """``path`` opened with h5py; read, it is first checked for links into other files (see
+    :mod:`..datasets.hdf5_links`), and any damage is one ConversionError naming it."""
+    try:
+        f = h5py.File(path, mode)
+    except OSError as e:
+        raise ConversionError(f"{path}: cannot be {'read' if mode == 'r' else 'written'} as HDF5 ({e})") from e
+    if mode == "r":
+        try:
+            with damaged_file_errors(path, what):
+                refuse_other_files(f, path, error=ConversionError)
+        except BaseException:
+            f.close()
+            raise
+    return f

@@ -53,7 +53,6 @@ from ..datasets.features import (
     FeatureSpec,
     image_feature,
 )
-from ..datasets.hdf5_links import refuse_other_files
 from ..datasets.stats import DatasetStats, FeatureStats
 from .action_scaling import ActionScaling
 from .aloha import (
@@ -69,7 +68,7 @@ from .aloha import (
     write_extras,
 )
 from .base import SIDECAR, ConversionError, FormatReader, FormatWriter
-from .foreign_hdf5 import DAMAGE, damaged_file_errors, read_rows
+from .foreign_hdf5 import DAMAGE, damaged_file_errors, open_foreign, read_rows
 from .parts import PART_STATS
 
 DEFAULT_CAMERA_KEYS = {"front": "agentview_image", "wrist": "robot0_eye_in_hand_image"}
@@ -129,18 +128,7 @@ def _hdf5_file(path: Path) -> Path:
 
 
 def _open(path: Path, mode: str = "r") -> h5py.File:
-    try:
-        f = h5py.File(path, mode)
-    except OSError as e:
-        raise ConversionError(f"{path}: cannot be {'read' if mode == 'r' else 'written'} as HDF5 ({e})") from e
-    if mode == "r":
-        try:
-            with damaged_file_errors(path, "robomimic HDF5 file"):
-                refuse_other_files(f, path, error=ConversionError)  # links into other files: see hdf5_links
-        except BaseException:
-            f.close()
-            raise
-    return f
+    return open_foreign(path, "robomimic HDF5 file", mode)
 
 
 def _demos(path: Path, f: h5py.File) -> dict[int, str]:
