@@ -197,11 +197,22 @@ def test_driver_deadline_counts_the_wire_time_of_what_it_just_sent():
     try:
         bus.open()
         bus.minimize_return_delay()
+        port = bus._port
+        armed = port.setPacketTimeout
+        margins: list[float] = []  # each reply deadline past the moment the bytes before it leave the wire
+
+        def recording(packet_length, replies=1):
+            armed(packet_length, replies)
+            margins.append(port._deadline - port._tx_end)
+
+        port.setPacketTimeout = recording
         cycles = 8
         for _ in range(cycles):
             bus.write_goal_positions(bus.read_state(velocity=True, current=True).position)
-        # A host descheduled past a deadline may miss one; a deadline that ignores the write misses them all.
-        assert bus.errors.timeouts < cycles // 2, bus.errors
+        # Checked on the armed deadlines, not on timeouts: on a loaded host the emulator's thread may
+        # answer late whatever the deadline, while a deadline that ignores the write is short every time.
+        assert len(margins) >= cycles and min(margins) > 0, margins
+        assert bus.errors.failed_cycles == 0, bus.errors
     finally:
         bus.close()
         emu.stop()

@@ -237,6 +237,17 @@ def test_video_whose_stream_declares_another_size_is_refused_undecoded(tmp_path:
             assert needle in t, t
 
 
+def test_video_with_a_non_utf8_metadata_tag_is_read(tmp_path: Path, capsys) -> None:
+    # A tag is no reason to refuse the frames (was UnicodeDecodeError from PyAV's metadata dict).
+    src = lerobot_v20(tmp_path / "v20", video_hw=(H, W))
+    for mp4 in src.rglob("*.mp4"):
+        data = mp4.read_bytes()
+        assert b"Lavf" in data
+        mp4.write_bytes(data.replace(b"Lavf", b"\x9eavf"))
+    assert cli.main(["convert", str(src), str(tmp_path / "out"), "--to", "native"]) == 0, capsys.readouterr()
+    assert TorchDataset(src, image_size=None)[N - 1]["images.top"].shape == (1, 3, H, W)
+
+
 def test_stream_size_over_the_pixel_limit_or_empty_is_refused() -> None:
     def stream(w: int, h: int) -> Any:
         return SimpleNamespace(codec_context=SimpleNamespace(width=w, height=h))
@@ -246,6 +257,8 @@ def test_stream_size_over_the_pixel_limit_or_empty_is_refused() -> None:
         check_stream_size(stream(30000, 30000), Path("x.mp4"), context="episode 3")
     with pytest.raises(ConversionError, match="declares a frame size of 0x0"):
         check_stream_size(stream(0, 0), Path("x.mp4"), (4, 4))
+    with pytest.raises(ConversionError, match=r"x\.mp4: the video stream has no codec"):  # a truncated file
+        check_stream_size(SimpleNamespace(codec_context=None), Path("x.mp4"))
     check_stream_size(stream(640, 480), Path("x.mp4"))
     check_stream_size(stream(64, 48), Path("x.mp4"), (48, 64))
 
@@ -271,10 +284,14 @@ def _features_at(*keys: str) -> tuple[str, ...]:
 # (file, edit, commands it is checked through, what the line must name besides the file)
 RLDS_CASES = {
     "dataset_info a bool": ("dataset_info.json", set_at((), False), ("loader", "convert"), ["JSON bool"]),
+    "name empty": ("dataset_info.json", set_at(("name",), ""), ("loader", "convert"), ["name must be"]),
     "split an int": ("dataset_info.json", set_at(("splits", 0), -10**18), ("loader", "convert"), ["splits/0"]),
     "splits a float": ("dataset_info.json", set_at(("splits",), 1e300), ("loader", "convert"), ["splits"]),
     "shardLengths inf": ("dataset_info.json", set_at(("splits", 0, "shardLengths"), [float("inf")]),
                          ("loader", "convert"), ["splits/0/shardLengths/0"]),
+    "shardLengths over the shard's bytes": ("dataset_info.json",
+                                            set_at(("splits", 0, "shardLengths"), ["1000000000000"]),
+                                            ("convert",), ["shardLengths/0 declares 1000000000000 records"]),
     "split name a path": ("dataset_info.json", set_at(("splits", 0, "name"), "../../outside/x"),
                           ("loader", "convert"), ["splits/0/name", "../../outside/x"]),
     "features a float": ("features.json", set_at(("featuresDict", "features", "steps", "sequence"), -1e300),

@@ -207,7 +207,7 @@ def _check_video_file(part: _Part, path: Path, end_s: float) -> None:
     """The mp4 opens and its index holds every frame the episodes point at (nothing decoded)."""
     fps = float(part.info["fps"])
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="replace") as container:
             frames = container.streams.video[0].frames if container.streams.video else 0
     except av.error.FFmpegError as e:
         raise ConversionError(f"{part.path}: {path.relative_to(part.path)} cannot be opened as video ({e})") from e

@@ -32,7 +32,7 @@ def frame_times(path: Path) -> np.ndarray:
     """Presentation times (s) of every frame of ``path``'s first video stream, sorted; read from
     the packets, nothing is decoded."""
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="replace") as container:
             if not container.streams.video:
                 raise ConversionError(f"{path}: has no video stream")
             stream = container.streams.video[0]

@@ -109,6 +109,8 @@ def check_dataset_info(info: Any, path: Path) -> tuple[str, str, dict[str, Mappi
         raise ConversionError(f"{path}: is a JSON {type(info).__name__}, not an object{_HINT}")
     where = f"{path}: "
     name = text(info, "name", where, "")
+    if not name:  # TFDS fills its shard file names with it
+        raise ConversionError(f"{path}: name must be the dataset's name, not {_shown(info.get('name'))}{_HINT}")
     file_format = text(info, "fileFormat", where, "tfrecord")
     splits = info.get("splits") or []
     if not isinstance(splits, list):

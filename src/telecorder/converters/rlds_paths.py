@@ -62,7 +62,28 @@ def check_split_paths(data_dir: Path, *, error: type[DatasetError] = DatasetErro
     splits = info.get("splits") or []
     for split in splits if isinstance(splits, list) else []:
         if isinstance(split, dict):
-            shard_paths(data_dir, dataset, str(split.get("name") or ""), split, file_format=file_format, error=error)
+            name = str(split.get("name") or "")
+            files = shard_paths(data_dir, dataset, name, split, file_format=file_format, error=error)
+            _check_shard_lengths(data_dir, name, split.get("shardLengths"), files, error)
+
+
+# The fewest bytes a TFRecord record takes: length (8), its CRC (4), no data, the data's CRC (4).
+MIN_RECORD_BYTES = 16
+
+
+def _check_shard_lengths(data_dir: Path, split: str, lengths: Any, files: list[Path],
+                         error: type[DatasetError]) -> None:
+    """Each shard declares no more records than its bytes can hold (TFDS would number them all
+    before reading one: ``shardLengths`` of 10^12 is a MemoryError)."""
+    for k, (declared, path) in enumerate(zip(lengths if isinstance(lengths, list) else [], files, strict=False)):
+        try:
+            n, size = int(declared), path.stat().st_size
+        except (TypeError, ValueError, OverflowError, OSError):
+            continue  # the type checks and the shard's own reader name these
+        if n > size // MIN_RECORD_BYTES:
+            raise error(f"{data_dir / INFO_FILE}: split {split!r} shardLengths/{k} declares {n} records, but "
+                        f"{path.name} holds {size} bytes, room for at most {size // MIN_RECORD_BYTES}; "
+                        "restore the file from the dataset's source")
 
 
 def check_inside(data_dir: Path, files: Iterable[str | os.PathLike[str]], *, source: str,

@@ -169,7 +169,11 @@ def check_stream_size(stream: Any, path: Path, expected_hw: tuple[int, int] | No
     :data:`~telecorder.datasets.images.MAX_IMAGE_PIXELS`. A corrupt header claiming 30000x30000
     would otherwise allocate gigabytes per decoded frame."""
     ctx = f" ({context})" if context else ""
-    w, h = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+    codec = getattr(stream, "codec_context", None)
+    if codec is None:
+        raise ConversionError(f"{path}: the video stream has no codec to decode it with{ctx}; the file is corrupt or "
+                              "of an unknown codec; re-export the video or leave the camera out")
+    w, h = int(codec.width or 0), int(codec.height or 0)
     if w < 1 or h < 1:
         raise ConversionError(f"{path}: the video stream declares a frame size of {w}x{h}{ctx}; the file is corrupt "
                               "(not decoded); re-export the video or leave the camera out")
@@ -201,7 +205,7 @@ def decode_frames(
     if not path.is_file():
         raise ConversionError(f"{path}: video file is missing" + (f" ({context})" if context else ""))
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="replace") as container:
             if not container.streams.video:
                 raise ConversionError(f"{path}: has no video stream")
             check_stream_size(container.streams.video[0], path, expected_hw, context)

@@ -31,7 +31,7 @@ class _OpenVideo:
     def __init__(self, path: Path, stored_hw: tuple[int, int] | None = None, context: str = "") -> None:
         self.path = path
         try:
-            self.container = av.open(str(path))
+            self.container = av.open(str(path), metadata_errors="replace")
         except (av.error.FFmpegError, OSError) as e:
             raise ConversionError(f"{path}: cannot be opened as video ({e})") from e
         if not self.container.streams.video:
