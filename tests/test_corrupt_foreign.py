@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -221,6 +223,33 @@ def test_lerobot_v3_episodes_parquet_with_a_non_utf8_column_name_is_named(tmp_pa
         assert f"{meta}: cannot be read as Parquet" in text, text
 
 
+def test_undetected_damaged_info_is_named_without_a_64_mib_buffer(tmp_path: Path) -> None:
+    # A bit flip in a LeRobot info.json left it undetected; naming the damage read it into a 64 MiB
+    # buffer, a MemoryError in a process near its data limit (fuzz campaign, seed 0 #1880).
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "meta/info.json").write_text('{"codebase_version" "v3.0", "fps": 30}')
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = (
+        "import resource, re\n"
+        "from telecorder.converters import detect_format\n"
+        "from telecorder.converters.base import ConversionError\n"
+        "try:\n"
+        f"    detect_format({str(empty)!r})  # every reader imported before the limit\n"
+        "except ConversionError:\n"
+        "    pass\n"
+        "data = int(re.search(r'VmData:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_DATA, (data + (32 << 20), resource.RLIM_INFINITY))\n"
+        "try:\n"
+        f"    detect_format({str(tmp_path)!r})\n"
+        "except ConversionError as e:\n"
+        "    print('ERROR', e)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "MemoryError" not in proc.stderr, proc.stderr[-2000:]
+    assert f"ERROR {tmp_path / 'meta/info.json'}: not valid JSON" in proc.stdout, proc.stdout
+
+
 # -- MP4 streams: the declared frame size is checked before anything is decoded ---------------------
 
 
@@ -292,6 +321,9 @@ RLDS_CASES = {
     "shardLengths over the shard's bytes": ("dataset_info.json",
                                             set_at(("splits", 0, "shardLengths"), ["1000000000000"]),
                                             ("convert",), ["shardLengths/0 declares 1000000000000 records"]),
+    "template placeholder unknown": ("dataset_info.json",
+                                     set_at(("splits", 0, "filepathTemplate"), "{DATASET}-{SPLIT}.{FILDFORMAT}"),
+                                     ("loader", "convert"), ["filepathTemplate", "FILDFORMAT"]),
     "split name a path": ("dataset_info.json", set_at(("splits", 0, "name"), "../../outside/x"),
                           ("loader", "convert"), ["splits/0/name", "../../outside/x"]),
     "features a float": ("features.json", set_at(("featuresDict", "features", "steps", "sequence"), -1e300),

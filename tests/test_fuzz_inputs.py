@@ -32,10 +32,9 @@ from telecorder.errors import TelecorderError
 
 CAMPAIGN = Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_inputs.py"
 
-# Formats whose every class of damage the full campaign found handled (the native store: 0 tracebacks
-# and 0 ValueErrors over --count 2000, seeds 0-2); RLDS and LeRobot v2 are left out of the CI slice
-# while their open classes (RLDS metadata types, v2 index numbers) are being fixed.
-CI_FORMATS = "native,aloha,robomimic,pose_stream,calibration,tasks_csv,lerobot3,policy"
+# Formats whose every class of damage the full campaign found handled (0 tracebacks and 0 ValueErrors
+# over --count 2000, seeds 0-2: the native store; LeRobot v2/v3 and RLDS restricted to those three).
+CI_FORMATS = "native,aloha,robomimic,pose_stream,calibration,tasks_csv,lerobot3,lerobot2,rlds,policy"
 
 
 def test_campaign_slice_has_no_traceback_no_outside_read_and_no_changed_input(tmp_path: Path) -> None:

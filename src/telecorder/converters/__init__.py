@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 
 from .base import ConversionError, FormatReader, FormatWriter
@@ -72,8 +73,8 @@ def _damaged_info(path: Path) -> str | None:
     hint = ("; restore it (a native dataset's says \"format\": \"telecorder\", a LeRobot one's "
             "\"codebase_version\": \"v2.x\"/\"v3.x\"), or pass --from FORMAT")
     try:
-        with open(info, "rb") as fh:
-            raw = fh.read(64 << 20)
+        with open(info, "rb") as fh:  # what the file holds, at most 64 MiB (no 64 MiB buffer for a 1 KB file)
+            raw = fh.read(min(os.fstat(fh.fileno()).st_size, 64 << 20) + 1)
         doc = json.loads(raw.decode("utf-8"))
     except IsADirectoryError:
         return f"{info}: is a folder, not the dataset's description{hint}"

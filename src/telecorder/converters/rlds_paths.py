@@ -13,6 +13,7 @@ they read a shard.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from ..errors import DatasetError
 from ..safe_paths import join_inside
 
 DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+# What TFDS fills a filepathTemplate with (anything else in braces fails its formatting).
+PLACEHOLDERS = frozenset({"DATASET", "SPLIT", "FILEFORMAT", "SHARD_X_OF_Y", "SHARD_INDEX", "NUM_SHARDS"})
 INFO_FILE = "dataset_info.json"
 
 
@@ -41,6 +44,10 @@ def shard_paths(data_dir: Path, dataset: str, split_name: str, split: Mapping[st
     where = f"{data_dir / INFO_FILE} split {split_name!r} filepathTemplate"
     if not isinstance(template, str):
         raise error(f"{where} is {template!r}, not a file name template")
+    unknown = sorted(set(re.findall(r"{([^{}]*)}", template)) - PLACEHOLDERS)
+    if unknown:
+        raise error(f"{where} {template[:120]!r} names {unknown[:3]}, not among {sorted(PLACEHOLDERS)}; "
+                    "restore the file from the dataset's source")
     lengths = split.get("shardLengths") or []
     count = len(lengths) if isinstance(lengths, list) else 0
     # The template itself first: the error then names it even for a split without shards.
