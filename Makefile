@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/sim_cameras.py
 	$(BIN)/python benchmarks/fault_campaign.py
+	$(BIN)/python benchmarks/fuzz_inputs.py
 	$(BIN)/python benchmarks/bc.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/replay_drift.py
