@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from lerobot_v20_meta import write_v20_meta
 
 torch = pytest.importorskip("torch")
 
@@ -77,27 +78,7 @@ def set_at(keys: tuple[Any, ...], value: Any) -> Callable[[Any], Any]:
 def lerobot_v20(root: Path, *, video_hw: tuple[int, int] | None = None) -> Path:
     """Two episodes of a LeRobot v2.0 folder by hand; with ``video_hw`` a camera declared H x W in
     info.json whose mp4s are encoded at ``video_hw``."""
-    (root / "meta").mkdir(parents=True)
-    feats: dict[str, Any] = {
-        "observation.state": {"dtype": "float32", "shape": [3], "names": ["a", "b", "c"]},
-        "action": {"dtype": "float32", "shape": [3], "names": ["a", "b", "c"]},
-        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-        "index": {"dtype": "int64", "shape": [1], "names": None},
-        "task_index": {"dtype": "int64", "shape": [1], "names": None},
-    }
-    if video_hw is not None:
-        feats["observation.images.top"] = {"dtype": "video", "shape": [H, W, 3],
-                                           "names": ["height", "width", "channel"]}
-    info = {"codebase_version": "v2.0", "robot_type": "koch", "fps": FPS, "chunks_size": 1000,
-            "total_episodes": 2, "total_frames": 2 * N, "features": feats,
-            "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-            "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"}
-    (root / "meta/info.json").write_text(json.dumps(info))
-    (root / "meta/episodes.jsonl").write_text("".join(
-        json.dumps({"episode_index": e, "tasks": ["fold"], "length": N}) + "\n" for e in range(2)))
-    (root / "meta/tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "fold"}) + "\n")
+    write_v20_meta(root, episodes=2, n=N, fps=FPS, camera_hw=None if video_hw is None else (H, W))
     (root / "data/chunk-000").mkdir(parents=True)
     rng = np.random.default_rng(0)
     for e in range(2):

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from lerobot_v20_meta import write_v20_meta
 
 torch = pytest.importorskip("torch")
 
@@ -107,27 +108,7 @@ def lerobot_v20(root: Path, *, episodes: int = 2, n: int = 30, ts_offset_frames:
                 stats: dict | None = None, bad: dict[tuple[int, int, str, int], float] | None = None) -> Path:
     """A LeRobot v2.0 folder by hand: per-episode parquet files and mp4s of exactly ``n`` frames each
     (frame k is a flat gray of level 8k), timestamps ``(k + ts_offset_frames) / FPS``."""
-    (root / "meta").mkdir(parents=True)
-    feats = {
-        "observation.state": {"dtype": "float32", "shape": [3], "names": ["a", "b", "c"]},
-        "action": {"dtype": "float32", "shape": [3], "names": ["a", "b", "c"]},
-        "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-        "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-        "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-        "index": {"dtype": "int64", "shape": [1], "names": None},
-        "task_index": {"dtype": "int64", "shape": [1], "names": None},
-    }
-    if video:
-        feats["observation.images.top"] = {"dtype": "video", "shape": [H, W, 3],
-                                           "names": ["height", "width", "channel"]}
-    info = {"codebase_version": "v2.0", "robot_type": "koch", "fps": FPS, "chunks_size": 1000,
-            "total_episodes": episodes, "total_frames": episodes * n, "features": feats,
-            "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-            "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"}
-    (root / "meta/info.json").write_text(json.dumps(info))
-    (root / "meta/episodes.jsonl").write_text("".join(
-        json.dumps({"episode_index": e, "tasks": ["fold"], "length": n}) + "\n" for e in range(episodes)))
-    (root / "meta/tasks.jsonl").write_text(json.dumps({"task_index": 0, "task": "fold"}) + "\n")
+    write_v20_meta(root, episodes=episodes, n=n, fps=FPS, camera_hw=(H, W) if video else None)
     if stats is not None:
         (root / "meta/stats.json").write_text(json.dumps(stats))
     (root / "data/chunk-000").mkdir(parents=True)
