@@ -192,8 +192,8 @@ def build_seeds(root: Path, formats: list[str] | None = None) -> dict[str, Path]
 def _pose_and_files(root: Path, seeds: dict[str, Path]) -> dict[str, Path]:
     import numpy as np
 
+    from telecorder.collect.devices.vr.pose_stream import ControllerSample, write_pose_stream
     from telecorder.collect.dynamixel.calibration import calibrate
-    from telecorder.collect.vr.pose_stream import ControllerSample, write_pose_stream
 
     seeds["pose_stream"] = root / "pose_stream"
     seeds["pose_stream"].mkdir()
@@ -268,7 +268,7 @@ def _policy(p: Paths) -> Any:
 
 
 def _pose_stream(p: Paths) -> Any:
-    from telecorder.collect.vr.pose_stream import PoseStreamSource
+    from telecorder.collect.devices.vr.pose_stream import PoseStreamSource
 
     for hand in ("left", "right"):
         src = PoseStreamSource(p.input / "session.jsonl", hand=hand, clock=lambda: 0.0)

@@ -30,10 +30,10 @@ from rich.table import Table
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from telecorder.collect.opencv_camera import CameraSpec, OpenCVCamera
-from telecorder.collect.scripted import ScriptedTeleop
+from telecorder.collect.cameras.opencv import CameraSpec, OpenCVCamera
+from telecorder.collect.devices.scripted import ScriptedTeleop
+from telecorder.collect.robots.sim import SimRobot
 from telecorder.collect.session import RecordingSession, SessionConfig
-from telecorder.collect.sim_robot import SimRobot
 from telecorder.datasets.async_writer import AsyncEpisodeWriter, Step
 from telecorder.datasets.dataset import Dataset, DatasetWriter
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature

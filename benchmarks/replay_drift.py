@@ -29,8 +29,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from telecorder.collect.replay import ReplayConfig, replay
 from telecorder.datasets import Dataset
+from telecorder.replay.player import ReplayConfig, replay
 
 BIN = Path(sys.executable).parent
 COMMON = ["--robot", "sim", "--sim-cameras", "none", "--reset-time", "0", "--env-state"]
@@ -46,7 +46,7 @@ def collect(out: Path, *args: str) -> None:
 
 def vr_stream(path: Path, seconds: float = 6.0) -> None:
     """A controller that clutches, sweeps a horizontal arc and a dip, and pulls the trigger half way."""
-    from telecorder.collect.vr import ControllerSample, write_pose_stream
+    from telecorder.collect.devices.vr import ControllerSample, write_pose_stream
 
     samples = []
     for k in range(int(seconds * 90)):

@@ -20,8 +20,6 @@ from conftest import synthetic_frame
 from test_conv_rlds import arm_info, psnr
 
 from telecorder.converters.base import SIDECAR, ConversionError
-from telecorder.converters.oxe import CONFIG_FILE, STATS_FILE, OXEWriter
-from telecorder.converters.oxe import merge_parts as merge_oxe
 from telecorder.converters.parts import (
     PART_STATS,
     PARTS_DIR,
@@ -29,8 +27,15 @@ from telecorder.converters.parts import (
     part_path,
     read_part_stats,
 )
-from telecorder.converters.rlds import RLDSReader, RLDSWriter, episode_metadata_fields, import_tfds
-from telecorder.converters.rlds import merge_parts as merge_rlds
+from telecorder.converters.rlds.core import (
+    RLDSReader,
+    RLDSWriter,
+    episode_metadata_fields,
+    import_tfds,
+)
+from telecorder.converters.rlds.core import merge_parts as merge_rlds
+from telecorder.converters.rlds.oxe import CONFIG_FILE, STATS_FILE, OXEWriter
+from telecorder.converters.rlds.oxe import merge_parts as merge_oxe
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo
 from telecorder.datasets.stats import DatasetStats

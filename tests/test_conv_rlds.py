@@ -16,7 +16,7 @@ pytest.importorskip("tensorflow_datasets", reason="the rlds extra (tensorflow-da
 from conftest import make_info, synthetic_frame, write_dataset
 
 from telecorder.converters.base import SIDECAR, ConversionError
-from telecorder.converters.rlds import RLDSReader, RLDSWriter, import_tfds
+from telecorder.converters.rlds.core import RLDSReader, RLDSWriter, import_tfds
 from telecorder.datasets.dataset import Dataset
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
@@ -285,7 +285,7 @@ def test_missing_split_and_not_rlds(tmp_path: Path, rlds_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def oxe_dir(tmp_path_factory: pytest.TempPathFactory, episodes: list[Episode]) -> Path:
-    from telecorder.converters.oxe import OXEWriter
+    from telecorder.converters.rlds.oxe import OXEWriter
 
     out = tmp_path_factory.mktemp("oxe")
     np.save(out / "emb.npy", np.arange(3 * 8, dtype=np.float32).reshape(3, 8))
@@ -395,7 +395,7 @@ def test_oxe_eef_actions_match_mujoco_site_poses(oxe_dir: Path, episodes: list[E
 
 
 def test_oxe_joint_action_space(tmp_path: Path, episodes: list[Episode]) -> None:
-    from telecorder.converters.oxe import OXEWriter
+    from telecorder.converters.rlds.oxe import OXEWriter
 
     out = tmp_path / "joint"
     with pytest.raises(ConversionError, match="layout='flat' cannot be opened by Octo"):
@@ -414,7 +414,7 @@ def test_oxe_joint_action_space(tmp_path: Path, episodes: list[Episode]) -> None
 
 
 def test_oxe_needs_a_robot_model_for_unknown_robots(tmp_path: Path) -> None:
-    from telecorder.converters.oxe import OXEWriter
+    from telecorder.converters.rlds.oxe import OXEWriter
 
     info = make_info(cameras=("front",), dim=6, robot_type="some_arm")
     with pytest.raises(ConversionError, match=r"robot_model=PATH\.xml"):

@@ -251,7 +251,7 @@ def test_index_file_field_is_never_opened(small_dataset, file):
 
 def test_torch_loader_reads_the_derived_file(small_dataset):
     pytest.importorskip("torch")
-    from telecorder.datasets.torch_dataset import TorchDataset
+    from telecorder.loaders.torch_dataset import TorchDataset
 
     root, _, _ = small_dataset
     index = root / "meta/episodes.jsonl"
@@ -278,7 +278,7 @@ def test_lerobot_paths_stay_inside_the_dataset(tmp_path):
     from test_conv_lerobot import make_v2
 
     from telecorder.converters.base import ConversionError
-    from telecorder.converters.lerobot import LeRobotReader
+    from telecorder.converters.lerobot.core import LeRobotReader
 
     root = make_v2(tmp_path / "v2")
     (tmp_path / "secret.parquet").write_bytes((root / "data/chunk-000/episode_000000.parquet").read_bytes())

@@ -12,7 +12,6 @@ import pytest
 
 pytest.importorskip("dynamixel_sdk")
 
-from telecorder.collect.calibration_session import calibrate_arm
 from telecorder.collect.dynamixel.bus import (
     BusPort,
     DynamixelBus,
@@ -20,6 +19,7 @@ from telecorder.collect.dynamixel.bus import (
     rad_to_ticks,
 )
 from telecorder.collect.dynamixel.calibration import ArmCalibration, quarter_turn_offsets
+from telecorder.collect.dynamixel.calibration_session import calibrate_arm
 from telecorder.collect.dynamixel.control_table import ADDR, MODE_EXTENDED_POSITION
 from telecorder.collect.dynamixel.emulator import BusEmulator, FaultConfig
 from telecorder.errors import DeviceError

@@ -25,18 +25,18 @@ from test_eef_teleop import (
 pytest.importorskip("dynamixel_sdk")
 pytest.importorskip("mujoco")
 
+from telecorder.collect.devices.eef_dynamixel import ARM_STEP_RAD
+from telecorder.collect.devices.vr import AXIS_PRESETS
 from telecorder.collect.dynamixel.calibration import (
     ArmCalibration,
     GripperCalibration,
     JointCalibration,
 )
+from telecorder.collect.dynamixel.emulated_arm import ARM_JOINTS, emulated_calibration
 from telecorder.collect.dynamixel.emulator import BusEmulator
 from telecorder.collect.dynamixel.hand import HandMotion
-from telecorder.collect.eef_dynamixel import ARM_STEP_RAD
-from telecorder.collect.emulated_arm import ARM_JOINTS, emulated_calibration
 from telecorder.collect.factory import DeviceConfig, make_devices
 from telecorder.collect.session import RecordingSession, SessionConfig
-from telecorder.collect.vr import AXIS_PRESETS
 from telecorder.datasets import Dataset
 from telecorder.errors import TelecorderError
 from telecorder.sim import DEFAULT_MODEL, Kinematics, SimEnv
@@ -289,8 +289,8 @@ def test_robot_model_is_refused_where_dynamixel_devices_would_ignore_it(tmp_path
 
 def test_a_far_target_is_approached_at_most_one_step_per_tick(tmp_path):
     # A clutch re-grab far away, or a solution on another branch, must not lunge the arm.
-    from telecorder.collect.eef_dynamixel import match_joints
-    from telecorder.collect.eef_teleop import EEFTarget, EEFTeleop
+    from telecorder.collect.devices.eef import EEFTarget, EEFTeleop
+    from telecorder.collect.devices.eef_dynamixel import match_joints
 
     cal = ArmCalibration.load(_wired_calibration(tmp_path / "follower.json"))
     arm = match_joints(DEFAULT_MODEL, cal, "test calibration")
@@ -315,8 +315,8 @@ def test_a_far_target_is_approached_at_most_one_step_per_tick(tmp_path):
 
 
 def test_the_chain_to_the_site_is_what_must_be_calibrated_and_other_servos_hold(tmp_path):
-    from telecorder.collect.eef_dynamixel import match_joints
-    from telecorder.collect.eef_teleop import EEFTarget, EEFTeleop
+    from telecorder.collect.devices.eef import EEFTarget, EEFTeleop
+    from telecorder.collect.devices.eef_dynamixel import match_joints
     from telecorder.sim.kinematics import chain_joints, load_kinematic_model
 
     assert chain_joints(load_kinematic_model(DEFAULT_MODEL)) == list(ARM_JOINTS), "base first, fingers excluded"

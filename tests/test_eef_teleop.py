@@ -12,9 +12,9 @@ from test_cli import run, tool
 
 pytest.importorskip("mujoco")
 
+from telecorder.collect.devices.vr import AXIS_PRESETS, ControllerSample, write_pose_stream
 from telecorder.collect.factory import DeviceConfig, make_devices
 from telecorder.collect.session import RecordingSession, SessionConfig
-from telecorder.collect.vr import AXIS_PRESETS, ControllerSample, write_pose_stream
 from telecorder.datasets import Dataset
 
 FPS = 30.0

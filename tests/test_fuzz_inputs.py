@@ -16,17 +16,17 @@ import pytest
 from conftest import make_info, write_dataset
 
 from telecorder import cli
+from telecorder.collect.devices.vr.pose_stream import (
+    ControllerSample,
+    PoseStreamError,
+    load_pose_stream,
+    write_pose_stream,
+)
 from telecorder.collect.dynamixel.calibration import (
     ArmCalibration,
     CalibrationError,
     PoseFile,
     calibrate,
-)
-from telecorder.collect.vr.pose_stream import (
-    ControllerSample,
-    PoseStreamError,
-    load_pose_stream,
-    write_pose_stream,
 )
 from telecorder.errors import TelecorderError
 

@@ -18,12 +18,13 @@ os.environ["SDL_VIDEODRIVER"] = "dummy"
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 pygame = pytest.importorskip("pygame")
 
-from telecorder.collect.gamepad import (  # noqa: E402
+from telecorder.collect.devices.gamepad import (  # noqa: E402
     EEFVelocityCommand,
     GamepadInput,
     GamepadMapping,
     KeyboardInput,
 )
+from telecorder.collect.devices.keyboard import parse_keys  # noqa: E402
 from telecorder.collect.interfaces import Event  # noqa: E402
 from telecorder.collect.key_bindings import (  # noqa: E402
     ALL_CONTROLS,
@@ -35,7 +36,6 @@ from telecorder.collect.key_bindings import (  # noqa: E402
     key_label,
     terminal_bytes,
 )
-from telecorder.collect.keyboard import parse_keys  # noqa: E402
 from telecorder.collect.live_view import LiveView, active_view  # noqa: E402
 from telecorder.errors import DeviceError  # noqa: E402
 

@@ -123,7 +123,7 @@ def test_kinesthetic_emulated_arm_ends_holding_where_it_stands(tmp_path):
 
 
 def _write_identity_calibration(path, arm):
-    from telecorder.collect.emulated_arm import emulated_calibration
+    from telecorder.collect.dynamixel.emulated_arm import emulated_calibration
 
     emulated_calibration(arm).save(path)
     return path
@@ -226,9 +226,9 @@ def test_leader_drives_dynamixel_follower_and_start_check(tmp_path):
 def test_kinesthetic_hands_torque_back_without_a_jump(tmp_path):
     from telecorder.collect.dynamixel.bus import DynamixelBus
     from telecorder.collect.dynamixel.control_table import ADDR
+    from telecorder.collect.dynamixel.emulated_arm import emulated_calibration
     from telecorder.collect.dynamixel.emulator import BusEmulator
-    from telecorder.collect.dynamixel.follower import DynamixelRobot
-    from telecorder.collect.emulated_arm import emulated_calibration
+    from telecorder.collect.robots.dynamixel import DynamixelRobot
 
     emu = BusEmulator(range(1, 7), hand=_ramp_motion([0.0] * 6, [0.5, -0.4, 0.3, 0.2, 0.1, 0.5], 0.1, 0.5))
     path = emu.start()
@@ -252,9 +252,9 @@ def test_kinesthetic_hands_torque_back_without_a_jump(tmp_path):
 
 
 def test_direction_check_warns_once_for_a_flipped_joint():
+    from telecorder.collect.devices.leader_arm import LeaderArmTeleop
     from telecorder.collect.dynamixel.bus import DynamixelBus
-    from telecorder.collect.emulated_arm import emulated_calibration
-    from telecorder.collect.leader_arm import LeaderArmTeleop
+    from telecorder.collect.dynamixel.emulated_arm import emulated_calibration
 
     teleop = LeaderArmTeleop(DynamixelBus("/dev/null", list(range(1, 7))), emulated_calibration("leader"), fps=30)
     with pytest.warns(UserWarning, match="joint 'elbow_flex' moves the opposite way") as record:
@@ -357,11 +357,11 @@ class _ScriptedKeys:
 
 def _two_arm_rig():
     """A leader (held by _HeldHand at POSE_A) and a position-controlled follower standing at POSE_A."""
+    from telecorder.collect.devices.leader_arm import LeaderArmTeleop
     from telecorder.collect.dynamixel.bus import DynamixelBus
+    from telecorder.collect.dynamixel.emulated_arm import emulated_calibration
     from telecorder.collect.dynamixel.emulator import BusEmulator
-    from telecorder.collect.dynamixel.follower import DynamixelRobot
-    from telecorder.collect.emulated_arm import emulated_calibration
-    from telecorder.collect.leader_arm import LeaderArmTeleop
+    from telecorder.collect.robots.dynamixel import DynamixelRobot
 
     hand = _HeldHand(POSE_A)
     leader, follower = BusEmulator(IDS6, hand=hand), BusEmulator(IDS6)
@@ -440,10 +440,10 @@ def test_leader_servo_dying_in_the_reset_period_is_one_clear_error(tmp_path, mon
 
 def test_start_check_reads_every_leader_servo_afresh(tmp_path):
     """A leader servo that died between episodes is reported as dead, not compared where it last stood."""
+    from telecorder.collect.devices.leader_arm import LeaderArmTeleop
     from telecorder.collect.dynamixel.bus import DynamixelBus
+    from telecorder.collect.dynamixel.emulated_arm import emulated_calibration
     from telecorder.collect.dynamixel.emulator import BusEmulator
-    from telecorder.collect.emulated_arm import emulated_calibration
-    from telecorder.collect.leader_arm import LeaderArmTeleop
     from telecorder.errors import DeviceError
 
     leader = BusEmulator(IDS6, hand=_HeldHand(POSE_A))
@@ -471,9 +471,9 @@ def test_start_check_reads_every_leader_servo_afresh(tmp_path):
 def test_follower_start_observation_reads_every_servo_afresh(tmp_path):
     """The follower's first observation of an episode (what the start check compares) is never a kept value."""
     from telecorder.collect.dynamixel.bus import DynamixelBus
+    from telecorder.collect.dynamixel.emulated_arm import emulated_calibration
     from telecorder.collect.dynamixel.emulator import BusEmulator
-    from telecorder.collect.dynamixel.follower import DynamixelRobot
-    from telecorder.collect.emulated_arm import emulated_calibration
+    from telecorder.collect.robots.dynamixel import DynamixelRobot
     from telecorder.errors import DeviceError
 
     emu = BusEmulator(IDS6)

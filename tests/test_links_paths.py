@@ -416,7 +416,7 @@ def _torch_loader(path: Path) -> None:
 
 
 def _lerobot_reader(path: Path) -> None:
-    from telecorder.converters.lerobot import LeRobotReader
+    from telecorder.converters.lerobot.core import LeRobotReader
 
     LeRobotReader(path).read_episode(0)
 
@@ -568,7 +568,7 @@ def test_native_index_file_names_are_never_opened(src: Path, tmp_path: Path, kin
 
 def test_shard_paths_as_tfds_resolves_them_are_checked_too(tmp_path: Path) -> None:
     """The converter checks the files TFDS resolved as well (its template filling has more forms)."""
-    from telecorder.converters.rlds_paths import check_inside
+    from telecorder.converters.rlds.paths import check_inside
 
     check_inside(tmp_path, [tmp_path / "a-train.tfrecord-00000-of-00001"], source="t")
     for bad in (tmp_path.parent / "x", Path("/etc/passwd"), tmp_path / ".." / "x"):

@@ -28,7 +28,7 @@ from test_conv_rlds import arm_info as sim_arm_info
 
 from telecorder.converters.base import ConversionError
 from telecorder.converters.pipeline import ConvertOptions, convert
-from telecorder.converters.rlds import RLDSReader, RLDSWriter, import_tfds
+from telecorder.converters.rlds.core import RLDSReader, RLDSWriter, import_tfds
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
 from telecorder.datasets.splits import episode_split
@@ -164,7 +164,7 @@ def test_kwargs_name_keys_the_dataset_has(converted: dict, stack: str) -> None:
     ],
 )
 def test_views_follow_the_recorded_cameras(tmp_path: Path, cameras: tuple[str, ...], octo_views: dict) -> None:
-    from telecorder.converters.oxe import KWARGS_KEY, OXEWriter
+    from telecorder.converters.rlds.oxe import KWARGS_KEY, OXEWriter
 
     base = arm_info()
     feats = [base.features["observation.state"], base.features["action"]] + [image_feature(c, 48, 64) for c in cameras]
@@ -314,7 +314,7 @@ def test_binarized_gripper_is_open_above_half(converted: dict) -> None:
 
 
 def test_a_tfds_catalogue_name_is_refused(tmp_path: Path) -> None:
-    from telecorder.converters.oxe import OXEWriter
+    from telecorder.converters.rlds.oxe import OXEWriter
 
     # tfds.builder("bridge", data_dir=...) would build the catalogue's Bridge dataset, not ours.
     with pytest.raises(ConversionError, match="'bridge' is a dataset of the TFDS catalogue"):

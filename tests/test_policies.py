@@ -22,8 +22,9 @@ from telecorder.cli import main  # noqa: E402
 from telecorder.datasets.async_writer import AsyncEpisodeWriter, Step  # noqa: E402
 from telecorder.datasets.dataset import DatasetWriter  # noqa: E402
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature  # noqa: E402
-from telecorder.datasets.torch_dataset import TorchDataset, make_normalizer  # noqa: E402
 from telecorder.errors import DatasetError  # noqa: E402
+from telecorder.loaders.normalization import make_normalizer  # noqa: E402
+from telecorder.loaders.torch_dataset import TorchDataset  # noqa: E402
 from telecorder.policies import POLICY_FORMAT, PolicyError  # noqa: E402
 from telecorder.policies.bc import BCPolicy  # noqa: E402
 from telecorder.policies.checkpoint import MODEL_FILE, POLICY_FILE, load_policy_dir  # noqa: E402
@@ -344,10 +345,10 @@ def test_trains_on_a_lerobot_dataset_found_in_the_wild(tmp_path: Path) -> None:
     """A public LeRobot dataset (Unitree G1, 26-D joint state, no object pose) converts, trains and runs."""
     from conftest import SHARED
 
+    from telecorder.collect.devices.policy_runner import PolicyRunner
     from telecorder.converters.pipeline import ConvertOptions, convert
     from telecorder.datasets.episode_file import EpisodeReader
     from telecorder.policies.loading import load_policy
-    from telecorder.policies.runner import PolicyRunner
 
     src = SHARED / "samples" / "YifanTian07_G1-policy-train"
     if not src.exists():

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from test_cli import run as cli_run
 
+from telecorder.collect.devices.policy_runner import PolicyRunner
 from telecorder.collect.interfaces import Event
+from telecorder.evaluation import wilson_interval
 from telecorder.policies import Policy, PolicyError, PolicySpec
-from telecorder.policies.evaluate import wilson_interval
-from telecorder.policies.runner import PolicyRunner
 
 TESTS = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -121,7 +121,7 @@ def test_the_runner_builds_exactly_the_loaders_item(tmp_path):
     pytest.importorskip("mujoco")
     pytest.importorskip("torch")
     from telecorder.datasets.episode_file import EpisodeReader
-    from telecorder.datasets.torch_dataset import TorchDataset
+    from telecorder.loaders.torch_dataset import TorchDataset
 
     out = tmp_path / "demo"
     run(str(BIN / "collect"), "--device", "scripted", "--robot", "sim", "--no-realtime", "--env-state",

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from telecorder.collect.cameras.opencv import CameraSpec, OpenCVCamera
+from telecorder.collect.cameras.sim import SimCameraRig
+from telecorder.collect.devices.keyboard import parse_keys
 from telecorder.collect.interfaces import Event
-from telecorder.collect.keyboard import parse_keys
-from telecorder.collect.opencv_camera import CameraSpec, OpenCVCamera
+from telecorder.collect.robots.sim import SimRobot
 from telecorder.collect.session import RecordingSession, SessionConfig
-from telecorder.collect.sim_robot import SimCameraRig, SimRobot
 from telecorder.datasets.dataset import Dataset
 from telecorder.datasets.doctor import check_dataset
 from telecorder.errors import CameraError
@@ -37,8 +38,8 @@ def make_video(path: Path, frames: int, fps: float = 30.0, size: tuple[int, int]
 
 
 def sim_session(out: Path, cameras, episodes: int, episode_time: float, fps: float = 30.0) -> RecordingSession:
-    from telecorder.collect.scripted import ScriptedTeleop
-    from telecorder.collect.sim_robot import SimRobot
+    from telecorder.collect.devices.scripted import ScriptedTeleop
+    from telecorder.collect.robots.sim import SimRobot
 
     robot = SimRobot(fps=fps, seed=1)
     teleop = ScriptedTeleop(robot, seed=1)
@@ -209,7 +210,7 @@ def test_live_view_draws_and_takes_keys(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_collect_with_display_records_normally(tmp_path, monkeypatch):
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
-    from telecorder.collect.scripted import ScriptedTeleop
+    from telecorder.collect.devices.scripted import ScriptedTeleop
 
     robot = SimRobot(seed=2)
     cams = SimCameraRig(robot, ["front"], 96, 72, 30).cameras()
@@ -251,7 +252,7 @@ class LoggingSimRobot(SimRobot):
 
 def record_sim(tmp_path: Path, *, episodes: int = 1, episode_time: float = 1.5, fps: float = 30.0,
                size: tuple[int, int] = (96, 72), camera_fps: float | None = None, seed: int = 4):
-    from telecorder.collect.scripted import ScriptedTeleop
+    from telecorder.collect.devices.scripted import ScriptedTeleop
 
     robot = LoggingSimRobot(fps=fps, seed=seed)
     rig = SimCameraRig(robot, ["front", "wrist"], size[0], size[1], camera_fps or fps)
@@ -333,7 +334,7 @@ def test_slow_sim_rendering_makes_ticks_late_and_never_drops_a_frame(tmp_path, m
 
 def test_control_loop_stall_opens_no_gap_in_sim_frame_numbers(tmp_path, monkeypatch):
     """A tick held up for longer than the cameras wait before rendering previews: still one frame per step."""
-    from telecorder.collect.scripted import ScriptedTeleop
+    from telecorder.collect.devices.scripted import ScriptedTeleop
 
     real_read = ScriptedTeleop.read
     calls = {"n": 0}

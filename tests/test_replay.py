@@ -24,9 +24,9 @@ pytest.importorskip("mujoco")
 
 from rich.console import Console
 
-from telecorder.collect.replay import ReplayConfig, replay
 from telecorder.datasets import Dataset
 from telecorder.errors import TelecorderError
+from telecorder.replay.player import ReplayConfig, replay
 
 EPISODE = 1
 STATE_NAMES = ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper"]

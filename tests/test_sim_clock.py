@@ -126,8 +126,8 @@ def test_no_realtime_with_a_real_robot_is_one_clear_error(tmp_path: Path) -> Non
     ],
 )
 def test_no_realtime_refuses_what_lives_outside_the_simulation(changes: dict, named: str) -> None:
+    from telecorder.collect.cameras.opencv import CameraSpec
     from telecorder.collect.factory import DeviceConfig, make_devices
-    from telecorder.collect.opencv_camera import CameraSpec
 
     if "cameras" in changes:
         changes = {**changes, "cameras": [CameraSpec.parse(changes["cameras"])]}
@@ -147,8 +147,8 @@ def test_no_realtime_allows_simulated_and_replayed_drivers(changes: dict) -> Non
 def test_env_state_is_off_by_default_and_needs_the_cube(tmp_path: Path) -> None:
     pytest.importorskip("mujoco")
     from telecorder.collect.factory import DeviceConfig, make_devices
+    from telecorder.collect.robots.sim import SimRobot
     from telecorder.collect.session import RecordingSession, SessionConfig
-    from telecorder.collect.sim_robot import SimRobot
 
     robot, teleop, cameras = make_devices(DeviceConfig(sim_cameras=[]))
     try:

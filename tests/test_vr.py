@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from telecorder.collect.interfaces import Event
-from telecorder.collect.vr import (
+from telecorder.collect.devices.vr import (
     AXIS_PRESETS,
     ControllerSample,
     OpenXRClient,
@@ -20,6 +19,7 @@ from telecorder.collect.vr import (
     load_pose_stream,
     write_pose_stream,
 )
+from telecorder.collect.interfaces import Event
 from telecorder.errors import DeviceError
 
 A = AXIS_PRESETS["openxr_to_robot"]
@@ -235,7 +235,7 @@ def test_openxr_client_with_broken_manifest_names_it(monkeypatch, tmp_path: Path
 
 
 def _runtime_present() -> bool:
-    from telecorder.collect.vr.openxr_client import _runtime_manifest_candidates
+    from telecorder.collect.devices.vr.openxr_client import _runtime_manifest_candidates
 
     env = os.environ.get("XR_RUNTIME_JSON")
     if env:

@@ -276,7 +276,7 @@ def _collect_keyframes() -> list[tuple[float, Frame]]:
 
 
 def test_collect_live_vr_follows_the_fed_controller(remote_env, tmp_path: Path):
-    from telecorder.collect.vr import AXIS_PRESETS
+    from telecorder.collect.devices.vr import AXIS_PRESETS
     from telecorder.datasets import Dataset
     from telecorder.sim import Kinematics, SimEnv
 

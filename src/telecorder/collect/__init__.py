@@ -1,7 +1,7 @@
 """Devices and recording: robot / teleop / camera interfaces, their implementations, the recorder."""
 
+from .cameras.opencv import CameraSpec, OpenCVCamera
 from .interfaces import Camera, Event, Frame, Robot, Teleop, TeleopOutput
-from .opencv_camera import CameraSpec, OpenCVCamera
 from .recorder import EpisodeOutcome, Recorder
 from .session import RecordingSession, SessionConfig, SessionSummary
 

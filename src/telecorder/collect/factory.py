@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import TelecorderError
+from .cameras.opencv import CameraSpec, OpenCVCamera
 from .interfaces import Camera, Robot, Teleop
-from .opencv_camera import CameraSpec, OpenCVCamera
-
-if TYPE_CHECKING:
-    from .dynamixel.emulator import BusEmulator
 
 ROBOTS = ("sim", "dynamixel")
 DEVICES = ("scripted", "leader_arm", "kinesthetic", "vr", "gamepad", "keyboard", "policy")
@@ -81,7 +77,8 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
                 fn()
         raise
     cameras: list[Camera] = []
-    from .sim_robot import SimCameraRig, SimRobot
+    from .cameras.sim import SimCameraRig
+    from .robots.sim import SimRobot
 
     if isinstance(robot, SimRobot):
         names = robot.env.camera_names if cfg.sim_cameras is None else cfg.sim_cameras
@@ -137,15 +134,15 @@ def _check_sim_only_options(cfg: DeviceConfig) -> None:
 
 def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[Robot, Teleop]:
     if cfg.device == "policy":
-        from .policy_device import policy_devices
+        from .devices.policy import policy_devices
 
         return policy_devices(cfg, cleanups, _robot_and_teleop, _follower)
 
     if cfg.device == "scripted":
         if cfg.robot != "sim":
             raise TelecorderError("--device scripted drives the simulated arm only; use --robot sim")
-        from .scripted import ScriptedTeleop
-        from .sim_robot import SimRobot
+        from .devices.scripted import ScriptedTeleop
+        from .robots.sim import SimRobot
 
         robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
         return robot, ScriptedTeleop(robot, script=cfg.script, seed=cfg.seed)
@@ -155,14 +152,14 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
 
     if cfg.device == "leader_arm":
         port, cal, emu = _arm_port(cfg, "leader", cfg.leader_port, cfg.leader_calibration, cleanups)
+        from .devices.leader_arm import LeaderArmTeleop
         from .dynamixel.bus import DynamixelBus
-        from .leader_arm import LeaderArmTeleop
 
         bus = DynamixelBus(port, cal.ids, baudrate=cfg.baudrate)
         follower = _follower(cfg, cleanups)
         on_start = emu.hand.restart if emu else None
         if emu is not None and cfg.emulator.hand_file is None and _has_cube(follower):
-            from .emulated_arm import demonstration_motion
+            from .dynamixel.emulated_arm import demonstration_motion
 
             def on_start() -> None:
                 # The emulated operator looks at the scene: plan this episode's motion for the cube.
@@ -178,9 +175,9 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
             "kinesthetic teaching needs an arm a person can move: use --robot dynamixel --follower-port PORT, "
             "or --emulate for the emulated arm"
         )
+    from .devices.leader_arm import KinestheticTeleop
     from .dynamixel.bus import DynamixelBus
-    from .dynamixel.follower import DynamixelRobot, EmulatedFollower
-    from .leader_arm import KinestheticTeleop
+    from .robots.dynamixel import DynamixelRobot, EmulatedFollower
 
     port, cal, emu = _arm_port(cfg, "follower", cfg.follower_port, cfg.follower_calibration, cleanups)
     bus = DynamixelBus(port, cal.ids, baudrate=cfg.baudrate)
@@ -192,7 +189,7 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
 
 def _follower(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> Robot:
     if cfg.robot == "sim":
-        from .sim_robot import SimRobot
+        from .robots.sim import SimRobot
 
         return SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
     if not cfg.follower_port:
@@ -202,7 +199,7 @@ def _follower(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> Robot:
         )
     from .dynamixel.bus import DynamixelBus
     from .dynamixel.calibration import ArmCalibration, default_path
-    from .dynamixel.follower import DynamixelRobot
+    from .robots.dynamixel import DynamixelRobot
 
     cal = ArmCalibration.load(cfg.follower_calibration or default_path("follower"))
     return DynamixelRobot(DynamixelBus(cfg.follower_port, cal.ids, baudrate=cfg.baudrate), cal, torque=True)
@@ -221,8 +218,15 @@ def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path |
             "(e.g. /dev/ttyUSB0; list them with 'ls /dev/serial/by-id/'), or --emulate to use the built-in "
             "emulated arm"
         )
+    from .dynamixel.emulated_arm import (
+        IDS,
+        MODEL,
+        EpisodeHand,
+        bus_emulator,
+        demonstration_motion,
+        emulated_calibration,
+    )
     from .dynamixel.hand import HandMotion
-    from .emulated_arm import IDS, MODEL, EpisodeHand, demonstration_motion, emulated_calibration
 
     opts = cfg.emulator
     hand = EpisodeHand(HandMotion.from_file(opts.hand_file) if opts.hand_file else demonstration_motion(cfg.fps))
@@ -233,16 +237,6 @@ def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path |
     return path, emulated_calibration(arm), emu
 
 
-def bus_emulator(cfg: DeviceConfig, ids: Sequence[int], model: str, hand: object) -> BusEmulator:
-    """A bus emulator (not started) with the ``--emulate-*`` options of ``cfg``: the one place they are read."""
-    from .dynamixel.emulator import BusEmulator, FaultConfig
-
-    opts = cfg.emulator
-    faults = FaultConfig(drop_rate=opts.drop_rate, crc_error_rate=opts.crc_error_rate, latency_s=opts.latency_s,
-                         dead_after_s=dict(opts.dead_after_s))
-    return BusEmulator(ids, model, cfg.baudrate, hand=hand, faults=faults, seed=cfg.seed,
-                       usb_latency_ms=opts.usb_latency_ms)
-
 
 def _has_cube(robot: Robot) -> bool:
     env = getattr(robot, "env", None)
@@ -251,19 +245,19 @@ def _has_cube(robot: Robot) -> bool:
 
 def _eef_device(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[Robot, Teleop]:
     """End-effector devices steer through IK on a MuJoCo model: the sim arm's own, or a Dynamixel arm's MJCF."""
-    from .eef_teleop import EEFTeleop, sim_arm_joints, velocity_source, vr_source
+    from .devices.eef import EEFTeleop, sim_arm_joints, velocity_source, vr_source
 
     if cfg.robot == "dynamixel":
-        from .eef_dynamixel import eef_follower
+        from .devices.eef_dynamixel import eef_follower
 
         robot, arm = eef_follower(cfg, cleanups)
     else:
-        from .sim_robot import SimRobot
+        from .robots.sim import SimRobot
 
         robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
         arm = sim_arm_joints(robot)
     if cfg.device == "vr":
-        from .vr import OpenXRClient, PoseStreamSource, VRMapping
+        from .devices.vr import OpenXRClient, PoseStreamSource, VRMapping
 
         mapping = VRMapping(scale=cfg.vr_scale, axes=cfg.vr_axes)
         if cfg.pose_stream is not None:
@@ -278,7 +272,7 @@ def _eef_device(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[
         source, restart = vr_source(live, mapping)
         return robot, EEFTeleop(arm, source, device_type="vr", fps=cfg.fps, on_connect=live.client.open,
                                 on_disconnect=live.client.close, on_episode_start=restart, on_rebase=mapping.reset)
-    from .gamepad import GamepadInput, KeyboardInput
+    from .devices.gamepad import GamepadInput, KeyboardInput
 
     device = GamepadInput() if cfg.device == "gamepad" else KeyboardInput()
     source, restart = velocity_source(device)

@@ -32,9 +32,9 @@ from ..datasets.async_writer import AsyncEpisodeWriter
 from ..datasets.dataset import DatasetWriter
 from ..datasets.features import CLOCK_MONOTONIC, CLOCK_SIMULATION, DatasetInfo, image_feature
 from ..errors import TelecorderError
+from .devices.keyboard import TerminalKeys
 from .interfaces import Camera, Event, Robot, Teleop
 from .key_bindings import Controls, controls_for
-from .keyboard import TerminalKeys
 from .live_view import LiveView, open_live_view
 from .recorder import EpisodeOutcome, Recorder, TickStatus, sleep_until
 

@@ -30,10 +30,15 @@ from ..atomic import write_json_atomic
 from ..datasets.features import DatasetInfo
 from ..datasets.stats import DatasetStats
 from .action_scaling import ActionScaling
-from .aloha import _episode_files, load_sidecar
+from .aloha.core import _episode_files, load_sidecar
 from .base import SIDECAR, ConversionError
 from .parts import PARTS_DIR, read_part_stats
-from .robomimic import ACTIONS_ATTR, FPS_ATTR, scale_actions, split_demos
+from .robomimic.core import (
+    ACTIONS_ATTR,
+    FPS_ATTR,
+    scale_actions,
+    split_demos,
+)
 
 
 def _sidecar(part: Path, fmt: str) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from ..datasets.work_folder import (
 from ..errors import DatasetError
 from . import open_reader, writer_class
 from .base import ConversionError, FormatReader
-from .lerobot_timing import OFFSET_KEY
+from .lerobot.timing import OFFSET_KEY
 
 
 @dataclass
@@ -386,7 +386,7 @@ def _convert_sharded(src: Path, dst: Path, work: WorkFolder, opts: ConvertOption
 def _first_episode_metadata_fields(src: Path, opts: ConvertOptions, wanted: list[int]) -> dict[str, str] | None:
     """The typed RLDS ``episode_metadata`` fields a one-process run takes from its first episode,
     given to every part so that all parts declare the same ones (read without frames)."""
-    from .rlds import episode_metadata_fields
+    from .rlds.core import episode_metadata_fields
 
     reader = _open(src, replace(opts, cameras={}))
     for index in wanted:

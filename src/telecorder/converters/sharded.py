@@ -33,7 +33,7 @@ from ..datasets.work_folder import rename_new
 from ..errors import DatasetError
 from . import FORMATS, writer_class
 from .base import ConversionError
-from .lerobot_timing import OFFSET_KEY
+from .lerobot.timing import OFFSET_KEY
 from .parts import PART_STATS, PARTS_DIR, merge_summaries, part_path
 
 # Shards per worker: enough that one slow shard does not leave the other workers idle at the end.
@@ -70,7 +70,7 @@ def part_options(to: str, options: dict[str, Any], dst: Path) -> dict[str, Any]:
     the dataset name of the final folder."""
     out = {**options, "part": True, "encode_threads": 1}
     if to in ("rlds", "oxe"):
-        from .rlds import dataset_name_for
+        from .rlds.core import dataset_name_for
 
         # Every part keeps the whole val list, so that each declares the same splits (a part
         # may hold no val episode; only the merged dataset must have some).

@@ -14,12 +14,16 @@ from .vla_prompt import VLAPromptAdapter
 
 
 def __getattr__(name: str) -> object:
-    # The PyTorch loaders live in telecorder.loaders (above this package) and import torch;
-    # these names stay for existing users and load only when asked for.
+    # The PyTorch loaders moved up to telecorder.loaders (they read every format and use actions/,
+    # both above this package). The old names still resolve, with a warning, without an import
+    # statement running up the layers: nothing here loads them unless a caller asks for one.
     if name in ("TorchDataset", "MixtureDataset"):
-        from .. import loaders
+        import importlib
+        import warnings
 
-        return getattr(loaders, name)
+        warnings.warn(f"telecorder.datasets.{name} moved to telecorder.loaders.{name}; import it from there",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("telecorder.loaders"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -38,10 +42,8 @@ __all__ = [
     "EpisodeReader",
     "FeatureSpec",
     "FeatureStats",
-    "MixtureDataset",
     "Step",
     "SyncReport",
-    "TorchDataset",
     "VLAPromptAdapter",
     "analyze_timing",
     "check_dataset",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..converters.base import ConversionError
-from ..converters.lerobot import STATS_PATH, LeRobotReader
+from ..converters.lerobot.core import STATS_PATH, LeRobotReader
 from ..datasets.features import read_json
 from ..datasets.stats import format_ranges
 from .frames import decode_chw

@@ -90,8 +90,8 @@ class EpisodeSource(ABC):
 
 def detect_format(path: Path) -> str:
     """``native``, ``lerobot`` or ``rlds`` from what the folder holds; nothing heavy is imported."""
-    from ..converters.lerobot import LeRobotReader
-    from ..converters.rlds import find_tfds_dir
+    from ..converters.lerobot.core import LeRobotReader
+    from ..converters.rlds.core import find_tfds_dir
     from ..datasets.dataset import is_dataset
 
     path = Path(path)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from telecorder.sim._deps import ensure_gl_backend
+from ._deps import ensure_gl_backend
 
 if TYPE_CHECKING:
-    from telecorder.sim.env import DEFAULT_MODEL, SimEnv, SimModelError
-    from telecorder.sim.expert import ScriptedExpert
-    from telecorder.sim.kinematics import IKResult, Kinematics
-    from telecorder.sim.render import SimRenderer
+    from .env import DEFAULT_MODEL, SimEnv, SimModelError
+    from .expert import ScriptedExpert
+    from .kinematics import IKResult, Kinematics
+    from .render import SimRenderer
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from telecorder.sim._deps import _require_mujoco
+from ._deps import _require_mujoco
 
 mujoco = _require_mujoco()
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from telecorder.sim.env import SimEnv, SimModelError
-from telecorder.sim.kinematics import Kinematics
+from .env import SimEnv, SimModelError
+from .kinematics import Kinematics
 
 __all__ = ["ScriptedExpert"]
 

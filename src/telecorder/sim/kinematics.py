@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from telecorder.sim._deps import _require_mujoco
-from telecorder.sim.env import SimModelError
+from ._deps import _require_mujoco
+from .env import SimModelError
 
 mujoco = _require_mujoco()
 

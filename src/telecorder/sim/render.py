@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from telecorder.sim._deps import _require_mujoco, ensure_gl_backend
+from ._deps import _require_mujoco, ensure_gl_backend
 
 mujoco = _require_mujoco()
 

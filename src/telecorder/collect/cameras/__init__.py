@@ -1,0 +1,1 @@
+"""Cameras: OpenCV devices and the sim's rendered cameras."""

@@ -1,0 +1,1 @@
+"""Teleoperation devices: one module per kind of leader (arm, VR, gamepad, keyboard, scripted, policy)."""

@@ -1,0 +1,1 @@
+"""Follower robots: the MuJoCo sim arm and the Dynamixel follower."""

@@ -1,0 +1,1 @@
+"""ALOHA / ACT HDF5 episodes."""

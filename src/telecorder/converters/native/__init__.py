@@ -1,0 +1,1 @@
+"""telecorder's own store, as a conversion source and target."""

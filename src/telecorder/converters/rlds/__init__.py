@@ -1,0 +1,1 @@
+"""RLDS / Open X-Embodiment (TFDS folders)."""

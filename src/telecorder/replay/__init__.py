@@ -1,0 +1,1 @@
+"""Play a recorded episode back on a robot (sim or Dynamixel) through the recorder's loop."""
