@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..converters.base import SIDECAR, ConversionError
+from ..converters.rlds import meta_checks as meta
 from ..converters.rlds.core import (
     DEFAULT_FPS,
     METADATA_JSON_KEY,
@@ -35,7 +36,6 @@ from ..converters.rlds.core import (
     TIMING_KEY,
     find_tfds_dir,
 )
-from ..converters.rlds.core import meta_checks as meta
 from ..converters.rlds.paths import shard_paths
 from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature, read_json
 from ..errors import DatasetError
