@@ -30,6 +30,7 @@ vr-runtime:
 
 test: $(STAMP) vr-runtime
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -rs -m "not tf"
 	$(BIN)/python -m pytest -q -rs -m tf
 
@@ -46,6 +47,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -33,9 +33,9 @@ from rich.table import Table
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from telecorder.converters.pipeline import ConvertOptions, convert
 from telecorder.datasets import AsyncEpisodeWriter, DatasetInfo, DatasetWriter, FeatureSpec, Step
 from telecorder.datasets.features import image_feature
+from telecorder.runners import ConvertOptions, convert
 
 
 def make_sim_dataset(root: Path, episodes: int, width: int, height: int, fps: float = 30.0) -> int:

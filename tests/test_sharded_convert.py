@@ -17,8 +17,8 @@ from test_conv_lerobot import psnr
 
 from telecorder.converters import open_reader
 from telecorder.converters.base import ConversionError
-from telecorder.converters.pipeline import ConvertOptions, convert
 from telecorder.datasets.doctor import check_dataset
+from telecorder.runners import ConvertOptions, convert
 
 beam = pytest.importorskip("apache_beam", reason="the beam extra is not installed")
 

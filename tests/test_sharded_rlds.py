@@ -19,9 +19,9 @@ from test_conv_parts_rlds import make_episodes
 from test_conv_rlds import arm_info
 from test_sharded_convert import BEAM, assert_same_stats
 
-from telecorder.converters.native.core import NativeWriter
-from telecorder.converters.pipeline import ConvertOptions, convert
+from telecorder.converters.native import NativeWriter
 from telecorder.converters.rlds.core import import_tfds
+from telecorder.runners import ConvertOptions, convert
 
 pytestmark = pytest.mark.tf
 

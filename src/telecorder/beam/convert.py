@@ -18,8 +18,9 @@ from typing import Any
 
 from ..converters import sharded
 from ..converters.base import ConversionError
+from ..converters.locations import check_path
 from ..datasets.features import DatasetInfo
-from .options import BeamError, check_path, pipeline_options, require_beam
+from .options import BeamError, pipeline_options, require_beam
 from .stats import StatsCombineFn
 
 beam = require_beam()

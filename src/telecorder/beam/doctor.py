@@ -15,9 +15,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..converters.locations import check_path
 from ..datasets.doctor import EpisodeCheck, EpisodeChecker, check_episode
 from ..datasets.features import DatasetInfo
-from .options import BeamError, check_path, is_local, pipeline_args, pipeline_options, require_beam
+from .options import BeamError, is_local, pipeline_args, pipeline_options, require_beam
 
 beam = require_beam()
 

@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError, missing_extra
@@ -100,19 +99,3 @@ def beam_worker_count(beam_options: str | Sequence[str] | None) -> int:
         if value is not None and re.fullmatch(r"\d+", value) and int(value) > 0:
             return int(value)
     return (os.cpu_count() or 1) if is_local(args) else _CLUSTER_GUESS
-
-
-def check_path(path: str | Path, what: str) -> Path:
-    """A path every worker can open as a file: local, or a bucket mounted at the same path on
-    the driver and every worker. URL schemes fail here, before any worker starts."""
-    text = os.fspath(path)
-    # pathlib folds "gs://b" into "gs:/b"; one letter before the colon is a Windows drive.
-    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/", text)
-    if scheme:
-        raise BeamError(
-            f"{what} {scheme.group(1)}://{text[len(scheme.group(0)):].lstrip('/')}: {scheme.group(1)}:// paths cannot be used directly; telecorder's readers and writers "
-            "need files they can open, seek and rename (HDF5 episodes, Parquet and MP4 parts, the final rename). "
-            "Mount the bucket at the same path on the driver and every worker (gcsfuse, mountpoint-s3, s3fs, "
-            "an NFS or Filestore share) and pass that path"
-        )
-    return Path(text)

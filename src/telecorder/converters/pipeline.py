@@ -22,21 +22,17 @@ import shutil
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from ..datasets.dataset import is_dataset
 from ..datasets.episode_file import Episode
-from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature
+from ..datasets.features import DatasetInfo
 from ..datasets.lock import lock_holder
-from ..datasets.ranges import EpisodeRanges, RangeError, select_episodes
-from ..datasets.ranges import parse_episode_ranges as _parse_ranges
+from ..datasets.ranges import RangeError, select_episodes
 from ..datasets.stats import format_ranges
 from ..datasets.work_folder import (
     PublishRefused,
@@ -47,31 +43,37 @@ from ..datasets.work_folder import (
     source_identity,
 )
 from ..errors import DatasetError
-from . import open_reader, writer_class
+from . import writer_class
 from .base import ConversionError, FormatReader
 from .lerobot.timing import OFFSET_KEY
+from .locations import check_path
+from .sharded import ShardExecutor
+from .transform import (
+    ConvertOptions,
+    open_source,
+    parse_cameras,
+    parse_episode_ranges,
+    resample_indices,
+    resize,
+    transform_episode,
+    transform_info,
+)
 
-
-@dataclass
-class ConvertOptions:
-    to: str
-    src_format: str | None = None
-    episodes: Sequence[int] | None = None  # e.g. parse_episode_ranges("0-9,15"): checked, then expanded
-    image_size: tuple[int, int] | None = None  # (width, height)
-    fps: float | None = None
-    cameras: dict[str, str] | None = None  # source camera -> output camera (also selects)
-    workers: int = 1
-    overwrite: bool = False
-    resume: bool = False
-    skip_bad: bool = False
-    skip_missing_cameras: bool = False
-    val_fraction: float = 0.0  # RLDS/OXE output: whole episodes to a "val" split (episode_split, seed 0)
-    runner: str = "local"  # "local" (process pool) or "beam" (Apache Beam, see telecorder.beam)
-    beam_options: list[str] = field(default_factory=list)  # Beam pipeline options, as on a command line
-    shard_episodes: int | None = None  # episodes per shard (default: sized from the worker count)
-    sharded: bool | None = None  # None: shard when workers > 1 or on Beam; True also for one worker
-    reader_options: dict[str, Any] = field(default_factory=dict)
-    writer_options: dict[str, Any] = field(default_factory=dict)
+# What callers import from here: the options and transforms live in .transform (shared with the
+# shard workers), the conversion itself here.
+__all__ = [
+    "ConvertOptions",
+    "ConvertReport",
+    "convert",
+    "open_source",
+    "parse_cameras",
+    "parse_episode_ranges",
+    "partial_path",
+    "resample_indices",
+    "resize",
+    "transform_episode",
+    "transform_info",
+]
 
 
 @dataclass
@@ -93,91 +95,6 @@ class ConvertReport:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def parse_episode_ranges(text: str) -> EpisodeRanges:
-    """``0-9,15`` -> the numbers 0..9 and 15, as ranges: expanded only after :func:`convert`
-    checks them against the source's episodes."""
-    return _parse_ranges(text, what="--episodes")
-
-
-def parse_cameras(text: str) -> dict[str, str]:
-    """``front:image,wrist:wrist_image`` (or ``front,wrist`` to select without renaming)."""
-    out = {}
-    for part in text.split(","):
-        src, _, dst = part.strip().partition(":")
-        if not src:
-            raise ValueError(f"camera mapping looks like front:image,wrist:wrist_image, not {text!r}")
-        out[src] = dst or src
-    return out
-
-
-def transform_info(info: DatasetInfo, opts: ConvertOptions) -> DatasetInfo:
-    feats: dict[str, FeatureSpec] = {}
-    cams = dict(opts.cameras) if opts.cameras else {c: c for c in info.cameras}
-    missing = [c for c in cams if c not in info.cameras]
-    if missing:
-        raise ConversionError(f"no camera {', '.join(map(repr, missing))} in the source; it has {info.cameras}")
-    for name, spec in info.features.items():
-        if not spec.is_image:
-            feats[name] = spec
-            continue
-        if spec.camera not in cams:
-            continue
-        h, w = spec.shape[:2]
-        if opts.image_size:
-            w, h = opts.image_size
-        feats[IMAGE_PREFIX + cams[spec.camera]] = image_feature(cams[spec.camera], h, w, unit=spec.unit)
-    return DatasetInfo(
-        features=feats,
-        fps=float(opts.fps or info.fps),
-        robot_type=info.robot_type,
-        image_encoding=info.image_encoding,
-        jpeg_quality=info.jpeg_quality,
-        extra=dict(info.extra),
-    )
-
-
-def transform_episode(ep: Episode, src_info: DatasetInfo, opts: ConvertOptions) -> Episode:
-    cams = dict(opts.cameras) if opts.cameras else {c: c for c in src_info.cameras}
-    keep = np.arange(len(ep))
-    timestamp = np.asarray(ep.timestamp, dtype=np.float64)
-    if opts.fps and abs(opts.fps - src_info.fps) > 1e-9:
-        keep = resample_indices(timestamp, opts.fps)
-        timestamp = timestamp[0] + np.arange(len(keep)) / opts.fps
-    images = {}
-    for src_cam, dst_cam in cams.items():
-        frames = [ep.images[src_cam][i] for i in keep]
-        if opts.image_size:
-            frames = [resize(f, opts.image_size) for f in frames]
-        images[dst_cam] = frames
-    return replace(
-        ep,
-        timestamp=timestamp,
-        data={k: np.asarray(v)[keep] for k, v in ep.data.items()},
-        image_timestamp={cams[c]: np.asarray(v)[keep] for c, v in ep.image_timestamp.items() if c in cams},
-        frame_index={cams[c]: np.asarray(v)[keep] for c, v in ep.frame_index.items() if c in cams},
-        tick_lateness=None if ep.tick_lateness is None or len(keep) != len(ep) else ep.tick_lateness,
-        images=images,
-        metadata={**ep.metadata, "source_episode_index": ep.metadata.get("source_episode_index", ep.index)},
-    )
-
-
-def resample_indices(timestamp: np.ndarray, fps: float) -> np.ndarray:
-    """For each tick of the new rate, the last recorded step at or before it (what a controller at
-    that rate would have seen); the first step maps to itself."""
-    t = timestamp - timestamp[0]
-    grid = np.arange(int(np.floor(t[-1] * fps + 1e-9)) + 1) / fps
-    return np.clip(np.searchsorted(t, grid + 1e-9, side="right") - 1, 0, len(t) - 1)
-
-
-def resize(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    w, h = size
-    if frame.shape[1] == w and frame.shape[0] == h:
-        return frame
-    # Area averaging does not alias when shrinking; Lanczos keeps edges when enlarging.
-    shrink = w * h < frame.shape[0] * frame.shape[1]
-    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
-
-
 def partial_path(dst: Path) -> Path:
     return dst.with_name("." + dst.name + ".partial")
 
@@ -187,13 +104,21 @@ def convert(
     dst: str | Path,
     opts: ConvertOptions,
     on_episode: Callable[[int, int, int], None] | None = None,
+    executor: ShardExecutor | None = None,
 ) -> ConvertReport:
-    """Convert ``src`` into a new dataset at ``dst``; ``on_episode(done, total, frames)`` reports progress."""
-    from ..beam.options import check_path  # no Beam import: the path rule holds for every runner
+    """Convert ``src`` into a new dataset at ``dst``; ``on_episode(done, total, frames)`` reports progress.
 
+    A sharded run's shards are executed by ``executor``: the local process pool when None. Only the
+    layer above chooses another (``telecorder.runners``: Beam), so converters never import a runner.
+    """
+    if opts.runner not in ("local", "beam"):
+        raise ConversionError(f"--runner must be local or beam, not {opts.runner!r}")
+    if opts.runner != (executor.name if executor is not None else "local"):
+        raise ConversionError(f"--runner {opts.runner}: run this conversion through telecorder.runners.convert, "
+                              "which sets up that runner")
     src, dst = check_path(src, "source"), check_path(dst, "destination")
     t0 = time.perf_counter()
-    reader = _open(src, opts)
+    reader = open_source(src, opts)
     available = reader.episode_indices()
     try:
         wanted = select_episodes(opts.episodes, available, where=str(src))
@@ -204,7 +129,7 @@ def convert(
         kept = [c for c in reader.info.cameras if c not in left_out]
         mapping = opts.cameras or {}
         opts = replace(opts, cameras={c: mapping.get(c, c) for c in kept})
-        reader = _open(src, opts)
+        reader = open_source(src, opts)
     src_info = reader.info
     out_info = transform_info(src_info, opts)
     if left_out:
@@ -218,14 +143,15 @@ def convert(
         raise ConversionError(str(e)) from e
     try:
         return _convert_into(work, src, dst, opts, src_info, out_info, wanted, val_episodes, left_out,
-                             on_episode, t0)
+                             on_episode, t0, executor)
     finally:
         work.close()
 
 
 def _convert_into(work: WorkFolder, src: Path, dst: Path, opts: ConvertOptions, src_info: DatasetInfo,
                   out_info: DatasetInfo, wanted: list[int], val_episodes: list[int], left_out: dict[str, str],
-                  on_episode: Callable[[int, int, int], None] | None, t0: float) -> ConvertReport:
+                  on_episode: Callable[[int, int, int], None] | None, t0: float,
+                  executor: ShardExecutor | None) -> ConvertReport:
     _undo_interrupted_swap(dst)
     work.restore_interrupted(dst)
     if dst.exists() and not opts.overwrite:
@@ -250,7 +176,7 @@ def _convert_into(work: WorkFolder, src: Path, dst: Path, opts: ConvertOptions, 
         writer_opts["val_episodes"] = val_episodes
     if _sharded(opts, resuming):
         return _convert_sharded(src, dst, work, replace(opts, writer_options=writer_opts), out_info,
-                                wanted, left_out, on_episode, t0, replaces)
+                                wanted, left_out, on_episode, t0, replaces, executor)
     writer = writer_class(opts.to)(out, out_info, **writer_opts)
     # Read after the writer has opened: on resume it first puts the output back in order.
     done_before = _converted_sources(out) if resuming else set()
@@ -338,16 +264,13 @@ def _sharded(opts: ConvertOptions, resuming: bool) -> bool:
 def _convert_sharded(src: Path, dst: Path, work: WorkFolder, opts: ConvertOptions, out_info: DatasetInfo,
                      wanted: list[int], left_out: dict[str, str],
                      on_episode: Callable[[int, int, int], None] | None, t0: float,
-                     replaces: dict[str, Any] | None) -> ConvertReport:
+                     replaces: dict[str, Any] | None, executor: ShardExecutor | None) -> ConvertReport:
     """Shards written in parallel as parts and merged (see :mod:`.sharded`); nothing under
     ``dst`` unless every shard and the merge succeeded."""
     from . import sharded
 
-    workers = opts.workers
-    if opts.runner == "beam":
-        from ..beam.options import beam_worker_count
-
-        workers = beam_worker_count(opts.beam_options)
+    executor = executor or sharded.LOCAL
+    workers = executor.workers(opts)
     if opts.to in ("rlds", "oxe") and "episode_metadata_fields" not in opts.writer_options:
         fields = _first_episode_metadata_fields(src, opts, wanted)
         if fields is not None:
@@ -364,12 +287,7 @@ def _convert_sharded(src: Path, dst: Path, work: WorkFolder, opts: ConvertOption
             on_episode(progress["episodes"], len(wanted), progress["frames"])
 
     try:
-        if opts.runner == "beam":
-            from ..beam.convert import run_beam
-
-            summary = run_beam(src, out, dst, opts, out_info, shards)
-        else:
-            summary = sharded.run_local(src, out, dst, opts, out_info, shards, on_shard)
+        summary = executor.run(src, out, dst, opts, out_info, shards, on_shard)
         sharded.take_report(out)
     except BaseException:
         work.finish()  # a sharded run never resumes: nothing of it is worth keeping
@@ -388,7 +306,7 @@ def _first_episode_metadata_fields(src: Path, opts: ConvertOptions, wanted: list
     given to every part so that all parts declare the same ones (read without frames)."""
     from .rlds.core import episode_metadata_fields
 
-    reader = _open(src, replace(opts, cameras={}))
+    reader = open_source(src, replace(opts, cameras={}))
     for index in wanted:
         try:
             episode = reader.read_episode(index)
@@ -417,12 +335,6 @@ def _val_episodes(wanted: list[int], opts: ConvertOptions) -> list[int]:
     if not val:
         raise ConversionError(f"--val-fraction {opts.val_fraction}: needs at least 2 episodes to split (converting {len(wanted)})")
     return val
-
-
-def _open(src: Path | str, opts: ConvertOptions) -> FormatReader:
-    """The source's reader with the camera selection applied (None: every camera)."""
-    cameras = list(opts.cameras) if opts.cameras is not None else None
-    return open_reader(src, opts.src_format, cameras=cameras, **opts.reader_options)
 
 
 def _cameras_without_files(src: Path, reader: FormatReader, wanted: list[int], opts: ConvertOptions) -> dict[str, str]:
@@ -496,7 +408,7 @@ _worker_state: dict[str, Any] = {}
 
 
 def _worker_init(src: str, opts: ConvertOptions) -> None:
-    reader = _open(src, opts)
+    reader = open_source(src, opts)
     _worker_state.update(reader=reader, info=reader.info, opts=opts)
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from . import FORMATS, writer_class
 from .base import ConversionError
 from .lerobot.timing import OFFSET_KEY
 from .parts import PART_STATS, PARTS_DIR, merge_summaries, part_path
+from .transform import open_source, transform_episode
 
 # Shards per worker: enough that one slow shard does not leave the other workers idle at the end.
 SHARDS_PER_WORKER = 8
@@ -88,9 +89,7 @@ def write_part(src: str, work: str, dst: str, opts: Any, out_info: dict[str, Any
     final name only once complete, and the first attempt to finish gives it (later ones, the
     same episodes with the same options, are dropped).
     """
-    from .pipeline import _open, transform_episode
-
-    reader = _open(src, opts)
+    reader = open_source(src, opts)
     src_info = reader.info
     info = DatasetInfo.from_dict(out_info)
     final = part_path(Path(work), shard)
@@ -224,3 +223,16 @@ def finish_json(work: str, to: str, info: dict[str, Any], options: dict[str, Any
     summary = finish(Path(work), to, DatasetInfo.from_dict(info), options, json.loads(results),
                      DatasetStats.from_json_dict(json.loads(stats)))
     return json.dumps(summary)
+
+
+@dataclass(frozen=True)
+class ShardExecutor:
+    """What runs a sharded conversion's shards and merge: ``run(src, work, dst, opts, info, shards,
+    on_shard)`` returns the merge summary; ``workers(opts)`` sizes the shard plan."""
+
+    name: str
+    run: Callable[..., dict[str, Any]]
+    workers: Callable[[Any], int]
+
+
+LOCAL = ShardExecutor("local", run_local, lambda opts: opts.workers)

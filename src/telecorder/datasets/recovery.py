@@ -35,17 +35,6 @@ import numpy as np
 from ..atomic import fsync_dir, fsync_path, is_temporary, write_json_atomic
 from ..errors import DatasetError
 from ..safe_paths import refuse_links
-from .dataset import (
-    INDEX,
-    INFO,
-    STATS,
-    episode_files,
-    episode_stats,
-    partial_files,
-    read_index,
-    typed_index_record,
-    write_index,
-)
 from .episode_file import (
     EPISODES_DIR,
     FRAME_INDEX_GROUP,
@@ -60,6 +49,17 @@ from .episode_file import (
 )
 from .features import DatasetInfo, read_json
 from .hdf5_links import refuse_other_files
+from .index import (
+    INDEX,
+    INFO,
+    STATS,
+    episode_files,
+    episode_stats,
+    partial_files,
+    read_index,
+    typed_index_record,
+    write_index,
+)
 from .stats import DatasetStats, format_ranges
 
 UNRECOVERABLE_DIR = ".unrecoverable"

@@ -8,14 +8,11 @@ columns when they read them: an error names the file, the episode, the step and 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from .source import EpisodeSource
 
 SKIP_HINT = ("fix or drop that episode (telecorder doctor lists every one), or leave such episodes out "
              "(telecorder train --skip-nonfinite; skip_nonfinite=True in Python)")
@@ -62,20 +59,6 @@ def nonfinite_message(where: object, episode: int, found: NonFinite, hint: str =
             if found.values > 1 else "")
     return (f"{where}: episode {episode}, step {found.step}: {found.feature!r} is {found.kind} "
             f"(dimension {found.dim}{more}); training on it would make the weights NaN: {hint}")
-
-
-def nonfinite_episodes(source: EpisodeSource, episodes: Sequence[int], keys: Sequence[str]) -> dict[int, str]:
-    """Episodes of ``source`` whose ``keys`` hold a non-finite value: episode -> one-line message."""
-    bad: dict[int, str] = {}
-    for index in episodes:
-        ep = source.load(int(index), keys)
-        try:
-            found = first_nonfinite(ep.numeric, keys)
-        finally:
-            ep.close()
-        if found is not None:
-            bad[int(index)] = nonfinite_message(source.episode_location(int(index)), int(index), found)
-    return bad
 
 
 def finite_summary_problem(summary: Mapping[str, Any], keys: Iterable[str]) -> str | None:

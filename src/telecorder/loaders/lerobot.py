@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from ..converters.base import ConversionError
-from ..converters.lerobot.core import STATS_PATH, LeRobotReader
+from ..converters.lerobot.reader import LeRobotReader
+from ..converters.lerobot.schema import STATS_PATH
 from ..datasets.features import read_json
 from ..datasets.stats import format_ranges
+from .base import EpisodeSource, LoadedEpisode, stats_dict
 from .frames import decode_chw
-from .source import EpisodeSource, LoadedEpisode, stats_dict
 from .video import VideoFrames
 
 

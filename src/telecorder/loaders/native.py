@@ -14,8 +14,8 @@ from ..datasets.episode_file import EpisodeReader
 from ..datasets.features import read_json
 from ..datasets.stats import DatasetStats
 from ..errors import DatasetError
+from .base import EpisodeSource, LoadedEpisode
 from .frames import decode_chw
-from .source import EpisodeSource, LoadedEpisode
 
 
 class _FrameColumn:

@@ -39,8 +39,8 @@ from ..converters.rlds.core import (
 from ..converters.rlds.paths import shard_paths
 from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature, read_json
 from ..errors import DatasetError
+from .base import EpisodeSource, LoadedEpisode
 from .frames import decode_chw
-from .source import EpisodeSource, LoadedEpisode
 from .tfrecord import Feature, parse_example, record_spans
 
 _STEPS = "steps/"

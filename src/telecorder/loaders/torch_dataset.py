@@ -25,9 +25,10 @@ import numpy as np
 
 from ..datasets.model_inputs import concat_state
 from ..errors import DatasetError, missing_extra
-from .finite import finite_summary_problem, first_nonfinite, nonfinite_episodes, nonfinite_message
+from .base import EpisodeSource, LoadedEpisode, nonfinite_episodes
+from .finite import finite_summary_problem, first_nonfinite, nonfinite_message
 from .normalization import MODE_KEYS, NORMALIZE_MODES, make_normalizer, make_state_normalizer
-from .source import EpisodeSource, LoadedEpisode, open_source
+from .source import open_source
 
 try:
     import torch

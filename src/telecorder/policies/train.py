@@ -32,7 +32,7 @@ import numpy as np
 
 from ..datasets.dataset import Dataset
 from ..errors import DatasetError, TelecorderError, missing_extra
-from ..loaders.finite import nonfinite_episodes
+from ..loaders.base import nonfinite_episodes
 from ..loaders.native import NativeSource
 from .base import PolicySpec
 from .bc import ENV_STATE_KEY, OBS_VARIANTS, BCConfig, BCModel, BCPolicy

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from ..collect.interfaces import Event, Robot, Teleop, TeleopOutput
 from ..collect.start_ramp import StartRamp
 from ..datasets.features import CLOCK_MONOTONIC, check_fps
 from ..errors import DeviceError, TelecorderError
+from .config import MIN_SPEED, ReplayConfig
 from .drift import drift_stats
 from .source import (
     ENV_STATE,
@@ -41,34 +41,6 @@ from .source import (
     check_action_space,
     load_episode,
 )
-
-# The slowest replay: one hundredth of the recorded rate (each action held 100 periods). Slower
-# is no slow motion but a stalled arm, and the durations derived from it overflow.
-MIN_SPEED = 0.01
-
-
-@dataclass
-class ReplayConfig:
-    dataset: Path
-    episode: int
-    robot: str = "sim"
-    robot_model: Path | None = None
-    port: str | None = None
-    calibration: Path | None = None
-    baudrate: int = 1_000_000
-    emulate: bool = False
-    out: Path | None = None
-    realtime: bool = True
-    start_tolerance: float = 0.6
-    ramp_s: float = 1.0
-    max_step: float = 0.25
-    # Fraction of the recorded rate to replay at (slow motion for a first run on hardware),
-    # from MIN_SPEED to 1.
-    speed: float = 1.0
-
-    def rate(self, ep: RecordedEpisode) -> float:
-        """The control rate of the replay in Hz."""
-        return ep.fps * self.speed
 
 
 class ReplayTeleop(Teleop):

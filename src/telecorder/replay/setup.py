@@ -12,7 +12,7 @@ from ..errors import DatasetError, DeviceError, TelecorderError
 from .source import ENV_STATE
 
 if TYPE_CHECKING:
-    from .player import ReplayConfig
+    from .config import ReplayConfig
     from .source import RecordedEpisode
 
 

@@ -57,7 +57,7 @@ def load_episode(dataset: Path, index: int) -> RecordedEpisode:
             attrs, timestamps = reader.attrs, reader.timestamps()
         info = ds.info
     elif fmt == "lerobot":
-        from ..converters.lerobot.core import LeRobotReader
+        from ..converters.lerobot.reader import LeRobotReader
 
         lr = LeRobotReader(dataset)
         if index not in lr.episode_indices():
