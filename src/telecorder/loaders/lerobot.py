@@ -4,7 +4,7 @@ An episode opens with its numeric columns only (the Parquet columns asked for); 
 is decoded when a sample shows it, found by timestamp in the camera's mp4 as LeRobot finds it;
 an ``image`` camera (bytes in the rows) reads that episode's column of bytes and decodes the
 steps asked for. Rows whose timestamps run a constant offset (at most one frame) off their video
-get their own frames by that offset, with a warning (see ``converters/lerobot_timing.py``);
+get their own frames by that offset, with a warning (see ``converters/lerobot/timing.py``);
 ``strict_timestamps=True`` refuses them as LeRobot does.
 """
 

@@ -7,7 +7,7 @@ once for its step count; image bytes are never read then. A worker maps the shar
 episode's record lazily: numeric step fields are decoded once per episode, and only the
 JPEGs of the steps a sample shows are decoded.
 
-Feature names follow :class:`telecorder.converters.rlds.core.RLDSReader`, so a loader on the RLDS
+Feature names follow :class:`telecorder.converters.rlds.reader.RLDSReader`, so a loader on the RLDS
 export of a dataset takes the same ``state_key`` and ``cameras`` as on the original:
 ``steps/action`` -> ``action``, ``steps/observation/<k>`` -> ``observation.<k>`` (numeric) or
 camera ``<k>`` (image); our sidecar's names and units are restored where it is present.
@@ -29,14 +29,8 @@ import numpy as np
 
 from ..converters.base import SIDECAR, ConversionError
 from ..converters.rlds import meta_checks as meta
-from ..converters.rlds.core import (
-    DEFAULT_FPS,
-    METADATA_JSON_KEY,
-    SIDECAR_FORMAT,
-    TIMING_KEY,
-    find_tfds_dir,
-)
-from ..converters.rlds.paths import shard_paths
+from ..converters.rlds.paths import find_tfds_dir, shard_paths
+from ..converters.rlds.schema import DEFAULT_FPS, METADATA_JSON_KEY, SIDECAR_FORMAT, TIMING_KEY
 from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature, read_json
 from ..errors import DatasetError
 from .base import EpisodeSource, LoadedEpisode

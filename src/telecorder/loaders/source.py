@@ -21,7 +21,7 @@ __all__ = ["FORMATS", "EpisodeSource", "LoadedEpisode", "detect_format", "nonfin
 def detect_format(path: Path) -> str:
     """``native``, ``lerobot`` or ``rlds`` from what the folder holds; nothing heavy is imported."""
     from ..converters.lerobot.reader import LeRobotReader
-    from ..converters.rlds.core import find_tfds_dir
+    from ..converters.rlds.paths import find_tfds_dir
     from ..datasets.dataset import is_dataset
 
     path = Path(path)

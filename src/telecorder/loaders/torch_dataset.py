@@ -160,7 +160,7 @@ class TorchDataset(_TorchBase):
     computed from the episodes kept unless ``stats`` is given). Statistics that are not finite are
     never used. ``strict_timestamps`` makes a LeRobot source refuse rows whose timestamps run a
     constant offset (at most one frame) off their video, which are otherwise mapped to their own
-    frames by that offset, with a warning (see ``converters/lerobot_timing.py``).
+    frames by that offset, with a warning (see ``converters/lerobot/timing.py``).
     """
 
     def __init__(

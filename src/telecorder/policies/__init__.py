@@ -1,8 +1,10 @@
-"""Policies in the loop: the interface, loading, a reference behavioral-cloning policy, training and evaluation.
+"""Policies: the interface, loading, a reference behavioral-cloning policy, and training.
 
 A policy takes an observation in the layout the PyTorch loader produces (same names, image
-size and normalization as in training) and returns a chunk of actions in robot units. The
-recorder sees a policy only as a teleop device (``collect --device policy``).
+size and normalization as in training) and returns a chunk of actions in robot units. This
+package knows nothing of the recorder: the layer above drives a policy as a teleop device
+(:mod:`telecorder.collect.devices.policy_runner`, ``collect --device policy``) and evaluates it
+in closed loop (:mod:`telecorder.evaluation`, ``telecorder eval``).
 """
 
 from .base import POLICY_FORMAT, Policy, PolicyError, PolicySpec

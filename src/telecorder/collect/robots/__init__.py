@@ -1,1 +1,1 @@
-"""Follower robots: the MuJoCo sim arm and the Dynamixel follower."""
+"""Follower robots: :mod:`.sim` (the MuJoCo arm) and :mod:`.dynamixel` (a Dynamixel arm, or the emulated one)."""
