@@ -100,7 +100,7 @@ def test_flag_only_for_aloha_output(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_an_aloha_source_keeps_its_own_attribute(tmp_path: Path) -> None:
-    from telecorder.converters.aloha.core import AlohaWriter, recorded_in_sim
+    from telecorder.converters.aloha import AlohaWriter, recorded_in_sim
 
     # ACT's record_sim_episodes.py says sim=True; a real ALOHA recording says False, whatever its robot.
     info = make_info(cameras=("front",), robot_type="aloha")

@@ -12,10 +12,10 @@ import h5py
 import numpy as np
 import pytest
 
-from telecorder.converters.aloha.core import AlohaReader, AlohaWriter
+from telecorder.converters.aloha import AlohaReader, AlohaWriter
 from telecorder.converters.base import SIDECAR, ConversionError
 from telecorder.converters.fixed_length import fit_episode
-from telecorder.converters.robomimic.core import RobomimicReader, RobomimicWriter
+from telecorder.converters.robomimic import RobomimicReader, RobomimicWriter
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
 

@@ -13,12 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from telecorder.converters.base import SIDECAR, ConversionError
-from telecorder.converters.lerobot.core import (
-    LeRobotReader,
-    LeRobotWriter,
-    camera_of,
-    flatten_names,
-)
+from telecorder.converters.lerobot import LeRobotReader, LeRobotWriter
+from telecorder.converters.lerobot.schema import camera_of, flatten_names
 from telecorder.converters.video import VideoEncoder, decode_frames
 from telecorder.datasets import DatasetInfo, Episode, FeatureSpec, image_feature
 from telecorder.datasets.images import encode_image

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from test_conv_hdf5 import act_norm_stats, robomimic_or_skip
 
-from telecorder.converters.aloha.core import AlohaReader, AlohaWriter, length_fit_summary
-from telecorder.converters.aloha.core import core as aloha
+from telecorder.converters import aloha, robomimic
+from telecorder.converters.aloha import AlohaReader, AlohaWriter, length_fit_summary
 from telecorder.converters.base import SIDECAR, ConversionError
 from telecorder.converters.parts import (
     PART_STATS,
@@ -20,8 +20,7 @@ from telecorder.converters.parts import (
     part_path,
     read_part_stats,
 )
-from telecorder.converters.robomimic.core import RobomimicReader, RobomimicWriter
-from telecorder.converters.robomimic.core import core as robomimic
+from telecorder.converters.robomimic import RobomimicReader, RobomimicWriter
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
 from telecorder.datasets.stats import DatasetStats

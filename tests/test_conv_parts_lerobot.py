@@ -16,7 +16,7 @@ import pytest
 from test_conv_lerobot import psnr
 
 from telecorder.converters.base import SIDECAR, ConversionError
-from telecorder.converters.lerobot.core import LeRobotReader, LeRobotWriter, merge_parts
+from telecorder.converters.lerobot import LeRobotReader, LeRobotWriter, merge_parts
 from telecorder.converters.parts import (
     PART_STATS,
     PARTS_DIR,

@@ -27,15 +27,12 @@ from telecorder.converters.parts import (
     part_path,
     read_part_stats,
 )
-from telecorder.converters.rlds.core import (
-    RLDSReader,
-    RLDSWriter,
-    episode_metadata_fields,
-    import_tfds,
-)
-from telecorder.converters.rlds.core import merge_parts as merge_rlds
+from telecorder.converters.rlds.merge import merge_parts as merge_rlds
 from telecorder.converters.rlds.oxe import CONFIG_FILE, STATS_FILE, OXEWriter
-from telecorder.converters.rlds.oxe import merge_parts as merge_oxe
+from telecorder.converters.rlds.oxe_merge import merge_parts as merge_oxe
+from telecorder.converters.rlds.reader import RLDSReader
+from telecorder.converters.rlds.schema import episode_metadata_fields, import_tfds
+from telecorder.converters.rlds.writer import RLDSWriter
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo
 from telecorder.datasets.stats import DatasetStats

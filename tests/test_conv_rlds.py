@@ -16,7 +16,9 @@ pytest.importorskip("tensorflow_datasets", reason="the rlds extra (tensorflow-da
 from conftest import make_info, synthetic_frame, write_dataset
 
 from telecorder.converters.base import SIDECAR, ConversionError
-from telecorder.converters.rlds.core import RLDSReader, RLDSWriter, import_tfds
+from telecorder.converters.rlds.reader import RLDSReader
+from telecorder.converters.rlds.schema import import_tfds
+from telecorder.converters.rlds.writer import RLDSWriter
 from telecorder.datasets.dataset import Dataset
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature

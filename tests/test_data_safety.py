@@ -278,7 +278,7 @@ def test_lerobot_paths_stay_inside_the_dataset(tmp_path):
     from test_conv_lerobot import make_v2
 
     from telecorder.converters.base import ConversionError
-    from telecorder.converters.lerobot.core import LeRobotReader
+    from telecorder.converters.lerobot import LeRobotReader
 
     root = make_v2(tmp_path / "v2")
     (tmp_path / "secret.parquet").write_bytes((root / "data/chunk-000/episode_000000.parquet").read_bytes())

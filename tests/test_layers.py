@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import ast
 import sys
-import tomllib
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"

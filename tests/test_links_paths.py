@@ -416,7 +416,7 @@ def _torch_loader(path: Path) -> None:
 
 
 def _lerobot_reader(path: Path) -> None:
-    from telecorder.converters.lerobot.core import LeRobotReader
+    from telecorder.converters.lerobot import LeRobotReader
 
     LeRobotReader(path).read_episode(0)
 

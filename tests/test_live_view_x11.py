@@ -33,7 +33,7 @@ needs_x = pytest.mark.skipif(any(shutil.which(t) is None for t in X_TOOLS),
 def test_collect_help_shows_the_bindings_the_devices_use():
     from telecorder.cli import COLLECT_EXAMPLES
 
-    # cli.py carries the paragraph as text (importing the devices for every command would be slow).
+    # cli/collect.py carries the paragraph as text (importing the devices for every command would be slow).
     assert COLLECT_EXAMPLES.endswith(help_text()), "paste key_bindings.help_text() into cli.COLLECT_EXAMPLES"
     assert "Enter save" in help_text() and "r/f up/down" in help_text()
 

@@ -22,7 +22,7 @@ from conftest import SHARED, make_info, synthetic_steps  # noqa: E402
 
 from telecorder import cli  # noqa: E402
 from telecorder.converters.base import ConversionError  # noqa: E402
-from telecorder.converters.lerobot.core import LeRobotReader  # noqa: E402
+from telecorder.converters.lerobot import LeRobotReader  # noqa: E402
 from telecorder.converters.video import VideoEncoder  # noqa: E402
 from telecorder.datasets.async_writer import AsyncEpisodeWriter  # noqa: E402
 from telecorder.datasets.dataset import DatasetWriter  # noqa: E402

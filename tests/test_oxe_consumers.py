@@ -28,7 +28,9 @@ from test_conv_rlds import arm_info as sim_arm_info
 
 from telecorder.converters.base import ConversionError
 from telecorder.converters.pipeline import ConvertOptions, convert
-from telecorder.converters.rlds.core import RLDSReader, RLDSWriter, import_tfds
+from telecorder.converters.rlds.reader import RLDSReader
+from telecorder.converters.rlds.schema import import_tfds
+from telecorder.converters.rlds.writer import RLDSWriter
 from telecorder.datasets.episode_file import Episode
 from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
 from telecorder.datasets.splits import episode_split

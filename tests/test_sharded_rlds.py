@@ -20,7 +20,7 @@ from test_conv_rlds import arm_info
 from test_sharded_convert import BEAM, assert_same_stats
 
 from telecorder.converters.native import NativeWriter
-from telecorder.converters.rlds.core import import_tfds
+from telecorder.converters.rlds.schema import import_tfds
 from telecorder.runners import ConvertOptions, convert
 
 pytestmark = pytest.mark.tf

@@ -201,7 +201,7 @@ def test_not_a_dataset_is_a_dataset_error(tmp_path: Path) -> None:
 
 
 def test_foreign_source_is_read_only(tmp_path: Path) -> None:
-    lerobot = pytest.importorskip("telecorder.converters.lerobot.core")
+    lerobot = pytest.importorskip("telecorder.converters.lerobot")
     from telecorder.converters import open_reader
     from telecorder.converters.pipeline import ConvertOptions, convert
 

@@ -14,12 +14,12 @@ from .base import ConversionError, FormatReader, FormatWriter
 
 # name -> (module, reader class or None, writer class or None)
 FORMATS: dict[str, tuple[str, str | None, str | None]] = {
-    "native": ("telecorder.converters.native.core", "NativeReader", "NativeWriter"),
-    "lerobot": ("telecorder.converters.lerobot.core", "LeRobotReader", "LeRobotWriter"),
-    "rlds": ("telecorder.converters.rlds.core", "RLDSReader", "RLDSWriter"),
-    "oxe": ("telecorder.converters.rlds.oxe", None, "OXEWriter"),
-    "aloha": ("telecorder.converters.aloha.core", "AlohaReader", "AlohaWriter"),
-    "robomimic": ("telecorder.converters.robomimic.core", "RobomimicReader", "RobomimicWriter"),
+    "native": ("telecorder.converters.native", "NativeReader", "NativeWriter"),
+    "lerobot": ("telecorder.converters.lerobot", "LeRobotReader", "LeRobotWriter"),
+    "rlds": ("telecorder.converters.rlds", "RLDSReader", "RLDSWriter"),
+    "oxe": ("telecorder.converters.rlds.oxe_merge", None, "OXEWriter"),
+    "aloha": ("telecorder.converters.aloha", "AlohaReader", "AlohaWriter"),
+    "robomimic": ("telecorder.converters.robomimic", "RobomimicReader", "RobomimicWriter"),
 }
 # Detection order: cheap, unambiguous markers first.
 DETECT_ORDER = ("native", "lerobot", "rlds", "robomimic", "aloha")

@@ -7,7 +7,7 @@ without a second implementation of any format:
 2. Each group is converted by its own process or Beam worker into a *part*: a complete
    dataset of the output format, written by that format's :class:`FormatWriter` with the
    option ``part=True``, in ``WORK/.parts/part-NNNNN``.
-3. The merge function of the format (``merge_parts`` in the writer's module) moves the
+3. The merge function of the format (``merge_parts`` in the format package's ``merge`` module) moves the
    parts' files into ``WORK``, numbering episodes 0..N-1 in part order, and writes the
    dataset-level metadata once (TFDS ``dataset_info.json`` with every shard's length, LeRobot
    ``meta/`` with episode offsets, our ``meta/``), with statistics that are the merge of every

@@ -304,7 +304,7 @@ def _convert_sharded(src: Path, dst: Path, work: WorkFolder, opts: ConvertOption
 def _first_episode_metadata_fields(src: Path, opts: ConvertOptions, wanted: list[int]) -> dict[str, str] | None:
     """The typed RLDS ``episode_metadata`` fields a one-process run takes from its first episode,
     given to every part so that all parts declare the same ones (read without frames)."""
-    from .rlds.core import episode_metadata_fields
+    from .rlds.schema import episode_metadata_fields
 
     reader = open_source(src, replace(opts, cameras={}))
     for index in wanted:

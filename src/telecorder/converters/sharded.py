@@ -71,7 +71,7 @@ def part_options(to: str, options: dict[str, Any], dst: Path) -> dict[str, Any]:
     the dataset name of the final folder."""
     out = {**options, "part": True, "encode_threads": 1}
     if to in ("rlds", "oxe"):
-        from .rlds.core import dataset_name_for
+        from .rlds.paths import dataset_name_for
 
         # Every part keeps the whole val list, so that each declares the same splits (a part
         # may hold no val episode; only the merged dataset must have some).

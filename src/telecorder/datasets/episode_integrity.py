@@ -7,7 +7,7 @@ whose length HDF5 allocates before looking at the heap. Both are checked here ag
 storage the file really has, so that a damaged or hostile file is one clear error naming
 it instead of a MemoryError, a traceback or gigabytes of memory.
 
-The rules (documented in the README's crash-safety section):
+The rules (documented in docs/datasets.md (Crash safety)):
 
 * a dataset's rows must fit its allocated storage: chunked datasets, the chunks allocated
   (rows a writer never wrote are not data); contiguous ones, the bytes allocated, which

@@ -65,7 +65,7 @@ class _Source:
         if not path.exists():
             raise DatasetError(f"{path}: no such file or folder")
         from ..converters import ConversionError, open_reader
-        from ..converters.native.core import NativeReader
+        from ..converters.native import NativeReader
 
         # LeRobot folders have a meta/info.json too, so ask what the folder is, not whether that file exists.
         if NativeReader.detect(path):

@@ -1,4 +1,4 @@
-"""The parts of a sharded LeRobot conversion merged into one v3.0 dataset (see :mod:`.parts`).
+"""The parts of a sharded LeRobot conversion merged into one v3.0 dataset (see :mod:`..parts`).
 
 Each part is a complete small v3.0 dataset whose episodes, frames and tasks are numbered from
 0. The merge keeps every part's files as they are, in LeRobot's chunk-NNN/file-NNN sequence:
@@ -11,7 +11,7 @@ Each part is a complete small v3.0 dataset whose episodes, frames and tasks are 
 - ``meta/`` is written once: episode rows renumbered, tasks in first-seen order as the
   sequential writer numbers them, statistics from the parts' mergeable statistics.
 
-The result is what :class:`~.lerobot.LeRobotWriter` writes for the same episodes in one go,
+The result is what :class:`~.writer.LeRobotWriter` writes for the same episodes in one go,
 except that there are more, smaller files. Everything is checked before anything is moved,
 and every row is checked while the data files are rewritten, before any video is moved, so an
 inconsistent part stops the merge with the part named and the parts left intact.
@@ -36,7 +36,7 @@ from ...datasets.features import DatasetInfo
 from ...datasets.stats import DatasetStats, FeatureStats
 from ..base import SIDECAR, ConversionError
 from ..parts import PART_STATS, PARTS_DIR, read_part_stats
-from .core import (
+from .schema import (
     DATA_PATH,
     EPISODES_DIR,
     EPISODES_PATH,
@@ -46,12 +46,9 @@ from .core import (
     TASKS_PATH,
     TIMING_PATH,
     VIDEO_PATH,
-    _FileSeq,
-    _lerobot_summary,
-    _read_json,
-    _read_parquet,
-    _tasks_table,
 )
+from .tables import read_json_file, read_parquet
+from .writer import FileSeq, lerobot_summary, tasks_table
 
 # info.json entries that count the whole dataset; everything else must agree between parts.
 _TOTALS = ("total_episodes", "total_frames", "total_tasks", "splits")
@@ -132,12 +129,12 @@ def merge_parts(work: Path, parts: list[Path], info: DatasetInfo, options: Mappi
 def _load(path: Path, videos: list[str]) -> _Part:
     if not path.is_dir():
         raise ConversionError(f"{path}: part folder is missing")
-    info = _read_json(path / INFO_PATH, "meta/info.json")
-    side = _read_json(path / SIDECAR, SIDECAR)
+    info = read_json_file(path / INFO_PATH, "meta/info.json")
+    side = read_json_file(path / SIDECAR, SIDECAR)
     if not isinstance(info, dict) or not isinstance(side, dict) or not isinstance(side.get("episodes"), dict):
         raise ConversionError(f"{path}: meta/info.json and {SIDECAR} must be JSON objects with episodes")
     files = sorted((path / EPISODES_DIR).glob("*/*.parquet"))
-    rows = [r for f in files for r in _read_parquet(f).to_pylist()]
+    rows = [r for f in files for r in read_parquet(f).to_pylist()]
     part = _Part(path, info, side, rows, _part_tasks(path))
     if [r.get("episode_index") for r in rows] != list(range(len(rows))):
         raise ConversionError(f"{path}: episode rows are not numbered 0..{len(rows) - 1} in order")
@@ -159,7 +156,7 @@ def _load(path: Path, videos: list[str]) -> _Part:
 
 
 def _part_tasks(path: Path) -> list[str]:
-    table = _read_parquet(path / TASKS_PATH)
+    table = read_parquet(path / TASKS_PATH)
     if not {"task", "task_index"} <= set(table.column_names):
         raise ConversionError(f"{path / TASKS_PATH}: needs task and task_index columns")
     by_index = dict(zip(table["task_index"].to_pylist(), table["task"].to_pylist(), strict=True))
@@ -252,7 +249,7 @@ def _agreed(parts: list[_Part]) -> dict[str, Any]:
 
 
 def _numbers(chunks_size: int) -> Iterator[tuple[int, int]]:
-    seq = _FileSeq(chunks_size)
+    seq = FileSeq(chunks_size)
     while True:
         yield seq.chunk, seq.file
         seq.advance()
@@ -333,7 +330,7 @@ def _global_column_stats(row: Mapping[str, Any], task_index: int, merged: dict[s
         stats = FeatureStats.from_array(values[name], name=name)
         merged[name] = merged[name].merge(stats) if name in merged else stats
         if f"stats/{name}/count" in row:
-            out.update({f"stats/{name}/{k}": v for k, v in _lerobot_summary(stats, n).items()})
+            out.update({f"stats/{name}/{k}": v for k, v in lerobot_summary(stats, n).items()})
     return out
 
 
@@ -372,7 +369,7 @@ def _dataset_stats(rows: list[dict[str, Any]], stats: DatasetStats, global_stats
         if feature is None:
             raise ConversionError(f"the merged statistics of the parts have no feature {name!r}")
         count = sum(int(r[f"stats/{name}/count"][0]) for r in rows)
-        out[name] = _lerobot_summary(feature, count, name in images)
+        out[name] = lerobot_summary(feature, count, name in images)
     return out
 
 
@@ -382,7 +379,7 @@ def _write_meta(work: Path, base: Mapping[str, Any], rows: list[dict[str, Any]],
     path = work / EPISODES_PATH.format(chunk_index=0, file_index=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
-    pq.write_table(_tasks_table(tasks), work / TASKS_PATH)
+    pq.write_table(tasks_table(tasks), work / TASKS_PATH)
     write_json_atomic(work / STATS_PATH, stats)
     info = dict(base["info"])  # the part's key order is the writer's
     info.update(total_episodes=len(rows), total_frames=rows[-1]["dataset_to_index"], total_tasks=len(tasks),

@@ -1,6 +1,6 @@
 """One TFDS/RLDS dataset from the parts of a sharded conversion (see :mod:`.parts`).
 
-Each part is a complete RLDS dataset written by :class:`~.rlds.RLDSWriter` (or the OXE writer)
+Each part is a complete RLDS dataset written by :class:`~.writer.RLDSWriter` (or the OXE writer)
 with ``part=True`` and the final ``dataset_name``. The merge renames every part's shard files
 into the final folder under TFDS's global naming (``{name}-{split}.{format}-00003-of-00012``,
 a split's shards in part order, so a split's episodes keep the order of the parts) and writes
@@ -18,17 +18,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...atomic import write_json_atomic
 from ...datasets.features import DatasetInfo, read_json
+from ...datasets.stats import DatasetStats
 from ...errors import DatasetError
 from ..base import SIDECAR, ConversionError
 from ..parts import PARTS_DIR
-from .core import SIDECAR_FORMAT, RLDSWriter, import_tfds
+from .schema import SIDECAR_FORMAT, TFDS_MODULE, import_tfds
+from .writer import RLDSWriter
 
 # A TFRecord holds each record as length (8 bytes) + its CRC (4) + data + data CRC (4), and
 # tfds counts only the data in num_bytes: the difference tells a truncated shard cheaply.
@@ -155,7 +157,7 @@ def merge_rlds_parts(
         name=final.dataset_name,
         version=tfds.core.Version(final.version),
         data_dir=os.fspath(data_dir),
-        module_name=RLDSWriter.__module__,
+        module_name=TFDS_MODULE,
     )
     try:
         ds_info = tfds.core.DatasetInfo(
@@ -179,6 +181,14 @@ def merge_rlds_parts(
     for part in loaded:  # parts the caller kept somewhere else
         shutil.rmtree(part.root, ignore_errors=True)
     return merged
+
+
+def merge_parts(
+    work: Path, parts: Sequence[Path], info: DatasetInfo, options: Mapping[str, Any], stats: DatasetStats
+) -> None:
+    """One RLDS dataset in ``work`` from the parts of a sharded conversion (:func:`merge_rlds_parts`);
+    RLDS keeps no statistics, so ``stats`` is unused."""
+    merge_rlds_parts(Path(work), list(parts), info, options, RLDSWriter)
 
 
 def _file_suffix(tfds: Any, file_format: str) -> str:

@@ -41,9 +41,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -53,16 +53,15 @@ from ...datasets.exact_quantiles import ExactValues
 from ...datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature
 from ...datasets.stats import DatasetStats, FeatureStats, StatsError
 from ..base import ConversionError
-from ..parts import read_part_stats
-from .core import VAL_SPLIT, RLDSWriter, import_tfds, published_path
 from .oxe_stats import (
     exact_limit,
     feature_statistics,
     loader_cache_names,
-    merged_values,
-    read_part_meta,
     write_part_values,
 )
+from .paths import published_path
+from .schema import VAL_SPLIT, import_tfds
+from .writer import RLDSWriter
 
 #: robot_type of recordings made on the built-in simulated arm (``telecorder.sim``).
 BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
@@ -494,66 +493,5 @@ class OXEWriter(RLDSWriter):
 
 def final_root(path: Path) -> Path:
     """The absolute folder the dataset ends up in: ``telecorder convert`` builds it in a work
-    folder next to the destination and renames it when complete (:func:`.rlds.published_path`)."""
+    folder next to the destination and renames it when complete (:func:`.paths.published_path`)."""
     return published_path(path)
-
-
-def merge_parts(
-    work: Path, parts: Sequence[Path], info: DatasetInfo, options: Mapping[str, Any], stats: DatasetStats
-) -> None:
-    """One OXE dataset in ``work`` from the parts of a sharded conversion: the RLDS merge
-    (:mod:`.rlds_merge`), then ``dataset_statistics.json`` from ``stats`` (the parts' merged
-    action/proprio statistics) and ``oxe_config.json``, written once for the final folder."""
-    from .merge import MergedRLDS, merge_rlds_parts
-
-    metas: dict[Path, dict[str, Any]] = {}
-
-    def check_part(part: Path, sidecar: dict[str, Any]) -> None:
-        frames = int(sidecar.get("total_frames", 0))
-        part_stats = read_part_stats(part)
-        meta = metas[part] = read_part_meta(part)
-        for key in ("action", "proprio"):
-            count = part_stats[key].count if key in part_stats else None
-            if count != frames:
-                raise ConversionError(
-                    f"{part}: oxe part statistics {key!r} cover {count} steps, its episodes have {frames}"
-                )
-            rows = meta["values"].get(key, {}).get("rows")
-            if rows != frames:
-                raise ConversionError(f"{part}: oxe part values {key!r} cover {rows} steps, its episodes have {frames}")
-        if sum(meta["split_transitions"].values()) != frames:
-            raise ConversionError(f"{part}: oxe part split sizes {meta['split_transitions']} do not add up to {frames}")
-
-    def merged_stats(merged: MergedRLDS) -> tuple[OXEWriter, FeatureStats, FeatureStats]:
-        writer = cast(OXEWriter, merged.writer)  # merge_rlds_parts made it from OXEWriter
-        action, proprio = (
-            stats[key] if key in stats else FeatureStats.empty(writer.out_info.features[name].shape, name=key)
-            for key, name in (("action", "action"), ("proprio", "observation.state"))
-        )
-        return writer, action, proprio
-
-    def check_all(merged: MergedRLDS) -> None:
-        _, action, proprio = merged_stats(merged)
-        if action.count != merged.total_frames or proprio.count != merged.total_frames:
-            raise ConversionError(
-                f"{work}: the merged statistics cover {action.count} action / {proprio.count} proprio steps, "
-                f"the parts hold {merged.total_frames}"
-            )
-
-    def finish(merged: MergedRLDS) -> None:
-        writer, action, proprio = merged_stats(merged)
-        order = list(metas)
-        frames: dict[str, int] = {}
-        for meta in metas.values():
-            for split, n in meta["split_transitions"].items():
-                frames[split] = frames.get(split, 0) + n
-        writer._split_frames = frames
-        values = {
-            key: merged_values(order, [metas[p] for p in order], key, ndim=fs.ndim, limit=writer.exact_quantile_limit)
-            for key, fs in (("action", action), ("proprio", proprio))
-        }
-        writer._write_oxe_files(action, proprio, num_trajectories=merged.total_episodes, values=values)
-
-    merge_rlds_parts(
-        Path(work), list(parts), info, options, OXEWriter, check_part=check_part, check_all=check_all, finish=finish
-    )

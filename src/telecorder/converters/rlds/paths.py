@@ -1,4 +1,9 @@
-"""Where an RLDS/TFDS split's shards are: file names from ``dataset_info.json``, kept inside the dataset.
+"""Where an RLDS/TFDS dataset's files are: its folder and name, and its split's shards.
+
+:func:`find_tfds_dir` finds the folder holding ``dataset_info.json`` + ``features.json``;
+:func:`published_path` and :func:`dataset_name_for` name a dataset after the folder it ends up in.
+
+Shard file names come from ``dataset_info.json`` and are kept inside the dataset.
 
 Each split of ``dataset_info.json`` names its shards with ``filepathTemplate``
 (``{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}`` by default), filled with the
@@ -19,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ...datasets.features import read_json
+from ...datasets.work_folder import OUTPUT as WORK_OUTPUT
 from ...errors import DatasetError
 from ...safe_paths import join_inside
 
@@ -100,3 +106,49 @@ def check_inside(data_dir: Path, files: Iterable[str | os.PathLike[str]], *, sou
     for f in files:
         path = os.path.normpath(os.path.abspath(os.fspath(f)))
         join_inside(data_dir, os.path.relpath(path, root), source=f"{source} {os.fspath(f)!r}", error=error)
+
+
+def find_tfds_dir(path: Path) -> Path | None:
+    """The folder holding ``dataset_info.json`` + ``features.json``: ``path`` itself, its single
+    version subfolder (``1.0.0/``), or ``<name>/<version>/`` below it (the layout ``tfds.builder``
+    expects under a data_dir). ``None`` if there is none; nothing heavy is imported."""
+
+    def has_info(d: Path) -> bool:
+        return (d / "dataset_info.json").is_file() and (d / "features.json").is_file()
+
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    if has_info(path):
+        return path
+    candidate = path
+    for _ in range(2):
+        subdirs = [d for d in candidate.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        if len(subdirs) != 1:
+            return None
+        candidate = subdirs[0]
+        if has_info(candidate):
+            return candidate
+    return None
+
+
+def published_path(path: Path) -> Path:
+    """The absolute folder a dataset built in ``path`` ends up in: ``telecorder convert`` builds
+    DST in ``.DST.partial/dataset`` (earlier versions in ``.DST.partial``) and renames it when complete."""
+    path = Path(os.path.abspath(path))
+
+    def work(name: str) -> bool:
+        return name.startswith(".") and name.endswith(".partial") and len(name) > len("..partial")
+
+    if path.name == WORK_OUTPUT and work(path.parent.name):
+        path = path.parent
+    return path.with_name(path.name[1 : -len(".partial")]) if work(path.name) else path
+
+
+def dataset_name_for(path: Path) -> str:
+    """A TFDS dataset name (snake_case) from the folder the dataset ends up in (see
+    :func:`published_path`)."""
+    name = published_path(path).name
+    name = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
+    name = re.sub(r"^[0-9_]+", "", name)
+    return name or "telecorder_dataset"

@@ -1,0 +1,180 @@
+"""Policy commands: ``train`` the reference behavioral-cloning policy and ``eval`` a policy's
+closed-loop success rate in simulation. torch and MuJoCo are imported inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from ..errors import TelecorderError
+from .arg_types import _positive_float, _size
+
+TRAIN_EXAMPLES = """\
+examples:
+  # state-only policy (joint state + object pose), 3000 steps: a few minutes on a CPU
+  telecorder train demos/ --out policies/bc_state
+
+  # from the cameras (resized to 96x96) + joint state, chunks of 20 actions
+  telecorder train demos/ --out policies/bc_images --obs images --cameras front,wrist --max-minutes 20
+
+  # HG-DAgger: demonstrations plus intervention rollouts; human-labelled steps weigh 5x, policy
+  # steps 1x (--policy-weight 0 keeps only the human-labelled steps)
+  telecorder train demos/ rollouts1/ rollouts2/ --out policies/round2 --intervention-weight 5
+
+the folder gets policy.json (spec, normalizers, training summary) and model.safetensors;
+'collect --device policy' runs it.
+"""
+
+
+EVAL_EXAMPLES = """\
+examples:
+  # success rate of a trained policy over 50 simulated episodes, with a 95% interval
+  telecorder eval ckpt/ --robot sim --episodes 50 --seed 1000
+
+  # keep the rollouts (a normal dataset: view it, or train on it) and print JSON
+  telecorder eval ckpt/ --episodes 10 --out rollouts/ --json
+
+  # your own policy class, at wall-clock pace as on hardware
+  telecorder eval my_pkg.policies:make_policy --episodes 5 --realtime
+"""
+
+
+def run_train(args: argparse.Namespace, console: Console) -> int:
+    from rich import progress as rp
+
+    from ..policies.train import train_bc
+
+    out = args.out
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
+        raise TelecorderError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+    cameras = None if args.cameras is None else [c.strip() for c in args.cameras.split(",") if c.strip()]
+    width, height = args.image_size
+    with rp.Progress(rp.TextColumn("[bold]training"), rp.BarColumn(), rp.TextColumn("{task.completed}/{task.total}"),
+                     rp.TextColumn("{task.fields[losses]}"), rp.TimeElapsedColumn(), rp.TimeRemainingColumn(),
+                     console=console) as progress:
+        task = progress.add_task("train", total=args.steps, losses="")
+
+        def on_progress(step: int, total: int, loss: float, val_loss: float | None) -> None:
+            if step % 10 and step != total:
+                return
+            text = f"loss {loss:.4f}" + ("" if val_loss is None else f"  val {val_loss:.4f}")
+            progress.update(task, completed=step, total=total, losses=text)
+
+        summary = train_bc(
+            args.dataset, args.out, obs=args.obs, steps=args.steps, horizon=args.horizon,
+            val_episodes=args.val_episodes, batch_size=args.batch_size, lr=args.lr, image_size=(height, width),
+            cameras=cameras, seed=args.seed, intervention_weight=args.intervention_weight,
+            policy_weight=args.policy_weight, on_progress=on_progress, overwrite=args.overwrite,
+            num_threads=args.threads, max_minutes=args.max_minutes, state_noise=args.state_noise,
+            state_keys=None if args.state_keys is None else [k.strip() for k in args.state_keys.split(",") if k.strip()],
+            skip_nonfinite=args.skip_nonfinite,
+        )
+    for root, bad in summary.get("skipped_nonfinite", {}).items():
+        console.print(f"[yellow]left out[/] {len(bad)} episode(s) of {root} holding NaN/inf values "
+                      f"(--skip-nonfinite): {', '.join(bad)}", highlight=False)
+    val = summary["final_val_loss"]
+    console.print(
+        f"trained {summary['steps']} steps on {summary['train_samples']} samples "
+        f"({len(summary['train_episodes'])} episodes) in {summary['train_time_s']:.0f} s: train loss "
+        f"{summary['initial_train_loss']:.4f} -> {summary['final_train_loss']:.4f}"
+        + ("" if val is None else f", val loss {val:.4f} ({len(summary['val_episodes'])} episodes)")
+        + f"; saved to {summary['out']}", highlight=False)
+    return 0
+
+
+def run_eval(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from ..evaluation import EvalConfig, evaluate
+
+    if args.robot != "sim":
+        raise TelecorderError("telecorder eval measures success in simulation: use --robot sim "
+                              "(on hardware, run 'collect --device policy' and judge the episodes)")
+    cfg = EvalConfig(
+        policy=args.policy, episodes=args.episodes, seed=args.seed, out=args.out, robot_model=args.robot_model,
+        episode_time_s=args.episode_time, fps=args.fps, realtime=args.realtime,
+        camera_size=args.camera_size, task=args.task, execute_steps=args.execute_steps, ensemble=args.ensemble,
+    )
+    if args.json:
+        result = evaluate(cfg)
+        print(json.dumps(result))
+        return 0
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        progress.add_task(f"evaluating {args.policy} on {args.episodes} episodes", total=None)
+        result = evaluate(cfg)
+    lo, hi = result["ci95"]
+    console.print(
+        f"success rate {100 * result['success_rate']:.1f}% ({result['successes']}/{result['episodes']}), "
+        f"95% interval {100 * lo:.1f}-{100 * hi:.1f}%; held ticks {result['held_ticks']} of {result['steps']}"
+        + (f"; rollouts in {result['rollouts']}" if result["rollouts"] else ""),
+        highlight=False,
+    )
+    return 0
+
+
+def add_train_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
+    p = sub.add_parser("train", help="train the reference behavioral-cloning policy on a dataset",
+                       description="Train a small CNN + MLP policy that predicts chunks of actions from the joint "
+                       "state and object pose (--obs state) or from camera frames and the joint state (--obs "
+                       "images), with an L1 loss on normalized actions; hold out whole episodes for a "
+                       "validation loss; save a checkpoint folder.",
+                       epilog=TRAIN_EXAMPLES, formatter_class=fmt)
+    p.add_argument("dataset", type=Path, nargs="+",
+                   help="dataset folder(s); several (demos + DAgger rollouts) train together under one normalization")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
+    p.add_argument("--state-keys", metavar="A,B",
+                   help="numeric features concatenated into the state (default: observation.state, plus "
+                        "observation.environment_state for --obs state)")
+    p.add_argument("--state-noise", type=float, default=0.05, metavar="SIGMA",
+                   help="Gaussian noise on the normalized state in training, for robustness to the policy's own "
+                        "drift (default 0.05; 0 turns it off)")
+    p.add_argument("--max-minutes", type=_positive_float, default=None,
+                   help="wall-clock budget: fewer steps if --steps would not fit (loading included)")
+    p.add_argument("--obs", choices=["state", "images"], default="state",
+                   help="what the policy sees (default state: observation.state + observation.environment_state)")
+    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
+    p.add_argument("--horizon", type=int, default=20, help="actions predicted per chunk (default 20)")
+    p.add_argument("--val-episodes", type=int, default=None,
+                   help="episodes held out (the last by number) for the validation loss (default 10%%)")
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 (state) or 64 (images)")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--image-size", type=_size, default=(96, 96), metavar="WxH",
+                   help="camera frames are resized to this (default 96x96)")
+    p.add_argument("--cameras", default=None, help="comma-separated cameras for --obs images (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialization and sampling (default 0)")
+    p.add_argument("--intervention-weight", type=float, default=None,
+                   help="sampling weight of human-labelled steps of intervention episodes (default 1)")
+    p.add_argument("--policy-weight", type=float, default=1.0,
+                   help="sampling weight of policy-acted steps (default 1; 0 drops them)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default 1 for --obs state, 2 for --obs images)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty --out folder")
+    p.add_argument("--skip-nonfinite", action="store_true",
+                   help="leave out episodes whose state or action holds NaN/inf (default: refuse, naming the first)")
+    p.set_defaults(func=run_train)
+
+
+def add_eval_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
+    p = sub.add_parser("eval", help="closed-loop success rate of a policy in simulation",
+                       description="Run a policy in closed loop through 'collect --device policy' on the sim "
+                       "and print its success rate with a 95% (Wilson) interval.",
+                       epilog=EVAL_EXAMPLES, formatter_class=fmt)
+    p.add_argument("policy", help="checkpoint folder ('telecorder train' output) or module:factory")
+    p.add_argument("--robot", default="sim", help="sim (the only robot that can tell success)")
+    p.add_argument("--robot-model", type=Path, help="MJCF of your own arm (needs the task cube to score)")
+    p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scene randomization (default 0)")
+    p.add_argument("--out", type=Path, help="keep the rollouts as a dataset here (default: discarded)")
+    p.add_argument("--episode-time", type=_positive_float, default=10.0, help="time limit per episode in s")
+    p.add_argument("--fps", type=_positive_float, default=None, help="control rate (default: the policy's)")
+    p.add_argument("--realtime", action="store_true", help="pace by the wall clock (default: simulated time)")
+    p.add_argument("--camera-size", type=_size, default=None, help="sim camera size (default: the policy's)")
+    p.add_argument("--task", default=None, help="language instruction given to the policy")
+    p.add_argument("--execute-steps", type=int, default=None, help="actions of each chunk to run")
+    p.add_argument("--ensemble", type=float, default=None, metavar="M", help="ACT temporal ensembling")
+    p.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
+    p.set_defaults(func=run_eval)
