@@ -262,15 +262,15 @@ def test_resume_from_a_source_that_changed_is_refused(tmp_path):
 def test_two_attempts_of_one_shard_do_not_interleave(big, tmp_path, monkeypatch):
     """A Beam runner may run a shard again while a first attempt still writes it (a worker it
     thought lost, speculative execution): the attempts must not write into one folder."""
-    from telecorder.converters import pipeline, sharded
+    from telecorder.converters import sharded, transform
     from telecorder.converters.parts import PART_STATS, part_path
 
     opts = ConvertOptions(to="native", workers=1)
-    reader = pipeline._open(big, opts)
-    info = pipeline.transform_info(reader.info, opts).to_dict()
+    reader = transform.open_source(big, opts)
+    info = transform.transform_info(reader.info, opts).to_dict()
     work = tmp_path / "work"
     work.mkdir()
-    original = pipeline.transform_episode
+    original = transform.transform_episode
     state = {"calls": 0, "second": None}
 
     def interleaved(*args, **kwargs):
@@ -280,7 +280,7 @@ def test_two_attempts_of_one_shard_do_not_interleave(big, tmp_path, monkeypatch)
                                                  [0, 1, 2])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "transform_episode", interleaved)
+    monkeypatch.setattr(sharded, "transform_episode", interleaved)  # what a shard worker calls
     first = json.loads(sharded.write_part(str(big), str(work), str(tmp_path / "dst"), opts, info, 0, [0, 1, 2]))
     second = json.loads(state["second"])
     assert first["episodes"] == second["episodes"] == [0, 1, 2]
