@@ -54,7 +54,11 @@ from .lock import DatasetLock
 from .stats import DatasetStats, format_ranges
 
 # The index and file helpers live in .index (shared with .recovery); kept importable from here.
-__all__ = ["INDEX", "INFO", "STATS", "Dataset", "DatasetWriter", "append_index_line", "episode_files", "episode_stats", "index_line_problem", "is_dataset", "mark_bad", "numbers_in_use", "partial_files", "read_index", "typed_index_record", "write_index"]
+__all__ = [
+    "INDEX", "INFO", "STATS", "Dataset", "DatasetWriter", "append_index_line", "episode_files", "episode_stats",
+    "index_line_problem", "is_dataset", "mark_bad", "numbers_in_use", "partial_files", "read_index",
+    "typed_index_record", "write_index",
+]
 
 
 class Dataset:
