@@ -222,6 +222,66 @@ def test_set_task_relabels_attributes_and_index(two):
         assert "edit_history" not in ep.attrs  # relabelled in place: the episode did not move
 
 
+def _task_list_dataset(root: Path) -> None:
+    """Two episodes recorded from a task list: ids, families and paraphrase numbers as collect stores them."""
+    from conftest import synthetic_steps
+
+    from telecorder.datasets.async_writer import AsyncEpisodeWriter
+
+    info = make_info(cameras=())
+    info.extra["task_suite"] = "cubes"
+    info.extra["tasks"] = {
+        "pick_red": {"family": "pick", "paraphrases": ["pick up the red cube", "grab the red block"],
+                     "heldout": ["lift the red one"]},
+        "bin_blue": {"family": "bin", "paraphrases": ["put the blue cube in the bin"], "heldout": []},
+    }
+    with DatasetWriter(root, info) as dw:
+        writer = AsyncEpisodeWriter(dw, encode_threads=1)
+        try:
+            for k, (text, task_id, family) in enumerate([("grab the red block", "pick_red", "pick"),
+                                                          ("put the blue cube in the bin", "bin_blue", "bin")]):
+                fields = {"task_id": task_id, "task_family": family, "paraphrase_index": 1 - k}
+                writer.begin({"task": text, "language_instruction": text, **fields})
+                for step in synthetic_steps(4, info, seed=k):
+                    writer.add(step)
+                writer.end({"success": True}, {"task": text, "success": True, **fields}).result(timeout=30)
+        finally:
+            writer.close()
+
+
+def test_set_task_keeps_task_ids_in_step_with_the_text(tmp_path):
+    # A relabelled episode of a task-list dataset takes the id of the task whose paraphrase the new
+    # text is (any case and spacing), and loses its id when the text is no task's.
+    root = tmp_path / "tasks"
+    _task_list_dataset(root)
+    set_task(root, {0: "put the Blue  cube in the bin.", 1: "wave at the camera"})
+    ds = assert_sound(root)
+    got = []
+    for i in ds.episode_indices:
+        with ds.episode(i) as ep:
+            got.append(((ep.attrs["task_id"], ep.attrs["task_family"], int(ep.attrs["paraphrase_index"])),
+                        (ds.records[i]["task_id"], ds.records[i]["task_family"], ds.records[i]["paraphrase_index"])))
+    assert got == [(("bin_blue", "bin", 0),) * 2, (("", "", -1),) * 2]
+    set_task(root, "Lift the red one", episodes=[1])  # a held-out paraphrase counts after the recorded ones
+    assert Dataset.open(root).records[1]["task_id"] == "pick_red"
+    assert Dataset.open(root).records[1]["paraphrase_index"] == 2
+
+
+def test_repair_rebuilds_the_task_fields_of_an_index_line(tmp_path):
+    from telecorder.datasets.doctor import repair_dataset
+    from telecorder.datasets.index import INDEX
+
+    root = tmp_path / "tasks"
+    _task_list_dataset(root)
+    index = root / INDEX
+    lines = index.read_text().splitlines()
+    index.write_text(lines[0] + "\n")  # the second episode's line lost: repair rebuilds it from the file
+    repair_dataset(root)
+    rec = Dataset.open(root).records[1]
+    assert {k: rec.get(k) for k in ("task_id", "task_family", "paraphrase_index")} == {
+        "task_id": "bin_blue", "task_family": "bin", "paraphrase_index": 0}
+
+
 def test_set_task_from_a_csv_file(two, tmp_path):
     a, _ = two
     csv = tmp_path / "tasks.csv"

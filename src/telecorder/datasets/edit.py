@@ -34,7 +34,7 @@ from ..errors import DatasetError
 from .dataset import INFO, Dataset, episode_files, is_dataset, partial_files
 from .edit_build import EpisodeJob, Progress, Staged, pause_point, stage
 from .edit_publish import EditError, clear_leftovers, publish_in_place, publish_new, staging_path
-from .edit_tasks import TaskFile, read_task_file
+from .edit_tasks import TaskFile, read_task_file, task_list_fields
 from .episode_file import FRAME_INDEX_GROUP, IMAGE_TS_GROUP, IMAGES_GROUP
 from .features import DatasetInfo
 from .lock import DatasetLock, DatasetLockedError, DatasetReadLock
@@ -239,6 +239,7 @@ def set_task(dataset: str | Path, tasks: Mapping[int, str] | str, *, episodes: I
             raise EditError(f"{root}: no episode(s) {format_ranges(missing)} to relabel "
                             f"(it has {format_ranges(src.indices) or 'none'}); nothing was changed")
         jobs = []
+        suite_tasks = src.info.extra.get("tasks")  # recorded from a task list: ids follow the text
         for k, rec in enumerate(src.records):
             idx = int(rec["episode_index"])
             job = EpisodeJob(src.root, idx, rec, idx if in_place else k, link=in_place,
@@ -249,6 +250,10 @@ def set_task(dataset: str | Path, tasks: Mapping[int, str] | str, *, episodes: I
                 job.record_updates = {"task": text}
                 if "language_instruction" in rec:
                     job.record_updates["language_instruction"] = text
+                if suite_tasks is not None or "task_id" in rec:
+                    fields = task_list_fields(text, suite_tasks)
+                    job.attrs.update(fields)
+                    job.record_updates.update(fields)
             jobs.append(job)
         info = _derived_info(src.info, "set-task", [src.root], episodes=format_ranges(tasks))
         staged = _stage_all([(target, info, jobs)], "set tasks", progress, src.root if in_place else None)

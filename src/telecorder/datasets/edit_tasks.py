@@ -11,10 +11,11 @@ import csv
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ..sim.tasks import normalize_instruction
 from .edit_publish import EditError
 from .ranges import EpisodeRanges, RangeError, RangeLimitError, compact, parse_episode_ranges
 
-__all__ = ["TaskFile", "read_task_file"]
+__all__ = ["TaskFile", "read_task_file", "task_list_fields"]
 
 _TASK_HEADERS = {"task", "tasks", "instruction", "language_instruction"}
 # Python's csv refuses fields over 131072 characters with a bare error; a row is checked
@@ -129,3 +130,19 @@ def _check_overlaps(tasks: TaskFile) -> None:
             raise EditError(f"{tasks.path}:{later}: episode {lo} is given a task on line {first} already")
         if reach is None or hi > reach[0]:
             reach = (hi, line)
+
+
+def task_list_fields(text: str, tasks: object) -> dict[str, object]:
+    """``task_id``, ``task_family`` and ``paraphrase_index`` for an instruction relabelled in a
+    dataset recorded from a task list (``tasks``: info.json's ``extra["tasks"]``): the task whose
+    paraphrase it is (any case and spacing), else none, so that no episode keeps the id of an
+    instruction it no longer has."""
+    wanted = normalize_instruction(text)
+    for task_id, task in (tasks.items() if isinstance(tasks, Mapping) else ()):
+        if not isinstance(task, Mapping):
+            continue
+        paraphrases = [*(task.get("paraphrases") or ()), *(task.get("heldout") or ())]
+        for i, paraphrase in enumerate(paraphrases):
+            if isinstance(paraphrase, str) and normalize_instruction(paraphrase) == wanted:
+                return {"task_id": str(task_id), "task_family": str(task.get("family") or ""), "paraphrase_index": i}
+    return {"task_id": "", "task_family": "", "paraphrase_index": -1}

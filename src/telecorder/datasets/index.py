@@ -94,6 +94,10 @@ MAX_EPISODE_STEPS = 2**32
 _INDEX_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "file": ((str,), False),
     "task": ((str,), True),
+    # A task list's task (collect --tasks): its id, family and which paraphrase was recorded.
+    "task_id": ((str,), True),
+    "task_family": ((str,), True),
+    "paraphrase_index": ((int,), True),
     "success": ((bool, int), True),
     "bad": ((bool,), True),
     "bad_reason": ((str,), True),

@@ -215,6 +215,7 @@ def record_from_file(reader: EpisodeReader, idx: int) -> dict[str, Any]:
         "length": len(reader),
         "duration_s": a.get("duration_s"),
         "task": a.get("task"),
+        **_task_fields(a),
         "success": a.get("success"),
         "start_time": a.get("start_time"),
         "device": a.get("device"),
@@ -418,3 +419,14 @@ def _consistent_length(data: dict[str, tuple[np.ndarray, dict]], info: DatasetIn
         frames = data[f"{IMAGES_GROUP}/{cam}"][0][:n]
         bad |= np.array([len(f) == 0 for f in frames], dtype=bool)
     return int(np.argmax(bad)) if bad.any() else n
+
+
+def _task_fields(attrs: Any) -> dict[str, Any]:
+    """The task-list fields of an episode recorded from one (none for any other episode, so that
+    a rebuilt line matches the one the recorder wrote)."""
+    return {k: _plain(attrs.get(k)) for k in ("task_id", "task_family", "paraphrase_index") if k in attrs}
+
+
+def _plain(value: Any) -> Any:
+    # HDF5 hands back numpy scalars; the index holds JSON.
+    return value.item() if isinstance(value, np.generic) else value
