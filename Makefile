@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bc.py
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/replay_drift.py
+	$(BIN)/python benchmarks/tasks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -298,3 +298,21 @@ def test_half_speed_holds_each_action_twice_as_long(recorded, tmp_path):
     assert report["success"]["replayed"] is True
     with pytest.raises(TelecorderError, match="--speed 2"):
         _replay(recorded, speed=2.0)
+
+
+def test_a_cubes_task_episode_replays_in_its_scene_with_its_task(tmp_path):
+    # The replay builds the scene the episode names (not the default one), restores all three cubes
+    # and the bin, and judges success by the episode's task (a stack, not the default lift).
+    out = tmp_path / "cubes"
+    run(tool("collect"), "--device", "scripted", "--robot", "sim", "--scene", "cubes", "--tasks",
+        "put the red cube on the blue cube;put the green cube in the bin", "--episodes", "2",
+        "--episode-time", "15", "--sim-cameras", "none", "--no-realtime", "--env-state", "--seed", "5",
+        "--out", str(out), check=True)
+    ds = Dataset.open(out)
+    with ds.episode(EPISODE) as ep:
+        attrs = dict(ep.attrs)
+    assert attrs["task_id"] == "bin_green" and attrs["success"] is True
+    report = _replay(out)
+    assert "restored from the episode's recorded simulator state" in report["scene"]
+    assert report["success"] == {"recorded": True, "replayed": True}
+    assert max(report["drift"]["observation.environment_state"]["max"]) < 1e-4

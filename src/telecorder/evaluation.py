@@ -3,6 +3,11 @@
 Nothing here runs a policy another way: each episode is recorded by the same session,
 recorder and runner as ``collect``, so the rollouts are an ordinary dataset (viewable,
 and fit to go back into training) and what is measured is what a user would deploy.
+
+With a task list (``--tasks cubes``) every task gets the same episodes: episode k of each
+task starts from the same scene (the k-th reset seed of ``--seed``), so a table compares
+instructions on identical layouts. Grounding asks which object the policy moved: the one the
+instruction names, or another (a success with the wrong object counts as a failure).
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ class EvalConfig:
     ensemble: float | None = None
     intervene: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The sim scene ("pick" | "cubes"; None: the default) and its randomization (--randomize).
+    scene: str | None = None
+    randomize: frozenset[str] = frozenset()
+    # Per-task evaluation (--tasks): a suite name or ';'-separated task ids / instructions,
+    # --episodes-per-task of each, instructions from the suite's recorded or held-out paraphrases.
+    tasks: str | None = None
+    episodes_per_task: int = 10
+    paraphrases: str = "recorded"
 
 
 def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
@@ -54,6 +67,8 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
     from .collect.session import RecordingSession, SessionConfig
     from .policies.loading import load_policy
 
+    if cfg.tasks is not None:
+        return evaluate_tasks(cfg, console)
     if cfg.episodes < 1:
         raise TelecorderError("--episodes must be at least 1")
     keep = cfg.out is not None
@@ -76,6 +91,7 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
             intervene=cfg.intervene, task=cfg.task if cfg.task is not None else "pick up the cube",
             execute_steps=cfg.execute_steps, ensemble=cfg.ensemble, realtime=cfg.realtime,
             env_state="observation.environment_state" in spec.state_keys,
+            **_scene_options(cfg),
         ))
         session = RecordingSession(robot, teleop, cameras, SessionConfig(
             out=out, episodes=cfg.episodes, episode_time_s=cfg.episode_time_s, reset_time_s=0.0,
@@ -109,3 +125,341 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
         "per_episode": [bool(r.get("success")) for r in records],
         "rollouts": str(out) if keep else None,
     }
+
+
+def _scene_options(cfg: EvalConfig) -> dict[str, Any]:
+    """The DeviceConfig fields of --scene and --randomize, only when given (today's defaults otherwise)."""
+    opts: dict[str, Any] = {}
+    if cfg.scene is not None:
+        opts["scene"] = cfg.scene
+    if cfg.randomize:
+        opts["randomize"] = frozenset(cfg.randomize)
+    return opts
+
+
+# ---------------------------------------------------------------------- per-task evaluation
+
+PARAPHRASE_SPLITS = ("recorded", "heldout")
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    """One task of an evaluation and the instructions its episodes cycle through (episode k: k mod len)."""
+
+    task: Any  # telecorder.sim.tasks.Task
+    instructions: tuple[str, ...]
+
+
+def plan_tasks(spec: str, scene: str | None, paraphrases: str = "recorded") -> tuple[str, list[PlannedTask]]:
+    """The suite name and the tasks ``--tasks SPEC`` names.
+
+    SPEC is a suite name (every task, instructions from the ``paraphrases`` split) or a
+    ';'-separated list of task ids (instructions from the split) and instructions (used
+    verbatim; each must be one of the suite's paraphrases, since the sim's success check
+    belongs to a task).
+    """
+    from .sim.tasks import SUITES, get_suite
+
+    if paraphrases not in PARAPHRASE_SPLITS:
+        raise TelecorderError(f"--paraphrases {paraphrases}: choose {' or '.join(PARAPHRASE_SPLITS)}")
+    text = spec.strip()
+    if text in SUITES:
+        suite = get_suite(text)
+        items: list[str] = []
+    else:
+        matching = [s for s in SUITES.values() if scene is None or s.scene == scene]
+        if not matching:
+            raise TelecorderError(f"--tasks: no task suite for --scene {scene}; the suites are "
+                                  f"{', '.join(f'{n} (--scene {s.scene})' for n, s in SUITES.items())}")
+        suite = matching[0]
+        items = [t.strip() for t in text.split(";") if t.strip()]
+        if not items:
+            raise TelecorderError(f"--tasks {spec!r}: give a suite name ({', '.join(SUITES)}) or "
+                                  "';'-separated task ids or instructions")
+    if scene is not None and suite.scene != scene:
+        raise TelecorderError(f"--tasks {suite.name} is a task suite of --scene {suite.scene}, not --scene {scene}")
+
+    def split(task: Any) -> tuple[str, ...]:
+        return tuple(task.recorded if paraphrases == "recorded" else task.heldout)
+
+    if not items:
+        return suite.name, [PlannedTask(t, split(t)) for t in suite.tasks]
+    planned: list[PlannedTask] = []
+    ids = {t.task_id: t for t in suite.tasks}
+    for item in items:
+        if item in ids:
+            planned.append(PlannedTask(ids[item], split(ids[item])))
+            continue
+        found = suite.match(item)
+        if found is None:
+            raise TelecorderError(
+                f"--tasks: {item!r} is neither a task id nor an instruction of the {suite.name} suite, so the "
+                f"sim cannot score it; the tasks are {', '.join(ids)} (e.g. {suite.tasks[0].recorded[0]!r})")
+        planned.append(PlannedTask(found[0], (item,)))
+    return suite.name, planned
+
+
+def reset_seeds(seed: int, n: int) -> list[int]:
+    """The reset seeds of episodes 0..n-1: the draws a ``collect --seed`` session makes, so episode k
+    of an evaluation starts from the scene episode k of a recording with that seed starts from."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [int(rng.integers(2**31)) for _ in range(n)]
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """One evaluated episode: what the sim said, and which object moved."""
+
+    instruction: str
+    task_id: str
+    family: str
+    obj: str | None  # the object the instruction names (None: names none, no grounding)
+    index: int  # k: the episode's place in every task's schedule (its scene)
+    sim_success: bool
+    moved: str | None  # the object that moved most (None: nothing moved)
+    record: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def grounded(self) -> bool | None:
+        """The moved object is the named one (None for an instruction that names no object)."""
+        return None if self.obj is None else self.moved == self.obj
+
+    @property
+    def success(self) -> bool:
+        """The sim's success check held and the named object is the one moved: another object's success fails."""
+        return self.sim_success and self.grounded is not False
+
+
+def tally(results: list[EpisodeResult]) -> dict[str, Any]:
+    """Episodes, successes, success rate with its 95% Wilson interval, and grounding of a group of episodes."""
+    n = len(results)
+    wins = sum(1 for r in results if r.success)
+    named = [r for r in results if r.grounded is not None]
+    lo, hi = wilson_interval(wins, n)
+    return {
+        "episodes": n,
+        "successes": wins,
+        "success_rate": wins / n if n else 0.0,
+        "ci95": [round(lo, 4), round(hi, 4)],
+        "grounding": sum(1 for r in named if r.grounded) / len(named) if named else None,
+        "wrong_object": sum(1 for r in named if not r.grounded and r.moved is not None),
+    }
+
+
+def task_report(results: list[EpisodeResult]) -> dict[str, Any]:
+    """The per-task part of the ``eval --json`` object.
+
+    ``tasks`` is keyed by instruction text (each with its ``task_id`` and ``family``),
+    ``task_ids`` groups a task's instructions, ``families`` the tasks of a family;
+    ``success_rate`` is the mean over tasks and ``grounding`` the fraction over all episodes.
+    """
+    by_text: dict[str, list[EpisodeResult]] = {}
+    by_id: dict[str, list[EpisodeResult]] = {}
+    by_family: dict[str, list[EpisodeResult]] = {}
+    for r in results:
+        by_text.setdefault(r.instruction, []).append(r)
+        by_id.setdefault(r.task_id or r.instruction, []).append(r)
+        by_family.setdefault(r.family, []).append(r)
+    tasks = {text: {"task_id": rs[0].task_id, "family": rs[0].family, **tally(rs)} for text, rs in by_text.items()}
+    task_ids = {
+        tid: {"family": rs[0].family, "instructions": list(dict.fromkeys(r.instruction for r in rs)), **tally(rs)}
+        for tid, rs in by_id.items()
+    }
+    families = {
+        fam: {"tasks": len({r.task_id for r in rs}), **tally(rs)} for fam, rs in by_family.items()
+    }
+    rates = [t["success_rate"] for t in task_ids.values()]
+    overall = tally(results)
+    return {
+        "success_rate": sum(rates) / len(rates) if rates else 0.0,
+        "grounding": overall["grounding"],
+        "wrong_object": overall["wrong_object"],
+        "tasks": tasks,
+        "task_ids": task_ids,
+        "families": families,
+    }
+
+
+def _borrowed(policy: Any) -> Any:
+    """The loaded policy, lent to one session after another: a session closes its policy at the end,
+    and this one must live until the last task (the evaluation closes it once)."""
+    from .policies.base import Policy
+
+    class Borrowed(Policy):
+        spec = policy.spec
+
+        def reset(self) -> None:
+            policy.reset()
+
+        def predict(self, observation: Any) -> Any:
+            return policy.predict(observation)
+
+        def describe(self) -> str:
+            return policy.describe()
+
+    return Borrowed()
+
+
+def _watched(robot: Any, task: Any, seeds: list[int]) -> Any:
+    """The sim follower as one evaluation session sees it: each reset puts this evaluation's scene
+    (the next of ``seeds``) and ``task`` in, and the end of each episode notes the object that moved most."""
+    from .collect.interfaces import Robot
+
+    class SceneWatch(Robot):
+        robot_type = robot.robot_type
+
+        def __init__(self) -> None:
+            self.moved: list[str | None] = []
+            self._start: dict[str, Any] | None = None
+            self._next = 0
+
+        def connect(self) -> None:
+            robot.connect()
+
+        def features(self) -> list[Any]:
+            return robot.features()
+
+        def observe(self) -> dict[str, Any]:
+            return robot.observe()
+
+        def act(self, action: Any) -> Any:
+            return robot.act(action)
+
+        def reset(self, seed: int | None = None) -> None:
+            # The session draws its own seed; episode k of every task must start from the same scene.
+            seed = seeds[min(self._next, len(seeds) - 1)]
+            self._next += 1
+            robot.set_task(task)
+            robot.reset(seed)
+            self._start = robot.env.object_positions()
+
+        def set_task(self, *_args: Any, **_kwargs: Any) -> None:
+            """The session's choice (the same task, matched from the instruction) gives way to the
+            evaluation's, set at each reset."""
+
+        def success(self) -> bool | None:
+            ok = robot.success()
+            # The recorder asks once, at the end of the episode: the moment to see what moved.
+            self.moved.append(None if self._start is None else robot.env.moved_object(self._start))
+            return ok
+
+        def counters(self) -> dict[str, int]:
+            return robot.counters()
+
+        def scene_attrs(self) -> dict[str, Any]:
+            return robot.scene_attrs()
+
+        def disconnect(self) -> None:
+            robot.disconnect()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(robot, name)
+
+    return SceneWatch()
+
+
+def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
+    """``eval --tasks``: ``cfg.episodes_per_task`` episodes of every task, episode k of each from the same scene."""
+    from rich.console import Console
+
+    from .collect.factory import DeviceConfig, make_devices
+    from .collect.session import RecordingSession, SessionConfig
+    from .policies.loading import load_policy
+
+    n = cfg.episodes_per_task
+    if n < 1:
+        raise TelecorderError("--episodes-per-task must be at least 1")
+    suite_name, planned = plan_tasks(cfg.tasks or "", cfg.scene, cfg.paraphrases)
+    scene = cfg.scene or _suite_scene(suite_name)
+    keep = cfg.out is not None
+    if keep and cfg.out.exists() and any(cfg.out.iterdir()):
+        raise TelecorderError(f"{cfg.out} exists and is not empty; choose a new --out folder for the rollouts")
+    policy = load_policy(cfg.policy)
+    spec = policy.spec
+    fps = cfg.fps or spec.fps or 30.0
+    size = cfg.camera_size
+    if size is None:
+        size = (spec.image_size[1], spec.image_size[0]) if spec.image_size else (640, 480)
+    out = cfg.out if keep else Path(tempfile.mkdtemp(prefix="telecorder-eval-")) / "rollouts"
+    console = console or Console(quiet=True)
+    seeds = reset_seeds(cfg.seed, n)
+    results: list[EpisodeResult] = []
+    records: list[dict[str, Any]] = []
+    outcomes: list[Any] = []
+    opts = {**_scene_options(cfg), "scene": scene}
+    try:
+        for plan in planned:
+            task = plan.task
+            # One plain single-instruction session per instruction of the task (the records store it).
+            for j, text in enumerate(plan.instructions):
+                ks = list(range(j, n, len(plan.instructions)))
+                if not ks:
+                    continue
+                robot, teleop, cameras = make_devices(DeviceConfig(
+                    robot="sim", device="policy", robot_model=cfg.robot_model, fps=fps, seed=cfg.seed,
+                    sim_cameras=list(spec.cameras), camera_size=size, camera_fps=fps, policy=_borrowed(policy),
+                    intervene=cfg.intervene, task=text, execute_steps=cfg.execute_steps, ensemble=cfg.ensemble,
+                    realtime=cfg.realtime, env_state="observation.environment_state" in spec.state_keys, **opts,
+                ))
+                watch = _watched(robot, task, [seeds[k] for k in ks])
+                session = RecordingSession(watch, teleop, cameras, SessionConfig(
+                    out=out, episodes=len(ks), episode_time_s=cfg.episode_time_s, reset_time_s=0.0, task=text,
+                    fps=fps, seed=cfg.seed, realtime=cfg.realtime, resume=out.exists(),
+                ), console=console)
+                summary = session.run()
+                outcomes += summary.outcomes
+                saved = summary.saved
+                if len(saved) != len(ks) or len(watch.moved) < len(saved):
+                    raise TelecorderError(f"eval: the session of {text!r} saved {len(saved)} of {len(ks)} episodes")
+                for k, rec, moved in zip(ks, saved, watch.moved, strict=False):
+                    records.append(rec)
+                    results.append(EpisodeResult(
+                        instruction=text, task_id=task.task_id, family=task.family, obj=task.obj, index=k,
+                        sim_success=bool(rec.get("success")), moved=moved, record=rec,
+                    ))
+    finally:
+        policy.close()
+        if not keep:
+            shutil.rmtree(out.parent, ignore_errors=True)
+    order = {p.task.task_id: i for i, p in enumerate(planned)}
+    results.sort(key=lambda r: (order[r.task_id], r.index))
+    report = task_report(results)
+    ticks = sum(int(r.get("length", 0)) for r in records)
+    total = len(results)
+    wins = sum(1 for r in results if r.success)
+    lo, hi = wilson_interval(wins, total)
+    return {
+        "policy": str(cfg.policy),
+        "episodes": total,
+        "successes": wins,
+        "success_rate": report["success_rate"],
+        "ci95": [round(lo, 4), round(hi, 4)],
+        "seed": cfg.seed,
+        "clock": "wall" if cfg.realtime else "simulation",
+        "fps": fps,
+        "steps": ticks,
+        "held_ticks": sum(int(r.get("policy_held_ticks") or 0) for r in records),
+        "human_steps": sum(int(r.get("human_steps") or 0) for r in records),
+        "late_ticks": sum(o.late_ticks for o in outcomes),
+        "ticks_on_time": (1 - sum(o.late_ticks + o.missed_ticks for o in outcomes) / max(1, ticks)),
+        "per_episode": [r.success for r in results],
+        "rollouts": str(out) if keep else None,
+        "grounding": report["grounding"],
+        "wrong_object": report["wrong_object"],
+        "scene": scene,
+        "task_suite": suite_name,
+        "paraphrases": cfg.paraphrases,
+        "episodes_per_task": n,
+        "reset_seeds": seeds,
+        "tasks": report["tasks"],
+        "task_ids": report["task_ids"],
+        "families": report["families"],
+    }
+
+
+def _suite_scene(suite_name: str) -> str:
+    from .sim.tasks import get_suite
+
+    return get_suite(suite_name).scene

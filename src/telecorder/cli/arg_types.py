@@ -38,6 +38,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# What --randomize may vary in the simulated scene (sim.env applies them at each reset).
+RANDOMIZE = ("lighting", "colors", "camera")
+
+
+def _randomize(text: str) -> frozenset[str]:
+    """``lighting,colors``: what the sim varies at each reset; ``none`` or empty for nothing."""
+    parts = {p.strip().lower() for p in text.split(",") if p.strip()} - {"none"}
+    unknown = sorted(parts - set(RANDOMIZE))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown)}: choose from {', '.join(RANDOMIZE)} "
+                                         "(comma-separated)")
+    return frozenset(parts)
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         w, h = text.lower().split("x")

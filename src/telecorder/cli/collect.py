@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from ..errors import TelecorderError
-from .arg_types import _positive_float, _size, _usb_latency_ms, parse_ids
+from .arg_types import _positive_float, _positive_int, _randomize, _size, _usb_latency_ms, parse_ids
 
 # The key paragraph at the end is telecorder.collect.key_bindings.help_text(), pasted (importing
 # it here would load every device module for any command); tests/test_live_view_x11.py fails when
@@ -19,6 +19,18 @@ COLLECT_EXAMPLES = """\
 examples:
   # 5 scripted pick-and-lift demos on the built-in MuJoCo arm, 2 rendered cameras
   collect --device scripted --robot sim --episodes 5 --episode-time 10 --out demos/
+
+  # a multi-task, language-conditioned dataset: three cubes and a bin, 18 tasks with paraphrases,
+  # the least-recorded task next, as fast as the simulation runs, every object's pose recorded
+  collect --device scripted --robot sim --scene cubes --tasks cubes --task-order balanced \
+      --episodes 180 --no-realtime --env-state --camera-size 96x96 --out multitask/
+
+  # a person records your own instructions (one per line) in the cubes scene; k skips one
+  collect --device keyboard --robot sim --scene cubes --tasks my_tasks.txt --episodes 20 --out kb_tasks/
+
+  # a real arm: instructions separated by ';', the operator saves (success) or re-records each one
+  collect --device leader_arm --robot dynamixel --leader-port /dev/ttyUSB0 --follower-port /dev/ttyUSB1 \
+      --tasks "put the red cube in the bin; put the blue cube on the green cube" --out real_tasks/
 
   # add a USB camera and a looping video file as extra cameras, record at 50 Hz
   collect --robot sim --device scripted --fps 50 --out demos/ \\
@@ -40,17 +52,17 @@ examples:
   collect --device gamepad --robot sim --no-display --out pad_demos/
 
 keys while recording, in the terminal and in the live window:
-  every device: n or Right save, r or Left re-record, q or Esc save & quit, i take over / hand back
+  every device: n or Right save, r or Left re-record, q or Esc save & quit, i take over / hand back, k skip instruction
   except --device keyboard, whose keys are held in the live window (it needs one):
     move     w/s forward/back, a/d left/right, r/f up/down
     turn     Up/Down pitch down/up, Right/Left roll right/left, q/e yaw left/right
     gripper  Space/c open/close
-    session  Enter save, Backspace re-record, Esc save & quit, i take over / hand back
+    session  Enter save, Backspace re-record, Esc save & quit, i take over / hand back, k skip instruction
   --device gamepad (and the keys of every device):
     move     left stick forward/back, left/right; right stick up/down; LB/RB down/up
     turn     Y toggles rotation mode: left stick pitch/roll, right stick yaw
     gripper  LT/RT open/close
-    session  A save, B re-record, Start save & quit, X take over / hand back
+    session  A save, B re-record, Start save & quit, X take over / hand back, Back skip instruction
 Ctrl-C discards the episode in progress; every episode saved before stays intact.
 """
 
@@ -94,10 +106,25 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     pol.add_argument("--ensemble", type=float, default=None, metavar="M",
                      help="ACT temporal ensembling: a chunk every tick, averaged with weights exp(-M*i)")
     p.add_argument("--resume", action="store_true", help="append to an existing dataset with the same schema")
-    p.add_argument("--episodes", type=int, default=10, help="episodes to save (default 10)")
+    p.add_argument("--episodes", type=_positive_int, default=None,
+                   help="episodes to save (default 10, or the sum of a task file's counts)")
     p.add_argument("--episode-time", type=_positive_float, default=20.0, help="time limit per episode in s (default 20)")
     p.add_argument("--reset-time", type=float, default=2.0, help="pause between episodes in s (default 2)")
     p.add_argument("--task", default=None, help="task / language instruction stored with each episode")
+    t = p.add_argument_group("task lists (several instructions in one session)")
+    t.add_argument("--tasks", default=None, metavar="SPEC",
+                   help="the instructions to record: a task suite (cubes), a file (.txt one instruction per line; "
+                        ".json/.yaml a list of {task_id, paraphrases, count}), or instructions separated by ';'. "
+                        "The scripted expert (and --intervene expert) takes only the suite's tasks")
+    t.add_argument("--task-order", choices=["cycle", "random", "balanced"], default="cycle",
+                   help="which instruction comes next: in list order (default), drawn at random (seeded), or "
+                        "balanced: the task with the fewest successful episodes")
+    t.add_argument("--scene", choices=["pick", "cubes"], default=None,
+                   help="sim only: the built-in scene: pick (one cube, the default) or cubes (red, green, blue "
+                        "cubes and a bin, the 'cubes' task suite); default: the scene of the --tasks suite")
+    t.add_argument("--randomize", type=_randomize, default=frozenset(), metavar="WHAT[,WHAT]",
+                   help="sim only: vary at every reset (seeded): lighting, colors (table, distractors), camera "
+                        "(small pose jitter); the cube colours that instructions name stay recognizable")
     p.add_argument("--fps", type=_positive_float, default=30.0, help="control rate in Hz (default 30, up to 200)")
     p.add_argument("--camera", action="append", default=[], metavar="NAME=SOURCE[,size=WxH][,fps=F][,loop]",
                    help="an OpenCV camera: device index, /dev/videoN, video file or stream URL (repeatable)")
@@ -163,9 +190,12 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
         dead = {int(k): float(v) for k, v in (d.split(":") for d in args.emulate_dead)}
     except ValueError as e:
         raise TelecorderError(f"--emulate-dead takes ID:SECONDS, e.g. 3:5.0 ({e})") from e
+    scene, tasks = _task_list(args, console)
     task = args.task
     if task is None:
-        task = "pick up the cube" if args.device in ("scripted", "policy") and args.robot_model is None else ""
+        task = ("pick up the cube" if args.device in ("scripted", "policy") and args.robot_model is None
+                and scene in (None, "pick") and tasks is None else "")
+    episodes = args.episodes or (tasks.target if tasks is not None and tasks.target else 10)
     controls = controls_for(args.device, args.intervene)
     robot, teleop, cameras = make_devices(
         DeviceConfig(
@@ -196,6 +226,9 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             vr_axes=args.vr_axes,
             realtime=not args.no_realtime,
             env_state=args.env_state,
+            scene=scene,
+            randomize=args.randomize,
+            tasks=tasks,
             emulator=EmulatorOptions(drop_rate=args.emulate_drop_rate, crc_error_rate=args.emulate_crc_rate,
                                      latency_s=args.emulate_latency, dead_after_s=dead, hand_file=args.hand_file,
                                      usb_latency_ms=args.emulate_usb_latency_ms),
@@ -207,7 +240,7 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
         cameras,
         SessionConfig(
             out=args.out,
-            episodes=args.episodes,
+            episodes=episodes,
             episode_time_s=args.episode_time,
             reset_time_s=args.reset_time,
             task=task,
@@ -220,11 +253,38 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             display=args.display if args.display is not None else controls.view_by_default,
             controls=controls.device,
             realtime=not args.no_realtime,
+            tasks=tasks,
         ),
         console=console,
     )
     session.run()
     return 0
+
+
+def _task_list(args: argparse.Namespace, console: Console) -> tuple[str | None, object]:
+    """The scene and the task list a collect command names: --tasks SPEC, or a scene's own suite."""
+    from ..collect.task_list import TaskList, parse_task_spec, suite_for_scene
+
+    sim = args.robot == "sim"
+    scene = args.scene if sim else None
+    if args.scene is not None and not sim:
+        raise TelecorderError(f"--scene {args.scene} sets up the simulated scene: it needs --robot sim (a real "
+                              "scene is whatever is on the table)")
+    if args.tasks is None:
+        own = suite_for_scene(scene) if scene not in (None, "pick") else None
+        if own is None or args.task is not None:
+            return scene, None
+        # A scene with a task suite and no instruction given: the whole suite.
+        console.print(f"recording the {own.name!r} task suite (--tasks {own.name}); --task or --tasks choose "
+                      "other instructions", highlight=False)
+        return scene, TaskList.from_suite(own, args.task_order, args.seed)
+    if args.task is not None:
+        raise TelecorderError("--task and --tasks both name the instructions; give --task TEXT for one, or "
+                              "--tasks SPEC for a list")
+    tasks = parse_task_spec(args.tasks, scene=scene if sim else None, order=args.task_order, seed=args.seed)
+    if sim and scene is None and args.robot_model is None and tasks.suite is not None:
+        scene = tasks.suite.scene  # the instructions name a suite's tasks: record in its scene
+    return scene, tasks
 
 
 def run_vr_record(args: argparse.Namespace, console: Console) -> int:

@@ -38,6 +38,13 @@ examples:
 
   # your own policy class, at wall-clock pace as on hardware
   telecorder eval my_pkg.policies:make_policy --episodes 5 --realtime
+
+  # per task on the three-cube scene: 10 episodes of each of the 18 tasks (episode k of every
+  # task from the same scene), instructions from the held-out paraphrases, grounding per task
+  telecorder eval ckpt/ --robot sim --scene cubes --tasks cubes --episodes-per-task 10 --paraphrases heldout
+
+  # two tasks only (task ids or instructions), the rollouts kept as a dataset
+  telecorder eval ckpt/ --scene cubes --tasks "pick_red;put the blue cube in the bin" --episodes-per-task 5 --out r/
 """
 
 
@@ -92,10 +99,16 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
     if args.robot != "sim":
         raise TelecorderError("telecorder eval measures success in simulation: use --robot sim "
                               "(on hardware, run 'collect --device policy' and judge the episodes)")
+    _check_task_options(args)
+    randomize = frozenset(r.strip() for r in (args.randomize or "").split(",") if r.strip())
     cfg = EvalConfig(
-        policy=args.policy, episodes=args.episodes, seed=args.seed, out=args.out, robot_model=args.robot_model,
-        episode_time_s=args.episode_time, fps=args.fps, realtime=args.realtime,
+        policy=args.policy, episodes=20 if args.episodes is None else args.episodes, seed=args.seed, out=args.out,
+        robot_model=args.robot_model, episode_time_s=args.episode_time or (30.0 if args.tasks else 10.0),
+        fps=args.fps, realtime=args.realtime,
         camera_size=args.camera_size, task=args.task, execute_steps=args.execute_steps, ensemble=args.ensemble,
+        scene=args.scene, randomize=randomize, tasks=args.tasks,
+        episodes_per_task=10 if args.episodes_per_task is None else args.episodes_per_task,
+        paraphrases=args.paraphrases or "recorded",
     )
     if args.json:
         result = evaluate(cfg)
@@ -103,9 +116,13 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         return 0
     from rich.progress import Progress
 
+    what = (f"{cfg.episodes_per_task} episodes of each task of --tasks {args.tasks}" if args.tasks
+            else f"{cfg.episodes} episodes")
     with Progress(console=console, transient=True) as progress:
-        progress.add_task(f"evaluating {args.policy} on {args.episodes} episodes", total=None)
+        progress.add_task(f"evaluating {args.policy} on {what}", total=None)
         result = evaluate(cfg)
+    if args.tasks:
+        _print_task_table(result, console)
     lo, hi = result["ci95"]
     console.print(
         f"success rate {100 * result['success_rate']:.1f}% ({result['successes']}/{result['episodes']}), "
@@ -114,6 +131,51 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
     )
     return 0
+
+
+def _check_task_options(args: argparse.Namespace) -> None:
+    """Per-task options belong together: refuse a mix that would silently ignore one."""
+    if args.tasks is None:
+        for opt, value in (("--episodes-per-task", args.episodes_per_task), ("--paraphrases", args.paraphrases)):
+            if value is not None:
+                raise TelecorderError(f"{opt} goes with --tasks (e.g. --tasks cubes); without it, use --episodes")
+        return
+    if args.episodes is not None:
+        raise TelecorderError("--episodes counts a single-task evaluation; with --tasks give --episodes-per-task N")
+    if args.task is not None:
+        raise TelecorderError("--task gives one instruction; with --tasks the instructions come from the task list")
+    if args.episodes_per_task is not None and args.episodes_per_task < 1:
+        raise TelecorderError("--episodes-per-task must be at least 1")
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.0f}%"
+
+
+def _print_task_table(result: dict, console: Console) -> None:
+    """Success (95% interval) and grounding per task and per family, then the mean over tasks."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['policy']}: {result['episodes_per_task']} episode(s) per task, "
+                        f"{result['paraphrases']} paraphrases, seed {result['seed']}")
+    for col in ("task", "family", "n", "success", "95% CI", "grounding", "instructions"):
+        table.add_column(col, justify="right" if col in ("n", "success", "grounding") else "left",
+                         no_wrap=col != "instructions", min_width=12 if col == "instructions" else None)
+    for tid, row in result["task_ids"].items():
+        lo, hi = row["ci95"]
+        texts = row["instructions"]
+        table.add_row(tid, row["family"], str(row["episodes"]), _pct(row["success_rate"]),
+                      f"{100 * lo:.0f}-{100 * hi:.0f}%", _pct(row["grounding"]),
+                      texts[0] + (f" (+{len(texts) - 1})" if len(texts) > 1 else ""))
+    table.add_section()
+    for fam, row in result["families"].items():
+        lo, hi = row["ci95"]
+        table.add_row(f"[bold]{fam}[/]", fam, str(row["episodes"]), _pct(row["success_rate"]),
+                      f"{100 * lo:.0f}-{100 * hi:.0f}%", _pct(row["grounding"]), f"{row['tasks']} task(s)")
+    console.print(table)
+    console.print(f"mean success over {len(result['task_ids'])} task(s) {_pct(result['success_rate'])}, grounding "
+                  f"{_pct(result['grounding'])} ({result['wrong_object']} episode(s) moved another object)",
+                  highlight=False)
 
 
 def add_train_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
@@ -166,15 +228,28 @@ def add_eval_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpForm
     p.add_argument("policy", help="checkpoint folder ('telecorder train' output) or module:factory")
     p.add_argument("--robot", default="sim", help="sim (the only robot that can tell success)")
     p.add_argument("--robot-model", type=Path, help="MJCF of your own arm (needs the task cube to score)")
-    p.add_argument("--episodes", type=int, default=20, help="episodes to run (default 20)")
+    p.add_argument("--episodes", type=int, default=None, help="episodes to run (default 20; not with --tasks)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scene randomization (default 0)")
     p.add_argument("--out", type=Path, help="keep the rollouts as a dataset here (default: discarded)")
-    p.add_argument("--episode-time", type=_positive_float, default=10.0, help="time limit per episode in s")
+    p.add_argument("--episode-time", type=_positive_float, default=None,
+                   help="time limit per episode in s (default 10; 30 with --tasks, whose placing tasks take longer)")
     p.add_argument("--fps", type=_positive_float, default=None, help="control rate (default: the policy's)")
     p.add_argument("--realtime", action="store_true", help="pace by the wall clock (default: simulated time)")
     p.add_argument("--camera-size", type=_size, default=None, help="sim camera size (default: the policy's)")
     p.add_argument("--task", default=None, help="language instruction given to the policy")
     p.add_argument("--execute-steps", type=int, default=None, help="actions of each chunk to run")
     p.add_argument("--ensemble", type=float, default=None, metavar="M", help="ACT temporal ensembling")
-    p.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...)")
+    p.add_argument("--scene", default=None, help="sim scene: pick (one cube, the default) or cubes (three cubes "
+                   "and a bin; the default with --tasks cubes)")
+    p.add_argument("--randomize", default=None, metavar="A,B",
+                   help="seeded scene randomization at every reset: lighting, colors, camera")
+    p.add_argument("--tasks", default=None, metavar="SPEC",
+                   help="evaluate per task: a task suite (cubes), or ';'-separated task ids and instructions of it")
+    p.add_argument("--episodes-per-task", type=int, default=None, metavar="N",
+                   help="episodes of each task with --tasks (default 10); episode k of every task has the same scene")
+    p.add_argument("--paraphrases", choices=["recorded", "heldout"], default=None,
+                   help="with --tasks: instructions from the paraphrases used for recording (default) or the "
+                        "held-out ones, cycled over a task's episodes")
+    p.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...; with "
+                   "--tasks also grounding, tasks, task_ids, families)")
     p.set_defaults(func=run_eval)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..datasets.dataset import Dataset
@@ -29,10 +30,35 @@ def dataset_summary(ds: Dataset) -> dict[str, Any]:
         "duration_s": round(sum(durations), 3),
         "success_rate": (sum(bool(s) for s in outcomes) / len(outcomes)) if outcomes else None,
         "tasks": dict(tasks),
+        "per_task": per_task(ds.records, list(ds.info.extra.get("tasks") or {})),
+        "task_suite": ds.info.extra.get("task_suite"),
         "size_bytes": ds.size_bytes(),
         "image_encoding": ds.info.image_encoding,
         "features": {name: f.to_dict() for name, f in ds.info.features.items()},
     }
+
+
+def per_task(records: list[dict[str, Any]], order: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Episodes and success per task: by ``task_id`` where the index has one (a task list's episodes,
+    each instruction a paraphrase of it), else by the instruction text. Tasks come in ``order`` (the
+    suite's, from info.json), then the most recorded first."""
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        text = str(r.get("task") or "")
+        task_id = r.get("task_id") or ""
+        key = str(task_id) if task_id else text
+        row = out.setdefault(key, {"task_id": str(task_id), "family": r.get("task_family") or "", "episodes": 0,
+                                   "judged": 0, "successes": 0, "instructions": {}})
+        row["episodes"] += 1
+        row["instructions"][text] = row["instructions"].get(text, 0) + 1
+        if r.get("success") is not None:
+            row["judged"] += 1
+            row["successes"] += int(bool(r.get("success")))
+    for row in out.values():
+        # Success only where something judged it (a simulator); a real robot's episodes say nothing.
+        row["success_rate"] = row["successes"] / row["judged"] if row["judged"] else None
+    rank = {k: i for i, k in enumerate(order or [])}
+    return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[0], len(rank)), -kv[1]["episodes"], kv[0])))
 
 
 def print_info(console: Console, path: Path, *, per_episode: bool = False, as_json: bool = False) -> None:
@@ -61,12 +87,7 @@ def print_info(console: Console, path: Path, *, per_episode: bool = False, as_js
             detail = f"{detail}\n[dim]{f.unit}[/]" if detail else f"[dim]{f.unit}[/]"
         table.add_row(name, f.dtype, "x".join(map(str, f.shape)), detail)
     console.print(table)
-    tasks = Table(title="tasks", title_justify="left")
-    tasks.add_column("episodes", justify="right")
-    tasks.add_column("task")
-    for task, n in sorted(s["tasks"].items(), key=lambda kv: -kv[1]):
-        tasks.add_row(str(n), task or "[dim](none)[/]")
-    console.print(tasks)
+    _print_tasks(console, s)
     if per_episode:
         eps = Table(title="episodes", title_justify="left")
         for col in ("#", "steps", "duration", "success", "late", "start"):
@@ -81,6 +102,29 @@ def print_info(console: Console, path: Path, *, per_episode: bool = False, as_js
                 str(r.get("start_time") or ""),
             )
         console.print(eps)
+
+
+def _print_tasks(console: Console, s: dict[str, Any]) -> None:
+    """The tasks table: episodes and success per task (with its instructions)."""
+    rows = s["per_task"]
+    with_ids = any(r["task_id"] for r in rows.values())
+    suite = f" (suite {s['task_suite']})" if s.get("task_suite") else ""
+    table = Table(title=f"tasks{suite}", title_justify="left")
+    table.add_column("episodes", justify="right")
+    table.add_column("success", justify="right")
+    if with_ids:
+        table.add_column("task_id")
+        table.add_column("family")
+    table.add_column("instructions" if with_ids else "task", overflow="fold")
+    for r in rows.values():
+        rate = "-" if r["success_rate"] is None else f"{r['successes']}/{r['judged']} {100 * r['success_rate']:.0f}%"
+        texts = "\n".join(f"{escape(t) or '[dim](none)[/]'}" + (f" [dim]x{n}[/]" if len(r["instructions"]) > 1 else "")
+                          for t, n in sorted(r["instructions"].items(), key=lambda kv: -kv[1]))
+        cells = [str(r["episodes"]), rate]
+        if with_ids:
+            cells += [r["task_id"] or "[dim](none)[/]", r["family"]]
+        table.add_row(*cells, texts)
+    console.print(table)
 
 
 def print_doctor(

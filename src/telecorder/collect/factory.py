@@ -1,4 +1,9 @@
-"""Build the devices a ``collect`` command names: robot, teleop front-end, cameras."""
+"""Build the devices a ``collect`` command names: robot, teleop front-end, cameras.
+
+Also where a task list meets the devices: the scripted expert (``--device scripted`` or
+``--intervene expert``) can only do the tasks of the scene's suite, so any other instruction
+is refused here, before a device opens.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from pathlib import Path
 from ..errors import TelecorderError
 from .cameras.opencv import CameraSpec, OpenCVCamera
 from .interfaces import Camera, Robot, Teleop
+from .task_list import TaskList, suite_for_scene
 
 ROBOTS = ("sim", "dynamixel")
 DEVICES = ("scripted", "leader_arm", "kinesthetic", "vr", "gamepad", "keyboard", "policy")
@@ -60,6 +66,11 @@ class DeviceConfig:
     ensemble: float | None = None
     # Record the sim's privileged object state as observation.environment_state (--env-state).
     env_state: bool = False
+    # The built-in sim scene (--scene: pick, cubes; None: pick) and what each reset varies (--randomize).
+    scene: str | None = None
+    randomize: frozenset[str] = frozenset()
+    # The session's instructions (--tasks); checked against what the scripted expert can do.
+    tasks: TaskList | None = None
 
 
 def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
@@ -68,6 +79,7 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
     if cfg.device not in DEVICES:
         raise ValueError(f"unknown teleop device {cfg.device!r}; available: {', '.join(DEVICES)}")
     _check_sim_only_options(cfg)
+    check_expert_tasks(cfg)
     cleanups: list[Callable[[], None]] = []
     try:
         robot, teleop = _robot_and_teleop(cfg, cleanups)
@@ -97,8 +109,37 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
     return robot, teleop, cameras
 
 
+def uses_expert(cfg: DeviceConfig) -> str | None:
+    """How the scripted expert takes part (it then needs suite tasks), or None."""
+    if cfg.device == "scripted" and cfg.script == "expert":
+        return "the scripted expert (--device scripted)"
+    if cfg.device == "policy" and cfg.intervene == "expert":
+        return "the expert corrector (--intervene expert)"
+    return None
+
+
+def check_expert_tasks(cfg: DeviceConfig) -> None:
+    """Refuse instructions the scripted expert cannot do, up front, listing the tasks it can."""
+    who = uses_expert(cfg)
+    if who is None or cfg.robot != "sim" or cfg.robot_model is not None:
+        return
+    suite = suite_for_scene(cfg.scene) if cfg.scene not in (None, "pick") else None
+    if suite is None:
+        if cfg.tasks is not None and cfg.tasks.multiple:
+            cfg.tasks.check_expert(who, None)
+        return
+    tasks = cfg.tasks if cfg.tasks is not None else TaskList.single(cfg.task, suite)
+    tasks.check_expert(who, suite)
+
+
 def _check_sim_only_options(cfg: DeviceConfig) -> None:
     """Refuse --no-realtime and --env-state where something outside the simulation takes part."""
+    if cfg.robot != "sim" and (cfg.scene not in (None, "pick") or cfg.randomize):
+        raise TelecorderError(f"--{'scene' if cfg.scene not in (None, 'pick') else 'randomize'} sets up the "
+                              "simulated scene: it needs --robot sim (a real scene is whatever is on the table)")
+    if cfg.robot_model is not None and cfg.scene not in (None, "pick"):
+        raise TelecorderError(f"--scene {cfg.scene} is a built-in scene with the built-in arm; --robot-model "
+                              "replaces both, so give one or the other")
     if cfg.env_state and (cfg.robot != "sim" or cfg.device == "kinesthetic"):
         raise TelecorderError("--env-state records the simulated cube's pose: it needs the simulated arm "
                               "(--robot sim, not with --device kinesthetic)")
@@ -142,9 +183,8 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
         if cfg.robot != "sim":
             raise TelecorderError("--device scripted drives the simulated arm only; use --robot sim")
         from .devices.scripted import ScriptedTeleop
-        from .robots.sim import SimRobot
 
-        robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
+        robot = _sim_robot(cfg)
         return robot, ScriptedTeleop(robot, script=cfg.script, seed=cfg.seed)
 
     if cfg.device in ("vr", "gamepad", "keyboard"):
@@ -162,8 +202,12 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
             from .dynamixel.emulated_arm import demonstration_motion
 
             def on_start() -> None:
-                # The emulated operator looks at the scene: plan this episode's motion for the cube.
-                emu.hand.restart(demonstration_motion(cfg.fps, cube_pose=follower.env.cube_pose()))
+                # The emulated operator looks at the scene: plan this episode's motion for the cube (on a
+                # scene of several, the one the instruction names).
+                env = follower.env
+                task = getattr(env, "task", None)
+                pose = env.object_pose(task.obj) if task is not None else env.cube_pose()
+                emu.hand.restart(demonstration_motion(cfg.fps, cube_pose=pose))
 
         teleop = LeaderArmTeleop(bus, cal, fps=cfg.fps, on_disconnect=emu.stop if emu else None,
                                  on_episode_start=on_start)
@@ -189,9 +233,7 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
 
 def _follower(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> Robot:
     if cfg.robot == "sim":
-        from .robots.sim import SimRobot
-
-        return SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
+        return _sim_robot(cfg)
     if not cfg.follower_port:
         raise TelecorderError(
             "--robot dynamixel needs --follower-port PORT (the follower's serial adapter, e.g. /dev/ttyUSB1; "
@@ -238,6 +280,13 @@ def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path |
 
 
 
+def _sim_robot(cfg: DeviceConfig) -> Robot:
+    from .robots.sim import SimRobot
+
+    return SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state, scene=cfg.scene,
+                    randomize=cfg.randomize)
+
+
 def _has_cube(robot: Robot) -> bool:
     env = getattr(robot, "env", None)
     return bool(env is not None and env.has_task)
@@ -252,9 +301,7 @@ def _eef_device(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[
 
         robot, arm = eef_follower(cfg, cleanups)
     else:
-        from .robots.sim import SimRobot
-
-        robot = SimRobot(cfg.robot_model, fps=cfg.fps, seed=cfg.seed, env_state=cfg.env_state)
+        robot = _sim_robot(cfg)
         arm = sim_arm_joints(robot)
     if cfg.device == "vr":
         from .devices.vr import OpenXRClient, PoseStreamSource, VRMapping

@@ -26,10 +26,12 @@ class Event(enum.Enum):
     DISCARD_EPISODE = "discard"  # drop this episode and record it again
     STOP = "stop"  # save the current episode and end the session
     INTERVENE = "intervene"  # the operator takes over from a policy, or hands back (a toggle)
+    # Skip this instruction (it cannot be done in this layout): nothing is saved, the next one comes.
+    SKIP_TASK = "skip"
 
 
 # Events that end the episode in progress; the others go to the teleop device.
-EPISODE_EVENTS = frozenset({Event.SAVE_EPISODE, Event.DISCARD_EPISODE, Event.STOP})
+EPISODE_EVENTS = frozenset({Event.SAVE_EPISODE, Event.DISCARD_EPISODE, Event.STOP, Event.SKIP_TASK})
 
 
 @dataclass
@@ -76,6 +78,10 @@ class Robot(ABC):
         """Whether the task was achieved, where the robot can tell (a simulator); None if unknown."""
         return None
 
+    def set_task(self, task: Any) -> None:  # noqa: B027 - only a simulator checks tasks
+        """The next episode's task, before its reset: a ``telecorder.sim.tasks.Task`` whose success check a
+        simulator runs, or None (free text, or no task list)."""
+
     def counters(self) -> dict[str, int]:
         """Running counts of communication trouble (timeouts, CRC errors...), stored per episode."""
         return {}
@@ -101,6 +107,10 @@ class Teleop(ABC):
 
     def start_episode(self) -> None:  # noqa: B027 - most devices need no per-episode state
         """Called when an episode starts (after the robot was reset)."""
+
+    def set_task(self, task: Any, instruction: str = "") -> None:  # noqa: B027 - a person reads the instruction
+        """The next episode's task, before the robot's reset: a ``telecorder.sim.tasks.Task`` (a scripted
+        expert plans for it) or None, and the instruction text verbatim (a policy is conditioned on it)."""
 
     # True when the follower is moved by hand and the action is the next measured state
     # (kinesthetic teaching); the writer fills the action column from the states at the end.

@@ -23,6 +23,7 @@ SESSION_LABELS = {
     Event.DISCARD_EPISODE: "re-record",
     Event.STOP: "save & quit",
     Event.INTERVENE: "take over / hand back",
+    Event.SKIP_TASK: "skip instruction",
 }
 
 # The terminal's keys, for every device that has no motion keys of its own.
@@ -31,6 +32,8 @@ TERMINAL_SESSION_KEYS: dict[Event, tuple[str, ...]] = {
     Event.DISCARD_EPISODE: ("r", "left"),
     Event.STOP: ("q", "escape"),
     Event.INTERVENE: ("i",),
+    # k, not n: n already saves. The same letter on every device: the keyboard moves with no k.
+    Event.SKIP_TASK: ("k",),
 }
 
 # The keyboard device: letters and arrows move, so the session uses keys no motion key uses.
@@ -39,6 +42,7 @@ KEYBOARD_SESSION_KEYS: dict[Event, tuple[str, ...]] = {
     Event.DISCARD_EPISODE: ("backspace",),
     Event.STOP: ("escape",),
     Event.INTERVENE: ("i",),
+    Event.SKIP_TASK: ("k",),
 }
 
 
@@ -74,6 +78,7 @@ PAD_SESSION_BUTTONS: dict[Event, str] = {
     Event.DISCARD_EPISODE: "B",
     Event.STOP: "Start",
     Event.INTERVENE: "X",
+    Event.SKIP_TASK: "Back",
 }
 PAD_ROTATION_BUTTON, PAD_DOWN_BUTTON, PAD_UP_BUTTON = "Y", "LB", "RB"
 

@@ -1,4 +1,8 @@
-"""The live view: one window with the camera feeds, the episode status and the active key map.
+"""The live view: one window with the instruction, the camera feeds, the episode status and the key map.
+
+The instruction of the episode (a task list's, or ``--task``) is drawn in large type above
+the cameras, before the episode (``next: ...``) and while it runs, so that the person at the
+robot always sees what to do.
 
 pygame has one display per process, so this window is also where the keyboard device's
 keys arrive: the view's thread owns the window, pumps its events, turns the session keys
@@ -27,6 +31,8 @@ from .interfaces import Camera, Event
 from .key_bindings import TERMINAL, Controls
 
 _STATUS_H = 28
+_BANNER_H = 52  # the instruction band above the cameras
+_BANNER_FONT = 40
 _LINE_H = 22  # key map line pitch; the font is 20 px, so lines never touch
 _PUMP_S = 0.005  # event pump period: key and joystick state stay fresh between drawn frames
 _BACKGROUND = (20, 20, 24)
@@ -99,30 +105,36 @@ class ViewLayout:
     tiles: list[tuple[int, int, int, int]]  # x, y, w, h per camera
     status: tuple[int, int, int, int]
     keymap: tuple[int, int, int, int]
+    banner: tuple[int, int, int, int] | None = None  # the instruction, above the cameras
 
 
-def view_layout(n_cameras: int, n_keymap_lines: int, width: int = 960) -> ViewLayout:
-    """Where the view draws what: camera tiles (up to 3 a row, 4:3), the status line, the key map."""
+def view_layout(n_cameras: int, n_keymap_lines: int, width: int = 960, instruction: bool = False) -> ViewLayout:
+    """Where the view draws what: the instruction band (if any), camera tiles (up to 3 a row, 4:3), the
+    status line, the key map."""
     tiles = []
-    y = 0
+    banner = (0, 0, width, _BANNER_H) if instruction else None
+    y = _BANNER_H if instruction else 0
     if n_cameras:
         cols = min(n_cameras, 3)
         tile_w = width // cols
         tile_h = tile_w * 3 // 4
-        tiles = [((k % cols) * tile_w, (k // cols) * tile_h, tile_w, tile_h) for k in range(n_cameras)]
-        y = ((n_cameras + cols - 1) // cols) * tile_h
+        tiles = [((k % cols) * tile_w, y + (k // cols) * tile_h, tile_w, tile_h) for k in range(n_cameras)]
+        y += ((n_cameras + cols - 1) // cols) * tile_h
     status = (0, y, width, _STATUS_H)
     keymap = (0, y + _STATUS_H, width, n_keymap_lines * _LINE_H + 8)
-    return ViewLayout((width, keymap[1] + keymap[3]), tiles, status, keymap)
+    return ViewLayout((width, keymap[1] + keymap[3]), tiles, status, keymap, banner)
 
 
 class LiveView:
     """The window, drawn and pumped by a thread of its own; use as a context manager."""
 
     def __init__(self, cameras: Sequence[Camera], *, fps: float = 10.0, width: int = 960,
-                 controls: Controls = TERMINAL, title: str = "telecorder collect") -> None:
+                 controls: Controls = TERMINAL, title: str = "telecorder collect", instruction: bool = False) -> None:
         self.cameras, self.fps, self.width, self.controls = list(cameras), fps, width, controls
         self.status = "starting"
+        # Whether the window has the instruction band (its size is fixed when it opens), and its text.
+        self.has_instruction = instruction
+        self.instruction = ""
         self.title = title
         self.keys = WindowKeys()
         self._events: list[Event] = []
@@ -140,7 +152,7 @@ class LiveView:
         return self.error is None and self.driver not in ("", "dummy", "offscreen")
 
     def layout(self) -> ViewLayout:
-        return view_layout(len(self.cameras), len(self.controls.map_lines()), self.width)
+        return view_layout(len(self.cameras), len(self.controls.map_lines()), self.width, self.has_instruction)
 
     def __enter__(self) -> LiveView:
         self._thread = threading.Thread(target=self._run, name="tc-live-view", daemon=True)
@@ -163,6 +175,10 @@ class LiveView:
 
     def set_status(self, text: str) -> None:
         self.status = text
+
+    def set_instruction(self, text: str) -> None:
+        """The instruction drawn large above the cameras (a window opened with ``instruction=True``)."""
+        self.instruction = text
 
     def set_title(self, text: str) -> None:
         """The window title; the view applies it on its next frame."""
@@ -201,6 +217,7 @@ class LiveView:
             screen = pygame.display.set_mode(layout.size)
             pygame.display.set_caption(self.title)
             font = pygame.font.Font(None, 20)
+            self._big_font = pygame.font.Font(None, _BANNER_FONT)
             self.driver = pygame.display.get_driver()
         except Exception as e:
             self.error = f"the window could not open ({e})"
@@ -263,6 +280,14 @@ class LiveView:
             except CameraError as e:
                 screen.blit(font.render(str(e)[:90], True, (230, 120, 120)), (x + 6, y + 6))
             screen.blit(font.render(cam.name, True, (255, 255, 255)), (x + 6, y + h - 20))
+        if layout.banner is not None and self.instruction:
+            bx, by, bw, bh = layout.banner
+            text = self._big_font.render(self.instruction, True, (255, 235, 140))
+            if text.get_width() > bw - 16:
+                # A long instruction shrinks to fit the band rather than being cut off.
+                h = max(12, text.get_height() * (bw - 16) // text.get_width())
+                text = pygame.transform.smoothscale(text, (bw - 16, h))
+            screen.blit(text, (bx + 8, by + (bh - text.get_height()) // 2))
         sx, sy, _, _ = layout.status
         screen.blit(font.render(self.status, True, (230, 230, 230)), (sx + 8, sy + 7))
         kx, ky, kw, kh = layout.keymap
@@ -276,17 +301,20 @@ def _key_name(pygame: object, key: int) -> str:
     return "return" if name == "enter" else name  # the keypad's Enter saves like the main one
 
 
-def open_live_view(cameras: Sequence[Camera], controls: Controls, display: bool, warn: object) -> LiveView | None:
+def open_live_view(cameras: Sequence[Camera], controls: Controls, display: bool, warn: object,
+                   instruction: bool = False) -> LiveView | None:
     """Open the window a session needs: with the cameras when ``display``, keys only when the device needs it.
 
+    ``instruction``: the window has the band that shows the episode's instruction.
     A device that reads its keys from the window (the keyboard) cannot be steered without one,
     so that is an error, raised before anything is recorded. Any other device records on
     without the view after ``warn(message)``.
     """
     if not (display or controls.needs_window):
         return None
+    # A keys-only window (the keyboard device with --no-display) still shows the instruction.
     view = LiveView(cameras if display else [], controls=controls,
-                    title=f"telecorder collect ({controls.device})")
+                    title=f"telecorder collect ({controls.device})", instruction=instruction)
     view.__enter__()
     opened = view.wait_open()
     if opened and (view.visible or not controls.needs_window):

@@ -66,7 +66,8 @@ class TickStatus:
 
 @dataclass
 class EpisodeOutcome:
-    kind: str  # "save", "discard" or "stop" (save, then end the session)
+    # "save", "discard", "stop" (save, then end the session) or "skip" (nothing saved, next instruction)
+    kind: str
     index: int
     steps: int
     duration_s: float
@@ -268,7 +269,8 @@ class Recorder:
         wall_duration = (ended - wall_t0) / 1e9
         # Simulated, every step holds its command for one whole period.
         duration = (ended - t0) / 1e9 if self.realtime else steps / self.fps
-        kind = "discard" if Event.DISCARD_EPISODE in events else "stop" if Event.STOP in events else "save"
+        kind = ("skip" if Event.SKIP_TASK in events else "discard" if Event.DISCARD_EPISODE in events
+                else "stop" if Event.STOP in events else "save")
         success = self.robot.success()
         outcome = EpisodeOutcome(
             kind=kind,
@@ -284,7 +286,7 @@ class Recorder:
             success=success,
             wall_duration_s=wall_duration,
         )
-        if kind == "discard":
+        if kind in ("discard", "skip"):
             self.writer.discard()
             return outcome
         comm_errors = {
@@ -310,6 +312,8 @@ class Recorder:
         record = {
             "duration_s": round(duration, 4),
             "task": attrs.get("task"),
+            # A task list's instruction: which task and paraphrase (info and balanced resumes count them).
+            **{k: attrs[k] for k in ("task_id", "task_family", "paraphrase_index") if k in attrs},
             "success": success,
             "start_time": attrs.get("start_time"),
             "device": attrs.get("device"),

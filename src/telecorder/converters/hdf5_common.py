@@ -62,6 +62,41 @@ def plain_metadata(metadata: Mapping[str, Any], where: str) -> dict[str, Any]:
     return {str(k): plain(v, str(k)) for k, v in metadata.items()}
 
 
+# Attributes naming the episode's task where a loader of the format (or a person with h5py) sees
+# them without our sidecar: on each ALOHA episode file's root, on each robomimic demo group.
+INSTRUCTION_ATTR = "language_instruction"
+TASK_ID_ATTR = "task_id"
+
+
+def task_attrs(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The ``language_instruction`` and ``task_id`` attributes for an episode's ``metadata``: the
+    instruction verbatim (else the task text), the task id ("" when it has none); {} when the
+    episode names neither."""
+    text = next((v for k in ("language_instruction", "task") if isinstance(v := metadata.get(k), str) and v), "")
+    task_id = metadata.get("task_id")
+    if not text and task_id is None:
+        return {}
+    return {INSTRUCTION_ATTR: text, TASK_ID_ATTR: "" if task_id is None else str(task_id)}
+
+
+def metadata_from_task_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Episode metadata from the attributes :func:`task_attrs` wrote (bytes from other tools decoded)."""
+
+    def text(key: str) -> str | None:
+        value = attrs.get(key)
+        if isinstance(value, bytes):
+            return value.decode("utf-8", errors="replace")
+        return value if isinstance(value, str) else None
+
+    meta: dict[str, Any] = {}
+    instruction, task_id = text(INSTRUCTION_ATTR), text(TASK_ID_ATTR)
+    if instruction:
+        meta.update(task=instruction, language_instruction=instruction)
+    if task_id:  # "" is what an episode without a task id stores: absent, as before the attribute existed
+        meta["task_id"] = task_id
+    return meta
+
+
 def load_sidecar(folder: Path, fmt: str) -> dict[str, Any] | None:
     """Our sidecar in ``folder`` if it was written for format ``fmt``; None if there is none."""
     path = folder / SIDECAR

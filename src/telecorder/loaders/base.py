@@ -28,6 +28,8 @@ class LoadedEpisode(ABC):
 
     numeric: dict[str, np.ndarray]
     instruction: str
+    #: The task the episode was recorded for ("" when none: free text, or a dataset without task ids).
+    task_id: str = ""
 
     @abstractmethod
     def frame(self, camera: str, step: int, size: tuple[int, int] | None, out: np.ndarray | None = None

@@ -25,6 +25,7 @@ from ..datasets.features import read_json
 from ..datasets.stats import format_ranges
 from .base import EpisodeSource, LoadedEpisode, stats_dict
 from .frames import decode_chw
+from .tasks import metadata_task_id
 from .video import VideoFrames
 
 
@@ -142,7 +143,9 @@ class LeRobotSource(EpisodeSource):
         columns, meta = self.reader.episode_columns(episode_index, numeric)
         timestamp = columns.pop("timestamp")
         instruction = str(meta.get("language_instruction") or meta.get("task") or "")
-        return LeRobotEpisode(self, episode_index, columns, instruction, timestamp)
+        episode = LeRobotEpisode(self, episode_index, columns, instruction, timestamp)
+        episode.task_id = metadata_task_id(meta)  # kept in our sidecar (LeRobot has no column for it)
+        return episode
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

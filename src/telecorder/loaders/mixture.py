@@ -24,7 +24,8 @@ class MixtureDataset(_TorchBase):
     it, from a generator seeded by ``(seed, epoch, i)``. Items are therefore reproducible
     whatever the DataLoader's worker count or shuffling; call :meth:`set_epoch` to draw
     fresh samples each epoch. Each component keeps its own normalization statistics and
-    may be of any format the loaders read (a native dataset next to a LeRobot one); items
+    may be of any format the loaders read (a native dataset next to a LeRobot one) and keeps its
+    own options (``paraphrase="random"`` language augmentation included); items
     gain ``dataset_index`` (int64 tensor). For the default collate, components must produce
     the same keys and shapes (same camera names, image size, history, horizon).
     """
@@ -52,6 +53,10 @@ class MixtureDataset(_TorchBase):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
+        # Components that draw per epoch themselves (TorchDataset's paraphrase="random") follow.
+        for d in self.datasets:
+            if callable(getattr(d, "set_epoch", None)):
+                d.set_epoch(epoch)
 
     def __len__(self) -> int:
         return self.length

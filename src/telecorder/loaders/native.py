@@ -16,6 +16,7 @@ from ..datasets.stats import DatasetStats
 from ..errors import DatasetError
 from .base import EpisodeSource, LoadedEpisode
 from .frames import decode_chw
+from .tasks import metadata_task_id
 
 
 class _FrameColumn:
@@ -116,4 +117,6 @@ class NativeSource(EpisodeSource):
         # The first of these that is text (another tool may have stored a number or an array there).
         texts = (attrs.get("language_instruction"), attrs.get("task"), rec.get("task"))
         instruction = next((t for t in texts if isinstance(t, str) and t), "")
-        return NativeEpisode(reader, arrays, instruction, self._stored)
+        episode = NativeEpisode(reader, arrays, instruction, self._stored)
+        episode.task_id = metadata_task_id(attrs)
+        return episode

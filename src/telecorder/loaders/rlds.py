@@ -35,6 +35,7 @@ from ..datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_fe
 from ..errors import DatasetError
 from .base import EpisodeSource, LoadedEpisode
 from .frames import decode_chw
+from .tasks import metadata_task_id
 from .tfrecord import Feature, parse_example, record_spans
 
 _STEPS = "steps/"
@@ -344,7 +345,9 @@ class RLDSSource(EpisodeSource):
             if leaf.key not in feats:
                 raise ConversionError(f"{where}: record {episode_index} has no {leaf.key}")
             arrays[name] = _numeric(feats[leaf.key], leaf, n, where)
-        return RLDSEpisode(self, episode_index, feats, arrays, _instruction(feats), where)
+        episode = RLDSEpisode(self, episode_index, feats, arrays, _instruction(feats), where)
+        episode.task_id = _task_id(feats)
+        return episode
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -363,6 +366,22 @@ def _numeric_size(feature: Feature, leaf: _Leaf) -> int:
     if leaf.encoding in ("bytes", "zlib"):
         return len(feature.spans()) * math.prod(leaf.shape)
     return int(feature.values().size)
+
+
+def _task_id(feats: Mapping[str, Feature]) -> str:
+    """The episode's task id: the typed ``episode_metadata/task_id``, else our metadata JSON's; "" if none."""
+    f = feats.get("episode_metadata/task_id")
+    if f is not None and f.kind == "bytes" and len(f.values()):
+        return bytes(f.values()[0]).decode("utf-8", errors="replace")
+    f = feats.get(f"episode_metadata/{METADATA_JSON_KEY}")
+    if f is not None and f.kind == "bytes" and len(f.values()):
+        try:
+            meta = json.loads(bytes(f.values()[0]).decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            meta = {}
+        if isinstance(meta, dict):
+            return metadata_task_id(meta)
+    return ""
 
 
 def _instruction(feats: Mapping[str, Feature]) -> str:

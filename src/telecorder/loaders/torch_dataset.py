@@ -29,6 +29,7 @@ from .base import EpisodeSource, LoadedEpisode, nonfinite_episodes
 from .finite import finite_summary_problem, first_nonfinite, nonfinite_message
 from .normalization import MODE_KEYS, NORMALIZE_MODES, make_normalizer, make_state_normalizer
 from .source import open_source
+from .tasks import PARAPHRASE_MODES, Paraphrases, check_paraphrase_mode
 
 try:
     import torch
@@ -36,7 +37,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise missing_extra("torch", "torch") from e
 
-__all__ = ["NORMALIZE_MODES", "ActionTokenizer", "TorchDataset"]
+__all__ = ["NORMALIZE_MODES", "PARAPHRASE_MODES", "ActionTokenizer", "TorchDataset"]
 
 PAD_MODES = ("repeat_last", "zero")
 INTERVENTION_KEY = "intervention"
@@ -60,6 +61,7 @@ class _OpenEpisode:
     action: np.ndarray  # normalized, float32 [T, A]
     instruction: str
     intervention: np.ndarray | None  # bool [T], None when the episode has no such feature
+    task_id: str = ""
     users: int = 0  # samples being read from it now (decode threads); it is closed only at 0
 
 
@@ -115,7 +117,10 @@ class TorchDataset(_TorchBase):
     * ``action``: float32 ``[horizon, A]``, normalized, starting at the current step;
       ``action_is_pad``: bool ``[horizon]``, True past the episode end, where rows repeat
       the last action (``pad="repeat_last"``) or are zero in normalized units (``"zero"``);
-    * ``language_instruction`` (str), ``episode_index`` and ``step_index`` (int64 tensors);
+    * ``language_instruction`` (str): the episode's instruction as recorded, or with
+      ``paraphrase="random"`` one of its task's recorded paraphrases (see below);
+      ``task_id`` (str, "" when the episode has none); ``episode_index`` and ``step_index``
+      (int64 tensors);
     * ``action_tokens``: int64 ids from ``tokenizer.encode(normalized action chunk)`` when a
       tokenizer is given (see :class:`ActionTokenizer`);
     * ``intervention``: bool scalar tensor, True where a human acted in an episode recorded
@@ -161,6 +166,13 @@ class TorchDataset(_TorchBase):
     never used. ``strict_timestamps`` makes a LeRobot source refuse rows whose timestamps run a
     constant offset (at most one frame) off their video, which are otherwise mapped to their own
     frames by that offset, with a warning (see ``converters/lerobot/timing.py``).
+
+    Language augmentation: ``paraphrase="random"`` serves, per item, one of the recorded
+    paraphrases of the sample's task (the dataset's info ``extra["tasks"]``, kept by every export
+    we write), drawn from a generator seeded by ``(paraphrase_seed, epoch, item)``: reproducible
+    in any process or worker count, different across items; :meth:`set_epoch` draws afresh.
+    An episode whose task has no known paraphrases keeps its instruction. Held-out paraphrases
+    are never served. The default, ``"recorded"``, serves the instruction verbatim.
     """
 
     def __init__(
@@ -188,7 +200,12 @@ class TorchDataset(_TorchBase):
         decode_threads: int = 0,
         skip_nonfinite: bool = False,
         strict_timestamps: bool = False,
+        paraphrase: str = "recorded",
+        paraphrase_seed: int = 0,
     ) -> None:
+        self.paraphrase = check_paraphrase_mode(paraphrase)
+        self.paraphrase_seed = int(paraphrase_seed)
+        self.epoch = 0
         if history < 1 or horizon < 1:
             raise ValueError(f"history and horizon must be >= 1, got {history} and {horizon}")
         if pad not in PAD_MODES:
@@ -200,6 +217,8 @@ class TorchDataset(_TorchBase):
                                                  strict_timestamps=strict_timestamps)
         self.root = self.source.root
         info = self.info = self.source.info
+        # Plain dicts of text: pickled to spawned workers with the rest of the dataset.
+        self._paraphrases = Paraphrases.from_info(info) if self.paraphrase == "random" else Paraphrases()
         self.cameras = list(info.cameras if cameras is None else cameras)
         unknown = [c for c in self.cameras if c not in info.cameras]
         if unknown:
@@ -343,6 +362,10 @@ class TorchDataset(_TorchBase):
     def __len__(self) -> int:
         return int(self._ends[-1]) if len(self._ends) else 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Draw other paraphrases (``paraphrase="random"``) from now on; as ``MixtureDataset.set_epoch``."""
+        self.epoch = int(epoch)
+
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_state"] = {}  # spawned workers open their own files
@@ -411,7 +434,8 @@ class TorchDataset(_TorchBase):
             loaded.close()
             raise
         return _OpenEpisode(loaded, state.reshape(len(state), -1), action.reshape(len(action), -1),
-                            loaded.instruction or str(rec.get("task") or ""), intervention)
+                            loaded.instruction or str(rec.get("task") or ""), intervention,
+                            getattr(loaded, "task_id", "") or "")
 
     def _frames(self, ep: _OpenEpisode, camera: str, hist: np.ndarray) -> np.ndarray:
         h, w = self._frame_size[camera]
@@ -442,7 +466,11 @@ class TorchDataset(_TorchBase):
         pos, step, weight = self._locate(int(i))
         ep = self._acquire(pos)
         try:
-            return self._sample(ep, pos, step, weight)
+            sample = self._sample(ep, pos, step, weight)
+            if self.paraphrase == "random":
+                key = (self.paraphrase_seed, self.epoch, int(i) % len(self))
+                sample["language_instruction"] = self._paraphrases.draw(ep.task_id, ep.instruction, key)
+            return sample
         finally:
             self._release(ep)
 
@@ -471,6 +499,7 @@ class TorchDataset(_TorchBase):
         out["action"] = torch.from_numpy(np.ascontiguousarray(action, dtype=np.float32))
         out["action_is_pad"] = torch.from_numpy(action_is_pad)
         out["language_instruction"] = ep.instruction
+        out["task_id"] = ep.task_id
         out["episode_index"] = torch.tensor(episode_index, dtype=torch.int64)
         out["step_index"] = torch.tensor(step, dtype=torch.int64)
         out["intervention"] = torch.tensor(bool(ep.intervention is not None and ep.intervention[step]))

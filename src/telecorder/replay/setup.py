@@ -20,9 +20,10 @@ def make_robot(cfg: ReplayConfig, ep: RecordedEpisode, cleanups: list[Callable[[
     """The follower, built as ``collect`` builds it (the factory's), and how to name it in messages."""
     from ..collect.factory import DeviceConfig, _arm_port, _follower
 
+    scene = recorded_scene(ep) if cfg.robot == "sim" and cfg.robot_model is None else None
     dcfg = DeviceConfig(robot=cfg.robot, device="replay", robot_model=cfg.robot_model, fps=cfg.rate(ep),
                         follower_port=cfg.port, follower_calibration=cfg.calibration, baudrate=cfg.baudrate,
-                        emulate=cfg.emulate, env_state=cfg.robot == "sim" and ENV_STATE in ep.states)
+                        emulate=cfg.emulate, env_state=cfg.robot == "sim" and ENV_STATE in ep.states, scene=scene)
     if cfg.robot == "sim":
         try:
             robot = _follower(dcfg, cleanups)
@@ -33,7 +34,10 @@ def make_robot(cfg: ReplayConfig, ep: RecordedEpisode, cleanups: list[Callable[[
                 f"{ep.dataset} recorded the task cube's pose ({ENV_STATE}) and {cfg.robot_model} has no cube: "
                 "replay it on the model it was recorded with"
             ) from e
-        model = cfg.robot_model.name if cfg.robot_model is not None else "the built-in arm"
+        task = recorded_task(ep, scene)
+        if task is not None:
+            robot.set_task(task)  # the sim judges the replay by the task the episode recorded
+        model = cfg.robot_model.name if cfg.robot_model is not None else f"the built-in {scene or 'pick'} scene"
         return robot, f"the simulated arm ({model})"
     if cfg.port:
         return _follower(dcfg, cleanups), f"the Dynamixel arm on {cfg.port}"
@@ -48,6 +52,35 @@ def make_robot(cfg: ReplayConfig, ep: RecordedEpisode, cleanups: list[Callable[[
     port, cal, emu = _arm_port(dcfg, "follower", None, cfg.calibration, cleanups)
     return EmulatedFollower(DynamixelBus(port, cal.ids, baudrate=cfg.baudrate), cal, emu), \
         f"the emulated Dynamixel arm ({port})"
+
+
+def recorded_scene(ep: RecordedEpisode) -> str | None:
+    """The built-in scene (``--scene``) an episode was recorded in, from the model file its
+    simulator state names; None for the default scene or a model of the user's own."""
+    from ..collect.robots.sim import SCENE_ATTR
+    from ..sim.scenes import DEFAULT_SCENE, SCENES
+
+    state = ep.attrs.get(SCENE_ATTR)
+    model = state.get("model") if isinstance(state, dict) else None
+    name = next((n for n, path in SCENES.items() if path.name == model), None)
+    return None if name == DEFAULT_SCENE else name
+
+
+def recorded_task(ep: RecordedEpisode, scene: str | None) -> object | None:
+    """The task of the scene's suite that an episode recorded (its ``task_id``), else the one its
+    instruction is a paraphrase of; None without a suite or a match (success is then the scene's own)."""
+    from ..sim.scenes import SCENES
+    from ..sim.tasks import SUITES
+
+    suite = next((s for s in SUITES.values() if s.scene == scene and scene in SCENES), None)
+    if suite is None:
+        return None
+    task_id = ep.attrs.get("task_id")
+    if isinstance(task_id, str) and task_id in suite.task_ids:
+        return suite.by_id(task_id)
+    text = ep.attrs.get("language_instruction") or ep.attrs.get("task")
+    found = suite.match(text) if isinstance(text, str) else None
+    return found[0] if found else None
 
 
 def scene_restorer(ep: RecordedEpisode, robot: Robot) -> tuple[Callable[[], None] | None, str | None]:

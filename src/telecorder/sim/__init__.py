@@ -1,4 +1,4 @@
-"""MuJoCo simulation: built-in tabletop arm scene, environment, kinematics, scripted expert.
+"""MuJoCo simulation: built-in scenes (pick, cubes), environment, tasks, kinematics, scripted experts.
 
 Importing this package does not import MuJoCo; the names below load on first use and raise an
 ImportError pointing at ``pip install 'telecorder[sim]'`` when MuJoCo is missing. Any module
@@ -18,16 +18,24 @@ if TYPE_CHECKING:
     from .expert import ScriptedExpert
     from .kinematics import IKResult, Kinematics
     from .render import SimRenderer
+    from .scenes import SCENES, scene_model
+    from .tasks import SUITES, Task, TaskSuite, get_suite
 
 __all__ = [
     "DEFAULT_MODEL",
+    "SCENES",
+    "SUITES",
     "IKResult",
     "Kinematics",
     "ScriptedExpert",
     "SimEnv",
     "SimModelError",
     "SimRenderer",
+    "Task",
+    "TaskSuite",
     "ensure_gl_backend",
+    "get_suite",
+    "scene_model",
 ]
 
 _LOCATIONS = {
@@ -38,6 +46,12 @@ _LOCATIONS = {
     "IKResult": "telecorder.sim.kinematics",
     "ScriptedExpert": "telecorder.sim.expert",
     "SimRenderer": "telecorder.sim.render",
+    "SCENES": "telecorder.sim.scenes",
+    "scene_model": "telecorder.sim.scenes",
+    "SUITES": "telecorder.sim.tasks",
+    "Task": "telecorder.sim.tasks",
+    "TaskSuite": "telecorder.sim.tasks",
+    "get_suite": "telecorder.sim.tasks",
 }
 
 

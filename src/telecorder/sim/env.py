@@ -11,7 +11,10 @@ Action / observation convention (write this into dataset feature notes):
   (measurement); on the built-in scene both are the finger opening 0..0.032 m.
 
 The built-in scene (:data:`DEFAULT_MODEL`) adds a pick-and-lift task: a ``cube`` body on the
-table and an ``ee_site`` grasp point; see :attr:`SimEnv.has_task`.
+table and an ``ee_site`` grasp point; see :attr:`SimEnv.has_task`. The ``cubes`` scene
+(:data:`telecorder.sim.scenes.CUBES_MODEL`) has three cubes and a bin and runs the tasks of
+:mod:`telecorder.sim.tasks` (:attr:`SimEnv.task`); its object code lives in
+:mod:`telecorder.sim.objects` and the visual randomization in :mod:`telecorder.sim.randomize`.
 """
 
 from __future__ import annotations
@@ -19,10 +22,17 @@ from __future__ import annotations
 import math
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._deps import _require_mujoco
+from .errors import SimModelError
+from .objects import LIFT_SUCCESS_HEIGHT, SceneObjects, moved_object
+from .randomize import SceneRandomizer, parse_randomize
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 mujoco = _require_mujoco()
 
@@ -31,10 +41,7 @@ __all__ = ["DEFAULT_MODEL", "SimEnv", "SimModelError"]
 DEFAULT_MODEL: Path = Path(__file__).resolve().parent / "assets" / "tabletop_arm.xml"
 
 GRIPPER_NAME = "gripper"
-CUBE_BODY = "cube"
 EE_SITE = "ee_site"
-#: The built-in task counts as solved once the cube is this far above its resting height.
-LIFT_SUCCESS_HEIGHT = 0.05
 
 # Cube spawn region on the built-in table (world frame, metres). It lies inside the arm's
 # comfortable top-down workspace, away from the base and from the reach limit.
@@ -44,10 +51,6 @@ CUBE_Y_RANGE = (-0.12, 0.12)
 # MuJoCo's pybind enums compare unequal to numpy integers (model arrays), so enum checks go
 # through plain ints.
 _ACTUATED_JOINT_TYPES = (int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE))
-
-
-class SimModelError(ValueError):
-    """A model file cannot be used: it does not load, compile, or fit the action convention."""
 
 
 def _camera_quat(forward: np.ndarray, up_hint: np.ndarray) -> np.ndarray:
@@ -76,6 +79,8 @@ class SimEnv:
             ``n_substeps = ceil(control_dt / model timestep)`` physics steps; the model's
             timestep becomes ``control_dt / n_substeps`` (never larger than in the file).
         seed: seeds the cube placement of :meth:`reset`.
+        randomize: visual randomization drawn at every reset (``"lighting"``, ``"colors"``,
+            ``"camera"``; see :mod:`telecorder.sim.randomize`); empty (default): none.
 
     ``lock`` (an RLock) is held while physics steps or resets; other threads (e.g. a renderer)
     should read state only through :meth:`snapshot` / the accessor methods, which take it.
@@ -87,6 +92,7 @@ class SimEnv:
         *,
         control_dt: float = 1 / 30,
         seed: int | None = None,
+        randomize: frozenset[str] | str | None = frozenset(),
     ) -> None:
         self.model_path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         self.model = _load_model(self.model_path)
@@ -112,22 +118,18 @@ class SimEnv:
             self.model.camera(i).name for i in range(self.model.ncam) if self.model.camera(i).name
         ]
 
-        cube_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, CUBE_BODY)
         site_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, EE_SITE)
-        cube_jnt = self.model.body_jntadr[cube_id] if cube_id >= 0 else -1
-        self.has_task: bool = (
-            cube_id >= 0
-            and site_id >= 0
-            and cube_jnt >= 0
-            and int(self.model.jnt_type[cube_jnt]) == mujoco.mjtJoint.mjJNT_FREE
-        )
-        self._cube_id = cube_id
+        #: Free objects (``cube`` / ``*_cube`` bodies) and the target (``bin``), see sim/objects.py.
+        self.scene_objects = SceneObjects(self.model)
+        self.objects: list[str] = list(self.scene_objects.names)
+        self.target: str | None = self.scene_objects.target
+        self.has_task: bool = site_id >= 0 and bool(self.objects)
+        #: The task whose success :meth:`is_success` checks (None: lift the first object).
+        self.task: Task | None = None
         if self.has_task:
-            self._cube_qadr = int(self.model.jnt_qposadr[cube_jnt])
-            self._cube_vadr = int(self.model.jnt_dofadr[cube_jnt])
-            # The model places the cube at rest on the table; that height is the lift reference.
-            self.cube_rest_z = float(self.model.qpos0[self._cube_qadr + 2])
-        self._cube_in_world = self.has_task and int(self.model.body_parentid[cube_id]) == 0
+            self.cube_rest_z = self.scene_objects.rest_z[self.objects[0]]
+        self.randomize = parse_randomize(randomize)
+        self._randomizer = SceneRandomizer(self.model, self.randomize)
 
         self._key_home = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")
         self.reset()
@@ -225,18 +227,31 @@ class SimEnv:
             else:
                 mujoco.mj_resetData(m, d)
             if self.has_task:
-                x = self._rng.uniform(*CUBE_X_RANGE)
-                y = self._rng.uniform(*CUBE_Y_RANGE)
-                yaw = self._rng.uniform(-np.pi, np.pi)
-                a = self._cube_qadr
-                d.qpos[a : a + 3] = (x, y, self.cube_rest_z)
-                d.qpos[a + 3 : a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
-                d.qvel[self._cube_vadr : self._cube_vadr + 6] = 0.0
+                self._place_objects()
+            # Drawn after the layout, so a seed's layout is the same with or without randomization.
+            self._randomizer.apply(self._rng)
             mujoco.mj_forward(m, d)
             if self._key_home < 0:
                 # Without a keyframe, command the pose the robot starts in so it holds still.
                 self._hold_current_pose()
                 mujoco.mj_forward(m, d)
+
+    def _place_objects(self) -> None:
+        objs, d = self.scene_objects, self.data
+        if len(self.objects) == 1 and self.target is None:
+            # The pick scene: exactly the draws it always made (recorded seeds keep their scenes).
+            layout = {self.objects[0]: (self._rng.uniform(*CUBE_X_RANGE), self._rng.uniform(*CUBE_Y_RANGE),
+                                        self._rng.uniform(-np.pi, np.pi))}
+        else:
+            bin_xy, layout = objs.sample_layout(self._rng)
+            if bin_xy is not None and objs.target_qadr is not None:
+                d.qpos[list(objs.target_qadr)] = bin_xy
+                d.qvel[list(objs.target_dofadr)] = 0.0
+        for name, (x, y, yaw) in layout.items():
+            a, v = objs.qadr[name], objs.vadr[name]
+            d.qpos[a : a + 3] = (x, y, objs.rest_z[name])
+            d.qpos[a + 3 : a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+            d.qvel[v : v + 6] = 0.0
 
     def scene_state(self) -> dict[str, object]:
         """The simulator state as JSON-ready lists: what :meth:`restore_scene_state` needs to put
@@ -257,6 +272,9 @@ class SimEnv:
             if self.model.nmocap:
                 state["mocap_pos"] = d.mocap_pos.ravel().tolist()
                 state["mocap_quat"] = d.mocap_quat.ravel().tolist()
+            visuals = self._randomizer.state()
+            if visuals is not None:
+                state["visuals"] = visuals
         return state
 
     def restore_scene_state(self, state: dict[str, object]) -> None:
@@ -279,6 +297,10 @@ class SimEnv:
                 )
             arrays[key] = value
         with self.lock:
+            try:
+                self._randomizer.restore(state.get("visuals"))  # type: ignore[arg-type]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SimModelError(f"{self.model_path}: the saved scene's visual parameters do not fit: {exc}") from exc
             mujoco.mj_resetData(m, d)
             d.time = float(state.get("time", 0.0))  # type: ignore[arg-type]
             d.qpos[:] = arrays["qpos"]
@@ -294,15 +316,84 @@ class SimEnv:
         self.reset_seed = None if seed is None else int(seed)  # type: ignore[call-overload]
 
     def place_cube(self, position: np.ndarray, quaternion: np.ndarray) -> None:
-        """Put the task cube at a pose (world position, wxyz quaternion), at rest."""
+        """Put the task cube (:meth:`cube_pose`'s object) at a pose (world position, wxyz quaternion), at rest."""
         if not self.has_task:
             raise SimModelError(f"{self.model_path}: the model has no task cube to place")
+        self.place_object(self._task_object(), position, quaternion)
+
+    # ------------------------------------------------------------------ objects and tasks
+
+    def _object(self, name: str) -> str:
+        if name not in self.scene_objects.qadr:
+            raise SimModelError(f"{self.model_path}: the scene has no object {name!r}; it has {self.objects}")
+        return name
+
+    def _task_object(self) -> str:
+        """The object the task names, else the first one (``cube`` on the pick scene)."""
+        if self.task is not None and self.task.obj in self.scene_objects.qadr:
+            return self.task.obj
+        return self.objects[0]
+
+    def place_object(self, name: str, position: np.ndarray, quaternion: np.ndarray) -> None:
+        """Put an object at a pose (world position, wxyz quaternion), at rest."""
+        a, v = self.scene_objects.qadr[self._object(name)], self.scene_objects.vadr[name]
         with self.lock:
-            a = self._cube_qadr
             self.data.qpos[a : a + 3] = position
             self.data.qpos[a + 3 : a + 7] = quaternion
-            self.data.qvel[self._cube_vadr : self._cube_vadr + 6] = 0.0
+            self.data.qvel[v : v + 6] = 0.0
             mujoco.mj_forward(self.model, self.data)
+
+    def object_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """World position (3,) and orientation quaternion wxyz (4,) of an object."""
+        objs = self.scene_objects
+        with self.lock:
+            if objs.in_world[self._object(name)]:
+                # Read the free joint itself: xpos/xquat were computed at the start of the last
+                # physics step and lag qpos by one timestep.
+                a = objs.qadr[name]
+                quat = self.data.qpos[a + 3 : a + 7].copy()
+                return self.data.qpos[a : a + 3].copy(), quat / np.linalg.norm(quat)
+            b = objs.body_ids[name]
+            return self.data.xpos[b].copy(), self.data.xquat[b].copy()
+
+    def object_positions(self) -> dict[str, np.ndarray]:
+        """Every object's world position (name -> (3,)), e.g. to call :meth:`moved_object` later."""
+        return {name: self.object_pose(name)[0] for name in self.objects}
+
+    def moved_object(self, start: dict[str, np.ndarray]) -> str | None:
+        """The object that moved most (xy or z, more than 2 cm) since ``start`` (:meth:`object_positions`)."""
+        return moved_object(self, start)
+
+    def object_rest_z(self, name: str) -> float:
+        """Height of an object's centre when it rests on the table."""
+        return self.scene_objects.rest_z[self._object(name)]
+
+    @property
+    def cube_size(self) -> float:
+        """Edge length of the scene's cubes, metres (0.035 on the built-in scenes)."""
+        return self.scene_objects.cube_size
+
+    def target_position(self) -> np.ndarray:
+        """World position of the target (the bin body's origin: centre of its floor's underside, z = 0)."""
+        if self.target is None:
+            raise SimModelError(f"{self.model_path}: the scene has no target (bin)")
+        objs = self.scene_objects
+        with self.lock:
+            if objs.target_qadr is not None:
+                x, y = self.data.qpos[list(objs.target_qadr)]
+                base = self.model.body_pos[objs.target_id]
+                return np.array([base[0] + x, base[1] + y, base[2]])
+            return self.data.xpos[objs.target_id].copy()
+
+    def set_task(self, task: Task | None) -> None:
+        """Make ``task`` the one :meth:`is_success` checks (None: lift the first object)."""
+        if task is not None:
+            for name in (task.obj, task.support):
+                if name is not None and name not in self.objects and name != self.target:
+                    raise SimModelError(
+                        f"{self.model_path}: task {task.task_id!r} needs {name!r}, which this scene does not "
+                        f"have (objects {self.objects}); use the scene the task suite is for")
+        self.task = task
 
     def _hold_current_pose(self) -> None:
         m, d = self.model, self.data
@@ -370,25 +461,25 @@ class SimEnv:
             return self.data.qpos.copy(), self.data.qvel.copy(), float(self.data.time)
 
     def cube_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        """World position (3,) and orientation quaternion wxyz (4,) of the task cube."""
+        """World position (3,) and orientation quaternion wxyz (4,) of the task cube: the object the
+        current task names, else the first object (``cube`` on the pick scene)."""
         if not self.has_task:
             raise SimModelError(f"{self.model_path}: the model has no free-floating 'cube' body")
-        with self.lock:
-            if self._cube_in_world:
-                # Read the free joint itself: xpos/xquat were computed at the start of the last
-                # physics step and lag qpos by one timestep.
-                a = self._cube_qadr
-                quat = self.data.qpos[a + 3 : a + 7].copy()
-                return self.data.qpos[a : a + 3].copy(), quat / np.linalg.norm(quat)
-            return self.data.xpos[self._cube_id].copy(), self.data.xquat[self._cube_id].copy()
+        return self.object_pose(self._task_object())
 
     def is_success(self) -> bool:
-        """Built-in task: the cube is more than 5 cm above its resting height. Otherwise False."""
+        """The current task's success check (:func:`telecorder.sim.objects.task_success`); with no
+        task, the built-in one: the first cube is more than 5 cm above its resting height.
+        False on a model without objects."""
         if not self.has_task:
             return False
+        if self.task is not None:
+            with self.lock:
+                return self.task.success(self)
+        name = self.objects[0]
         with self.lock:
-            z = float(self.data.qpos[self._cube_qadr + 2])
-        return z > self.cube_rest_z + LIFT_SUCCESS_HEIGHT
+            z = float(self.object_pose(name)[0][2])
+        return z > self.scene_objects.rest_z[name] + LIFT_SUCCESS_HEIGHT
 
     @property
     def time(self) -> float:

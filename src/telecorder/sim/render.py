@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from ._deps import _require_mujoco, ensure_gl_backend
+from .randomize import copy_visuals
 
 mujoco = _require_mujoco()
 
@@ -76,6 +77,9 @@ class SimRenderer:
         qpos = np.asarray(qpos, dtype=np.float64)
         if qpos.shape != (self._model.nq,):
             raise ValueError(f"qpos must have shape ({self._model.nq},), got {qpos.shape}")
+        if self._model is not self.model:
+            # A private copy (larger framebuffer): follow the env's randomized lights/colours/cameras.
+            copy_visuals(self.model, self._model)
         self._data.qpos[:] = qpos
         # Kinematics is all that drawing needs (poses of bodies, cameras, lights); skipping the
         # dynamics keeps a render call cheap and independent of velocities/controls.

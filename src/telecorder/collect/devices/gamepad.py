@@ -100,6 +100,7 @@ class GamepadMapping:
     down_button: int = XBOX_BUTTONS[PAD_DOWN_BUTTON]  # LB
     up_button: int = XBOX_BUTTONS[PAD_UP_BUTTON]  # RB
     stop_button: int = XBOX_BUTTONS[PAD_SESSION_BUTTONS[Event.STOP]]  # Start
+    skip_button: int = XBOX_BUTTONS[PAD_SESSION_BUTTONS[Event.SKIP_TASK]]  # Back: skip the instruction
     inverted_axes: frozenset[int] = frozenset()
 
 
@@ -213,7 +214,8 @@ class GamepadInput:
         if self._pressed(m.rotation_button):
             self.rotation_mode = not self.rotation_mode
         for button, event in ((m.save_button, Event.SAVE_EPISODE), (m.discard_button, Event.DISCARD_EPISODE),
-                              (m.stop_button, Event.STOP), (m.intervene_button, Event.INTERVENE)):
+                              (m.stop_button, Event.STOP), (m.intervene_button, Event.INTERVENE),
+                              (m.skip_button, Event.SKIP_TASK)):
             if self._pressed(button):
                 cmd.events.add(event)
         lx, ly = _stick(self._axis(m.left_x), self._axis(m.left_y), self.deadzone)

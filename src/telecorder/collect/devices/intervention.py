@@ -8,7 +8,8 @@ policy's last command to the operator's over ``ramp_s`` seconds, within the same
 step limit as teleoperation, and handing back clamps the policy's first commands the
 same way.
 
-``expert``: in simulation the scripted expert plays the operator. It keeps a plan for the
+``expert``: in simulation the scripted expert plays the operator (the expert of the episode's
+task, see :meth:`ExpertCorrector.set_task`, on a scene with a task suite). It keeps a plan for the
 episode; when the arm strays from that plan by more than ``expert_threshold`` rad (or the
 gripper command disagrees by more than half its range) it takes over, planning the rest of
 the task from the state the policy left (the lift, if the cube is already in the gripper),
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ...datasets.features import FeatureSpec
+from ...errors import DeviceError
 from ..interfaces import Event, Frame, Teleop, TeleopOutput
 from .policy_runner import (
     INTERVENTION_FEATURES,
@@ -35,26 +37,44 @@ from .policy_runner import (
     SOURCE_POLICY,
     PolicyRunner,
 )
+from .scripted import make_task_expert
 
 INTERVENERS = ("leader_arm", "gamepad", "keyboard", "vr", "expert")
 
 
 class ExpertCorrector(Teleop):
-    """The sim's scripted pick-and-lift expert as an operator: its plan's command every tick."""
+    """The sim's scripted expert as an operator: its plan's command every tick."""
 
     device_type = "expert"
 
     def __init__(self, robot: Any, seed: int | None = None) -> None:
-        from ...sim.expert import ScriptedExpert
-
         self.robot = robot
-        self.expert = ScriptedExpert(robot.env, seed=seed)
+        self._rng = np.random.default_rng(seed)
+        self._experts: dict[str, Any] = {}
+        self.expert: Any = None
+        if not getattr(robot, "multi_object", False):
+            self.expert = make_task_expert(robot.env, None, seed=seed)
         self._phase_at_takeover: str | None = None
+
+    def set_task(self, task: Any, instruction: str = "") -> None:
+        """The expert of the next episode's task, on a scene with a task suite (one per task, kept)."""
+        if not getattr(self.robot, "multi_object", False):
+            return
+        if task is None:
+            raise DeviceError(f"--intervene expert cannot correct towards {instruction!r}: it is no task of the "
+                              "scene's suite")
+        if task.task_id not in self._experts:
+            self._experts[task.task_id] = make_task_expert(self.robot.env, task,
+                                                           seed=int(self._rng.integers(2**31)))
+        self.expert = self._experts[task.task_id]
 
     def connect(self) -> None:
         pass
 
     def start_episode(self) -> None:
+        if self.expert is None:
+            raise DeviceError("--intervene expert on a scene of several objects needs a task for each episode "
+                              "(collect --tasks SPEC)")
         self.expert.reset()
 
     def rebase(self) -> None:
@@ -126,6 +146,10 @@ class InterventionTeleop(Teleop):
     def connect(self) -> None:
         self.runner.connect()
         self.human.connect()
+
+    def set_task(self, task: Any, instruction: str = "") -> None:
+        self.runner.set_task(task, instruction)
+        self.human.set_task(task, instruction)
 
     def start_episode(self) -> None:
         self.runner.start_episode()

@@ -130,6 +130,10 @@ class PolicyRunner(Teleop):
     def connect(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tc-policy")
 
+    def set_task(self, task: Any, instruction: str = "") -> None:
+        """The next episode's instruction: what the policy is conditioned on (``language_instruction``)."""
+        self.task = instruction
+
     def start_episode(self) -> None:
         with self._lock:
             self._generation += 1

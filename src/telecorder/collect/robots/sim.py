@@ -9,6 +9,13 @@ uses for it), for policies and baselines that learn from state instead of pixels
 orientation is the cube's symmetric equivalent nearest the identity (see
 :mod:`telecorder.sim.symmetry`), so a physical pose always reads the same.
 
+``scene`` picks a built-in scene (``pick``: one cube, the default; ``cubes``: red, green and
+blue cubes and a bin, with the task suite of :mod:`telecorder.sim.tasks`). There the
+environment state is every object's pose in one fixed layout (``red_cube.x`` ... ``bin.z``,
+see :func:`telecorder.sim.objects.env_state_names`), and :meth:`SimRobot.set_task` sets the task
+whose success check :meth:`SimRobot.success` runs. ``randomize`` (lighting, colors, camera)
+varies the look of every reset, from the env's seeded generator.
+
 Every episode stores the scene it started from (episode attribute ``sim_scene``: the
 reset seed and the full simulator state, see :meth:`SimEnv.scene_state`), so that
 ``telecorder replay`` can put the exact scene back and replay the recorded actions in it.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +36,8 @@ from ..interfaces import Robot
 BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
 ENV_STATE_FEATURE = "observation.environment_state"
 SCENE_ATTR = "sim_scene"
+SCENE_NAME_ATTR = "sim_scene_name"
+DEFAULT_SCENE = "pick"
 ENV_STATE_NAMES = ("cube_x", "cube_y", "cube_z", "cube_qw", "cube_qx", "cube_qy", "cube_qz")
 
 
@@ -39,11 +49,27 @@ class SimRobot(Robot):
         fps: float = 30.0,
         seed: int | None = None,
         env_state: bool = False,
+        scene: str | None = None,
+        randomize: frozenset[str] = frozenset(),
     ) -> None:
         from ...sim.env import SimEnv
 
-        self.env = SimEnv(model_path, control_dt=1.0 / fps, seed=seed)
-        self.builtin = model_path is None
+        user_model = model_path is not None
+        if scene not in (None, DEFAULT_SCENE):
+            if user_model:
+                raise DeviceError(f"--scene {scene} is a built-in scene; --robot-model replaces the built-in arm "
+                                  "and its scene, so give one or the other")
+            from ...sim.scenes import scene_model
+
+            try:
+                model_path = scene_model(scene)
+            except ValueError as e:
+                raise DeviceError(f"--scene {scene}: {e}") from None
+        # The built-in scene's name; None for the user's own MJCF arm.
+        self.scene: str | None = None if user_model else (scene or DEFAULT_SCENE)
+        kwargs: dict[str, Any] = {"randomize": frozenset(randomize)} if randomize else {}
+        self.env = SimEnv(model_path, control_dt=1.0 / fps, seed=seed, **kwargs)
+        self.builtin = self.scene is not None
         if env_state and not self.env.has_task:
             self.env.close()
             raise DeviceError(
@@ -53,6 +79,20 @@ class SimRobot(Robot):
         self.env_state = env_state
         self._listeners: list[Callable[[], None]] = []
         self.robot_type = BUILTIN_ROBOT_TYPE if self.builtin else f"mujoco:{Path(model_path).stem}"
+
+    @property
+    def multi_object(self) -> bool:
+        """A scene of several objects (``cubes``): env-state and success follow ``sim.objects`` and the task."""
+        return len(getattr(self.env, "objects", ())) > 1 or getattr(self.env, "target", None) is not None
+
+    def set_task(self, task: Any) -> None:
+        """The task of the next episode (a ``sim.tasks.Task``; None: no task), whose success check the sim runs."""
+        setter = getattr(self.env, "set_task", None)
+        if setter is not None:
+            setter(task)
+        elif task is not None:
+            raise DeviceError(f"the simulated scene {self.env.model_path} has no task suite; record "
+                              "--tasks on --scene cubes")
 
     def connect(self) -> None:
         self.env.reset()
@@ -73,7 +113,18 @@ class SimRobot(Robot):
             FeatureSpec("observation.state", "float32", (len(names),), names=names, unit=state_unit),
             FeatureSpec("action", "float32", (len(names),), names=names, unit=action_unit),
         ]
-        if self.env_state:
+        if self.env_state and self.multi_object:
+            from ...sim.objects import env_state_names
+
+            names = tuple(env_state_names(self.env))
+            feats.append(FeatureSpec(
+                ENV_STATE_FEATURE, "float32", (len(names),), names=names,
+                unit="every object's pose in the world frame, in a fixed order: position in metres and, for a "
+                     "cube, orientation as a unit quaternion w, x, y, z (w >= 0) chosen among its 24 symmetric "
+                     "equivalents as the one nearest the identity; the target's position; privileged simulator "
+                     "state, not a sensor reading",
+            ))
+        elif self.env_state:
             feats.append(FeatureSpec(
                 ENV_STATE_FEATURE, "float32", (len(ENV_STATE_NAMES),), names=ENV_STATE_NAMES,
                 unit="task cube pose in the world frame: position in metres, orientation as a unit "
@@ -84,7 +135,11 @@ class SimRobot(Robot):
 
     def observe(self) -> dict[str, np.ndarray]:
         obs = {"observation.state": self.env.joint_positions().astype(np.float32)}
-        if self.env_state:
+        if self.env_state and self.multi_object:
+            from ...sim.objects import env_state
+
+            obs[ENV_STATE_FEATURE] = np.asarray(env_state(self.env), dtype=np.float32)
+        elif self.env_state:
             from ...sim.symmetry import canonical_cube_quat
 
             pos, quat = self.env.cube_pose()
@@ -103,7 +158,11 @@ class SimRobot(Robot):
 
     def scene_attrs(self) -> dict[str, object]:
         """Episode attributes describing the scene as it is now (the recorder stores them at the start)."""
-        return {SCENE_ATTR: self.env.scene_state()}
+        attrs: dict[str, object] = {SCENE_ATTR: self.env.scene_state()}
+        if self.scene is not None:
+            # Which built-in scene: a replay must load the same model to put this state back.
+            attrs[SCENE_NAME_ATTR] = self.scene
+        return attrs
 
     def restore_scene(self, state: dict[str, object]) -> None:
         """Put back the scene an episode started from (its ``sim_scene`` attribute)."""
@@ -119,7 +178,11 @@ class SimRobot(Robot):
             cb()
 
     def success(self) -> bool | None:
-        return bool(self.env.is_success()) if self.env.has_task else None
+        if not self.env.has_task:
+            return None
+        if self.multi_object and getattr(self.env, "task", None) is None:
+            return None  # several objects and no instruction: nothing says what success would be
+        return bool(self.env.is_success())
 
     def disconnect(self) -> None:
         self.env.close()

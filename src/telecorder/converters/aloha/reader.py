@@ -24,6 +24,7 @@ from ..hdf5_common import (
     info_from_sidecar,
     is_rgb,
     load_sidecar,
+    metadata_from_task_attrs,
     read_extras,
 )
 from .schema import (
@@ -199,11 +200,14 @@ class AlohaReader(FormatReader):
                 data[spec.name] = arr[:keep].astype(spec.dtype, copy=False)
             images = {spec.camera: self._frames(path, f, spec, n, keep) for spec in info.image_features}
             extras = read_extras(f, n, info.cameras, info.fps, str(path))
+            from_attrs = metadata_from_task_attrs(f.attrs)
         extras = {k: _first_steps(v, keep) for k, v in extras.items()}
         meta: dict[str, Any] = {}
         if self._sidecar is not None:
             with damaged_file_errors(self.path / SIDECAR, "telecorder sidecar"):
                 meta = dict((self._sidecar.get("episodes") or {}).get(path.name, {}).get("metadata") or {})
+        for key, value in from_attrs.items():  # the sidecar, where there is one, has the whole record
+            meta.setdefault(key, value)
         if self._task and not meta.get("task"):
             meta["task"] = self._task
             meta.setdefault("language_instruction", self._task)

@@ -8,7 +8,7 @@
     /observations/images/<cam>   (T, H, W, 3)  uint8 RGB, or (T, L) uint8 JPEG rows padded with zeros
     /action                      (T, A)        joint position targets
     /compress_len                (n_cams, T)   byte length of each JPEG row (compressed files only)
-    attributes on / : sim (bool), compress (bool)
+    attributes on / : sim (bool), compress (bool), language_instruction (verbatim), task_id ("" for none)
 
 Compressed files follow aloha's ``record_episodes.py`` exactly, including its quirk: the RGB
 frame is handed to ``cv2.imencode`` as if it were BGR, so the JPEG holds red where a viewer

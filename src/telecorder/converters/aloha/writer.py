@@ -22,6 +22,7 @@ from ..hdf5_common import (
     FEATURE_ATTR,
     episode_arrays,
     plain_metadata,
+    task_attrs,
     write_extras,
 )
 from ..parts import PART_STATS
@@ -137,6 +138,8 @@ class AlohaWriter(FormatWriter):
         n = len(episode)
         f.attrs["sim"] = self.sim
         f.attrs["compress"] = self.compress
+        # The instruction where ACT-style loaders (and h5py users) see it, without our sidecar.
+        f.attrs.update(task_attrs(episode.metadata))
         for name, arr in numeric.items():
             ds = f.create_dataset(self._locations[name], data=arr)
             ds.attrs[FEATURE_ATTR] = name

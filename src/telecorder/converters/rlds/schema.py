@@ -14,7 +14,8 @@ Mapping to the in-memory :class:`~telecorder.datasets.Episode`:
   of the same name where the dataset has them; ``is_first``/``is_last`` follow from the step
   order and are dropped.
 * ``steps/language_instruction`` (first step's) -> metadata ``language_instruction`` and ``task``;
-  ``episode_metadata/*`` -> metadata.
+  ``episode_metadata/*`` -> metadata. Episodes recorded from a task list carry ``task_id`` (text,
+  "" for none), ``paraphrase_index`` and ``task_family`` there as typed fields.
 
 RLDS stores no control rate, no feature names or units, and no capture timing. The writer
 keeps those in the sidecar ``telecorder_meta.json`` (dataset-level), in a per-step
@@ -67,6 +68,9 @@ META_KINDS: dict[str, tuple[Callable[[Any], Any], Any]] = {
     "text": (str, ""),
 }
 _META_KIND_OF: dict[type, str] = {bool: "bool", int: "int64", float: "float64", str: "text"}
+# Keys whose typed field is text whatever the first episode holds, so that every episode's task id
+# (a string, "" for none) has one declared type across episodes, parts and shards.
+META_TEXT_KEYS = frozenset({"task_id", "task_family"})
 # episode_metadata fields every episode gets, whatever its metadata.
 META_RESERVED = frozenset({"file_path", "episode_id", METADATA_JSON_KEY})
 
@@ -105,7 +109,7 @@ def episode_metadata_fields(metadata: Mapping[str, Any]) -> dict[str, str]:
         if not isinstance(key, str) or key in META_RESERVED or not KEY_RE.match(key):
             continue
         value = value.item() if isinstance(value, np.generic) else value
-        kind = _META_KIND_OF.get(type(value))
+        kind = "text" if key in META_TEXT_KEYS and value is not None else _META_KIND_OF.get(type(value))
         if kind is not None:
             fields[key] = kind
     return fields

@@ -231,8 +231,15 @@ class RLDSWriter(FormatWriter):
     def _metadata_fields(self, first: Episode | None) -> dict[str, str]:
         """The typed episode_metadata fields: the writer's option, else the first episode's."""
         if self._given_meta_fields is not None:
-            return dict(self._given_meta_fields)
-        return episode_metadata_fields(first.metadata if first is not None else {})
+            fields = dict(self._given_meta_fields)
+        else:
+            fields = episode_metadata_fields(first.metadata if first is not None else {})
+        if isinstance(self.info.extra.get("tasks"), dict):
+            # Recorded from a task list: every episode gets a task_id ('' for free text), even when
+            # the first one written (or a part's first) predates task ids. Decided from the info
+            # every part shares, so parts still declare one schema.
+            fields.setdefault("task_id", "text")
+        return fields
 
     def _open(self, first: Episode | None, first_bytes: int) -> None:
         tfds = self._tfds

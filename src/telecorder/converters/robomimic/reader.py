@@ -25,6 +25,7 @@ from ..hdf5_common import (
     info_from_sidecar,
     is_rgb,
     load_sidecar,
+    metadata_from_task_attrs,
     read_extras,
 )
 from .schema import (
@@ -293,6 +294,8 @@ class RobomimicReader(FormatReader):
             task = task or self._file_task
             if task:
                 meta = {"task": task, "language_instruction": task}
+        for key, value in metadata_from_task_attrs(attrs).items():
+            meta.setdefault(key, value)
         if self._task and not meta.get("task"):
             meta["task"] = self._task
             meta.setdefault("language_instruction", self._task)

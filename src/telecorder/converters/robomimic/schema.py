@@ -4,7 +4,7 @@
 
     /data                          attrs: total (samples in all demos), env_args (JSON: env_name, type, env_kwargs),
                                    telecorder_actions (JSON: "raw", or the min/max scaling into [-1, 1])
-    /data/demo_<i>                 attrs: num_samples, telecorder_task
+    /data/demo_<i>                 attrs: num_samples, telecorder_task, language_instruction, task_id
         obs/<key>                  (T, ...)       observations; images uint8 (T, H, W, 3) RGB
         next_obs/<key>             (T, ...)       obs shifted by one step, the last repeated
         actions                    (T, A)         scaled into [-1, 1] per dimension by default (see below)
@@ -16,8 +16,8 @@
 Observation keys: ``observation.state`` -> ``state``; camera ``front`` -> ``agentview_image`` and
 ``wrist`` -> ``robot0_eye_in_hand_image`` (robomimic's names, so its default configs find them),
 any other camera ``<cam>_image``; other ``observation.<name>`` -> ``<name>`` with dots as ``_``.
-robomimic has no language, no timestamps and no units: the task goes to the demo attribute
-``telecorder_task``, per-step timing to ``/data/demo_<i>/telecorder/...`` (robomimic loads only the
+robomimic has no language, no timestamps and no units: the task goes to the demo attributes
+``telecorder_task`` and ``language_instruction`` (verbatim) with ``task_id`` ("" for none), per-step timing to ``/data/demo_<i>/telecorder/...`` (robomimic loads only the
 keys it is configured with), and the schema and episode metadata to ``telecorder_meta.json``.
 
 Actions: robomimic's actors end in ``tanh`` and its dataset checks want actions in [-1, 1], so by

@@ -22,6 +22,7 @@ from ..hdf5_common import (
     FEATURE_ATTR,
     episode_arrays,
     plain_metadata,
+    task_attrs,
     write_extras,
 )
 from ..parts import PART_STATS
@@ -173,6 +174,8 @@ class RobomimicWriter(FormatWriter):
         task = meta.get("task") or meta.get("language_instruction")
         if task:
             g.attrs[TASK_ATTR] = str(task)
+        # The verbatim instruction and task id per demo, readable without our sidecar.
+        g.attrs.update(task_attrs(meta))
         for name, arr in arrays.items():
             loc = self._locations[name]
             if name == "action" and self.actions == "normalized":
