@@ -13,7 +13,7 @@
 
 Results go to ``benchmarks/results/tasks.json`` and Markdown tables are printed.
 
-    python benchmarks/tasks.py           # everything (about 15 minutes on 2 cores)
+    python benchmarks/tasks.py           # everything (about 8 minutes on 2 cores)
     python benchmarks/tasks.py --quick   # 5 seeds per task, 18 recorded episodes, 1 eval episode per task
 """
 

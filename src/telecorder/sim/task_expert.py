@@ -10,7 +10,9 @@ The motion follows ScriptedExpert: a minimum-jerk joint move to a pre-grasp pose
 Cartesian descents and lifts tracked by warm-started IK every tick, a top-down grasp aligned with
 a cube face. Placing carries the cube at a safe height to above the bin or the support cube,
 lowers it, opens and retreats; pushing lowers the closed gripper beside the cube on the far side
-and moves it straight along y to the edge zone. The plan is a queue of phases whose targets are
+and moves it straight along y to the edge zone. When the bin blocks that path, the cube is first
+pushed along x to a clear lane, or, when no lane the arm can push along is clear, picked up and
+set down where one is (see :meth:`SceneGeometry.push_lane`). The plan is a queue of phases whose targets are
 computed when each phase starts, from the poses at that moment, so the expert can take over from
 any state (:meth:`TaskExpert.replan`) and retries when a grasp slips or a placement misses.
 """
@@ -71,7 +73,7 @@ def run_expert_episode(env: SimEnv, task: Task | None, seed: int, max_seconds: f
         env.set_task(task)
     env.reset(seed=seed)
     expert = make_expert(env, task, seed=seed)
-    steps = int(math.ceil(max_seconds / env.control_dt))
+    steps = math.ceil(max_seconds / env.control_dt)
     for _ in range(steps):
         env.apply_action(expert.act())
         if expert.done or expert.failed:
@@ -105,6 +107,9 @@ class TaskExpert:
                 f"{env.model_path}: task {task.task_id!r} needs object {task.obj!r}; the scene has "
                 f"{', '.join(objects) or 'none'} (use --scene cubes)"
             )
+        if task.family == "stack" and task.support not in objects:
+            raise SimModelError(f"{env.model_path}: task {task.task_id!r} stacks on {task.support!r}, "
+                                "which the scene does not have (use --scene cubes)")
         self.env = env
         self.task = task
         self.speed = float(speed)
@@ -119,17 +124,11 @@ class TaskExpert:
 
     def reset(self) -> None:
         """Plan a new demonstration from the current state (after ``env.reset()``)."""
-        self._attempts = 0
-        self._elapsed = 0.0
-        self.done = False
-        self.failed = False
-        self._q_cmd = self.env.joint_positions()[self._arm_idx]
-        self._grip = float(self.env.joint_positions()[self._grip_idx])
-        self._draw_style()
-        self._plan_from_state()
+        self.replan()
 
     def replan(self) -> None:
-        """Plan the rest of the task from the current state (a corrector taking over)."""
+        """Plan the rest of the task from the current state (a corrector taking over): the
+        plan depends only on what the scene looks like now, so reset and replan are one."""
         self._attempts = 0
         self._elapsed = 0.0
         self.done = False
@@ -234,7 +233,6 @@ class TaskExpert:
         self.phase = name
         self._t = 0.0
         self._held = 0.0
-        ee, rot = self._ee()
         # Cartesian phases run from the commanded pose (continuity of the command) ...
         p_cmd, rot_cmd = self.kin.fk(self._q_cmd)
         self._p0 = p_cmd
@@ -287,7 +285,7 @@ class TaskExpert:
             self._dur = s["t_open"]
         elif name == "retreat":
             self._relocate = None  # set down (or given up): push from here
-            self._p1 = p_cmd + np.array([0.0, 0.0, 0.0])
+            self._p1 = p_cmd.copy()
             self._p1[2] = max(p_cmd[2] + 0.05, self.geom.clear_height() + TIP_BELOW_EE + 0.01)
             self._dur = s["t_retreat"]
         elif name == "push":
@@ -307,7 +305,6 @@ class TaskExpert:
     def _tick(self, dt: float) -> None:
         name = self.phase
         if name in ("hold", "verify"):
-            self._q_cmd = self._q_cmd  # keep still
             if self.task.success(self.env) and (name == "hold" or not self._touching()):
                 self._held += dt
                 if self._held >= HOLD_SECONDS - 1e-9:
@@ -375,12 +372,10 @@ class TaskExpert:
     def _plan_target(self, decide: bool = False) -> None:
         """Grasp (or push start) pose for the task's cube as it lies now (``decide``: also choose
         how to push it, at the approach)."""
-        s = self.s
         pos, quat = self._obj()
-        if self.task.family == "push":
-            if self._relocate is None:
-                self._plan_push_start(pos, quat, decide)
-                return
+        if self.task.family == "push" and self._relocate is None:
+            self._plan_push_start(pos, quat, decide)
+            return
         self._plan_grasp(pos, quat)
 
     def _plan_grasp(self, pos: np.ndarray, quat: np.ndarray) -> None:
@@ -437,8 +432,8 @@ class TaskExpert:
             self._push_axis = 1
             self._push_dir = 1.0 if self.task.side == "left" else -1.0
             self._push_goal = self.geom.push_goal_y(self.task) + self._push_dir * s["push_past"]
-        # Jaws along the push, so the broad face of one pad pushes (the 2 mm slit between the
-        # pads, facing the cube, can catch an edge and pinch it); of the two equivalent
+        # Jaws across the push, so the pads' ends push side by side (pushing on one pad's broad
+        # face would load the finger slide and tip the wrist); of the two equivalent
         # directions, the one needing less wrist roll.
         natural = math.atan2(pos[1], pos[0]) + math.pi / 2
         axis_yaw = 0.0 if self._push_axis == 0 else math.pi / 2

@@ -198,12 +198,16 @@ class SceneGeometry:
         return True
 
     @staticmethod
-    def _lane_reachable(x: float, y0: float, y1: float) -> bool:
-        """Whether the jaws can track a push along y at ``x`` from ``y0`` to ``y1``: near the base
-        the folded arm cannot keep them pointing down and they swing outward."""
-        lo, hi = min(y0, y1), max(y0, y1)
+    def _lane_reachable(x: float, y0: float, y1: float, back: float = 0.046) -> bool:
+        """Whether the jaws can track a push of the cube along y at ``x`` from ``y0`` to ``y1``:
+        near the base the folded arm cannot keep them pointing down (they swing outward), and
+        far out it cannot get them down to the table."""
+        sign = 1.0 if y1 >= y0 else -1.0
+        start, end = y0 - sign * back, y1 - sign * 0.03
+        lo, hi = min(start, end), max(start, end)
         nearest = 0.0 if lo <= 0.0 <= hi else min(abs(lo), abs(hi))
-        return math.hypot(x, nearest) >= PUSH_MIN_R
+        farthest = max(abs(lo), abs(hi))
+        return math.hypot(x, nearest) >= PUSH_MIN_R and math.hypot(x, farthest) <= PUSHER_MAX_R + 0.01
 
     def push_lane(self, task: Task, pos: np.ndarray, back: float) -> float | None:
         """The x at which to push the cube along y to its edge.
@@ -217,12 +221,12 @@ class SceneGeometry:
         x0, y0 = float(pos[0]), float(pos[1])
         lanes = sorted(np.arange(PUSH_LANE_X[0], PUSH_LANE_X[1] + 1e-9, 0.005), key=lambda x: abs(x - x0))
         for cubes_too in (True, False):
-            if self._band_clear(1, x0, y0, goal, task.obj, back, cubes_too) and self._lane_reachable(x0, y0, goal):
+            if self._band_clear(1, x0, y0, goal, task.obj, back, cubes_too) and self._lane_reachable(x0, y0, goal, back):
                 return x0
             for x in lanes:
                 pusher = math.hypot(x0 - back if x > x0 else x0 + back, y0)
                 if (abs(x - x0) < 0.01 or not PUSHER_MIN_R <= pusher <= PUSHER_MAX_R
-                        or not self._lane_reachable(float(x), y0, goal)):
+                        or not self._lane_reachable(float(x), y0, goal, back)):
                     continue
                 if (self._band_clear(1, float(x), y0, goal, task.obj, back, cubes_too)
                         and self._band_clear(0, y0, x0, float(x), task.obj, back, cubes_too)):
@@ -231,13 +235,14 @@ class SceneGeometry:
 
     def relocation_spot(self, task: Task, pos: np.ndarray, back: float) -> np.ndarray | None:
         """Nearest free table spot from which the cube has a clear straight push to its edge
-        (where to set it down when no push gets it past the bin), or None."""
+        (where to set it down when no push gets it past the bin), or None. When the bin blocks
+        every reachable lane, that is a spot beyond the bin, near the edge."""
         goal = self.push_goal_y(task) + (0.02 if task.side == "left" else -0.02)
         cubes, boxes = self._obstacles(task.obj)
         for cubes_too in (True, False):  # a cube in the way is pushed along, if it must be
             best, best_d = None, math.inf
             for x in np.arange(PUSH_LANE_X[0], PUSH_LANE_X[1] + 1e-9, 0.01):
-                for y in np.arange(-0.12, 0.121, 0.01):
+                for y in np.arange(-0.16, 0.161, 0.01):
                     d = math.hypot(x - pos[0], y - pos[1])
                     if d >= best_d or math.hypot(x, y) < 0.12:
                         continue
@@ -245,7 +250,7 @@ class SceneGeometry:
                         continue
                     if any(lo[0] - 0.03 < x < hi[0] + 0.03 and lo[1] - 0.03 < y < hi[1] + 0.03 for lo, hi in boxes):
                         continue
-                    if (self._lane_reachable(float(x), float(y), goal)
+                    if (self._lane_reachable(float(x), float(y), goal, back)
                             and self._band_clear(1, float(x), float(y), goal, task.obj, back, cubes_too)):
                         best, best_d = np.array([x, y]), d
             if best is not None:
