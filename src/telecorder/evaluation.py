@@ -65,24 +65,15 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
 
     from .collect.factory import DeviceConfig, make_devices
     from .collect.session import RecordingSession, SessionConfig
-    from .policies.loading import load_policy
 
     if cfg.tasks is not None:
         return evaluate_tasks(cfg, console)
     if cfg.episodes < 1:
         raise TelecorderError("--episodes must be at least 1")
-    keep = cfg.out is not None
-    if keep and cfg.out.exists() and any(cfg.out.iterdir()):
-        raise TelecorderError(f"{cfg.out} exists and is not empty; choose a new --out folder for the rollouts")
     # The policy's spec says which cameras, image size and state the sim must provide; the session
     # then runs this same loaded policy (and closes it).
-    policy = load_policy(cfg.policy)
+    policy, fps, size, out, keep = _start(cfg)
     spec = policy.spec
-    fps = cfg.fps or spec.fps or 30.0
-    size = cfg.camera_size
-    if size is None:
-        size = (spec.image_size[1], spec.image_size[0]) if spec.image_size else (640, 480)
-    out = cfg.out if keep else Path(tempfile.mkdtemp(prefix="telecorder-eval-")) / "rollouts"
     console = console or Console(quiet=True)
     try:
         robot, teleop, cameras = make_devices(DeviceConfig(
@@ -106,14 +97,40 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
     successes = sum(1 for r in records if r.get("success"))
     n = len(records)
     lo, hi = wilson_interval(successes, n)
-    ticks = sum(int(r.get("length", 0)) for r in records)
-    outcomes = summary.outcomes
     return {
         "policy": str(cfg.policy),
         "episodes": n,
         "successes": successes,
         "success_rate": successes / n if n else 0.0,
         "ci95": [round(lo, 4), round(hi, 4)],
+        **_loop_fields(cfg, fps, records, summary.outcomes),
+        "per_episode": [bool(r.get("success")) for r in records],
+        "rollouts": str(out) if keep else None,
+    }
+
+
+def _start(cfg: EvalConfig) -> tuple[Any, float, tuple[int, int], Path, bool]:
+    """The loaded policy, the control rate and camera size its spec asks for, where the rollouts go
+    (``--out``, else a temporary folder removed at the end) and whether they are kept."""
+    from .policies.loading import load_policy
+
+    keep = cfg.out is not None
+    if keep and cfg.out.exists() and any(cfg.out.iterdir()):
+        raise TelecorderError(f"{cfg.out} exists and is not empty; choose a new --out folder for the rollouts")
+    policy = load_policy(cfg.policy)
+    spec = policy.spec
+    fps = cfg.fps or spec.fps or 30.0
+    size = cfg.camera_size
+    if size is None:
+        size = (spec.image_size[1], spec.image_size[0]) if spec.image_size else (640, 480)
+    out = cfg.out if keep else Path(tempfile.mkdtemp(prefix="telecorder-eval-")) / "rollouts"
+    return policy, fps, size, out, keep
+
+
+def _loop_fields(cfg: EvalConfig, fps: float, records: list[dict[str, Any]], outcomes: list[Any]) -> dict[str, Any]:
+    """What the control loop measured over the evaluated episodes (the same keys with and without --tasks)."""
+    ticks = sum(int(r.get("length", 0)) for r in records)
+    return {
         "seed": cfg.seed,
         "clock": "wall" if cfg.realtime else "simulation",
         "fps": fps,
@@ -122,8 +139,6 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
         "human_steps": sum(int(r.get("human_steps") or 0) for r in records),
         "late_ticks": sum(o.late_ticks for o in outcomes),
         "ticks_on_time": (1 - sum(o.late_ticks + o.missed_ticks for o in outcomes) / max(1, ticks)),
-        "per_episode": [bool(r.get("success")) for r in records],
-        "rollouts": str(out) if keep else None,
     }
 
 
@@ -366,23 +381,14 @@ def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
 
     from .collect.factory import DeviceConfig, make_devices
     from .collect.session import RecordingSession, SessionConfig
-    from .policies.loading import load_policy
 
     n = cfg.episodes_per_task
     if n < 1:
         raise TelecorderError("--episodes-per-task must be at least 1")
     suite_name, planned = plan_tasks(cfg.tasks or "", cfg.scene, cfg.paraphrases)
     scene = cfg.scene or _suite_scene(suite_name)
-    keep = cfg.out is not None
-    if keep and cfg.out.exists() and any(cfg.out.iterdir()):
-        raise TelecorderError(f"{cfg.out} exists and is not empty; choose a new --out folder for the rollouts")
-    policy = load_policy(cfg.policy)
+    policy, fps, size, out, keep = _start(cfg)
     spec = policy.spec
-    fps = cfg.fps or spec.fps or 30.0
-    size = cfg.camera_size
-    if size is None:
-        size = (spec.image_size[1], spec.image_size[0]) if spec.image_size else (640, 480)
-    out = cfg.out if keep else Path(tempfile.mkdtemp(prefix="telecorder-eval-")) / "rollouts"
     console = console or Console(quiet=True)
     seeds = reset_seeds(cfg.seed, n)
     results: list[EpisodeResult] = []
@@ -426,7 +432,6 @@ def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
     order = {p.task.task_id: i for i, p in enumerate(planned)}
     results.sort(key=lambda r: (order[r.task_id], r.index))
     report = task_report(results)
-    ticks = sum(int(r.get("length", 0)) for r in records)
     total = len(results)
     wins = sum(1 for r in results if r.success)
     lo, hi = wilson_interval(wins, total)
@@ -436,14 +441,7 @@ def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
         "successes": wins,
         "success_rate": report["success_rate"],
         "ci95": [round(lo, 4), round(hi, 4)],
-        "seed": cfg.seed,
-        "clock": "wall" if cfg.realtime else "simulation",
-        "fps": fps,
-        "steps": ticks,
-        "held_ticks": sum(int(r.get("policy_held_ticks") or 0) for r in records),
-        "human_steps": sum(int(r.get("human_steps") or 0) for r in records),
-        "late_ticks": sum(o.late_ticks for o in outcomes),
-        "ticks_on_time": (1 - sum(o.late_ticks + o.missed_ticks for o in outcomes) / max(1, ticks)),
+        **_loop_fields(cfg, fps, records, outcomes),
         "per_episode": [r.success for r in results],
         "rollouts": str(out) if keep else None,
         "grounding": report["grounding"],

@@ -373,15 +373,7 @@ def _task_id(feats: Mapping[str, Feature]) -> str:
     f = feats.get("episode_metadata/task_id")
     if f is not None and f.kind == "bytes" and len(f.values()):
         return bytes(f.values()[0]).decode("utf-8", errors="replace")
-    f = feats.get(f"episode_metadata/{METADATA_JSON_KEY}")
-    if f is not None and f.kind == "bytes" and len(f.values()):
-        try:
-            meta = json.loads(bytes(f.values()[0]).decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            meta = {}
-        if isinstance(meta, dict):
-            return metadata_task_id(meta)
-    return ""
+    return metadata_task_id(_metadata_json(feats))
 
 
 def _instruction(feats: Mapping[str, Feature]) -> str:
@@ -393,12 +385,17 @@ def _instruction(feats: Mapping[str, Feature]) -> str:
             values = f.values()
             if len(values) and values[0]:
                 return bytes(values[0]).decode("utf-8", errors="replace")
+    meta = _metadata_json(feats)
+    return str(meta.get("language_instruction") or meta.get("task") or "")
+
+
+def _metadata_json(feats: Mapping[str, Feature]) -> dict[str, Any]:
+    """Our metadata JSON of the episode (``episode_metadata/<METADATA_JSON_KEY>``); {} if absent or unreadable."""
     f = feats.get(f"episode_metadata/{METADATA_JSON_KEY}")
-    if f is not None and f.kind == "bytes" and len(f.values()):
-        try:
-            meta = json.loads(bytes(f.values()[0]).decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            meta = {}
-        if isinstance(meta, dict):
-            return str(meta.get("language_instruction") or meta.get("task") or "")
-    return ""
+    if f is None or f.kind != "bytes" or not len(f.values()):
+        return {}
+    try:
+        meta = json.loads(bytes(f.values()[0]).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
