@@ -22,14 +22,14 @@ examples:
 
   # a multi-task, language-conditioned dataset: three cubes and a bin, 18 tasks with paraphrases,
   # the least-recorded task next, as fast as the simulation runs, every object's pose recorded
-  collect --device scripted --robot sim --scene cubes --tasks cubes --task-order balanced \
+  collect --device scripted --robot sim --scene cubes --tasks cubes --task-order balanced \\
       --episodes 180 --no-realtime --env-state --camera-size 96x96 --out multitask/
 
   # a person records your own instructions (one per line) in the cubes scene; k skips one
   collect --device keyboard --robot sim --scene cubes --tasks my_tasks.txt --episodes 20 --out kb_tasks/
 
   # a real arm: instructions separated by ';', the operator saves (success) or re-records each one
-  collect --device leader_arm --robot dynamixel --leader-port /dev/ttyUSB0 --follower-port /dev/ttyUSB1 \
+  collect --device leader_arm --robot dynamixel --leader-port /dev/ttyUSB0 --follower-port /dev/ttyUSB1 \\
       --tasks "put the red cube in the bin; put the blue cube on the green cube" --out real_tasks/
 
   # add a USB camera and a looping video file as extra cameras, record at 50 Hz
