@@ -262,3 +262,39 @@ def test_a_resumed_balanced_session_counts_what_the_dataset_holds(tmp_path: Path
                          "--seed", "1", "--resume", *FAST, "--out", str(out)]) == 0
     recs = _records(out)
     assert [r["task_id"] for r in recs] == ["pick_red", "pick_green"], "balanced goes on from the dataset's counts"
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("big.txt", None, r"bytes is no task list"),
+    ("deep.json", "[" * 100_000 + "]" * 100_000, r"not valid JSON \(RecursionError"),
+    ("binary.txt", b"\xff\xfe\x00pick", r"cannot read it"),
+    ("long.txt", "pick up " + "very " * 1000 + "red cube\n", r"instruction of \d+ characters"),
+    ("long.json", json.dumps([{"paraphrases": ["grab " + "x" * 3000]}]), r"task 1: an instruction of"),
+    ("nan.json", '[{"task_id": "pick_red", "count": NaN}]', r"'count' must be a whole number"),
+])
+def test_hostile_task_files_are_one_line_errors(tmp_path, name, content, message):
+    from telecorder.collect.task_list import MAX_TASK_FILE_BYTES, TaskListError, parse_task_spec
+
+    path = tmp_path / name
+    if content is None:
+        with open(path, "wb") as fh:  # sparse: declares more than a task list could hold
+            fh.truncate(MAX_TASK_FILE_BYTES + 1)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(TaskListError, match=message):
+        parse_task_spec(str(path), scene="cubes")
+
+
+def test_a_task_file_that_is_no_regular_file(tmp_path):
+    from telecorder.collect.task_list import TaskListError, parse_task_spec
+
+    link = tmp_path / "tasks.txt"
+    link.symlink_to("/dev/zero")  # a link to a device: refused before anything is read
+    with pytest.raises(TaskListError, match="not a regular file"):
+        parse_task_spec(str(link), scene="cubes")
+    folder = tmp_path / "dir.json"
+    folder.mkdir()
+    with pytest.raises(TaskListError, match="not a regular file"):
+        parse_task_spec(str(folder), scene="cubes")

@@ -19,6 +19,7 @@ This module imports nothing heavy: the suites (``telecorder.sim.tasks``) are pla
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,10 @@ from ..errors import TelecorderError
 
 ORDERS = ("cycle", "random", "balanced")
 FILE_SUFFIXES = (".txt", ".json", ".yaml", ".yml")
+# A task list is a few sentences: beyond this a file is something else, read into memory for nothing.
+MAX_TASK_FILE_BYTES = 4 << 20
+# An instruction is stored in every episode's HDF5 attributes (and in OXE, LeRobot and ALOHA files).
+MAX_INSTRUCTION_CHARS = 2000
 
 
 class TaskListError(TelecorderError):
@@ -294,10 +299,18 @@ def _entry_for_texts(texts: Sequence[str], suites: Sequence[Any], count: int | N
     return TaskEntry(normalize(texts[0]), tuple(texts), tuple(-1 for _ in texts), count=count)
 
 
+def check_instruction(text: str, where: str) -> None:
+    """An instruction short enough to store with every episode; else one line saying where it is."""
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        raise TaskListError(f"{where}: an instruction of {len(text)} characters ({text[:40]!r}...); instructions "
+                            f"may have at most {MAX_INSTRUCTION_CHARS}")
+
+
 def _group(texts: Sequence[str], suites: Sequence[Any]) -> list[TaskEntry]:
     """One entry per task: instructions naming the same suite task (or the same free text) go together."""
     entries: dict[str, TaskEntry] = {}
     for text in texts:
+        check_instruction(text, "--tasks")
         e = _entry_for_texts([text], suites)
         have = entries.get(e.key)
         if have is None:
@@ -357,11 +370,19 @@ def _used_suite(entries: Sequence[TaskEntry], suites: Sequence[Any]) -> Any:
 
 def _from_file(path: Path, *, scene: str | None, order: str, seed: int | None) -> TaskList:
     where = f"--tasks {path}"
+    if path.exists() and not path.is_file():
+        raise TaskListError(f"{where}: not a regular file (a folder, device or pipe); give a .txt/.json/.yaml "
+                            "file of instructions")
     if not path.is_file():
         raise TaskListError(f"{where}: no such file (give a task suite name, a .txt/.json/.yaml file, or "
                             "instructions separated by ';')")
     try:
-        raw = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > MAX_TASK_FILE_BYTES:
+                raise TaskListError(f"{where}: {size} bytes is no task list (at most {MAX_TASK_FILE_BYTES >> 20} MiB); "
+                                    "give the file of instructions")
+            raw = fh.read(MAX_TASK_FILE_BYTES + 1).decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise TaskListError(f"{where}: cannot read it ({e})") from e
     suffix = path.suffix.lower()
@@ -376,8 +397,8 @@ def _from_file(path: Path, *, scene: str | None, order: str, seed: int | None) -
     if suffix == ".json":
         try:
             doc = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise TaskListError(f"{where}: not valid JSON ({e})") from e
+        except (json.JSONDecodeError, RecursionError) as e:
+            raise TaskListError(f"{where}: not valid JSON ({type(e).__name__}: {str(e)[:120]})") from e
     else:
         try:
             import yaml
@@ -386,6 +407,8 @@ def _from_file(path: Path, *, scene: str | None, order: str, seed: int | None) -
                                 ".json or .txt") from None
         try:
             doc = yaml.safe_load(raw)
+        except RecursionError as e:
+            raise TaskListError(f"{where}: not valid YAML (nested too deeply)") from e
         except yaml.YAMLError as e:
             raise TaskListError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from e
     named = None
@@ -436,6 +459,8 @@ def _file_entry(item: Any, k: int, where: str, suites: Sequence[Any]) -> TaskEnt
     if task_id is not None and (not isinstance(task_id, str) or not task_id.strip()):
         raise TaskListError(f"{at}: 'task_id' must be a non-empty string")
     texts = [t.strip() for t in texts] if texts is not None else None
+    for t in [*(texts or ()), *heldout]:
+        check_instruction(t, at)
     suite_task = None
     if task_id:
         suite_task = next((t for s in suites for t in s.tasks if t.task_id == task_id), None)

@@ -11,7 +11,6 @@ included) and differs across items. Held-out paraphrases are never served: they 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..datasets.features import DatasetInfo
+from ..sim.tasks import normalize_instruction
 
 PARAPHRASE_MODES = ("recorded", "random")
 
@@ -28,11 +28,6 @@ def check_paraphrase_mode(mode: str) -> str:
     if mode not in PARAPHRASE_MODES:
         raise ValueError(f"unknown paraphrase={mode!r} (use one of {', '.join(map(repr, PARAPHRASE_MODES))})")
     return mode
-
-
-def _normalized(text: str) -> str:
-    # As the task suites match instructions: case, runs of spaces and a trailing full stop do not count.
-    return re.sub(r"\s+", " ", text.strip().lower()).rstrip(".").strip()
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ class Paraphrases:
             if texts:
                 by_task[task_id] = texts
                 for t in texts:
-                    by_text.setdefault(_normalized(t), task_id)
+                    by_text.setdefault(normalize_instruction(t), task_id)
         return cls(by_task, by_text)
 
     def candidates(self, task_id: str, instruction: str) -> tuple[str, ...]:
@@ -67,7 +62,7 @@ class Paraphrases:
         (an episode recorded before task ids); () when the task has none known."""
         if task_id in self.by_task:
             return self.by_task[task_id]
-        found = self.by_text.get(_normalized(instruction)) if instruction else None
+        found = self.by_text.get(normalize_instruction(instruction)) if instruction else None
         return self.by_task[found] if found is not None else ()
 
     def draw(self, task_id: str, instruction: str, key: tuple[int, ...]) -> str:
