@@ -8,6 +8,11 @@ With a task list (``--tasks cubes``) every task gets the same episodes: episode 
 task starts from the same scene (the k-th reset seed of ``--seed``), so a table compares
 instructions on identical layouts. Grounding asks which object the policy moved: the one the
 instruction names, or another (a success with the wrong object counts as a failure).
+
+Whether the instruction matters (``--instructions wrong|blank``): the simulator keeps scoring
+the asked task, and the recording keeps its instruction, while the policy hears another task's
+instruction (same family, the next object) or an empty one; the confusion matrices say which
+object moved for each asked (and heard) object.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ class EvalConfig:
     tasks: str | None = None
     episodes_per_task: int = 10
     paraphrases: str = "recorded"
+    # What the policy hears with --tasks: the asked task's instruction, another task's, or "".
+    instructions: str = "asked"
 
 
 def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
@@ -91,6 +98,7 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
         ), console=console)
         summary = session.run()
         records = summary.saved
+        latencies = _runner_latencies(teleop)
     finally:
         if not keep:
             shutil.rmtree(out.parent, ignore_errors=True)
@@ -103,7 +111,7 @@ def evaluate(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
         "successes": successes,
         "success_rate": successes / n if n else 0.0,
         "ci95": [round(lo, 4), round(hi, 4)],
-        **_loop_fields(cfg, fps, records, summary.outcomes),
+        **_loop_fields(cfg, fps, records, summary.outcomes, latencies),
         "per_episode": [bool(r.get("success")) for r in records],
         "rollouts": str(out) if keep else None,
     }
@@ -127,9 +135,27 @@ def _start(cfg: EvalConfig) -> tuple[Any, float, tuple[int, int], Path, bool]:
     return policy, fps, size, out, keep
 
 
-def _loop_fields(cfg: EvalConfig, fps: float, records: list[dict[str, Any]], outcomes: list[Any]) -> dict[str, Any]:
-    """What the control loop measured over the evaluated episodes (the same keys with and without --tasks)."""
+def _runner_latencies(teleop: Any) -> list[float]:
+    """Seconds of each chunk inference of a session's policy runner (behind an intervention device too)."""
+    runner = getattr(teleop, "runner", teleop)
+    return list(getattr(runner, "inference_s", []))
+
+
+def _percentile_ms(seconds: list[float], q: float) -> float | None:
+    import numpy as np
+
+    return round(float(np.percentile(np.asarray(seconds) * 1000, q)), 2) if seconds else None
+
+
+def _loop_fields(cfg: EvalConfig, fps: float, records: list[dict[str, Any]], outcomes: list[Any],
+                 latencies: list[float]) -> dict[str, Any]:
+    """What the control loop measured over the evaluated episodes (the same keys with and without --tasks).
+
+    ``inference_ms_p50``/``p99`` are over every chunk inference of the evaluation; ``decisions_hz``
+    is chunks used per simulated second (steps / fps), the decision rate of the chunked loop.
+    """
     ticks = sum(int(r.get("length", 0)) for r in records)
+    chunks = sum(int(r.get("policy_chunks") or 0) for r in records)
     return {
         "seed": cfg.seed,
         "clock": "wall" if cfg.realtime else "simulation",
@@ -139,6 +165,10 @@ def _loop_fields(cfg: EvalConfig, fps: float, records: list[dict[str, Any]], out
         "human_steps": sum(int(r.get("human_steps") or 0) for r in records),
         "late_ticks": sum(o.late_ticks for o in outcomes),
         "ticks_on_time": (1 - sum(o.late_ticks + o.missed_ticks for o in outcomes) / max(1, ticks)),
+        "invalid_chunks": sum(int(r.get("policy_invalid_chunks") or 0) for r in records),
+        "inference_ms_p50": _percentile_ms(latencies, 50),
+        "inference_ms_p99": _percentile_ms(latencies, 99),
+        "decisions_hz": round(chunks * fps / ticks, 3) if ticks else None,
     }
 
 
@@ -155,6 +185,7 @@ def _scene_options(cfg: EvalConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------- per-task evaluation
 
 PARAPHRASE_SPLITS = ("recorded", "heldout")
+INSTRUCTION_MODES = ("asked", "wrong", "blank")
 
 
 @dataclass(frozen=True)
@@ -235,6 +266,8 @@ class EpisodeResult:
     sim_success: bool
     moved: str | None  # the object that moved most (None: nothing moved)
     record: dict[str, Any] = field(default_factory=dict, compare=False)
+    heard: str | None = None  # the text the policy heard ("" for a blank; None: not noted)
+    heard_obj: str | None = None  # the object the heard text names (None: blank, or names none)
 
     @property
     def grounded(self) -> bool | None:
@@ -297,9 +330,68 @@ def task_report(results: list[EpisodeResult]) -> dict[str, Any]:
     }
 
 
-def _borrowed(policy: Any) -> Any:
+def wrong_task(task: Any, suite: Any) -> Any:
+    """The task whose instruction ``--instructions wrong`` gives instead of ``task``'s: the same
+    family on the next object in the suite's order (and, for a stack, the next support too, so
+    it stays a stack of two different cubes; a push keeps its side). pick_red -> pick_green."""
+    objects = list(dict.fromkeys(t.obj for t in suite.tasks))
+
+    def shift(name: str | None) -> str | None:
+        return objects[(objects.index(name) + 1) % len(objects)] if name in objects else name
+
+    want = (task.family, shift(task.obj), shift(task.support), task.side)
+    for other in suite.tasks:
+        if (other.family, other.obj, other.support, other.side) == want:
+            return other
+    for other in suite.tasks:
+        if other.family == task.family and other.obj != task.obj:
+            return other
+    raise TelecorderError(f"--instructions wrong: the {suite.name} suite has no other {task.family} task "
+                          f"than {task.task_id} to take a wrong instruction from")
+
+
+def heard_instruction(mode: str, text: str, task: Any, j: int, suite: Any, paraphrases: str) -> tuple[str, str | None]:
+    """What the policy hears in place of ``text`` (the j-th instruction of ``task``) and the object
+    that names: the text itself, the j-th paraphrase (same split) of :func:`wrong_task`, or ""."""
+    if mode == "asked":
+        return text, task.obj
+    if mode == "blank":
+        return "", None
+    other = wrong_task(task, suite)
+    split = other.recorded if paraphrases == "recorded" else other.heldout
+    return split[j % len(split)], other.obj
+
+
+def confusion(results: list[EpisodeResult], by: str, objects: list[str]) -> dict[str, Any]:
+    """Counts of episodes by named object (``by``: "obj", the asked one, or "heard_obj") x moved
+    object; ``objects`` orders the rows and columns, and the last column, "none", is nothing moved."""
+    named = [r for r in results if getattr(r, by) is not None]
+    seen = [o for r in named for o in (getattr(r, by), r.moved) if o is not None]
+    order = list(dict.fromkeys([*objects, *seen]))
+    rows = [o for o in order if any(getattr(r, by) == o for r in named)]
+    cols = [o for o in order if o in objects or any(r.moved == o for r in named)] + ["none"]
+    counts = [[0] * len(cols) for _ in rows]
+    for r in named:
+        counts[rows.index(getattr(r, by))][cols.index(r.moved if r.moved is not None else "none")] += 1
+    return {"rows": rows, "cols": cols, "counts": counts}
+
+
+def instruction_report(results: list[EpisodeResult], mode: str, objects: list[str]) -> dict[str, Any]:
+    """The ``eval --json`` keys of what the policy heard: ``instructions``, ``confusion`` (asked x
+    moved) and, for ``wrong``, ``heard_confusion`` (heard x moved) and ``followed_heard``, the
+    fraction of episodes whose moved object is the heard one."""
+    out: dict[str, Any] = {"instructions": mode, "confusion": confusion(results, "obj", objects)}
+    if mode == "wrong":
+        out["heard_confusion"] = confusion(results, "heard_obj", objects)
+        named = [r for r in results if r.heard_obj is not None]
+        out["followed_heard"] = sum(1 for r in named if r.moved == r.heard_obj) / len(named) if named else None
+    return out
+
+
+def _borrowed(policy: Any, heard: str | None = None) -> Any:
     """The loaded policy, lent to one session after another: a session closes its policy at the end,
-    and this one must live until the last task (the evaluation closes it once)."""
+    and this one must live until the last task (the evaluation closes it once). With ``heard``, the
+    policy is given that instruction instead of the session's (which the recording keeps)."""
     from .policies.base import Policy
 
     class Borrowed(Policy):
@@ -309,6 +401,8 @@ def _borrowed(policy: Any) -> Any:
             policy.reset()
 
         def predict(self, observation: Any) -> Any:
+            if heard is not None:
+                observation = {**observation, "language_instruction": heard}
             return policy.predict(observation)
 
         def describe(self) -> str:
@@ -317,9 +411,10 @@ def _borrowed(policy: Any) -> Any:
     return Borrowed()
 
 
-def _watched(robot: Any, task: Any, seeds: list[int]) -> Any:
+def _watched(robot: Any, task: Any, seeds: list[int], heard: str | None = None) -> Any:
     """The sim follower as one evaluation session sees it: each reset puts this evaluation's scene
-    (the next of ``seeds``) and ``task`` in, and the end of each episode notes the object that moved most."""
+    (the next of ``seeds``) and ``task`` in, and the end of each episode notes the object that moved most.
+    ``heard``: the instruction the policy was given instead, noted in each episode's attributes."""
     from .collect.interfaces import Robot
 
     class SceneWatch(Robot):
@@ -364,7 +459,8 @@ def _watched(robot: Any, task: Any, seeds: list[int]) -> Any:
             return robot.counters()
 
         def scene_attrs(self) -> dict[str, Any]:
-            return robot.scene_attrs()
+            attrs = robot.scene_attrs()
+            return attrs if heard is None else {**attrs, "eval_heard_instruction": heard}
 
         def disconnect(self) -> None:
             robot.disconnect()
@@ -381,12 +477,19 @@ def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
 
     from .collect.factory import DeviceConfig, make_devices
     from .collect.session import RecordingSession, SessionConfig
+    from .sim.tasks import get_suite
 
     n = cfg.episodes_per_task
     if n < 1:
         raise TelecorderError("--episodes-per-task must be at least 1")
+    if cfg.instructions not in INSTRUCTION_MODES:
+        raise TelecorderError(f"--instructions {cfg.instructions}: choose {', '.join(INSTRUCTION_MODES)}")
     suite_name, planned = plan_tasks(cfg.tasks or "", cfg.scene, cfg.paraphrases)
-    scene = cfg.scene or _suite_scene(suite_name)
+    suite = get_suite(suite_name)
+    # Refused before any episode runs: a task with no wrong instruction to give.
+    heard_of = {(i, j): heard_instruction(cfg.instructions, text, p.task, j, suite, cfg.paraphrases)
+                for i, p in enumerate(planned) for j, text in enumerate(p.instructions)}
+    scene = cfg.scene or suite.scene
     policy, fps, size, out, keep = _start(cfg)
     spec = policy.spec
     console = console or Console(quiet=True)
@@ -394,28 +497,33 @@ def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
     results: list[EpisodeResult] = []
     records: list[dict[str, Any]] = []
     outcomes: list[Any] = []
+    latencies: list[float] = []
     opts = {**_scene_options(cfg), "scene": scene}
     try:
-        for plan in planned:
+        for i, plan in enumerate(planned):
             task = plan.task
             # One plain single-instruction session per instruction of the task (the records store it).
             for j, text in enumerate(plan.instructions):
                 ks = list(range(j, n, len(plan.instructions)))
                 if not ks:
                     continue
+                heard, heard_obj = heard_of[(i, j)]
+                given = None if cfg.instructions == "asked" else heard
                 robot, teleop, cameras = make_devices(DeviceConfig(
                     robot="sim", device="policy", robot_model=cfg.robot_model, fps=fps, seed=cfg.seed,
-                    sim_cameras=list(spec.cameras), camera_size=size, camera_fps=fps, policy=_borrowed(policy),
+                    sim_cameras=list(spec.cameras), camera_size=size, camera_fps=fps,
+                    policy=_borrowed(policy, given),
                     intervene=cfg.intervene, task=text, execute_steps=cfg.execute_steps, ensemble=cfg.ensemble,
                     realtime=cfg.realtime, env_state="observation.environment_state" in spec.state_keys, **opts,
                 ))
-                watch = _watched(robot, task, [seeds[k] for k in ks])
+                watch = _watched(robot, task, [seeds[k] for k in ks], given)
                 session = RecordingSession(watch, teleop, cameras, SessionConfig(
                     out=out, episodes=len(ks), episode_time_s=cfg.episode_time_s, reset_time_s=0.0, task=text,
                     fps=fps, seed=cfg.seed, realtime=cfg.realtime, resume=out.exists(),
                 ), console=console)
                 summary = session.run()
                 outcomes += summary.outcomes
+                latencies += _runner_latencies(teleop)
                 saved = summary.saved
                 if len(saved) != len(ks) or len(watch.moved) < len(saved):
                     raise TelecorderError(f"eval: the session of {text!r} saved {len(saved)} of {len(ks)} episodes")
@@ -424,6 +532,7 @@ def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
                     results.append(EpisodeResult(
                         instruction=text, task_id=task.task_id, family=task.family, obj=task.obj, index=k,
                         sim_success=bool(rec.get("success")), moved=moved, record=rec,
+                        heard=heard, heard_obj=heard_obj,
                     ))
     finally:
         policy.close()
@@ -441,7 +550,7 @@ def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
         "successes": wins,
         "success_rate": report["success_rate"],
         "ci95": [round(lo, 4), round(hi, 4)],
-        **_loop_fields(cfg, fps, records, outcomes),
+        **_loop_fields(cfg, fps, records, outcomes, latencies),
         "per_episode": [r.success for r in results],
         "rollouts": str(out) if keep else None,
         "grounding": report["grounding"],
@@ -454,10 +563,5 @@ def evaluate_tasks(cfg: EvalConfig, console: Any = None) -> dict[str, Any]:
         "tasks": report["tasks"],
         "task_ids": report["task_ids"],
         "families": report["families"],
+        **instruction_report(results, cfg.instructions, list(dict.fromkeys(t.obj for t in suite.tasks))),
     }
-
-
-def _suite_scene(suite_name: str) -> str:
-    from .sim.tasks import get_suite
-
-    return get_suite(suite_name).scene

@@ -23,8 +23,18 @@ examples:
   # steps 1x (--policy-weight 0 keeps only the human-labelled steps)
   telecorder train demos/ rollouts1/ rollouts2/ --out policies/round2 --intervention-weight 5
 
-the folder gets policy.json (spec, normalizers, training summary) and model.safetensors;
-'collect --device policy' runs it.
+  # the reference VLA (instruction + two cameras + state, transformer encoder) with a
+  # flow-matching action expert, 30 minutes on a CPU; then per task on the cubes suite
+  telecorder train multitask/ --policy vla --head flow --obs images --max-minutes 30 --out policies/vla_flow
+  telecorder eval policies/vla_flow --scene cubes --tasks cubes --episodes-per-task 10 --execute-steps 3
+
+  # autoregressive action tokens: 256 uniform bins per dimension (RT-2/OpenVLA) or FAST (pi0-FAST);
+  # state-only (joint state + every object's pose): minutes on a CPU
+  telecorder train multitask/ --policy vla --head bins --obs state --out policies/vla_bins_state
+  telecorder train multitask/ --policy vla --head bins --bins quantile --obs state --out policies/vla_quantile
+
+the folder gets policy.json (spec, normalizers, training summary) and model.safetensors (a VLA
+also its tokenizers' files); 'collect --device policy' and 'telecorder eval' run it.
 """
 
 
@@ -45,14 +55,46 @@ examples:
 
   # two tasks only (task ids or instructions), the rollouts kept as a dataset
   telecorder eval ckpt/ --scene cubes --tasks "pick_red;put the blue cube in the bin" --episodes-per-task 5 --out r/
+
+  # does the instruction matter? the sim scores the asked task while the policy hears another
+  # task's instruction (pick_red hears a pick_green one); the confusion matrix shows what moved
+  telecorder eval ckpt/ --scene cubes --tasks cubes --episodes-per-task 10 --instructions wrong
 """
+
+
+VLA_ONLY = {"head": "--head", "bins": "--bins", "flow_steps": "--flow-steps", "layers": "--layers",
+            "width": "--width", "decoder_layers": "--decoder-layers", "paraphrase": "--paraphrase"}
+
+
+def _trainer(args: argparse.Namespace) -> tuple[object, dict[str, object]]:
+    """The training function ``--policy`` names and its own defaults for the options left unset."""
+    if args.policy == "bc":
+        given = [flag for key, flag in VLA_ONLY.items() if getattr(args, key) is not None]
+        if given:
+            raise TelecorderError(f"{', '.join(given)}: option(s) of --policy vla; the BC policy has no such setting")
+        from ..policies.train import DEFAULTS, train_bc
+
+        return train_bc, {"steps": DEFAULTS["steps"], "horizon": DEFAULTS["horizon"], "lr": DEFAULTS["lr"]}
+    from ..policies.vla.train import DEFAULTS as V
+    from ..policies.vla.train import train_vla
+
+    kw = {"steps": V["steps"], "horizon": V["horizon"], "lr": V["lr"], "head": args.head or "flow",
+          "bins": args.bins or "uniform", "flow_steps": args.flow_steps or V["flow_steps"],
+          "layers": args.layers or V["layers"], "width": args.width or V["width"],
+          "decoder_layers": args.decoder_layers or V["decoder_layers"], "paraphrase": args.paraphrase or "random"}
+    if args.bins is not None and kw["head"] != "bins":
+        raise TelecorderError(f"--bins applies to --head bins, not --head {kw['head']}")
+    if args.flow_steps is not None and kw["head"] != "flow":
+        raise TelecorderError(f"--flow-steps applies to --head flow, not --head {kw['head']}")
+    return train_vla, kw
 
 
 def run_train(args: argparse.Namespace, console: Console) -> int:
     from rich import progress as rp
 
-    from ..policies.train import train_bc
-
+    train, defaults = _trainer(args)
+    steps, horizon, lr = args.steps or defaults["steps"], args.horizon or defaults["horizon"], args.lr or defaults["lr"]
+    extra = {k: v for k, v in defaults.items() if k not in ("steps", "horizon", "lr")}
     out = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise TelecorderError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
@@ -61,7 +103,7 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
     with rp.Progress(rp.TextColumn("[bold]training"), rp.BarColumn(), rp.TextColumn("{task.completed}/{task.total}"),
                      rp.TextColumn("{task.fields[losses]}"), rp.TimeElapsedColumn(), rp.TimeRemainingColumn(),
                      console=console) as progress:
-        task = progress.add_task("train", total=args.steps, losses="")
+        task = progress.add_task("train", total=steps, losses="")
 
         def on_progress(step: int, total: int, loss: float, val_loss: float | None) -> None:
             if step % 10 and step != total:
@@ -69,14 +111,15 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             text = f"loss {loss:.4f}" + ("" if val_loss is None else f"  val {val_loss:.4f}")
             progress.update(task, completed=step, total=total, losses=text)
 
-        summary = train_bc(
-            args.dataset, args.out, obs=args.obs, steps=args.steps, horizon=args.horizon,
-            val_episodes=args.val_episodes, batch_size=args.batch_size, lr=args.lr, image_size=(height, width),
+        summary = train(  # type: ignore[operator]
+            args.dataset, args.out, obs=args.obs or ("state" if args.policy == "bc" else "images"), steps=steps,
+            horizon=horizon, val_episodes=args.val_episodes, batch_size=args.batch_size, lr=lr,
+            image_size=(height, width),
             cameras=cameras, seed=args.seed, intervention_weight=args.intervention_weight,
             policy_weight=args.policy_weight, on_progress=on_progress, overwrite=args.overwrite,
             num_threads=args.threads, max_minutes=args.max_minutes, state_noise=args.state_noise,
             state_keys=None if args.state_keys is None else [k.strip() for k in args.state_keys.split(",") if k.strip()],
-            skip_nonfinite=args.skip_nonfinite,
+            skip_nonfinite=args.skip_nonfinite, max_episodes=args.max_episodes, **extra,
         )
     for root, bad in summary.get("skipped_nonfinite", {}).items():
         console.print(f"[yellow]left out[/] {len(bad)} episode(s) of {root} holding NaN/inf values "
@@ -88,6 +131,12 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
         f"{summary['initial_train_loss']:.4f} -> {summary['final_train_loss']:.4f}"
         + ("" if val is None else f", val loss {val:.4f} ({len(summary['val_episodes'])} episodes)")
         + f"; saved to {summary['out']}", highlight=False)
+    if summary.get("policy") == "vla":
+        tokens = summary.get("action_tokens_per_chunk")
+        console.print(f"VLA, {summary['head']} head: {summary['parameters']:,} parameters, instruction vocabulary "
+                      f"{summary['instruction_vocab']} pieces"
+                      + ("" if not tokens else f", {tokens['mean']:.1f} action tokens per chunk (of "
+                         f"{tokens['raw_values_per_chunk']} values)"), highlight=False)
     return 0
 
 
@@ -108,7 +157,7 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         camera_size=args.camera_size, task=args.task, execute_steps=args.execute_steps, ensemble=args.ensemble,
         scene=args.scene, randomize=randomize, tasks=args.tasks,
         episodes_per_task=10 if args.episodes_per_task is None else args.episodes_per_task,
-        paraphrases=args.paraphrases or "recorded",
+        paraphrases=args.paraphrases or "recorded", instructions=args.instructions or "asked",
     )
     if args.json:
         result = evaluate(cfg)
@@ -123,20 +172,27 @@ def run_eval(args: argparse.Namespace, console: Console) -> int:
         result = evaluate(cfg)
     if args.tasks:
         _print_task_table(result, console)
+        _print_confusion(result, console)
     lo, hi = result["ci95"]
     console.print(
         f"success rate {100 * result['success_rate']:.1f}% ({result['successes']}/{result['episodes']}), "
         f"95% interval {100 * lo:.1f}-{100 * hi:.1f}%; held ticks {result['held_ticks']} of {result['steps']}"
+        + (f" ({result['invalid_chunks']} invalid chunk(s))" if result.get("invalid_chunks") else "")
         + (f"; rollouts in {result['rollouts']}" if result["rollouts"] else ""),
         highlight=False,
     )
+    if result.get("inference_ms_p50") is not None:
+        console.print(f"inference {result['inference_ms_p50']:.1f} ms p50, {result['inference_ms_p99']:.1f} ms p99 "
+                      f"per chunk; {result['decisions_hz']:.1f} decisions/s at {result['fps']:g} Hz control",
+                      highlight=False)
     return 0
 
 
 def _check_task_options(args: argparse.Namespace) -> None:
     """Per-task options belong together: refuse a mix that would silently ignore one."""
     if args.tasks is None:
-        for opt, value in (("--episodes-per-task", args.episodes_per_task), ("--paraphrases", args.paraphrases)):
+        for opt, value in (("--episodes-per-task", args.episodes_per_task), ("--paraphrases", args.paraphrases),
+                           ("--instructions", args.instructions)):
             if value is not None:
                 raise TelecorderError(f"{opt} goes with --tasks (e.g. --tasks cubes); without it, use --episodes")
         return
@@ -178,12 +234,37 @@ def _print_task_table(result: dict, console: Console) -> None:
                   highlight=False)
 
 
+def _print_confusion(result: dict, console: Console) -> None:
+    """Which object moved for each asked object (and, with --instructions wrong, each heard one)."""
+    from rich.table import Table
+
+    mode = result.get("instructions", "asked")
+    blocks = [("asked", result.get("confusion"))]
+    if result.get("heard_confusion"):
+        blocks.append(("heard", result["heard_confusion"]))
+    for who, block in blocks:
+        if not block or not block["rows"]:
+            continue
+        table = Table(title=f"{who} object (rows) x moved object (columns); the policy heard the "
+                            f"{'asked' if mode == 'asked' else mode} instruction", title_justify="left")
+        table.add_column(who)
+        for col in block["cols"]:
+            table.add_column(col, justify="right")
+        for row, counts in zip(block["rows"], block["counts"], strict=True):
+            table.add_row(row, *(str(c) for c in counts))
+        console.print(table)
+    if result.get("followed_heard") is not None:
+        console.print(f"moved the heard object in {_pct(result['followed_heard'])} of the episodes", highlight=False)
+
+
 def add_train_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFormatter]) -> None:
-    p = sub.add_parser("train", help="train the reference behavioral-cloning policy on a dataset",
-                       description="Train a small CNN + MLP policy that predicts chunks of actions from the joint "
-                       "state and object pose (--obs state) or from camera frames and the joint state (--obs "
-                       "images), with an L1 loss on normalized actions; hold out whole episodes for a "
-                       "validation loss; save a checkpoint folder.",
+    p = sub.add_parser("train", help="train the reference BC policy or the reference VLA on a dataset",
+                       description="Train a policy that predicts chunks of actions and save a checkpoint folder; "
+                       "whole episodes are held out for a validation loss. --policy bc (default): a small CNN + "
+                       "MLP on the joint state and object pose (--obs state) or on camera frames and the joint "
+                       "state (--obs images), L1 loss. --policy vla: a transformer over the instruction, image "
+                       "tokens and a state token, with an action head: autoregressive 256-bin tokens (bins), "
+                       "FAST tokens (fast), a flow-matching action expert (flow) or chunk regression (l1).",
                        epilog=TRAIN_EXAMPLES, formatter_class=fmt)
     p.add_argument("dataset", type=Path, nargs="+",
                    help="dataset folder(s); several (demos + DAgger rollouts) train together under one normalization")
@@ -196,14 +277,33 @@ def add_train_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFor
                         "drift (default 0.05; 0 turns it off)")
     p.add_argument("--max-minutes", type=_positive_float, default=None,
                    help="wall-clock budget: fewer steps if --steps would not fit (loading included)")
-    p.add_argument("--obs", choices=["state", "images"], default="state",
-                   help="what the policy sees (default state: observation.state + observation.environment_state)")
-    p.add_argument("--steps", type=int, default=3000, help="optimizer steps (default 3000)")
-    p.add_argument("--horizon", type=int, default=20, help="actions predicted per chunk (default 20)")
+    p.add_argument("--obs", choices=["state", "images"], default=None,
+                   help="what the policy sees: state (observation.state + observation.environment_state; the BC "
+                        "default) or images (cameras + observation.state; the VLA default)")
+    p.add_argument("--policy", choices=["bc", "vla"], default="bc", help="which model (default bc)")
+    p.add_argument("--head", choices=["bins", "fast", "flow", "l1"], default=None,
+                   help="--policy vla: the action head (default flow)")
+    p.add_argument("--bins", choices=["uniform", "quantile"], default=None,
+                   help="--head bins: 256 uniform bins over [-1, 1] (RT-2/OpenVLA; default) or quantile bins")
+    p.add_argument("--flow-steps", type=int, default=None, help="--head flow: Euler steps at inference (default 10)")
+    p.add_argument("--layers", type=int, default=None, help="--policy vla: encoder layers (default 3)")
+    p.add_argument("--decoder-layers", type=int, default=None,
+                   help="--policy vla: layers of the action expert / token decoder (default 2)")
+    p.add_argument("--width", type=int, default=None, help="--policy vla: model width (default 128)")
+    p.add_argument("--paraphrase", choices=["recorded", "random"], default=None,
+                   help="--policy vla: each training sample's instruction as recorded, or one of its task's "
+                        "recorded paraphrases (default random)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 3000 bc, 4000 vla)")
+    p.add_argument("--horizon", type=int, default=None, help="actions predicted per chunk (default 20 bc, 10 vla)")
+    p.add_argument("--max-episodes", type=int, default=None,
+                   help="train on the first N usable episodes of the (first) dataset only, e.g. for a data-efficiency "
+                        "curve (default: all)")
     p.add_argument("--val-episodes", type=int, default=None,
                    help="episodes held out (the last by number) for the validation loss (default 10%%)")
-    p.add_argument("--batch-size", type=int, default=None, help="default 256 (state) or 64 (images)")
-    p.add_argument("--lr", type=_positive_float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default 256 (state) or 64 (images) for bc, 128 or 32 for vla")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="peak AdamW learning rate (default 1e-3 bc, 5e-4 vla)")
     p.add_argument("--image-size", type=_size, default=(96, 96), metavar="WxH",
                    help="camera frames are resized to this (default 96x96)")
     p.add_argument("--cameras", default=None, help="comma-separated cameras for --obs images (default: all)")
@@ -251,6 +351,9 @@ def add_eval_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpForm
     p.add_argument("--paraphrases", choices=["recorded", "heldout"], default=None,
                    help="with --tasks: instructions from the paraphrases used for recording (default) or the "
                         "held-out ones, cycled over a task's episodes")
+    p.add_argument("--instructions", choices=["asked", "wrong", "blank"], default=None,
+                   help="with --tasks: what the policy hears while the sim scores the asked task: its instruction "
+                        "(default), another task's (same family, next object) or an empty one")
     p.add_argument("--json", action="store_true", help="print one JSON object (success_rate, episodes, ...; with "
-                   "--tasks also grounding, tasks, task_ids, families)")
+                   "--tasks also grounding, tasks, task_ids, families, instructions, confusion)")
     p.set_defaults(func=run_eval)

@@ -95,8 +95,10 @@ class Policy(ABC):
     * ``language_instruction``: str (the ``--task``).
 
     It returns ``[k, action_dim]`` actions in robot units (k >= 1, usually ``spec.horizon``),
-    the first for the step observed. It may be slow: the runner calls it off the control
-    thread. ``reset`` is called at the start of every episode.
+    the first for the step observed, or ``None`` when it has no valid chunk this time (e.g.
+    action tokens that decode to no chunk): the runner then holds the last command, counts it
+    (``policy_invalid_chunks`` of the episode) and asks again on the next tick. It may be slow:
+    the runner calls it off the control thread. ``reset`` is called at the start of every episode.
     """
 
     spec: PolicySpec

@@ -23,7 +23,12 @@ __all__ = ["MAX_OBSERVATION_BYTES", "MODEL_LIMITS", "SPEC_LIMITS", "check_meta"]
 MODEL_LIMITS: dict[str, int] = {
     "state_dim": 65_536, "action_dim": 65_536, "horizon": 1_024, "keypoints": 4_096,
     "image_features": 65_536, "state_hidden": 65_536, "hidden": 65_536, "head_layers": 64, "groups": 4_096,
+    # the VLA's (policies/vla/config.py)
+    "text_vocab": 1 << 20, "max_text_tokens": 4_096, "width": 65_536, "layers": 256, "attention_heads": 1_024,
+    "mlp_ratio": 64, "decoder_layers": 256, "flow_steps": 10_000,
 }
+# The VLA's token-decoder sizes: 0 for the heads that have no token decoder (flow, l1).
+MODEL_LIMITS_OR_ZERO: dict[str, int] = {"action_vocab": 1 << 20, "max_action_tokens": 65_536}
 SPEC_LIMITS: dict[str, int] = {"action_dim": 65_536, "horizon": 1_024, "history": 1_024}
 MAX_CONV_LAYERS = 16  # entries of "channels"
 MAX_CHANNELS = 65_536  # each entry of "channels"
@@ -74,6 +79,9 @@ def check_model(d: Any) -> None:
     for key, limit in MODEL_LIMITS.items():
         if key in d or key in ("state_dim", "action_dim", "horizon"):
             _int(f"model.{key}", d.get(key), limit)
+    for key, limit in MODEL_LIMITS_OR_ZERO.items():
+        if key in d and d[key] != 0:
+            _int(f"model.{key}", d[key], limit)
     if "cameras" in d:
         _names("model.cameras", d["cameras"], MAX_CAMERAS)
     if "image_size" in d:

@@ -11,7 +11,9 @@ with weights ``exp(-m * i)``, oldest first.
 
 When no chunk covers a tick (the first ticks of an episode, or a policy slower than its
 chunk), the last command is held and counted: ``held_ticks`` in the episode's record says
-how often that happened. On simulated time (``realtime=False``) inference is waited for,
+how often that happened. A policy may also answer ``None`` (no valid chunk this time, e.g.
+action tokens that decode to no chunk): the tick is held likewise, ``invalid_chunks`` counts it
+and the next tick asks again. On simulated time (``realtime=False``) inference is waited for,
 so a rollout is the same whatever the machine's speed.
 
 Every action passes the same safety limits as teleoperation: at most ``max_step`` change
@@ -108,6 +110,9 @@ class PolicyRunner(Teleop):
         self._lock = threading.Lock()
         self._generation = 0
         self._frames: dict[str, Frame | Future[Frame]] = {}
+        # Seconds of every inference of the current generation, over all episodes of this runner:
+        # an evaluation's latency percentiles are over chunks, not over per-episode figures.
+        self.inference_s: list[float] = []
         self._reset_episode()
 
     # -- Teleop -------------------------------------------------------------------------
@@ -143,12 +148,13 @@ class PolicyRunner(Teleop):
     def _reset_episode(self) -> None:
         self._tick = 0
         self._chunks: deque[_Chunk] = deque()
-        self._inflight: tuple[int, int, Future[np.ndarray]] | None = None
+        self._inflight: tuple[int, int, Future[np.ndarray | None]] | None = None
         self._history: deque[_Tick] = deque(maxlen=self.spec.history)
         self._last: np.ndarray | None = None
         self._lead = 1
         self.held_ticks = 0
         self.chunks_used = 0
+        self.invalid_chunks = 0
         self._succeeded = 0
         self._episode_inference: list[float] = []
 
@@ -174,7 +180,9 @@ class PolicyRunner(Teleop):
         return {
             "policy_held_ticks": self.held_ticks,
             "policy_chunks": self.chunks_used,
+            "policy_invalid_chunks": self.invalid_chunks,
             "policy_inference_ms_p50": round(float(np.median(lat)), 2) if lat.size else None,
+            "policy_inference_ms_p99": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
             "policy_inference_ms_max": round(float(lat.max()), 2) if lat.size else None,
         }
 
@@ -245,11 +253,16 @@ class PolicyRunner(Teleop):
         fut = self._pool.submit(self._infer, history, generation)
         self._inflight = (t, generation, fut)
 
-    def _infer(self, history: list[_Tick], generation: int) -> np.ndarray:
+    def _infer(self, history: list[_Tick], generation: int) -> np.ndarray | None:
         obs = self._observation(history)
         t0 = time.perf_counter()
-        out = np.asarray(self.policy.predict(obs), dtype=np.float64)
+        raw = self.policy.predict(obs)
         took = time.perf_counter() - t0
+        if raw is None:
+            # No valid chunk this time (the policy's contract): the harvest counts it, the tick holds.
+            self._note_latency(generation, took)
+            return None
+        out = np.asarray(raw, dtype=np.float64)
         if out.ndim == 1:
             out = out[None]
         if out.ndim != 2 or out.shape[1] != self.spec.action_dim or len(out) == 0:
@@ -257,10 +270,14 @@ class PolicyRunner(Teleop):
                               f"[k, {self.spec.action_dim}] actions")
         if not np.isfinite(out).all():
             raise PolicyError(f"{self.policy.describe()}.predict returned NaN or infinite actions")
+        self._note_latency(generation, took)
+        return out
+
+    def _note_latency(self, generation: int, took: float) -> None:
         with self._lock:
             if generation == self._generation:
                 self._episode_inference.append(took)
-        return out
+                self.inference_s.append(took)
 
     def _observation(self, history: list[_Tick]) -> dict[str, Any]:
         """The model input, in a TorchDataset item's layout; padding repeats the first step."""
@@ -288,8 +305,12 @@ class PolicyRunner(Teleop):
         actions = fut.result()  # a failed inference ends the episode with its error
         if generation != self._generation:
             return
-        self._chunks.append(_Chunk(start, actions))
-        self.chunks_used += 1
+        if actions is None:
+            # No chunk: this tick holds (counted in held_ticks) and the next one asks again.
+            self.invalid_chunks += 1
+        else:
+            self._chunks.append(_Chunk(start, actions))
+            self.chunks_used += 1
         if self._episode_inference:
             # Ask for the next chunk this many ticks before the current one runs out.
             recent = float(np.percentile(self._episode_inference[-20:], 90))
