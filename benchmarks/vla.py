@@ -43,7 +43,13 @@ BIN = Path(sys.executable).parent
 HEADS = ("bins", "fast", "flow", "l1")
 PARTS = ("heads", "instructions", "efficiency", "single", "realtime", "tables")
 EVAL_SEED = 1000
-EXECUTE_STEPS = 3  # 30 Hz control, a new chunk every 3 ticks: 10 decisions per second
+# Success is measured executing whole chunks (10 actions, 3 decisions per second at 30 Hz): the
+# scripted expert starts every motion slowly from rest, and a policy that executes only the first 3
+# actions of a chunk predicted at rest (all within a 256-bin token of the resting pose, or nearly so
+# for the continuous heads) stays at rest. The 10-decisions-per-second loop is measured on the wall
+# clock with --execute-steps 3 (part "realtime").
+EXECUTE_STEPS = 10
+REALTIME_EXECUTE_STEPS = 3
 
 
 def sh(*args: Any) -> str:
@@ -70,7 +76,7 @@ def train(data: Path, out: Path, head: str, obs: str, args: argparse.Namespace, 
         budget = ["--max-minutes", str(args.minutes), "--steps", "100000"] if obs == "images" \
             else ["--steps", str(args.state_steps)]
         sh(BIN / "telecorder", "train", data, "--policy", "vla", "--head", head, "--obs", obs, "--out", out,
-           "--overwrite", *budget, *extra)
+           "--overwrite", "--layers", str(args.layers), "--early-weight", str(args.early_weight), *budget, *extra)
     t = json.loads((out / "policy.json").read_text())["training"]
     keep = ("parameters", "steps", "steps_per_s", "train_time_s", "wall_time_s", "final_train_loss", "final_val_loss",
             "action_tokens_per_chunk", "instruction_vocab", "train_samples", "max_minutes")
@@ -80,8 +86,9 @@ def train(data: Path, out: Path, head: str, obs: str, args: argparse.Namespace, 
 def evaluate(policy: Path, *extra: str, tasks: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     scope = ["--scene", "cubes", "--tasks", "cubes"] if tasks else []
+    execute = [] if "--execute-steps" in extra else ["--execute-steps", str(EXECUTE_STEPS)]
     out = json.loads(sh(BIN / "telecorder", "eval", policy, "--robot", "sim", *scope, "--seed", str(EVAL_SEED),
-                        "--execute-steps", str(EXECUTE_STEPS), "--json", *extra).strip().splitlines()[-1])
+                        *execute, "--json", *extra).strip().splitlines()[-1])
     out["eval_s"] = round(time.perf_counter() - t0, 1)
     out.pop("per_episode", None)
     out.pop("reset_seeds", None)
@@ -169,7 +176,7 @@ def tables(r: dict[str, Any]) -> str:
         lines.append("")
     rt = r.get("realtime")
     if rt:
-        lines += [f"Wall clock, {rt['checkpoint']} at 30 Hz, a chunk every {EXECUTE_STEPS} ticks: ticks on time "
+        lines += [f"Wall clock, {rt['checkpoint']} at 30 Hz, a chunk every {REALTIME_EXECUTE_STEPS} ticks: ticks on time "
                   f"{pct(rt.get('ticks_on_time'))}, held ticks {rt.get('held_ticks')} of {rt.get('steps')}, "
                   f"inference p50/p99 {rt.get('inference_ms_p50')}/{rt.get('inference_ms_p99')} ms, "
                   f"{rt.get('decisions_hz')} decisions/s.", ""]
@@ -189,6 +196,8 @@ def main() -> None:
     ap.add_argument("--demos", type=int, default=200)
     ap.add_argument("--minutes", type=float, default=30.0, help="training budget of an image model")
     ap.add_argument("--state-steps", type=int, default=3000)
+    ap.add_argument("--layers", type=int, default=3, help="encoder layers")
+    ap.add_argument("--early-weight", type=float, default=5.0)
     ap.add_argument("--episodes-per-task", type=int, default=10)
     ap.add_argument("--paraphrases", nargs="+", choices=("recorded", "heldout"), default=["recorded", "heldout"])
     ap.add_argument("--work", type=Path, default=Path("/tmp/telecorder-vla"), help="datasets and checkpoints")
@@ -197,7 +206,8 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = json.loads(args.json.read_text()) if args.json.exists() else {}
     results.update({"machine_cores": os.cpu_count(), "eval_seed": EVAL_SEED, "execute_steps": EXECUTE_STEPS,
-                    "episodes_per_task": args.episodes_per_task, "demos": args.demos})
+                    "episodes_per_task": args.episodes_per_task, "demos": args.demos, "state_steps": args.state_steps,
+                    "layers": args.layers, "early_weight": args.early_weight, "image_minutes": args.minutes})
     per_task = ["--episodes-per-task", str(args.episodes_per_task)]
     if set(args.only) - {"tables", "single"}:
         data = record(args.work / f"cubes{args.demos}", args.demos)
@@ -248,6 +258,7 @@ def main() -> None:
         key = best[args.obs[0]]
         head, obs = key.split("/")
         rt = summary(evaluate(args.work / f"vla_{head}_{obs}", "--episodes-per-task", "1", "--realtime",
+                              "--execute-steps", str(REALTIME_EXECUTE_STEPS),
                               "--tasks", "pick_red;bin_green;stack_blue_on_red"))
         results["realtime"] = {"checkpoint": key, **rt}
         save(args.json, results)

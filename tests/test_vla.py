@@ -82,7 +82,7 @@ def test_instruction_tokenizer_splits_unseen_words_into_known_pieces(tmp_path: P
     again = InstructionTokenizer.load(tmp_path, tok.max_tokens)
     assert (again.encode(["grab the red block"])[0] == tok.encode(["grab the red block"])[0]).all()
     (tmp_path / "text_tokenizer.json").write_text('{"model": 3')
-    with pytest.raises(PolicyError, match="text_tokenizer.json: not a tokenizers JSON file"):
+    with pytest.raises(PolicyError, match=r"text_tokenizer\.json: not a tokenizers JSON file"):
         InstructionTokenizer.load(tmp_path, tok.max_tokens)
 
 
@@ -144,7 +144,7 @@ def test_images_variant_trains_and_runs_from_frames(tmp_path: Path) -> None:
     o = obs(LEFT)
     o["images.front"] = np.zeros((1, 3, 32, 32), np.uint8)
     assert policy.predict(o).shape == (2, 3)
-    with pytest.raises(PolicyError, match="images.front"):
+    with pytest.raises(PolicyError, match=r"images\.front"):
         policy.predict(obs(LEFT))
     meta = json.loads((tmp_path / "p" / "policy.json").read_text())
     assert meta["kind"] == "vla" and meta["model"]["cameras"] == ["front"]

@@ -63,7 +63,8 @@ examples:
 
 
 VLA_ONLY = {"head": "--head", "bins": "--bins", "flow_steps": "--flow-steps", "layers": "--layers",
-            "width": "--width", "decoder_layers": "--decoder-layers", "paraphrase": "--paraphrase"}
+            "width": "--width", "decoder_layers": "--decoder-layers", "paraphrase": "--paraphrase",
+            "early_weight": "--early-weight"}
 
 
 def _trainer(args: argparse.Namespace) -> tuple[object, dict[str, object]]:
@@ -81,7 +82,8 @@ def _trainer(args: argparse.Namespace) -> tuple[object, dict[str, object]]:
     kw = {"steps": V["steps"], "horizon": V["horizon"], "lr": V["lr"], "head": args.head or "flow",
           "bins": args.bins or "uniform", "flow_steps": args.flow_steps or V["flow_steps"],
           "layers": args.layers or V["layers"], "width": args.width or V["width"],
-          "decoder_layers": args.decoder_layers or V["decoder_layers"], "paraphrase": args.paraphrase or "random"}
+          "decoder_layers": args.decoder_layers or V["decoder_layers"], "paraphrase": args.paraphrase or "random",
+          "early_weight": args.early_weight or 1.0}
     if args.bins is not None and kw["head"] != "bins":
         raise TelecorderError(f"--bins applies to --head bins, not --head {kw['head']}")
     if args.flow_steps is not None and kw["head"] != "flow":
@@ -293,6 +295,10 @@ def add_train_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFor
     p.add_argument("--paraphrase", choices=["recorded", "random"], default=None,
                    help="--policy vla: each training sample's instruction as recorded, or one of its task's "
                         "recorded paraphrases (default random)")
+    p.add_argument("--early-weight", type=_positive_float, default=None, metavar="W",
+                   help="--policy vla: sample the first second of every episode W times as often (default 1). "
+                        "There only the instruction tells tasks apart; later the arm's own motion gives the target "
+                        "away and a model learns to follow it instead of the words")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default 3000 bc, 4000 vla)")
     p.add_argument("--horizon", type=int, default=None, help="actions predicted per chunk (default 20 bc, 10 vla)")
     p.add_argument("--max-episodes", type=int, default=None,

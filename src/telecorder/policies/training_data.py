@@ -79,7 +79,7 @@ def preload(ds: TorchDataset, workers: int) -> dict[str, Any]:
     the list of the samples' instructions, ``action_tokens`` (with a tokenizer) is padded with ``TOKEN_PAD``."""
     n = len(ds)
     out: dict[str, list[Any]] = {}
-    keys = ["state", "action", "action_is_pad", "weight", *[f"images.{c}" for c in ds.cameras]]
+    keys = ["state", "action", "action_is_pad", "weight", "step_index", *[f"images.{c}" for c in ds.cameras]]
     if ds.tokenizer is not None:
         keys.append("action_tokens")
     instructions: list[str] = []
@@ -255,7 +255,7 @@ def load_training_data(
     horizon: int, val_episodes: int | None, intervention_weight: float | None, policy_weight: float,
     skip_nonfinite: bool, max_cache_gb: float, t0: float, max_episodes: int | None = None,
     fit_tokenizer: Callable[[np.ndarray], ActionTokenizer] | None = None,
-    paraphrase: str = "recorded", paraphrase_seed: int = 0,
+    paraphrase: str = "recorded", paraphrase_seed: int = 0, state_normalize: str = STATE_NORMALIZE,
 ) -> TrainingData:
     """Check, split, normalize and read every sample of ``opened`` (training) and of the first dataset's
     held-out episodes (validation).
@@ -281,7 +281,7 @@ def load_training_data(
 
     common: dict[str, Any] = dict(
         cameras=cameras, image_size=image_size, history=1, horizon=horizon, normalize=ACTION_NORMALIZE,
-        state_normalize=STATE_NORMALIZE, state_key=list(state_keys), intervention_weight=intervention_weight,
+        state_normalize=state_normalize, state_key=list(state_keys), intervention_weight=intervention_weight,
         policy_weight=policy_weight, stats=merged_stats,
     )
     if fit_tokenizer is not None:

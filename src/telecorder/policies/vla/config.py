@@ -42,10 +42,14 @@ class VLAConfig:
     max_action_tokens: int = 0
     flow_steps: int = 10
     dropout: float = 0.0
+    token_dropout: float = 0.5
+    # The state's dimensions, one tuple per state token (empty: one token of every dimension).
+    state_groups: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "cameras", tuple(self.cameras))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "state_groups", tuple(tuple(int(i) for i in g) for g in self.state_groups))
         if self.image_size is not None:
             object.__setattr__(self, "image_size", (int(self.image_size[0]), int(self.image_size[1])))
         if self.head not in HEADS:
@@ -66,8 +70,19 @@ class VLAConfig:
             raise PolicyError(f"vla config: channels {self.channels} must be multiples of groups={self.groups}")
         if self.head in TOKEN_HEADS and (self.action_vocab < 2 or self.max_action_tokens < 1):
             raise PolicyError(f"vla config: the {self.head} head needs action_vocab >= 2 and max_action_tokens >= 1")
-        if not 0.0 <= self.dropout < 1.0:
-            raise PolicyError(f"vla config: dropout {self.dropout} must be in [0, 1)")
+        flat = [i for g in self.state_groups for i in g]
+        if self.state_groups and (any(not g for g in self.state_groups) or len(set(flat)) != len(flat)
+                                  or any(not 0 <= i < self.state_dim for i in flat)):
+            raise PolicyError(f"vla config: state_groups must be non-empty, disjoint lists of state dimensions "
+                              f"0..{self.state_dim - 1}")
+        for name in ("dropout", "token_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise PolicyError(f"vla config: {name} {getattr(self, name)} must be in [0, 1)")
+
+    @property
+    def groups_of_state(self) -> tuple[tuple[int, ...], ...]:
+        """The dimensions of each state token."""
+        return self.state_groups or (tuple(range(self.state_dim)),)
 
     @property
     def image_grid(self) -> tuple[int, int]:
@@ -81,6 +96,7 @@ class VLAConfig:
         d = asdict(self)
         d["cameras"] = list(self.cameras)
         d["channels"] = list(self.channels)
+        d["state_groups"] = [list(g) for g in self.state_groups]
         d["image_size"] = None if self.image_size is None else list(self.image_size)
         return d
 
@@ -93,6 +109,8 @@ class VLAConfig:
         for k in ("cameras", "channels"):
             if k in kw:
                 kw[k] = tuple(kw[k])
+        if "state_groups" in kw:
+            kw["state_groups"] = tuple(tuple(g) for g in kw["state_groups"])
         if kw.get("image_size") is not None:
             kw["image_size"] = tuple(kw["image_size"])
         return cls(**kw)

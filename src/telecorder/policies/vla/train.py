@@ -30,7 +30,6 @@ from ..base import PolicySpec
 from ..bc import OBS_VARIANTS
 from ..training_data import (
     ACTION_NORMALIZE,
-    STATE_NORMALIZE,
     check_out,
     choose_inputs,
     load_training_data,
@@ -53,6 +52,11 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise missing_extra("torch", "torch") from e
 
 __all__ = ["DEFAULTS", "train_vla"]
+
+# min_max, not the BC policy's mean_std: an object's pose holds near-constant dimensions (a resting
+# cube's tilt quaternion parts, std ~5e-4) that mean_std blows up into values of +-10 whenever the cube
+# is touched, and the object tokens share one projection, so those spikes would drown the positions.
+STATE_NORMALIZE = "min_max"
 
 DEFAULTS: dict[str, Any] = {
     "steps": 4000,
@@ -81,6 +85,27 @@ def _codec_fitter(head: str, bins: str) -> Callable[[np.ndarray], BinCodec | Fas
     if head == "fast":
         return lambda chunks: FastCodec.fit(chunks, vocab_size=DEFAULTS["fast_vocab"])
     return None
+
+
+def state_token_groups(info: Any, keys: Sequence[str]) -> tuple[tuple[int, ...], ...]:
+    """The state dimensions of each state token: one per feature, except a feature whose dimension names
+    all read ``object.field`` (``observation.environment_state``: ``red_cube.x``, ...), which gives one
+    token per object."""
+    groups: list[tuple[int, ...]] = []
+    offset = 0
+    for key in keys:
+        f = info.features[key]
+        n = int(np.prod(f.shape))
+        names = list(f.names or [])
+        if len(names) == n and n > 0 and all("." in str(x) for x in names):
+            by_object: dict[str, list[int]] = {}
+            for i, name in enumerate(names):
+                by_object.setdefault(str(name).split(".", 1)[0], []).append(offset + i)
+            groups += [tuple(v) for v in by_object.values()]
+        else:
+            groups.append(tuple(range(offset, offset + n)))
+        offset += n
+    return tuple(groups)
 
 
 def _instruction_corpus(opened: Sequence[Any], instructions: Sequence[str]) -> list[str]:
@@ -165,13 +190,15 @@ def train_vla(
     state_noise: float = DEFAULTS["state_noise"],
     skip_nonfinite: bool = False,
     max_episodes: int | None = None,
+    early_weight: float = 1.0,
 ) -> dict[str, Any]:
     """Train a :class:`VLAPolicy` with ``head`` on the dataset(s); save it to ``out_dir``.
 
     ``obs="images"``: ``cameras`` (default: all) at ``image_size`` plus ``observation.state``;
     ``obs="state"``: no cameras, the joint state plus ``observation.environment_state`` (every
     object's pose). The other arguments are those of :func:`telecorder.policies.train.train_bc`
-    (``max_episodes``: the first N usable episodes of the first dataset only);
+    (``max_episodes``: the first N usable episodes of the first dataset only); ``early_weight`` samples
+    the first second of every episode that many times as often (see the comment where it applies);
     ``bins`` is ``uniform`` (RT-2/OpenVLA) or ``quantile`` for ``head="bins"``. Returns the summary
     saved in ``policy.json``.
     """
@@ -197,7 +224,7 @@ def train_vla(
         opened, state_keys=keys, cameras=cams, image_size=size, horizon=horizon, val_episodes=val_episodes,
         intervention_weight=intervention_weight, policy_weight=policy_weight, skip_nonfinite=skip_nonfinite,
         max_cache_gb=max_cache_gb, t0=t0, max_episodes=max_episodes, fit_tokenizer=_codec_fitter(head, bins),
-        paraphrase=paraphrase, paraphrase_seed=seed)
+        paraphrase=paraphrase, paraphrase_seed=seed, state_normalize=STATE_NORMALIZE)
     train, val = data.train, data.val
     codec = data.loader.tokenizer
     corpus = _instruction_corpus(opened, train["instruction"])
@@ -207,6 +234,13 @@ def train_vla(
     for part in (train, val):
         if part is not None:
             part["text"], part["text_mask"] = _encode_texts(text, part["instruction"])
+    if early_weight > 1:
+        # The first second of an episode is where only the instruction tells the tasks apart (the arm
+        # starts from the same pose, slowly); later the arm's own motion gives the target away, and a
+        # model fitted uniformly learns to follow its motion instead of the words (copycat).
+        fps = float(ds.info.fps or 30.0)
+        boost = 1.0 + (early_weight - 1.0) * (train["step_index"].double() < fps).double()
+        train["weight"] = train["weight"] * boost.to(train["weight"].dtype)
     train_tokens = _targets(train, head)
     val_tokens = _targets(val, head) if val is not None else None
 
@@ -216,7 +250,7 @@ def train_vla(
         cameras=tuple(cams), image_size=size, text_vocab=text.vocab_size, max_text_tokens=text.max_tokens,
         width=width, layers=layers, attention_heads=attention_heads, decoder_layers=decoder_layers,
         action_vocab=0 if codec is None else codec.vocab, max_action_tokens=0 if codec is None else codec.max_tokens,
-        flow_steps=flow_steps,
+        flow_steps=flow_steps, state_groups=state_token_groups(ds.info, keys),
     )
     model = VLAModel(cfg)
     n_params = sum(p.numel() for p in model.parameters())
@@ -310,8 +344,10 @@ def train_vla(
         "augment": f"random shift +-{DEFAULTS['shift_pixels']} px" if augment and cams else None,
         "state_noise": state_noise,
         "paraphrase": paraphrase,
+        "early_weight": early_weight,
         "instruction_vocab": text.vocab_size,
         "instruction_tokens": text.max_tokens,
+        "state_tokens": len(cfg.groups_of_state),
         "instructions_seen": len(corpus),
         "action_tokens_per_chunk": token_lengths,
         "normalization": {"state": STATE_NORMALIZE, "action": ACTION_NORMALIZE},
