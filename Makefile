@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/loader.py
 	$(BIN)/python benchmarks/replay_drift.py
 	$(BIN)/python benchmarks/tasks.py
+	$(BIN)/python benchmarks/vla.py --obs state
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

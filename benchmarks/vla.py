@@ -18,6 +18,9 @@ Every step is the CLI a user runs (``collect``, ``telecorder train --policy vla`
    ``benchmarks/bc.py``: our BC 92%, LeRobot's ACT 35%).
 6. Wall clock: the best checkpoint at 30 Hz on the wall clock (``--realtime``) for a few episodes:
    ticks on time and held ticks with the model in the loop.
+7. Paired layouts: the three pick tasks recorded on the same 20 layouts (one session per task,
+   same ``--seed``), a state-only ``l1`` VLA with 1-s chunks, evaluated on those layouts with the
+   asked, a wrong and a blank instruction, and on 20-per-task layouts never seen.
 
 Results go to ``benchmarks/results/vla.json`` (saved after every run) and Markdown tables are printed.
 
@@ -41,7 +44,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 HEADS = ("bins", "fast", "flow", "l1")
-PARTS = ("heads", "instructions", "efficiency", "single", "realtime", "tables")
+PARTS = ("heads", "instructions", "efficiency", "single", "realtime", "paired", "tables")
+COLOURS = ("red", "green", "blue")
 EVAL_SEED = 1000
 # Success is measured executing whole chunks (10 actions, 3 decisions per second at 30 Hz): the
 # scripted expert starts every motion slowly from rest, and a policy that executes only the first 3
@@ -174,6 +178,19 @@ def tables(r: dict[str, Any]) -> str:
             ci = row.get("ci95") or [0, 0]
             lines.append(f"| {head} | {obs} | {pct(row.get('success_rate'))} | {100 * ci[0]:.0f}-{100 * ci[1]:.0f}% |")
         lines.append("")
+    pr = r.get("paired")
+    if pr:
+        lines += [f"Paired layouts (pick red/green/blue, {pr['demos']} demonstrations on {pr['layouts']} layouts, "
+                  "state-only l1, 1-s chunks):", "", "| evaluated on | instruction heard | success | grounding | "
+                  "moved the heard cube |", "|---|---|---|---|---|"]
+        for key, label in (("recorded_layouts_asked", ("recorded layouts", "asked")),
+                           ("recorded_layouts_wrong", ("recorded layouts", "wrong")),
+                           ("recorded_layouts_blank", ("recorded layouts", "blank")),
+                           ("new_layouts", ("new layouts", "asked"))):
+            row = pr.get(key) or {}
+            lines.append(f"| {label[0]} | {label[1]} | {pct(row.get('success_rate'))} | {pct(row.get('grounding'))} | "
+                         f"{pct(row.get('followed_heard'))} |")
+        lines.append("")
     rt = r.get("realtime")
     if rt:
         lines += [f"Wall clock, {rt['checkpoint']} at 30 Hz, a chunk every {REALTIME_EXECUTE_STEPS} ticks: ticks on time "
@@ -181,6 +198,28 @@ def tables(r: dict[str, Any]) -> str:
                   f"inference p50/p99 {rt.get('inference_ms_p50')}/{rt.get('inference_ms_p99')} ms, "
                   f"{rt.get('decisions_hz')} decisions/s.", ""]
     return "\n".join(lines)
+
+
+def paired(work: Path, layouts: int = 20) -> dict[str, Any]:
+    """The pick tasks on shared layouts: does the policy read the instruction where only it differs?"""
+    demos = []
+    for colour in COLOURS:
+        demos.append(work / f"paired_{colour}")
+        if not (demos[-1] / "meta" / "info.json").exists():
+            sh(BIN / "collect", "--device", "scripted", "--robot", "sim", "--scene", "cubes", "--tasks",
+               f"pick up the {colour} cube", "--no-realtime", "--sim-cameras", "none", "--env-state",
+               "--episodes", str(layouts), "--episode-time", "10", "--seed", "0", "--out", demos[-1])
+    ckpt = work / "vla_l1_paired"
+    if not (ckpt / "policy.json").exists():
+        sh(BIN / "telecorder", "train", *demos, "--policy", "vla", "--head", "l1", "--obs", "state", "--steps", "2000",
+           "--horizon", "30", "--layers", "2", "--early-weight", "5", "--val-episodes", "0", "--out", ckpt)
+    tasks = ["--tasks", "pick_red;pick_green;pick_blue", "--episode-time", "10"]
+    out: dict[str, Any] = {"layouts": layouts, "demos": 3 * layouts}
+    for mode in ("asked", "wrong", "blank"):
+        out[f"recorded_layouts_{mode}"] = summary(evaluate(ckpt, *tasks, "--episodes-per-task", "6", "--seed", "0",
+                                                           "--instructions", mode))
+    out["new_layouts"] = summary(evaluate(ckpt, *tasks, "--episodes-per-task", "10"))
+    return out
 
 
 def save(path: Path, results: dict[str, Any]) -> None:
@@ -254,6 +293,9 @@ def main() -> None:
                 row = summary(evaluate(ckpt, "--episodes", "50", tasks=False))
                 results.setdefault("single", {})[f"{head}/{obs}"] = row
                 save(args.json, results)
+    if "paired" in args.only:
+        results["paired"] = paired(args.work)
+        save(args.json, results)
     if "realtime" in args.only and best.get(args.obs[0]):
         key = best[args.obs[0]]
         head, obs = key.split("/")

@@ -22,9 +22,8 @@ work it ran 3-20x slower, the threads spin-waiting on each other); the image CNN
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from ..errors import TelecorderError, missing_extra
 from .base import PolicySpec
 from .bc import OBS_VARIANTS, BCConfig, BCModel, BCPolicy
 from .checkpoint import MODEL_FILE, POLICY_FILE, save_bc_policy
+from .loop import ProgressFn, fit
 from .training_data import (
     ACTION_NORMALIZE,
     STATE_NORMALIZE,
@@ -43,7 +43,6 @@ from .training_data import (
     open_datasets,
     random_shift,
     sample_indices,
-    step_budget,
 )
 
 try:
@@ -65,7 +64,6 @@ DEFAULTS: dict[str, Any] = {
     # (3 runs), 0.1 -> 80%.
     "state_noise": 0.05,
 }
-ProgressFn = Callable[[int, int, float, float | None], None]
 
 
 def _masked_l1(pred: torch.Tensor, target: torch.Tensor, is_pad: torch.Tensor) -> torch.Tensor:
@@ -171,30 +169,9 @@ def train_bc(
     cfg = BCConfig(state_dim=state_dim, action_dim=action_dim, horizon=horizon, cameras=tuple(cams), image_size=size)
     model = BCModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    warmup = min(100, max(1, steps // 20))
-
-    planned = steps
-    budget_s = None if max_minutes is None else max(1.0, 60.0 * max_minutes)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     g = torch.Generator().manual_seed(seed)
-    every = eval_every or max(1, steps // 20)
-    history: list[dict[str, Any]] = []
-    losses: list[float] = []
-    val_loss: float | None = None
-    model.train()
-    t_train = time.monotonic()
-    step = 0
-    while step < steps:
-        if budget_s is not None and step == min(50, steps // 10 + 1):
-            # Cut the run to the steps that fit the budget (loading included) at the rate measured so far.
-            steps = step_budget(step, steps, t_train, t0, budget_s)
-            every = eval_every or max(1, steps // 20)
+
+    def batch_loss() -> torch.Tensor:
         idx = sample_indices(train, batch, g)
         images = {c: v[idx] for c, v in train["images"].items()}
         if augment and images and DEFAULTS["shift_pixels"]:
@@ -204,26 +181,12 @@ def train_bc(
             # Noise on the (normalized) state: the policy learns to act from states near the demonstrations',
             # which is where its own errors take it in closed loop.
             state = state + state_noise * torch.randn(state.shape, generator=g)
-        pred = model(state, images)
-        loss = _masked_l1(pred, train["action"][idx], train["action_is_pad"][idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if val is not None and ((step + 1) % every == 0 or step + 1 == steps):
-            model.eval()
-            val_loss = _evaluate(model, val)
-            model.train()
-        if (step + 1) % every == 0 or step + 1 == steps:
-            history.append({"step": step + 1, "train_loss": float(np.mean(losses[-every:])), "val_loss": val_loss})
-        if on_progress is not None:
-            on_progress(step + 1, steps, losses[-1], val_loss)
-        step += 1
-        if budget_s is not None and time.monotonic() - t0 > budget_s and step < steps:
-            steps = step  # slower than measured (a busy machine): stop at the budget
-    train_s = time.monotonic() - t_train
-    model.eval()
+        return _masked_l1(model(state, images), train["action"][idx], train["action_is_pad"][idx])
+
+    run = fit(model, opt, batch_loss, steps=steps, warmup_max=100, t0=t0, max_minutes=max_minutes,
+              validate=None if val is None else lambda: _evaluate(model, val), eval_every=eval_every,
+              on_progress=on_progress)
+    steps = run.steps
 
     spec = PolicySpec(
         action_dim=action_dim, horizon=horizon, state_keys=state_keys, cameras=tuple(cams), image_size=size,
@@ -231,24 +194,18 @@ def train_bc(
         action_names=info.features[train_ds.action_key].names,
     )
     policy = BCPolicy(model, spec, train_ds.action_normalizer, num_threads=num_threads)
-    tail = max(1, min(50, steps // 10))
     summary: dict[str, Any] = {
         "obs": obs,
-        "steps": steps,
-        "planned_steps": planned,
+        **run.summary(),
         "max_minutes": max_minutes,
         "batch_size": batch,
         "lr": lr,
         "weight_decay": weight_decay,
-        "schedule": f"linear warm-up {warmup} steps, cosine decay to 0",
+        "schedule": f"linear warm-up {run.warmup} steps, cosine decay to 0",
         "loss": "L1 on normalized actions, padded chunk rows masked",
         "augment": f"random shift +-{DEFAULTS['shift_pixels']} px" if augment and cams else None,
         "state_noise": state_noise,
         "normalization": {"state": STATE_NORMALIZE, "action": ACTION_NORMALIZE},
-        "initial_train_loss": losses[0],
-        "final_train_loss": float(np.mean(losses[-tail:])),
-        "final_val_loss": val_loss,
-        "history": history,
         "dataset": str(ds.root.resolve()),
         "extra_datasets": [str(o.root.resolve()) for o in opened[1:]],
         "train_episodes": train_eps,
@@ -263,8 +220,6 @@ def train_bc(
         "seed": seed,
         "num_threads": num_threads,
         "load_time_s": round(load_s, 3),
-        "train_time_s": round(train_s, 3),
-        "steps_per_s": round(steps / max(train_s, 1e-9), 2),
         "wall_time_s": round(time.monotonic() - t0, 3),
         "frame_cache_bytes": cache_bytes,
         "torch_version": torch.__version__,

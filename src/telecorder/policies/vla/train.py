@@ -16,7 +16,6 @@ head draws ``flow_repeats`` noise samples per encoded sample (the encoder is the
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from ...errors import TelecorderError, missing_extra
 from ...loaders.tasks import Paraphrases
 from ..base import PolicySpec
 from ..bc import OBS_VARIANTS
+from ..loop import ProgressFn, fit
 from ..training_data import (
     ACTION_NORMALIZE,
     check_out,
@@ -36,7 +36,6 @@ from ..training_data import (
     open_datasets,
     random_shift,
     sample_indices,
-    step_budget,
 )
 from ..weights import MODEL_FILE, POLICY_FILE
 from .action_codes import BinCodec, FastCodec
@@ -76,7 +75,6 @@ DEFAULTS: dict[str, Any] = {
     "text_vocab": 512,
     "fast_vocab": 256,
 }
-ProgressFn = Callable[[int, int, float, float | None], None]
 
 
 def _codec_fitter(head: str, bins: str) -> Callable[[np.ndarray], BinCodec | FastCodec] | None:
@@ -255,29 +253,10 @@ def train_vla(
     model = VLAModel(cfg)
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    warmup = min(200, max(1, steps // 20))
-    planned = steps
-    budget_s = None if max_minutes is None else max(1.0, 60.0 * max_minutes)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, steps - warmup))))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     g = torch.Generator().manual_seed(seed)
     batch = int(batch_size or DEFAULTS["batch_size"][obs])
-    every = eval_every or max(1, steps // 20)
-    history: list[dict[str, Any]] = []
-    losses: list[float] = []
-    val_loss: float | None = None
-    model.train()
-    t_train = time.monotonic()
-    step = 0
-    while step < steps:
-        if budget_s is not None and step == min(50, steps // 10 + 1):
-            steps = step_budget(step, steps, t_train, t0, budget_s)
-            every = eval_every or max(1, steps // 20)
+
+    def batch_loss() -> torch.Tensor:
         idx = sample_indices(train, batch, g)
         images = {c: v[idx] for c, v in train["images"].items()}
         if augment and images and DEFAULTS["shift_pixels"]:
@@ -285,29 +264,14 @@ def train_vla(
         state = train["state"][idx]
         if state_noise > 0:
             state = state + state_noise * torch.randn(state.shape, generator=g)
-        loss = model.loss(state, images, train["text"][idx], train["text_mask"][idx], train["action"][idx],
+        return model.loss(state, images, train["text"][idx], train["text_mask"][idx], train["action"][idx],
                           train["action_is_pad"][idx], None if train_tokens is None else train_tokens[idx],
                           generator=g, flow_repeats=flow_repeats)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        last = step + 1 == steps
-        if val is not None and ((step + 1) % every == 0 or last):
-            model.eval()
-            val_loss = _val_loss(model, val, val_tokens)
-            model.train()
-        if (step + 1) % every == 0 or last:
-            history.append({"step": step + 1, "train_loss": float(np.mean(losses[-every:])), "val_loss": val_loss})
-        if on_progress is not None:
-            on_progress(step + 1, steps, losses[-1], val_loss)
-        step += 1
-        if budget_s is not None and time.monotonic() - t0 > budget_s and step < steps:
-            steps = step  # slower than measured (a busy machine): stop at the budget
-    train_s = time.monotonic() - t_train
-    model.eval()
+
+    run = fit(model, opt, batch_loss, steps=steps, warmup_max=200, t0=t0, max_minutes=max_minutes,
+              validate=None if val is None else lambda: _val_loss(model, val, val_tokens), eval_every=eval_every,
+              on_progress=on_progress, clip=model.parameters())
+    steps = run.steps
 
     info = ds.info
     spec = PolicySpec(
@@ -316,7 +280,6 @@ def train_vla(
         action_names=info.features[data.loader.action_key].names,
     )
     policy = VLAPolicy(model, spec, data.loader.action_normalizer, text, codec, num_threads=num_threads)
-    tail = max(1, min(50, steps // 10))
     token_lengths = None
     if train_tokens is not None:
         lengths = (train["action_tokens"] != -100).sum(1).double()
@@ -330,13 +293,12 @@ def train_vla(
         "bins": bins if head == "bins" else None,
         "obs": obs,
         "parameters": n_params,
-        "steps": steps,
-        "planned_steps": planned,
+        **run.summary(),
         "max_minutes": max_minutes,
         "batch_size": batch,
         "lr": lr,
         "weight_decay": weight_decay,
-        "schedule": f"linear warm-up {warmup} steps, cosine decay to 0; gradients clipped at norm 1",
+        "schedule": f"linear warm-up {run.warmup} steps, cosine decay to 0; gradients clipped at norm 1",
         "loss": {"l1": "L1 on normalized actions, padded rows masked",
                  "flow": f"flow matching (velocity MSE), {flow_repeats} noise draws per sample",
                  "bins": "cross-entropy of 256-bin tokens, teacher forcing",
@@ -351,10 +313,6 @@ def train_vla(
         "instructions_seen": len(corpus),
         "action_tokens_per_chunk": token_lengths,
         "normalization": {"state": STATE_NORMALIZE, "action": ACTION_NORMALIZE},
-        "initial_train_loss": losses[0],
-        "final_train_loss": float(np.mean(losses[-tail:])),
-        "final_val_loss": val_loss,
-        "history": history,
         "dataset": str(ds.root.resolve()),
         "extra_datasets": [str(o.root.resolve()) for o in opened[1:]],
         "train_episodes": data.train_episodes,
@@ -366,8 +324,6 @@ def train_vla(
         "seed": seed,
         "num_threads": num_threads,
         "load_time_s": round(data.load_s, 3),
-        "train_time_s": round(train_s, 3),
-        "steps_per_s": round(steps / max(train_s, 1e-9), 2),
         "wall_time_s": round(time.monotonic() - t0, 3),
         "frame_cache_bytes": data.cache_bytes,
         "torch_version": torch.__version__,
