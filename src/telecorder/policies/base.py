@@ -114,3 +114,30 @@ class Policy(ABC):
 
     def describe(self) -> str:
         return type(self).__name__
+
+
+def last_step_inputs(observation: Mapping[str, Any], who: str, state_dim: int, cameras: tuple[str, ...],
+                     image_size: tuple[int, int] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The newest step of an observation, checked: ``state`` ``[1, state_dim]`` float32 and each camera's
+    frame ``[1, 3, h, w]`` uint8 (a history-less input is taken as one step); a :class:`PolicyError`
+    naming ``who`` and the key otherwise."""
+    if "state" not in observation:
+        raise PolicyError(f"{who}: observation has no 'state' (has {sorted(observation)})")
+    state = np.asarray(observation["state"], dtype=np.float32)
+    if state.ndim == 1:
+        state = state[None]
+    if state.ndim != 2 or state.shape[1] != state_dim:
+        raise PolicyError(f"{who}: 'state' must be [history, {state_dim}], got {state.shape}")
+    images = {}
+    h, w = image_size or (0, 0)
+    for cam in cameras:
+        key = f"images.{cam}"
+        if key not in observation:
+            raise PolicyError(f"{who}: observation has no {key!r} (has {sorted(observation)})")
+        img = np.asarray(observation[key])
+        if img.ndim == 3:
+            img = img[None]
+        if img.dtype != np.uint8 or img.ndim != 4 or img.shape[1:] != (3, h, w):
+            raise PolicyError(f"{who}: {key!r} must be uint8 [history, 3, {h}, {w}], got {img.dtype} {img.shape}")
+        images[cam] = np.ascontiguousarray(img[-1:])
+    return np.ascontiguousarray(state[-1:]), images

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...actions.normalize import Normalizer
 from ...errors import missing_extra
-from ..base import Policy, PolicyError, PolicySpec
+from ..base import Policy, PolicyError, PolicySpec, last_step_inputs
 from .action_codes import BinCodec, FastCodec
 from .model import VLAModel
 from .text import InstructionTokenizer
@@ -72,27 +72,8 @@ class VLAPolicy(Policy):
 
     def _inputs(self, observation: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.model.cfg
-        if "state" not in observation:
-            raise PolicyError(f"vla policy: observation has no 'state' (has {sorted(observation)})")
-        state = np.asarray(observation["state"], dtype=np.float32)
-        if state.ndim == 1:
-            state = state[None]
-        if state.ndim != 2 or state.shape[1] != cfg.state_dim:
-            raise PolicyError(f"vla policy: 'state' must be [history, {cfg.state_dim}], got {state.shape}")
-        images = {}
-        h, w = cfg.image_size or (0, 0)
-        for cam in cfg.cameras:
-            key = f"images.{cam}"
-            if key not in observation:
-                raise PolicyError(f"vla policy: observation has no {key!r} (has {sorted(observation)})")
-            img = np.asarray(observation[key])
-            if img.ndim == 3:
-                img = img[None]
-            if img.dtype != np.uint8 or img.ndim != 4 or img.shape[1:] != (3, h, w):
-                raise PolicyError(f"vla policy: {key!r} must be uint8 [history, 3, {h}, {w}], got "
-                                  f"{img.dtype} {img.shape}")
-            images[cam] = torch.from_numpy(np.ascontiguousarray(img[-1:]))
-        return torch.from_numpy(np.ascontiguousarray(state[-1:])), images
+        state, images = last_step_inputs(observation, "vla policy", cfg.state_dim, cfg.cameras, cfg.image_size)
+        return torch.from_numpy(state), {c: torch.from_numpy(v) for c, v in images.items()}
 
     def predict_normalized(self, observation: Mapping[str, Any]) -> np.ndarray | None:
         """The chunk in normalized units ``[horizon, action_dim]``, or None when its tokens do not decode."""
