@@ -95,7 +95,7 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
     from rich import progress as rp
 
     train, defaults = _trainer(args)
-    steps, horizon, lr = args.steps or defaults["steps"], args.horizon or defaults["horizon"], args.lr or defaults["lr"]
+    steps, horizon, lr = (defaults[k] if getattr(args, k) is None else getattr(args, k) for k in ("steps", "horizon", "lr"))
     extra = {k: v for k, v in defaults.items() if k not in ("steps", "horizon", "lr")}
     out = args.out
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
