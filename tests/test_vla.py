@@ -213,6 +213,8 @@ def copy(src: Path, dst: Path) -> Path:
 
 @pytest.mark.parametrize("damage, match", [
     (lambda d: (d / "text_tokenizer.json").unlink(), "text_tokenizer.json: missing"),
+    (lambda d: _huge(d / "text_tokenizer.json"), "text_tokenizer.json: 17 MiB, far larger"),
+    (lambda d: _fifo(d / "text_tokenizer.json"), "text_tokenizer.json: missing or not a regular file"),
     (lambda d: (d / "fast_tokenizer" / "fast_config.json").write_text("[1, 2"), "fast_tokenizer: "),
     (lambda d: (d / "fast_tokenizer" / "tokenizer.json").unlink(), "fast_tokenizer: "),
     (lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:100]),
@@ -230,6 +232,18 @@ def test_every_damage_is_one_policy_error_naming_the_file(fast_ckpt: Path, tmp_p
     with pytest.raises(PolicyError, match=match) as e:
         load_policy(d)
     assert str(d) in str(e.value) and "\n" not in str(e.value)
+
+
+def _huge(path: Path) -> None:
+    with path.open("r+b") as fh:
+        fh.truncate(17 << 20)  # sparse: no 17 MiB written
+
+
+def _fifo(path: Path) -> None:
+    import os
+
+    path.unlink()
+    os.mkfifo(path)  # a read would block forever
 
 
 def _edit(d: Path, change) -> None:

@@ -141,3 +141,11 @@ def last_step_inputs(observation: Mapping[str, Any], who: str, state_dim: int, c
             raise PolicyError(f"{who}: {key!r} must be uint8 [history, 3, {h}, {w}], got {img.dtype} {img.shape}")
         images[cam] = np.ascontiguousarray(img[-1:])
     return np.ascontiguousarray(state[-1:]), images
+
+
+def check_model_fits_spec(who: str, spec: PolicySpec, action_dim: int, horizon: int, cameras: tuple[str, ...]) -> None:
+    """A model's output shape and cameras against the spec it is deployed with; a :class:`PolicyError` else."""
+    if action_dim != spec.action_dim or horizon != spec.horizon:
+        raise PolicyError(f"{who}: model outputs {horizon} x {action_dim}, spec says {spec.horizon} x {spec.action_dim}")
+    if tuple(cameras) != tuple(spec.cameras):
+        raise PolicyError(f"{who}: model cameras {tuple(cameras)} differ from spec {spec.cameras}")

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..actions.normalize import Normalizer
 from ..errors import missing_extra
-from .base import Policy, PolicyError, PolicySpec, last_step_inputs
+from .base import Policy, PolicyError, PolicySpec, check_model_fits_spec, last_step_inputs
 
 try:
     import torch
@@ -180,13 +180,7 @@ class BCPolicy(Policy):
             torch.set_num_threads(int(self.num_threads))
         self.model.eval()
         cfg = self.model.cfg
-        if cfg.action_dim != self.spec.action_dim or cfg.horizon != self.spec.horizon:
-            raise PolicyError(
-                f"bc policy: model outputs {cfg.horizon} x {cfg.action_dim}, spec says "
-                f"{self.spec.horizon} x {self.spec.action_dim}"
-            )
-        if tuple(cfg.cameras) != tuple(self.spec.cameras):
-            raise PolicyError(f"bc policy: model cameras {cfg.cameras} differ from spec {self.spec.cameras}")
+        check_model_fits_spec("bc policy", self.spec, cfg.action_dim, cfg.horizon, cfg.cameras)
 
     def _inputs(self, observation: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.model.cfg

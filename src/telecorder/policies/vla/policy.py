@@ -11,7 +11,7 @@ import numpy as np
 
 from ...actions.normalize import Normalizer
 from ...errors import missing_extra
-from ..base import Policy, PolicyError, PolicySpec, last_step_inputs
+from ..base import Policy, PolicyError, PolicySpec, check_model_fits_spec, last_step_inputs
 from .action_codes import BinCodec, FastCodec
 from .model import VLAModel
 from .text import InstructionTokenizer
@@ -48,11 +48,7 @@ class VLAPolicy(Policy):
             torch.set_num_threads(int(self.num_threads))
         self.model.eval()
         cfg = self.model.cfg
-        if cfg.action_dim != self.spec.action_dim or cfg.horizon != self.spec.horizon:
-            raise PolicyError(f"vla policy: model outputs {cfg.horizon} x {cfg.action_dim}, spec says "
-                              f"{self.spec.horizon} x {self.spec.action_dim}")
-        if tuple(cfg.cameras) != tuple(self.spec.cameras):
-            raise PolicyError(f"vla policy: model cameras {cfg.cameras} differ from spec {self.spec.cameras}")
+        check_model_fits_spec("vla policy", self.spec, cfg.action_dim, cfg.horizon, cfg.cameras)
         if (cfg.head in ("bins", "fast")) != (self.codec is not None):
             raise PolicyError(f"vla policy: the {cfg.head} head {'needs' if self.codec is None else 'takes no'} "
                               "action tokenizer")

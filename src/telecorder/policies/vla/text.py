@@ -24,6 +24,8 @@ TEXT_FILE = "text_tokenizer.json"
 # Enough for every instruction of the built-in suites (the longest is 12 pieces); longer
 # instructions keep their first pieces.
 DEFAULT_MAX_TOKENS = 24
+# A vocabulary of a few hundred pieces is a few kilobytes; a file far larger is not one we wrote.
+MAX_FILE_BYTES = 16 << 20
 
 
 def _import_tokenizers():
@@ -98,8 +100,12 @@ class InstructionTokenizer:
         tk = _import_tokenizers()
         path = Path(folder) / TEXT_FILE
         if not path.is_file():
-            raise PolicyError(f"{path}: missing; the VLA checkpoint needs its instruction tokenizer (retrain or "
-                              "restore the folder)")
+            raise PolicyError(f"{path}: missing or not a regular file; the VLA checkpoint needs its instruction "
+                              "tokenizer (retrain or restore the folder)")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise PolicyError(f"{path}: {size >> 20} MiB, far larger than an instruction vocabulary "
+                              f"(limit {MAX_FILE_BYTES >> 20} MiB); retrain or restore the policy folder")
         try:
             text = path.read_text(encoding="utf-8")
             tok = tk.Tokenizer.from_str(text)
