@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from telecorder.sim import ensure_gl_backend
-from telecorder.sim.scenes import CUBES_MODEL, PICK_MODEL, SCENES, scene_model
+from telecorder.sim.scenes import BIMANUAL_MODEL, CUBES_MODEL, PICK_MODEL, SCENES, scene_model
 from telecorder.sim.tasks import FAMILIES, SUITES, get_suite, normalize_instruction
 
 ensure_gl_backend()
@@ -50,9 +50,9 @@ def _settle(env: SimEnv, ticks: int = 30) -> None:
 
 
 def test_scenes_registry() -> None:
-    assert SCENES == {"pick": DEFAULT_MODEL, "cubes": CUBES_MODEL}
+    assert SCENES == {"pick": DEFAULT_MODEL, "cubes": CUBES_MODEL, "bimanual": BIMANUAL_MODEL}
     assert scene_model("pick") == PICK_MODEL == DEFAULT_MODEL
-    with pytest.raises(ValueError, match="pick, cubes"):
+    with pytest.raises(ValueError, match="pick, cubes, bimanual"):
         scene_model("kitchen")
 
 
@@ -61,7 +61,7 @@ def test_cubes_suite_has_18_tasks_in_4_families_with_canonical_forms() -> None:
     assert suite.scene == "cubes" and SUITES["cubes"] is suite
     assert len(suite.tasks) == 18
     counts = {f: sum(t.family == f for t in suite.tasks) for f in FAMILIES}
-    assert counts == {"pick": 3, "bin": 3, "stack": 6, "push": 6}
+    assert counts == {"pick": 3, "bin": 3, "stack": 6, "push": 6, "transfer": 0}
     canon = {t.recorded[0] for t in suite.tasks}
     for c in COLOURS:
         assert f"pick up the {c} cube" in canon

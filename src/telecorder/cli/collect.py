@@ -119,9 +119,11 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--task-order", choices=["cycle", "random", "balanced"], default="cycle",
                    help="which instruction comes next: in list order (default), drawn at random (seeded), or "
                         "balanced: the task with the fewest successful episodes")
-    t.add_argument("--scene", choices=["pick", "cubes"], default=None,
-                   help="sim only: the built-in scene: pick (one cube, the default) or cubes (red, green, blue "
-                        "cubes and a bin, the 'cubes' task suite); default: the scene of the --tasks suite")
+    t.add_argument("--scene", choices=["pick", "cubes", "bimanual"], default=None,
+                   help="sim only: the built-in scene: pick (one cube, the default), cubes (red, green, blue "
+                        "cubes and a bin, the 'cubes' task suite) or bimanual (two arms facing each other and a "
+                        "cube to hand from the left gripper to the right, the 'bimanual' suite); default: the "
+                        "scene of the --tasks suite")
     t.add_argument("--randomize", type=_randomize, default=frozenset(), metavar="WHAT[,WHAT]",
                    help="sim only: vary at every reset (seeded): lighting, colors (table, distractors), camera "
                         "(small pose jitter); the cube colours that instructions name stay recognizable")

@@ -345,9 +345,9 @@ def add_eval_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpForm
     p.add_argument("--task", default=None, help="language instruction given to the policy")
     p.add_argument("--execute-steps", type=int, default=None, help="actions of each chunk to run")
     p.add_argument("--ensemble", type=float, default=None, metavar="M", help="ACT temporal ensembling")
-    p.add_argument("--scene", choices=["pick", "cubes"], default=None,
-                   help="sim scene: pick (one cube, the default) or cubes (three cubes and a bin; the default "
-                        "with --tasks cubes)")
+    p.add_argument("--scene", choices=["pick", "cubes", "bimanual"], default=None,
+                   help="sim scene: pick (one cube, the default), cubes (three cubes and a bin; the default "
+                        "with --tasks cubes) or bimanual (two arms hand a cube from left to right)")
     p.add_argument("--randomize", default=None, metavar="A,B",
                    help="seeded scene randomization at every reset: lighting, colors, camera")
     p.add_argument("--tasks", default=None, metavar="SPEC",

@@ -7,6 +7,9 @@ Action / observation convention (write this into dataset feature notes):
   of the joint's position actuator, :meth:`SimEnv.joint_positions` the measured joint position.
 * The actuator named ``gripper`` is exposed as the dimension ``"gripper"``, normalised to
   0..1 with 0 = fully closed and 1 = fully open, for both the action and the measured position.
+  On a model of several arms each arm's gripper actuator is ``<arm>_gripper`` (``left_gripper``,
+  ``right_gripper`` on the ``bimanual`` scene) and is exposed, normalised the same way, under
+  that name.
   Internally 0..1 maps linearly onto the actuator's ctrlrange (action) and onto its joint's range
   (measurement); on the built-in scene both are the finger opening 0..0.032 m.
 
@@ -42,6 +45,19 @@ DEFAULT_MODEL: Path = Path(__file__).resolve().parent / "assets" / "tabletop_arm
 
 GRIPPER_NAME = "gripper"
 EE_SITE = "ee_site"
+# A model may place its single-cube spawn region itself (x_min x_max y_min y_max, metres).
+SPAWN_REGION = "cube_spawn_region"
+
+
+def is_gripper_actuator(name: str) -> bool:
+    """``gripper`` or, on a model of several arms, ``<arm>_gripper``."""
+    return name == GRIPPER_NAME or name.endswith("_" + GRIPPER_NAME)
+
+
+def ee_sites(model: mujoco.MjModel) -> list[str]:
+    """The grasp-point sites: ``ee_site``, or one ``<arm>_ee_site`` per arm, in model order."""
+    names = [model.site(i).name for i in range(model.nsite)]
+    return [n for n in names if n == EE_SITE or n.endswith("_" + EE_SITE)]
 
 # Cube spawn region on the built-in table (world frame, metres). It lies inside the arm's
 # comfortable top-down workspace, away from the base and from the reach limit.
@@ -118,12 +134,13 @@ class SimEnv:
             self.model.camera(i).name for i in range(self.model.ncam) if self.model.camera(i).name
         ]
 
-        site_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, EE_SITE)
+        #: The arms' grasp points: ``["ee_site"]``, or ``["left_ee_site", "right_ee_site"]`` (bimanual).
+        self.ee_sites: list[str] = ee_sites(self.model)
         #: Free objects (``cube`` / ``*_cube`` bodies) and the target (``bin``), see sim/objects.py.
         self.scene_objects = SceneObjects(self.model)
         self.objects: list[str] = list(self.scene_objects.names)
         self.target: str | None = self.scene_objects.target
-        self.has_task: bool = site_id >= 0 and bool(self.objects)
+        self.has_task: bool = bool(self.ee_sites) and bool(self.objects)
         #: The task whose success :meth:`is_success` checks (None: lift the first object).
         self.task: Task | None = None
         if self.has_task:
@@ -132,6 +149,7 @@ class SimEnv:
         self._randomizer = SceneRandomizer(self.model, self.randomize)
 
         self._key_home = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")
+        self._spawn = _spawn_region(self.model, self.model_path)
         self.reset()
 
     # ------------------------------------------------------------------ action space
@@ -147,6 +165,8 @@ class SimEnv:
         vadr = np.empty(m.nu, dtype=np.intp)
         joint_ranges = np.empty((m.nu, 2))
         self.gripper_index: int | None = None
+        #: Every gripper dimension (one per arm); ``gripper_index`` is the first.
+        self.gripper_indices: list[int] = []
         for i in range(m.nu):
             act_name = m.actuator(i).name
             label = f"actuator {act_name!r}" if act_name else f"actuator #{i} (unnamed)"
@@ -177,23 +197,23 @@ class SimEnv:
             joint_ranges[i] = m.jnt_range[joint_id] if m.jnt_limited[joint_id] else (lo, hi)
             qadr[i] = m.jnt_qposadr[joint_id]
             vadr[i] = m.jnt_dofadr[joint_id]
-            if act_name == GRIPPER_NAME and self.gripper_index is None:
-                self.gripper_index = i
-                names.append(GRIPPER_NAME)
+            if is_gripper_actuator(act_name) and act_name not in names:
+                self.gripper_indices.append(i)
+                names.append(act_name)
             else:
                 names.append(m.joint(joint_id).name or f"joint{joint_id}")
 
         self.joint_names: list[str] = names
+        self.gripper_index = self.gripper_indices[0] if self.gripper_indices else None
         self._ctrl_low = low
         self._ctrl_high = high
         self._qadr = qadr
         self._vadr = vadr
         self.action_low = low.copy()
         self.action_high = high.copy()
-        if self.gripper_index is not None:
-            g = self.gripper_index
-            self.action_low[g], self.action_high[g] = 0.0, 1.0
-            self._grip_joint_lo, self._grip_joint_hi = joint_ranges[g]
+        grips = self.gripper_indices
+        self.action_low[grips], self.action_high[grips] = 0.0, 1.0
+        self._grip_joint_lo, self._grip_joint_hi = joint_ranges[grips, 0], joint_ranges[grips, 1]
         self._ctrl = np.empty(m.nu)
 
     def action_to_ctrl(self, action: np.ndarray) -> np.ndarray:
@@ -204,9 +224,8 @@ class SimEnv:
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action contains NaN/inf: {a}")
         ctrl = np.clip(a, self.action_low, self.action_high, out=self._ctrl)
-        g = self.gripper_index
-        if g is not None:
-            ctrl[g] = self._ctrl_low[g] + ctrl[g] * (self._ctrl_high[g] - self._ctrl_low[g])
+        g = self.gripper_indices
+        ctrl[g] = self._ctrl_low[g] + ctrl[g] * (self._ctrl_high[g] - self._ctrl_low[g])
         return ctrl
 
     # ------------------------------------------------------------------ stepping
@@ -240,7 +259,8 @@ class SimEnv:
         objs, d = self.scene_objects, self.data
         if len(self.objects) == 1 and self.target is None:
             # The pick scene: exactly the draws it always made (recorded seeds keep their scenes).
-            layout = {self.objects[0]: (self._rng.uniform(*CUBE_X_RANGE), self._rng.uniform(*CUBE_Y_RANGE),
+            x_range, y_range = self._spawn or (CUBE_X_RANGE, CUBE_Y_RANGE)
+            layout = {self.objects[0]: (self._rng.uniform(*x_range), self._rng.uniform(*y_range),
                                         self._rng.uniform(-np.pi, np.pi))}
         else:
             bin_xy, layout = objs.sample_layout(self._rng)
@@ -388,7 +408,8 @@ class SimEnv:
     def set_task(self, task: Task | None) -> None:
         """Make ``task`` the one :meth:`is_success` checks (None: lift the first object)."""
         if task is not None:
-            for name in (task.obj, task.support):
+            # A transfer's support is the arm that gives, not an object.
+            for name in (task.obj, task.support if task.family != "transfer" else None):
                 if name is not None and name not in self.objects and name != self.target:
                     raise SimModelError(
                         f"{self.model_path}: task {task.task_id!r} needs {name!r}, which this scene does not "
@@ -418,9 +439,8 @@ class SimEnv:
 
     def _ctrl_to_action(self, ctrl: np.ndarray) -> np.ndarray:
         action = np.array(ctrl, dtype=np.float64)
-        g = self.gripper_index
-        if g is not None:
-            action[g] = (action[g] - self._ctrl_low[g]) / (self._ctrl_high[g] - self._ctrl_low[g])
+        g = self.gripper_indices
+        action[g] = (action[g] - self._ctrl_low[g]) / (self._ctrl_high[g] - self._ctrl_low[g])
         return np.clip(action, self.action_low, self.action_high)
 
     def apply_action(self, action: np.ndarray) -> None:
@@ -440,19 +460,15 @@ class SimEnv:
         """Measured position per action dimension: rad / m, gripper normalised 0 (closed)..1 (open)."""
         with self.lock:
             q = self.data.qpos[self._qadr]
-        g = self.gripper_index
-        if g is not None:
-            lo, hi = self._grip_joint_lo, self._grip_joint_hi
-            q[g] = (q[g] - lo) / (hi - lo)
+        g = self.gripper_indices
+        q[g] = (q[g] - self._grip_joint_lo) / (self._grip_joint_hi - self._grip_joint_lo)
         return q
 
     def joint_velocities(self) -> np.ndarray:
         """Measured velocity per action dimension: rad/s / m/s, gripper in (0..1 units)/s."""
         with self.lock:
             v = self.data.qvel[self._vadr]
-        g = self.gripper_index
-        if g is not None:
-            v[g] /= self._grip_joint_hi - self._grip_joint_lo
+        v[self.gripper_indices] /= self._grip_joint_hi - self._grip_joint_lo
         return v
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray, float]:
@@ -514,6 +530,18 @@ def _load_model(path: Path) -> mujoco.MjModel:
         except Exception as exc:
             raise SimModelError(f"{path}: adding default cameras failed: {exc}") from exc
     return model
+
+
+def _spawn_region(model: mujoco.MjModel, path: Path) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    idx = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_NUMERIC, SPAWN_REGION)
+    if idx < 0:
+        return None
+    adr, size = int(model.numeric_adr[idx]), int(model.numeric_size[idx])
+    v = [float(x) for x in model.numeric_data[adr : adr + size]]
+    if size != 4 or not all(math.isfinite(x) for x in v) or not (v[0] < v[1] and v[2] < v[3]):
+        raise SimModelError(f'{path}: <numeric name="{SPAWN_REGION}"> must be 4 finite numbers '
+                            f"x_min x_max y_min y_max with min < max, got {v}")
+    return (v[0], v[1]), (v[2], v[3])
 
 
 def _add_default_cameras(spec: mujoco.MjSpec, model: mujoco.MjModel) -> None:

@@ -22,6 +22,8 @@ geom touches the cube and it is at rest (speed < 5 cm/s):
   it, not held, and the support cube rests on the table (centre within 1 cm of rest height).
 * push: the cube is on the table (centre within 1 cm of rest height) with ``y >= PUSH_EDGE_Y``
   (left) or ``y <= -PUSH_EDGE_Y`` (right); touching it is allowed.
+* transfer (the ``bimanual`` scene): the cube's centre is more than 5 cm above its rest height,
+  the receiving arm (``task.side``) touches it and the giving arm (``task.support``) does not.
 Other cubes may be moved along the way; no check looks at them (except the stack's support).
 
 The functions take the :class:`~telecorder.sim.env.SimEnv` (``env``) and a
@@ -101,12 +103,19 @@ class SceneObjects:
             n: {g for g in range(model.ngeom) if int(model.geom_bodyid[g]) == b} for n, b in self.body_ids.items()
         }
 
-        # The arm: every body under the tree that holds the ee_site (its root body, "base").
-        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "ee_site")
-        arm_root = int(model.body_rootid[int(model.site_bodyid[site])]) if site >= 0 else -1
-        self.arm_geoms: set[int] = {
-            g for g in range(model.ngeom) if arm_root > 0 and int(model.body_rootid[int(model.geom_bodyid[g])]) == arm_root
-        }
+        # An arm: every body under the tree that holds its grasp site ("ee_site", or "<arm>_ee_site"
+        # per arm on a model of several): the tree's root body ("base", "left_mount", ...).
+        #: Geoms of each arm, by its prefix ("" for the single arm, "left", "right").
+        self.arm_geoms_by_arm: dict[str, set[int]] = {}
+        for i in range(model.nsite):
+            site = model.site(i).name
+            if site != "ee_site" and not site.endswith("_ee_site"):
+                continue
+            root = int(model.body_rootid[int(model.site_bodyid[i])])
+            self.arm_geoms_by_arm[site[: -len("_ee_site")] if site != "ee_site" else ""] = {
+                g for g in range(model.ngeom) if root > 0 and int(model.body_rootid[int(model.geom_bodyid[g])]) == root
+            }
+        self.arm_geoms: set[int] = set().union(*self.arm_geoms_by_arm.values())
 
         self.target: str | None = None
         bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, TARGET_BODY)
@@ -167,9 +176,11 @@ class SceneObjects:
 # ---------------------------------------------------------------------- success checks
 
 
-def _touching_arm(env: Any, name: str) -> bool:
+def _touching_arm(env: Any, name: str, arm_name: str | None = None) -> bool:
+    """Whether an arm geom (of the arm ``arm_name`` only, when given) touches the object."""
     objs = env.scene_objects
-    mine, arm = objs.geoms[name], objs.arm_geoms
+    mine = objs.geoms[name]
+    arm = objs.arm_geoms if arm_name is None else objs.arm_geoms_by_arm[arm_name]
     d = env.data
     for i in range(d.ncon):
         g1, g2 = int(d.contact.geom1[i]), int(d.contact.geom2[i])
@@ -217,6 +228,15 @@ def task_success(env: Any, task: Any) -> bool:
               and abs(pos[2] - (sup[2] + size)) <= 0.01)
         sup_on_table = abs(sup[2] - objs.rest_z[task.support]) <= 0.01
         return bool(on and sup_on_table and not is_held(env, task.obj))
+    if task.family == "transfer":
+        # Handed over: up in the air, in the receiving arm's gripper only.
+        for arm in (task.support, task.side):
+            if arm not in objs.arm_geoms_by_arm:
+                raise _model_error(env, f"task {task.task_id!r} hands over between arms {task.support!r} and "
+                                        f"{task.side!r}; this scene's arms are {sorted(objs.arm_geoms_by_arm)}")
+        with env.lock:
+            return bool(pos[2] > rest + LIFT_SUCCESS_HEIGHT and _touching_arm(env, task.obj, task.side)
+                        and not _touching_arm(env, task.obj, task.support))
     if task.family == "push":
         on_table = abs(pos[2] - rest) <= 0.01
         if task.side == "left":

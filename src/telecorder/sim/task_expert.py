@@ -57,10 +57,21 @@ PUSHER_HALF = 0.009
 def make_expert(env: SimEnv, task: Task | None, seed: int | None = None, speed: float = 1.0) -> Any:
     """The scripted expert for ``task`` on ``env`` (its ``reset()`` is already done).
 
-    ``task`` None: today's pick-and-lift :class:`ScriptedExpert` (the single-cube scene).
+    ``task`` None: today's pick-and-lift :class:`ScriptedExpert` (the single-cube scene), or the
+    handover of :class:`~telecorder.sim.bimanual_expert.BimanualExpert` on a two-arm scene; a
+    ``transfer`` task: the handover too.
     """
     if task is None:
+        if len(getattr(env, "ee_sites", ())) > 1:
+            # Two arms and no instruction: the scene's one task, the handover.
+            from .bimanual_expert import BimanualExpert
+
+            return BimanualExpert(env, seed=seed, speed=speed)
         return ScriptedExpert(env, seed=seed, speed=speed)
+    if task.family == "transfer":
+        from .bimanual_expert import BimanualExpert
+
+        return BimanualExpert(env, seed=seed, speed=speed)
     return TaskExpert(env, task, seed=seed, speed=speed)
 
 

@@ -12,6 +12,12 @@ checks). The ``cubes`` suite (:data:`SUITES`) has 18 tasks in four families:
 * ``push``  x6: ``push the {c} cube to the left edge`` / ``right edge`` -- it is on the table in
   that edge zone (left = +y, the robot's left when it faces +x).
 
+The ``bimanual`` suite (scene ``bimanual``, two arms) has one task, ALOHA's sim transfer:
+
+* ``transfer`` x1: ``transfer the cube from the left gripper to the right gripper`` -- the left arm
+  picks the cube up and hands it over; done when the cube is more than 5 cm above its rest height,
+  held by the right gripper and no longer touched by the left arm.
+
 This module does not import MuJoCo (the collector reads task lists without a simulator).
 """
 
@@ -24,7 +30,7 @@ from typing import Any
 __all__ = ["COLOURS", "FAMILIES", "SUITES", "Task", "TaskSuite", "get_suite", "normalize_instruction"]
 
 COLOURS = ("red", "green", "blue")
-FAMILIES = ("pick", "bin", "stack", "push")
+FAMILIES = ("pick", "bin", "stack", "push", "transfer")
 
 
 def normalize_instruction(text: str) -> str:
@@ -43,8 +49,10 @@ class Task:
         recorded: paraphrases used for recording; ``recorded[0]`` is the canonical form.
         heldout: paraphrases never recorded, for evaluation (at least one).
         obj: the body the instruction names and the expert moves (``"red_cube"``).
-        support: stack: the cube it goes on; bin: ``"bin"``; otherwise None.
-        side: push: ``"left"`` (+y) or ``"right"`` (-y); otherwise None.
+        support: stack: the cube it goes on; bin: ``"bin"``; transfer: the arm that gives
+            (``"left"``); otherwise None.
+        side: push: ``"left"`` (+y) or ``"right"`` (-y); transfer: the arm that receives
+            (``"right"``); otherwise None.
     """
 
     task_id: str
@@ -164,7 +172,17 @@ def _cubes_suite() -> TaskSuite:
     return TaskSuite("cubes", "cubes", tuple(tasks))
 
 
-SUITES: dict[str, TaskSuite] = {"cubes": _cubes_suite()}
+def _bimanual_suite() -> TaskSuite:
+    return TaskSuite("bimanual", "bimanual", (Task(
+        "transfer", "transfer",
+        ("transfer the cube from the left gripper to the right gripper", "hand the cube from the left arm to the right arm",
+         "pass the cube from left to right"),
+        ("give the cube to the right hand", "move the cube over to the right gripper"),
+        obj="cube", support="left", side="right",
+    ),))
+
+
+SUITES: dict[str, TaskSuite] = {"cubes": _cubes_suite(), "bimanual": _bimanual_suite()}
 
 
 def get_suite(name: str) -> TaskSuite:

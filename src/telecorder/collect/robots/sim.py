@@ -34,6 +34,8 @@ from ...errors import DeviceError
 from ..interfaces import Robot
 
 BUILTIN_ROBOT_TYPE = "telecorder_sim_arm"
+#: The two arms of ``--scene bimanual`` are another robot: 12-D, left_*/right_* names.
+BIMANUAL_ROBOT_TYPE = "telecorder_sim_bimanual"
 ENV_STATE_FEATURE = "observation.environment_state"
 SCENE_ATTR = "sim_scene"
 SCENE_NAME_ATTR = "sim_scene_name"
@@ -78,7 +80,10 @@ class SimRobot(Robot):
             )
         self.env_state = env_state
         self._listeners: list[Callable[[], None]] = []
-        self.robot_type = BUILTIN_ROBOT_TYPE if self.builtin else f"mujoco:{Path(model_path).stem}"
+        if not self.builtin:
+            self.robot_type = f"mujoco:{Path(model_path).stem}"
+        else:
+            self.robot_type = BIMANUAL_ROBOT_TYPE if len(self.env.ee_sites) > 1 else BUILTIN_ROBOT_TYPE
 
     @property
     def multi_object(self) -> bool:
@@ -100,9 +105,10 @@ class SimRobot(Robot):
     def features(self) -> list[FeatureSpec]:
         names = tuple(self.env.joint_names)
         if self.builtin:
-            state_unit = "measured joint positions in radians; gripper normalized 0 = closed, 1 = open"
+            arms = "left arm then right arm, each 5 joints then its gripper; " if len(self.env.ee_sites) > 1 else ""
+            state_unit = f"{arms}measured joint positions in radians; gripper normalized 0 = closed, 1 = open"
             action_unit = (
-                "absolute joint position targets in radians; gripper 0 = closed, 1 = open; "
+                f"{arms}absolute joint position targets in radians; gripper 0 = closed, 1 = open; "
                 "the command issued after observing this step"
             )
         else:
