@@ -26,7 +26,6 @@ import numpy as np
 from .env import SimEnv, SimModelError
 from .expert import _min_jerk, _top_down
 from .kinematics import Kinematics
-from .objects import _touching_arm
 
 __all__ = ["ARMS", "BimanualExpert"]
 
@@ -288,14 +287,8 @@ class BimanualExpert:
         return action.copy()
 
     def _success(self) -> bool:
-        task = getattr(self.env, "task", None)
-        if task is not None:
-            return bool(task.success(self.env))
-        # No task set: the transfer's own check.
-        with self.env.lock:
-            z = float(self.env.cube_pose()[0][2])
-            return (z > self.env.cube_rest_z + 0.05 and _touching_arm(self.env, "cube", "right")
-                    and not _touching_arm(self.env, "cube", "left"))
+        # The env's check: the task set on it, else (two arms) the handover.
+        return bool(self.env.is_success())
 
 
 def _blend(r0: np.ndarray, r1: np.ndarray, s: float) -> np.ndarray:

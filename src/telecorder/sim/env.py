@@ -485,13 +485,20 @@ class SimEnv:
 
     def is_success(self) -> bool:
         """The current task's success check (:func:`telecorder.sim.objects.task_success`); with no
-        task, the built-in one: the first cube is more than 5 cm above its resting height.
+        task, the built-in one: the first cube is more than 5 cm above its resting height (on a
+        two-arm scene: the handover of the ``bimanual`` suite's ``transfer`` task).
         False on a model without objects."""
         if not self.has_task:
             return False
-        if self.task is not None:
+        task = self.task
+        if task is None and len(self.ee_sites) > 1:
+            # Two arms and no instruction: the scene's one task, the handover.
+            from .tasks import get_suite
+
+            task = get_suite("bimanual").by_id("transfer")
+        if task is not None:
             with self.lock:
-                return self.task.success(self)
+                return task.success(self)
         name = self.objects[0]
         with self.lock:
             z = float(self.object_pose(name)[0][2])
