@@ -91,9 +91,29 @@ def _trainer(args: argparse.Namespace) -> tuple[object, dict[str, object]]:
     return train_vla, kw
 
 
+def _mixture_args(args: argparse.Namespace) -> dict[str, object]:
+    """``--mixture``: the datasets, weights and names for the mixture trainer."""
+    if args.policy != "bc":
+        raise TelecorderError("--mixture trains the BC policy (--policy bc); the VLA does not train on mixtures yet")
+    if args.mixture in ("steps", "uniform"):
+        if len(args.dataset) < 1:
+            raise TelecorderError("--mixture steps|uniform: give the datasets to mix")
+        return {"dataset_paths": list(args.dataset), "weights": args.mixture, "names": None}
+    from ..loaders.mixture_spec import read_mixture_file
+
+    entries = read_mixture_file(args.mixture)
+    if args.dataset:
+        raise TelecorderError(f"--mixture {args.mixture} lists the datasets itself; leave them off the command line")
+    return {"dataset_paths": [e.path for e in entries], "weights": [e.weight for e in entries],
+            "names": [e.name for e in entries]}
+
+
 def run_train(args: argparse.Namespace, console: Console) -> int:
     from rich import progress as rp
 
+    mixture = _mixture_args(args) if args.mixture is not None else None
+    if mixture is None and not args.dataset:
+        raise TelecorderError("give the dataset folder(s) to train on (or --mixture FILE.json listing them)")
     train, defaults = _trainer(args)
     steps, horizon, lr = (defaults[k] if getattr(args, k) is None else getattr(args, k) for k in ("steps", "horizon", "lr"))
     extra = {k: v for k, v in defaults.items() if k not in ("steps", "horizon", "lr")}
@@ -113,6 +133,21 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             text = f"loss {loss:.4f}" + ("" if val_loss is None else f"  val {val_loss:.4f}")
             progress.update(task, completed=step, total=total, losses=text)
 
+        if mixture is not None:
+            from ..policies.train_mixture import train_bc_mixture
+
+            if args.cameras or args.intervention_weight is not None or args.policy_weight != 1.0:
+                raise TelecorderError("--cameras, --intervention-weight and --policy-weight do not apply to --mixture")
+            summary = train_bc_mixture(
+                **mixture, out_dir=args.out, obs=args.obs or "state", steps=steps, horizon=horizon,
+                val_episodes=args.val_episodes, batch_size=args.batch_size or 256, lr=lr, seed=args.seed,
+                state_noise=args.state_noise, skip_nonfinite=args.skip_nonfinite, max_episodes=args.max_episodes,
+                state_keys=None if args.state_keys is None else [k.strip() for k in args.state_keys.split(",")
+                                                                 if k.strip()],
+                on_progress=on_progress, overwrite=args.overwrite, num_threads=args.threads,
+                max_minutes=args.max_minutes)
+            _print_mixture(console, summary)
+            return 0
         summary = train(  # type: ignore[operator]
             args.dataset, args.out, obs=args.obs or ("state" if args.policy == "bc" else "images"), steps=steps,
             horizon=horizon, val_episodes=args.val_episodes, batch_size=args.batch_size, lr=lr,
@@ -140,6 +175,16 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
                       + ("" if not tokens else f", {tokens['mean']:.1f} action tokens per chunk (of "
                          f"{tokens['raw_values_per_chunk']} values)"), highlight=False)
     return 0
+
+
+def _print_mixture(console: Console, summary: dict[str, object]) -> None:
+    mix = summary["mixture"]
+    parts = [f"{d['embodiment']} ({d['train_samples']} samples, weight {w:.2f})"
+             for d, w in zip(mix["datasets"], mix["sampling_weights"], strict=True)]  # type: ignore[index]
+    val = summary["final_val_loss"]
+    console.print(f"trained {summary['steps']} steps on a mixture of {len(parts)} dataset(s): {'; '.join(parts)}; "
+                  f"train loss {summary['initial_train_loss']:.4f} -> {summary['final_train_loss']:.4f}"
+                  + ("" if val is None else f", val loss {val:.4f}") + f"; saved to {summary['out']}", highlight=False)
 
 
 def run_eval(args: argparse.Namespace, console: Console) -> int:
@@ -268,8 +313,14 @@ def add_train_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFor
                        "tokens and a state token, with an action head: autoregressive 256-bin tokens (bins), "
                        "FAST tokens (fast), a flow-matching action expert (flow) or chunk regression (l1).",
                        epilog=TRAIN_EXAMPLES, formatter_class=fmt)
-    p.add_argument("dataset", type=Path, nargs="+",
-                   help="dataset folder(s); several (demos + DAgger rollouts) train together under one normalization")
+    p.add_argument("dataset", type=Path, nargs="*",
+                   help="dataset folder(s); several (demos + DAgger rollouts) train together under one normalization; "
+                        "with --mixture, datasets of different robots")
+    p.add_argument("--mixture", metavar="steps|uniform|FILE.json", default=None,
+                   help="train one policy on datasets of different robots (action/state widths), each with its own "
+                        "normalization, sampled by their steps, uniformly, or by the weights of a JSON file (Octo's "
+                        "recipe: {\"demos/\": 1.0, \"bimanual/\": 0.5}, which may list the datasets itself); "
+                        "--policy bc --obs state")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
     p.add_argument("--state-keys", metavar="A,B",
                    help="numeric features concatenated into the state (default: observation.state, plus "

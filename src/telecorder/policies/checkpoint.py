@@ -102,6 +102,18 @@ def load_policy_dir(path: str | Path, *, num_threads: int | None = 1) -> Policy:
         return load_vla(root, meta, spec, action_normalizer, num_threads=num_threads)
     assert cfg is not None
     model = load_weights(root, meta, lambda: BCModel(cfg))
+    if meta.get("embodiments") is not None:
+        from .embodiments import EmbodimentEntry, MixtureBCPolicy
+
+        try:
+            entries = [EmbodimentEntry.from_dict(e) for e in meta["embodiments"]]
+            return MixtureBCPolicy(model, entries, int(meta["state_width"]), num_threads=num_threads,
+                                   info=dict(meta.get("training") or {}))
+        except PolicyError as e:
+            raise PolicyError(f"{meta_path}: {e}; retrain the policy") from e
+        except (KeyError, TypeError, ValueError, TelecorderError) as e:
+            detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+            raise PolicyError(f"{meta_path}: malformed embodiments ({detail}); retrain the policy") from e
     try:
         return BCPolicy(model, spec, action_normalizer, num_threads=num_threads, info=dict(meta.get("training") or {}))
     except PolicyError as e:

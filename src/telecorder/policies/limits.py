@@ -33,6 +33,7 @@ SPEC_LIMITS: dict[str, int] = {"action_dim": 65_536, "horizon": 1_024, "history"
 MAX_CONV_LAYERS = 16  # entries of "channels"
 MAX_CHANNELS = 65_536  # each entry of "channels"
 MAX_CAMERAS = 64
+MAX_EMBODIMENTS = 256  # robots of one mixture policy
 MAX_IMAGE_SIDE = 8_192
 # One observation as the runner assembles it (history x (state + every camera frame)).
 MAX_OBSERVATION_BYTES = 1 << 30
@@ -128,6 +129,21 @@ def check_meta(meta: Mapping[str, Any]) -> None:
     for key in ("weights", "training"):
         if meta.get(key) is not None:
             _object(f"'{key}'", meta[key])
+    embodiments = meta.get("embodiments")
+    if embodiments is not None:
+        # A mixture policy (policies/embodiments.py): each robot's spec and normalizer, a bounded list.
+        if not isinstance(embodiments, list) or not 1 <= len(embodiments) <= MAX_EMBODIMENTS:
+            raise PolicyError(f"'embodiments' must be a list of 1 to {MAX_EMBODIMENTS} objects")
+        for k, e in enumerate(embodiments):
+            _object(f"embodiments[{k}]", e)
+            check_spec(e.get("spec"))
+            _object(f"embodiments[{k}].action_normalizer", e.get("action_normalizer"))
+            for key in ("id", "state_dim"):
+                if isinstance(e.get(key), bool) or not isinstance(e.get(key), int) or not 0 <= e[key] <= 65_536:
+                    raise PolicyError(f"embodiments[{k}].{key} must be an integer from 0 to 65536")
+        width = meta.get("state_width")
+        if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 65_536:
+            raise PolicyError("'state_width' must be an integer from 1 to 65536")
     digest = (meta.get("weights") or {}).get("sha256")
     if digest is not None and not isinstance(digest, str):
         raise PolicyError(f"weights.sha256 must be text, not {json_type(digest)}")

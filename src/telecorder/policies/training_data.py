@@ -155,7 +155,7 @@ def nonfinite(datasets: list[Dataset], keys: list[str], skip: bool) -> list[dict
     return out
 
 
-def _kept_stats(datasets: list[Dataset], kept: list[list[int]], keys: list[str]) -> dict[str, Any]:
+def kept_stats(datasets: list[Dataset], kept: list[list[int]], keys: list[str]) -> dict[str, Any]:
     """Statistics of ``keys`` over the episodes kept, merged across datasets (the datasets' own
     files count the episodes --skip-nonfinite left out)."""
     from ..datasets.stats import DatasetStats
@@ -275,7 +275,7 @@ def load_training_data(
     if any(bad):
         kept = [train_eps + val_eps, *[e if e is not None else usable(o) for o, e in zip(opened[1:], extra_eps,
                                                                                         strict=True)]]
-        merged_stats: dict[str, Any] | None = _kept_stats(opened, kept, checked)
+        merged_stats: dict[str, Any] | None = kept_stats(opened, kept, checked)
     else:
         merged_stats = _merged_stats(opened) if len(opened) > 1 else None
 

@@ -48,6 +48,10 @@ def policy_devices(
     else:
         robot, human = build_pair(dataclasses.replace(cfg, device=cfg.intervene), cleanups)
     action = next((f for f in robot.features() if f.name == "action"), None)
+    choose = getattr(policy, "for_robot", None)
+    if callable(choose):
+        # A policy of several robots: the part trained for this one (refused, naming the known ones, otherwise).
+        policy = choose(getattr(robot, "robot_type", None), None if action is None else action.names)
     env = getattr(robot, "env", None)
     success = robot.success if env is not None and env.has_task else None
     runner = PolicyRunner(

@@ -1,0 +1,131 @@
+"""One BC model for several robots: what a cross-embodiment checkpoint holds and how a robot picks its part.
+
+A policy trained on a mixture of robots (``telecorder train --mixture``) has one model whose
+input is the state padded to the widest robot's plus a one-hot embodiment id, and whose output
+is an action chunk as wide as the widest robot's action. Each robot (embodiment) keeps what
+its own loader used: the state features, the state normalizer, the action normalizer, the
+action names. :class:`MixtureBCPolicy` holds them all; :meth:`MixtureBCPolicy.for_robot` returns
+the :class:`EmbodimentPolicy` of the robot a runner drives (by its ``robot_type``, else by its
+action names), which reads that robot's observations and returns that robot's actions. A robot
+the policy was not trained for is refused, naming the ones it knows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..actions.normalize import Normalizer
+from ..errors import missing_extra
+from .base import Policy, PolicyError, PolicySpec, last_step_inputs
+from .bc import BCModel
+from .limits import MAX_EMBODIMENTS
+
+try:
+    import torch
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise missing_extra("torch", "torch") from e
+
+__all__ = ["MAX_EMBODIMENTS", "EmbodimentEntry", "EmbodimentPolicy", "MixtureBCPolicy", "model_input"]
+
+
+@dataclass(frozen=True)
+class EmbodimentEntry:
+    """One robot of a mixture policy: its name (robot type), id, spec and action normalizer."""
+
+    name: str
+    id: int
+    spec: PolicySpec
+    action_normalizer: Normalizer
+    state_dim: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "id": self.id, "state_dim": self.state_dim, "spec": self.spec.to_dict(),
+                "action_normalizer": self.action_normalizer.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EmbodimentEntry:
+        return cls(str(d["name"]), int(d["id"]), PolicySpec.from_dict(d["spec"]),
+                   Normalizer.from_dict(d["action_normalizer"]), int(d["state_dim"]))
+
+
+def model_input(state: torch.Tensor, width: int, embodiment: torch.Tensor, count: int) -> torch.Tensor:
+    """``state`` ``[B, D]`` zero-padded to ``width`` with the one-hot ``embodiment`` ids ``[B]`` appended."""
+    pad = torch.zeros(state.shape[0], width - state.shape[1], dtype=state.dtype)
+    onehot = torch.nn.functional.one_hot(embodiment.long(), count).to(state.dtype)
+    return torch.cat([state, pad, onehot], dim=1)
+
+
+class MixtureBCPolicy(Policy):
+    """A BC model trained on several robots; :meth:`for_robot` gives the policy of one of them.
+
+    Used directly (no robot chosen), it is the first embodiment's policy.
+    """
+
+    def __init__(self, model: BCModel, embodiments: Sequence[EmbodimentEntry], state_width: int,
+                 num_threads: int | None = 1, info: dict[str, Any] | None = None) -> None:
+        if not embodiments:
+            raise PolicyError("a mixture policy needs at least one embodiment")
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        self.model = model.eval()
+        self.embodiments = list(embodiments)
+        self.state_width = int(state_width)
+        self.info = dict(info or {})
+        cfg = model.cfg
+        if cfg.state_dim != self.state_width + len(self.embodiments):
+            raise PolicyError(f"mixture policy: the model reads {cfg.state_dim} state values, the embodiments need "
+                              f"{self.state_width} + {len(self.embodiments)} (padded state + one-hot id)")
+        for e in self.embodiments:
+            if e.spec.action_dim > cfg.action_dim or e.state_dim > self.state_width or e.spec.horizon != cfg.horizon:
+                raise PolicyError(f"mixture policy: embodiment {e.name!r} ({e.state_dim}-D state, "
+                                  f"{e.spec.action_dim}-D actions) does not fit the model")
+        self._default = EmbodimentPolicy(self, self.embodiments[0])
+        self.spec = self._default.spec
+
+    @property
+    def names(self) -> list[str]:
+        return [e.name for e in self.embodiments]
+
+    def for_robot(self, robot_type: str | None, action_names: Sequence[str] | None = None) -> EmbodimentPolicy:
+        """The policy of the robot a runner drives: by ``robot_type``, else by identical action names."""
+        for e in self.embodiments:
+            if robot_type and e.name == robot_type:
+                return EmbodimentPolicy(self, e)
+        if action_names is not None:
+            for e in self.embodiments:
+                if e.spec.action_names is not None and tuple(e.spec.action_names) == tuple(action_names):
+                    return EmbodimentPolicy(self, e)
+        known = ", ".join(f"{e.name} ({e.spec.action_dim}-D)" for e in self.embodiments)
+        raise PolicyError(f"this policy was not trained for robot {robot_type!r}"
+                          f"{f' ({len(action_names)}-D actions)' if action_names is not None else ''}; "
+                          f"it knows: {known}. Train it with a dataset of this robot in the mixture")
+
+    def predict(self, observation: Mapping[str, Any]) -> np.ndarray:
+        return self._default.predict(observation)
+
+    def describe(self) -> str:
+        return f"MixtureBCPolicy({', '.join(self.names)})"
+
+
+class EmbodimentPolicy(Policy):
+    """One robot's view of a :class:`MixtureBCPolicy`: its observations in, its actions out."""
+
+    def __init__(self, parent: MixtureBCPolicy, entry: EmbodimentEntry) -> None:
+        self.parent, self.entry, self.spec = parent, entry, entry.spec
+
+    def predict(self, observation: Mapping[str, Any]) -> np.ndarray:
+        state, images = last_step_inputs(observation, f"mixture policy ({self.entry.name})", self.entry.state_dim,
+                                         self.spec.cameras, self.spec.image_size)
+        x = model_input(torch.from_numpy(state), self.parent.state_width,
+                        torch.tensor([self.entry.id]), len(self.parent.embodiments))
+        with torch.inference_mode():
+            y = self.parent.model(x, {c: torch.from_numpy(v) for c, v in images.items()})
+        y = y[0, :, : self.spec.action_dim].numpy().astype(np.float64)
+        return np.asarray(self.entry.action_normalizer.unnormalize(y), dtype=np.float64)
+
+    def describe(self) -> str:
+        return f"{self.parent.describe()} as {self.entry.name}"
