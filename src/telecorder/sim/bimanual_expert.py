@@ -113,7 +113,7 @@ class BimanualExpert:
     def _make_arm(self, name: str) -> _Arm:
         env = self.env
         joints = [f"{name}_{j}" for j in ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll")]
-        missing = [j for j in joints + [f"{name}_gripper"] if j not in env.joint_names]
+        missing = [j for j in [*joints, f"{name}_gripper"] if j not in env.joint_names]
         if missing:
             raise SimModelError(f"{env.model_path}: the bimanual expert needs the dimensions {missing}")
         kin = Kinematics(env.model, site=f"{name}_ee_site", joints=joints)
