@@ -1,0 +1,122 @@
+"""One BC policy for two robots: ``telecorder train --mixture``, the checkpoint's embodiments, the runner's choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco", reason="recording the two robots needs the sim extra (MuJoCo)")
+pytest.importorskip("torch", reason="training needs torch")
+
+from test_cli import run, tool
+
+from telecorder.policies.base import PolicyError
+from telecorder.policies.checkpoint import load_policy_dir
+from telecorder.policies.embodiments import MixtureBCPolicy
+
+ARM, PAIR = "telecorder_sim_arm", "telecorder_sim_bimanual"
+
+
+def _record(out: Path, scene: str, seconds: str) -> Path:
+    run(tool("collect"), "--device", "scripted", "--robot", "sim", "--scene", scene, "--no-realtime", "--env-state",
+        "--sim-cameras", "none", "--episodes", "3", "--episode-time", seconds, "--reset-time", "0", "--seed", "0",
+        "--out", str(out), check=True, timeout=600)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("xe")
+    arm = _record(root / "arm", "pick", "4")
+    pair = _record(root / "pair", "bimanual", "9")
+    ckpt = root / "mixed"
+    proc = run(tool("telecorder"), "train", str(arm), str(pair), "--mixture", "uniform", "--steps", "150",
+               "--val-episodes", "1", "--out", str(ckpt), check=True, timeout=600)
+    assert "mixture of 2 dataset(s)" in proc.stdout
+    return {"arm": arm, "pair": pair, "ckpt": ckpt, "root": root}
+
+
+def test_checkpoint_lists_both_robots_with_their_widths(mixed: dict[str, Path]) -> None:
+    meta = json.loads((mixed["ckpt"] / "policy.json").read_text())
+    emb = {e["name"]: e for e in meta["embodiments"]}
+    assert set(emb) == {ARM, PAIR}
+    assert (emb[ARM]["spec"]["action_dim"], emb[ARM]["state_dim"]) == (6, 13)  # 6 joints + cube pose 7
+    assert (emb[PAIR]["spec"]["action_dim"], emb[PAIR]["state_dim"]) == (12, 19)
+    assert emb[PAIR]["spec"]["action_names"][:2] == ["left_shoulder_pan", "left_shoulder_lift"]
+    assert meta["state_width"] == 19 and meta["model"]["state_dim"] == 19 + 2 and meta["model"]["action_dim"] == 12
+    mix = meta["training"]["mixture"]
+    assert mix["sampling_weights"] == [0.5, 0.5]
+    # Each robot normalized with its own statistics: the arm's normalizer has 6 dimensions, the pair's 12.
+    assert len(emb[ARM]["action_normalizer"]["stats"]["min"]) == 6
+    assert len(emb[PAIR]["action_normalizer"]["stats"]["min"]) == 12
+
+
+def test_the_runner_gets_each_robots_own_policy(mixed: dict[str, Path]) -> None:
+    policy = load_policy_dir(mixed["ckpt"])
+    assert isinstance(policy, MixtureBCPolicy)
+    pair = policy.for_robot(PAIR)
+    arm = policy.for_robot("some_other_name", ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex",
+                                                "wrist_roll", "gripper"])  # by action names
+    assert arm.entry.name == ARM
+    out_pair = pair.predict({"state": np.zeros((1, 19), np.float32)})
+    out_arm = arm.predict({"state": np.zeros((1, 13), np.float32)})
+    assert out_pair.shape == (20, 12) and out_arm.shape == (20, 6)
+    assert np.isfinite(out_pair).all() and np.isfinite(out_arm).all()
+    # The embodiment id is an input: the same padded state gives the two robots different first six actions
+    # (normalized differently, and the model told which robot it drives).
+    assert not np.allclose(pair.predict({"state": np.zeros((1, 19), np.float32)})[:, :6], out_arm)
+    with pytest.raises(PolicyError, match=r"not trained for robot 'ur5'.*telecorder_sim_arm.*telecorder_sim_bimanual"):
+        policy.for_robot("ur5", ["a"] * 7)
+    with pytest.raises(PolicyError, match=r"'state' must be \[history, 19\]"):
+        pair.predict({"state": np.zeros((1, 13), np.float32)})
+
+
+@pytest.mark.parametrize("scene", ["pick", "bimanual"])
+def test_eval_drives_both_robots_with_one_checkpoint(mixed: dict[str, Path], scene: str) -> None:
+    proc = run(tool("telecorder"), "eval", str(mixed["ckpt"]), "--scene", scene, "--episodes", "1",
+               "--episode-time", "3", "--json", check=True, timeout=600)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["episodes"] == 1 and result["steps"] > 0
+
+
+def test_damaged_embodiments_are_one_error_naming_the_file(mixed: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    for damage in ({"embodiments": "x"}, {"embodiments": []}, {"state_width": "19"}, {"state_width": 5}):
+        bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(mixed["ckpt"], bad)
+        meta = json.loads((bad / "policy.json").read_text())
+        meta.update(damage)
+        (bad / "policy.json").write_text(json.dumps(meta))
+        with pytest.raises(PolicyError, match=r"policy\.json"):
+            load_policy_dir(bad)
+
+
+def test_mixture_cli_errors_are_one_line(mixed: dict[str, Path], tmp_path: Path) -> None:
+    weights = tmp_path / "w.json"
+    weights.write_text(json.dumps({str(mixed["arm"]): 1.0, str(mixed["pair"]): float("nan")}).replace("NaN", "-1"))
+    cases = [
+        (["--mixture", str(weights)], "weight must be finite and >= 0"),
+        (["--mixture", str(tmp_path / "missing.json")], "no such mixture file"),
+        ([str(mixed["arm"]), "--mixture", "steps", "--policy", "vla"], "--mixture trains the BC policy"),
+        ([str(mixed["arm"]), str(mixed["pair"]), "--mixture", "steps", "--obs", "images"], "state variant only"),
+    ]
+    for extra, message in cases:
+        proc = run(tool("telecorder"), "train", *extra, "--out", str(tmp_path / "out"), "--steps", "5")
+        assert proc.returncode == 2, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_mixture_file_lists_datasets_with_weights_and_names(mixed: dict[str, Path], tmp_path: Path) -> None:
+    spec = tmp_path / "mix.json"
+    spec.write_text(json.dumps([{"path": str(mixed["arm"]), "weight": 3.0, "name": "so100"},
+                                [str(mixed["pair"]), 1.0]]))
+    out = tmp_path / "ckpt"
+    run(tool("telecorder"), "train", "--mixture", str(spec), "--steps", "20", "--val-episodes", "0", "--out", str(out),
+        check=True, timeout=600)
+    meta = json.loads((out / "policy.json").read_text())
+    assert [e["name"] for e in meta["embodiments"]] == ["so100", PAIR]
+    assert meta["training"]["mixture"]["sampling_weights"] == [0.75, 0.25]
