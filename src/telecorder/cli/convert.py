@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from ..errors import TelecorderError
 from .arg_types import _positive_float, _positive_int, _size
+
+if TYPE_CHECKING:
+    from ..converters.transform import ConvertOptions
 
 CONVERT_EXAMPLES = """\
 examples:
@@ -22,6 +26,8 @@ examples:
   telecorder convert lerobot_ds/ native/ --to native --cameras cam_high --skip-missing-cameras
   telecorder convert episodes_hdf5/ demos/ --to native --from aloha --fps 30
   telecorder convert demos/ act_data/ --to aloha --fps 50 --episode-length 400   # ACT: 50 Hz, equal lengths
+  telecorder convert bimanual/ act_data/ --to aloha --camera-map top=top     # keep ACT sim's camera name
+  telecorder convert single/ bimanual/ mix_oxe/ --to oxe --mixture weights.json  # Octo make_interleaved_dataset
   telecorder convert demos/ rm/ --to robomimic             # actions scaled into [-1, 1], statistics stored
   telecorder convert demos/ demos_rlds/ --to rlds --workers 2        # shards written in parallel, merged
   telecorder convert demos/ demos_rlds/ --to rlds --runner beam --beam-options '--direct_num_workers=2'
@@ -39,14 +45,16 @@ examples:
 
 
 def run_convert(args: argparse.Namespace, console: Console) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    sources: list[Path] = list(args.src)
+    if len(sources) > 1 or args.mixture is not None:
+        return _run_mixture(args, console, sources)
+    _convert_one(args, console, sources[0], args.dst, _options(args, sources))
+    return 0
 
-    from ..converters.pipeline import (
-        ConvertOptions,
-        parse_cameras,
-        parse_episode_ranges,
-    )
-    from ..runners import convert  # the runner --runner names executes the shards
+
+def _options(args: argparse.Namespace, sources: list[Path]) -> ConvertOptions:
+    from ..converters.pipeline import ConvertOptions, parse_cameras, parse_episode_ranges
+    from ..converters.transform import parse_camera_map
 
     writer_options = {k: v for k, v in {
         "codec": args.codec, "file_format": args.file_format, "compress": args.compress or None,
@@ -69,16 +77,19 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
     if args.exclude_bad:
         from ..converters import detect_format
 
-        if (getattr(args, "from") or detect_format(args.src)) != "native":
+        if any((getattr(args, "from") or detect_format(src)) != "native" for src in sources):
             raise TelecorderError("--exclude-bad: only native datasets carry bad-episode marks")
         reader_options["exclude_bad"] = True
-    opts = ConvertOptions(
+    if args.camera_map and args.cameras:
+        raise TelecorderError("--cameras selects and renames, --camera-map only renames: give one of them")
+    return ConvertOptions(
         to=args.to,
         src_format=getattr(args, "from"),
         episodes=parse_episode_ranges(args.episodes) if args.episodes else None,
         image_size=args.image_size,
         fps=args.fps,
         cameras=parse_cameras(args.cameras) if args.cameras else None,
+        rename_cameras=parse_camera_map(args.camera_map) if args.camera_map else None,
         workers=args.workers,
         overwrite=args.overwrite,
         resume=args.resume,
@@ -91,6 +102,13 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         reader_options=reader_options,
         writer_options=writer_options,
     )
+
+
+def _convert_one(args: argparse.Namespace, console: Console, src: Path, dst: Path, opts: ConvertOptions) -> Path:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..runners import convert  # the runner --runner names executes the shards
+
     columns = (TextColumn("converting"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -101,7 +119,7 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
             rate = frames / max(time.perf_counter() - t0, 1e-9)
             progress.update(task, completed=done, total=total, rate=f"{rate:.0f} frames/s")
 
-        report = convert(args.src, args.dst, opts, on_episode=on_episode)
+        report = convert(src, dst, opts, on_episode=on_episode)
     console.print(
         f"wrote {report.episodes} episode(s), {report.frames} frames to {report.output} as {args.to} "
         f"in {report.seconds:.1f} s ({report.frames_per_s:.0f} frames/s)"
@@ -118,7 +136,70 @@ def run_convert(args: argparse.Namespace, console: Console) -> int:
         from ..converters.aloha import length_fit_summary
 
         console.print(length_fit_summary(report.output), highlight=False)
+    return Path(report.output)
+
+
+def _run_mixture(args: argparse.Namespace, console: Console, sources: list[Path]) -> int:
+    """Several sources into one folder of OXE datasets plus Octo's mixture (see converters.rlds.oxe_mixture)."""
+    import os
+
+    if len(sources) < 2:
+        raise TelecorderError("--mixture: give several source datasets (telecorder convert A B ... OUT --to oxe)")
+    if args.to != "oxe":
+        raise TelecorderError(f"several sources are converted only --to oxe (one Octo mixture), not --to {args.to}; "
+                              "convert them one at a time")
+    for flag, given in (("--episodes", args.episodes), ("--language-embeddings", args.language_embeddings),
+                        ("--resume", args.resume)):
+        if given:
+            raise TelecorderError(f"{flag}: for one source at a time; convert that dataset on its own")
+    resolved = [os.path.abspath(s) for s in sources]
+    twice = sorted({str(s) for s, r in zip(sources, resolved, strict=True) if resolved.count(r) > 1})
+    if twice:
+        raise TelecorderError(f"{', '.join(twice)}: given more than once")
+    from ..converters.rlds.oxe_mixture import MIXTURE_FILE, dataset_names, widest, write_mixture
+
+    names = dataset_names(sources)
+    weights = _mixture_weights(args.mixture, sources)
+    out: Path = args.dst
+    if out.exists() and not out.is_dir():
+        raise TelecorderError(f"{out}: exists and is not a folder")
+    folders = [out / name for name in names]
+    taken = [str(p) for p in (*folders, out / MIXTURE_FILE) if p.exists()]
+    if taken and not args.overwrite:
+        raise TelecorderError(f"{', '.join(taken)} exist(s); pass --overwrite to replace them")
+    opts = _options(args, sources)
+    for src, folder in zip(sources, folders, strict=True):
+        _convert_one(args, console, src, folder, opts)
+    path = write_mixture(out, folders, weights)
+    pad = ", ".join(f"{k}={v}" for k, v in widest(folders).items())
+    how = "by training steps" if weights is None else "uniform" if args.mixture == "uniform" else f"from {args.mixture}"
+    console.print(f"Octo mixture of {len(folders)} datasets ({', '.join(names)}; weights {how}) in {path}: "
+                  f"make_interleaved_dataset(**mixture, train=True, shuffle_buffer_size=N, "
+                  f"traj_transform_kwargs=dict({pad}, ...))", highlight=False)
     return 0
+
+
+def _mixture_weights(mixture: str | None, sources: list[Path]) -> list[float] | None:
+    """One weight per source from ``--mixture`` (None: by steps): ``uniform``, or the file ``train
+    --mixture`` reads (loaders.mixture_spec), which must list exactly these datasets."""
+    if mixture in (None, "steps"):
+        return None
+    if mixture == "uniform":
+        return [1.0] * len(sources)
+    from ..loaders.mixture_spec import read_mixture_file
+
+    entries = read_mixture_file(mixture)
+    weights = {e.path.resolve(): e.weight for e in entries}
+    given = [Path(s).resolve() for s in sources]
+    missing = [str(s) for s, r in zip(sources, given, strict=True) if r not in weights]
+    extra = [str(e.path) for e in entries if e.path.resolve() not in given]
+    if missing or extra:
+        raise TelecorderError(
+            f"--mixture {mixture}: " + "; ".join(
+                ([f"gives no weight for {', '.join(missing)}"] if missing else [])
+                + ([f"lists {', '.join(extra)}, not among the datasets given"] if extra else []))
+            + " (its paths are relative to its own folder)")
+    return [weights[r] for r in given]
 
 
 def run_tokenizer(args: argparse.Namespace, console: Console) -> int:
@@ -161,7 +242,8 @@ def add_convert_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpF
                        description="Convert a dataset into another format; the source format is detected. "
                        "Output is built next to DST and moved into place when complete.",
                        epilog=CONVERT_EXAMPLES, formatter_class=fmt)
-    p.add_argument("src", type=Path)
+    p.add_argument("src", type=Path, nargs="+",
+                   help="the dataset to convert; several with --to oxe make one Octo mixture in DST")
     p.add_argument("dst", type=Path)
     p.add_argument("--to", required=True, choices=["native", "rlds", "oxe", "lerobot", "aloha", "robomimic"])
     p.add_argument("--from", dest="from", choices=["native", "rlds", "lerobot", "aloha", "robomimic"],
@@ -171,6 +253,13 @@ def add_convert_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpF
     p.add_argument("--fps", type=_positive_float, help="resample to this control rate by timestamps")
     p.add_argument("--cameras", help="select/rename cameras: front:image,wrist:wrist_image; the others are never "
                    "read")
+    p.add_argument("--camera-map", metavar="NAME=CAMERA,...",
+                   help="rename cameras, keeping the others: cam_high=top,cam_left_wrist=left_wrist (ALOHA output "
+                   "of two arms names top/left_wrist/right_wrist so by default)")
+    p.add_argument("--mixture", metavar="steps|uniform|FILE.json",
+                   help="several sources --to oxe: Octo's sampling weights by training steps (default), uniform, or "
+                   "from the JSON file train --mixture reads ({\"demos/\": 1.0, \"bimanual/\": 0.5}, paths relative "
+                   "to the file), which must list the same datasets")
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="parallel processes; above 1 each converts and writes a shard of episodes, merged at the end")
     p.add_argument("--runner", choices=["local", "beam"], default="local",

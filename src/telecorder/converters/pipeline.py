@@ -51,6 +51,7 @@ from .sharded import ShardExecutor
 from .transform import (
     ConvertOptions,
     open_source,
+    output_cameras,
     parse_cameras,
     parse_episode_ranges,
     resample_indices,
@@ -119,6 +120,10 @@ def convert(
     src, dst = check_path(src, "source"), check_path(dst, "destination")
     t0 = time.perf_counter()
     reader = open_source(src, opts)
+    # Renaming only: the reader already reads every camera, so it need not be opened again.
+    renamed = output_cameras(reader.info, opts)
+    if renamed is not None:
+        opts = replace(opts, cameras=renamed)
     available = reader.episode_indices()
     try:
         wanted = select_episodes(opts.episodes, available, where=str(src))

@@ -31,6 +31,7 @@ class ConvertOptions:
     image_size: tuple[int, int] | None = None  # (width, height)
     fps: float | None = None
     cameras: dict[str, str] | None = None  # source camera -> output camera (also selects)
+    rename_cameras: dict[str, str] | None = None  # source camera -> output camera; the others kept as they are
     workers: int = 1
     overwrite: bool = False
     resume: bool = False
@@ -59,6 +60,49 @@ def parse_cameras(text: str) -> dict[str, str]:
         if not src:
             raise ValueError(f"camera mapping looks like front:image,wrist:wrist_image, not {text!r}")
         out[src] = dst or src
+    return out
+
+
+def parse_camera_map(text: str) -> dict[str, str]:
+    """``cam_high=top,cam_left_wrist=left_wrist`` (output name = source camera, as ``train
+    --camera-map`` maps slots) -> ``{source camera: output name}``."""
+    out: dict[str, str] = {}
+    for part in text.split(","):
+        new, eq, old = (x.strip() for x in part.partition("="))
+        if not (new and eq and old):
+            raise ConversionError(f"--camera-map looks like cam_high=top,cam_left_wrist=left_wrist "
+                                  f"(NAME=CAMERA), not {text[:200]!r}")
+        if old in out:
+            raise ConversionError(f"--camera-map names camera {old!r} twice")
+        out[old] = new
+    return out
+
+
+def output_cameras(info: DatasetInfo, opts: ConvertOptions) -> dict[str, str] | None:
+    """The ``cameras`` option a conversion of a source described by ``info`` takes: ``rename_cameras``
+    over every camera, or for ALOHA output of a bimanual source ALOHA's camera names
+    (:func:`.bimanual.aloha_camera_names`); None when neither renames anything."""
+    if opts.cameras is not None:
+        if opts.rename_cameras:
+            raise ConversionError("select cameras (--cameras) or rename them (--camera-map), not both")
+        return None
+    rename = opts.rename_cameras
+    if rename is None and opts.to == "aloha":
+        from .bimanual import aloha_camera_names
+
+        rename = aloha_camera_names(info)
+    if not rename:
+        return None
+    unknown = [c for c in rename if c not in info.cameras]
+    if unknown:
+        raise ConversionError(f"camera map: no camera {', '.join(map(repr, unknown))} in the source; it has "
+                              f"{', '.join(info.cameras) or 'none'}")
+    out = {c: rename.get(c, c) for c in info.cameras}
+    names = list(out.values())
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConversionError(f"camera map: {', '.join(map(repr, twice))} would name two cameras ({out}); "
+                              "map each to its own name")
     return out
 
 

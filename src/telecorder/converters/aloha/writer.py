@@ -38,8 +38,9 @@ from .schema import (
     feature_location,
 )
 
-#: robot_type of recordings made in MuJoCo: the built-in arm, any other model, ACT's sim (our reader).
-SIM_ROBOT_TYPES = ("telecorder_sim_arm", "aloha_sim")
+#: robot_type of recordings made in MuJoCo: the built-in arm, the bimanual pair of it, any other model,
+#: ACT's sim (our reader).
+SIM_ROBOT_TYPES = ("telecorder_sim_arm", "telecorder_sim_bimanual", "aloha_sim")
 SIM_ROBOT_PREFIX = "mujoco:"
 
 

@@ -13,8 +13,8 @@ forward kinematics of the robot's MJCF:
   that, applied in the base frame, turns the current gripper orientation into the commanded one;
 * ``action[6]``: the commanded gripper opening, 1 = open, 0 = closed (absolute, not a delta).
 
-With ``action_space="joint"`` the recorded absolute joint targets are kept instead
-(``action_encoding`` ``JOINT_POS``). ``binarize_gripper=True`` turns the gripper action into
+With ``action_space="joint"`` (the default for two arms, :mod:`..bimanual`) the recorded
+absolute joint targets are kept instead (``action_encoding`` ``JOINT_POS``). ``binarize_gripper=True`` turns the gripper action into
 0/1 (open above ``gripper_threshold``), as Octo's and OpenVLA's dataset transforms do for the
 OXE datasets; 1 = open, 0 = closed is already their convention, so nothing is flipped.
 
@@ -53,6 +53,7 @@ from ...datasets.exact_quantiles import ExactValues
 from ...datasets.features import IMAGE_PREFIX, DatasetInfo, FeatureSpec, image_feature
 from ...datasets.stats import DatasetStats, FeatureStats, StatsError
 from ..base import ConversionError
+from ..bimanual import gripper_dims, is_bimanual
 from .oxe_stats import (
     exact_limit,
     feature_statistics,
@@ -116,7 +117,8 @@ class OXEWriter(RLDSWriter):
         cameras: ``{recorded camera: OXE key}`` (e.g. ``{"front": "image", "wrist":
             "wrist_image"}``); cameras left out are not written. Default: :func:`default_camera_map`.
         action_space: ``"eef"`` (default, 7-D EEF delta by FK) or ``"joint"`` (recorded
-            absolute joint targets).
+            absolute joint targets; the default for two arms, see :mod:`..bimanual`, whose
+            grippers are both left out of normalization and both binarized).
         robot_model: MJCF of the robot for FK; default the built-in arm when the dataset's
             robot_type is ``telecorder_sim_arm``.
         ee_site: the end-effector site of the model (default ``ee_site``).
@@ -137,7 +139,8 @@ class OXEWriter(RLDSWriter):
 
     def _setup(self) -> None:
         info, opt = self.info, self.options.get
-        self.action_space = str(opt("action_space", "eef"))
+        # A pair of arms has no single end effector: joint targets, as OXE's ALOHA datasets store them.
+        self.action_space = str(opt("action_space", "joint" if is_bimanual(info) else "eef"))
         if self.action_space not in ("eef", "joint"):
             raise ConversionError(f"oxe writer: action_space must be 'eef' or 'joint', not {self.action_space!r}")
         if self.data_dir == self.path:
@@ -178,7 +181,9 @@ class OXEWriter(RLDSWriter):
         self.robot_model: Path | None = None
         if self.action_space == "eef":
             self._setup_kinematics(state_spec)
-        if self.binarize_gripper and self._gripper_action_dim() is None:
+        named = gripper_dims(self._state_names)
+        self._grippers = named or ([self._gripper] if self._gripper is not None else [])
+        if self.binarize_gripper and not self._gripper_action_dims():
             raise ConversionError(
                 f"oxe writer: binarize_gripper needs a 'gripper' dimension in observation.state / action "
                 f"(names: {self._state_names or 'none'})"
@@ -280,7 +285,7 @@ class OXEWriter(RLDSWriter):
         }
         if self.binarize_gripper:
             conv["gripper"] += f" (binarized: 1 where the command was above {self.gripper_threshold})"
-        if self._gripper is None:
+        if not self._grippers:
             conv["gripper"] += "; the recording has no gripper dimension, so action[6] is a constant 1"
         if self.action_space == "eef":
             conv.update(
@@ -308,7 +313,7 @@ class OXEWriter(RLDSWriter):
             data["action"] = self.eef_actions(np.asarray(data["observation.state"]), np.asarray(data["action"]))
         if self.binarize_gripper:
             action = np.array(data["action"], dtype=np.float32)
-            g = self._gripper_action_dim()
+            g = self._gripper_action_dims()
             action[:, g] = (action[:, g] > self.gripper_threshold).astype(np.float32)
             data["action"] = action
         rename = self.camera_map
@@ -372,14 +377,15 @@ class OXEWriter(RLDSWriter):
 
     # -- files next to the dataset --------------------------------------------------------
 
-    def _gripper_action_dim(self) -> int | None:
-        return 6 if self.action_space == "eef" else self._gripper
+    def _gripper_action_dims(self) -> list[int]:
+        # Joint actions of two arms have a gripper in each half (left_gripper, right_gripper).
+        return [6] if self.action_space == "eef" else list(self._grippers)
 
     def _action_mask(self) -> list[bool]:
         dim = self.out_info.features["action"].shape[0]
         # Octo / OpenVLA normalise only the dims whose mask is True; the gripper stays in 0..1.
-        gripper = self._gripper_action_dim()
-        return [k != gripper for k in range(dim)]
+        grippers = self._gripper_action_dims()
+        return [k not in grippers for k in range(dim)]
 
     def _absolute_action_mask(self) -> list[bool]:
         # OpenVLA pads past the episode end with zeros on relative dims and repeats absolute ones.
