@@ -32,6 +32,13 @@ examples:
   collect --device leader_arm --robot dynamixel --leader-port /dev/ttyUSB0 --follower-port /dev/ttyUSB1 \\
       --tasks "put the red cube in the bin; put the blue cube on the green cube" --out real_tasks/
 
+  # two leader arms (ALOHA style) drive two followers; each arm calibrated with 'calibrate --arm left_leader' ...
+  collect --device leader_arm --robot dynamixel --leader-port left=/dev/ttyUSB0,right=/dev/ttyUSB1 \\
+      --follower-port left=/dev/ttyUSB2,right=/dev/ttyUSB3 --out bimanual/
+
+  # no hardware: two emulated leaders, a scripted two-handed operator, the sim's two-arm handover scene
+  collect --device leader_arm --emulate --robot sim --scene bimanual --episodes 5 --episode-time 12 --out handover/
+
   # add a USB camera and a looping video file as extra cameras, record at 50 Hz
   collect --robot sim --device scripted --fps 50 --out demos/ \\
       --camera side=/dev/video0,size=640x480,fps=30 --camera top=clip.mp4,loop
@@ -76,11 +83,16 @@ examples:
 """
 
 
+# 'calibrate --arm': one arm, or either arm of a pair (the file 'collect' reads for left=/right= ports).
+CALIBRATION_ARMS = ("leader", "follower", "left_leader", "right_leader", "left_follower", "right_follower")
+
 CALIBRATE_EXAMPLES = """\
 examples:
   telecorder calibrate --arm leader --port /dev/ttyUSB0 --ids 1-6        # guided, in the terminal
   telecorder calibrate --arm follower --port /dev/ttyUSB1 --ids 1-6 --signs 1,-1,1,1,1
   telecorder calibrate --arm leader --port /dev/ttyUSB0 --ids 1-6 --pose-file pose.json   # scripted
+  telecorder calibrate --arm left_leader --port /dev/ttyUSB0 --ids 1-6   # one file per arm of a pair:
+  telecorder calibrate --arm right_leader --port /dev/ttyUSB1 --ids 1-6  #   left_leader.json, right_leader.json
 """
 
 
@@ -157,13 +169,26 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--vr-scale", type=_positive_float, default=1.0, help="vr: controller-to-robot motion scale")
     v.add_argument("--vr-axes", default="openxr_to_robot", help="vr: axis preset (openxr_to_robot, identity)")
     g = p.add_argument_group("Dynamixel arms (--device leader_arm|kinesthetic, --robot dynamixel)")
-    g.add_argument("--leader-port", help="serial port of the leader arm, e.g. /dev/ttyUSB0")
-    g.add_argument("--follower-port", help="serial port of the follower arm (--robot dynamixel)")
-    g.add_argument("--leader-calibration", type=Path, help="leader calibration JSON (default: config dir)")
-    g.add_argument("--follower-calibration", type=Path, help="follower calibration JSON (default: config dir)")
+    g.add_argument("--leader-port", metavar="PORT|left=PORT,right=PORT",
+                   help="serial port of the leader arm, e.g. /dev/ttyUSB0; two leader arms: one per arm, "
+                        "left=/dev/ttyUSB0,right=/dev/ttyUSB1")
+    g.add_argument("--follower-port", metavar="PORT|left=PORT,right=PORT",
+                   help="serial port of the follower arm (--robot dynamixel, or the limp arm of kinesthetic); "
+                        "two arms: left=PORT,right=PORT")
+    g.add_argument("--leader-calibration", type=Path, metavar="FILE|left=FILE,right=FILE",
+                   help="leader calibration JSON (default: config dir, leader.json; two arms: left_leader.json "
+                        "and right_leader.json, as 'telecorder calibrate --arm left_leader' saves them)")
+    g.add_argument("--follower-calibration", type=Path, metavar="FILE|left=FILE,right=FILE",
+                   help="follower calibration JSON (default: config dir, follower.json; two arms: "
+                        "left_follower.json and right_follower.json)")
+    g.add_argument("--bimanual", action="store_true",
+                   help="two arms, left and right (ALOHA style), each on its own bus: two leaders driving two "
+                        "followers, or two limp arms for kinesthetic; implied by --scene bimanual and by ports "
+                        "given per arm. The action is both arms' joints, left then right")
     g.add_argument("--baudrate", type=int, default=1_000_000, help="bus baud rate (default 1000000)")
     g.add_argument("--emulate", action="store_true",
-                   help="use the built-in emulated arm (Protocol 2.0 bus emulator) for any port not given")
+                   help="use the built-in emulated arm (Protocol 2.0 bus emulator) for any port not given; with "
+                        "--scene bimanual two emulated leaders, moved by a scripted two-handed operator")
     g.add_argument("--emulate-drop-rate", type=float, default=0.0, help="emulator: fraction of replies dropped")
     g.add_argument("--emulate-crc-rate", type=float, default=0.0, help="emulator: fraction of replies corrupted")
     g.add_argument("--emulate-latency", type=float, default=0.0,
@@ -231,6 +256,7 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             scene=scene,
             randomize=args.randomize,
             tasks=tasks,
+            bimanual=args.bimanual,
             emulator=EmulatorOptions(drop_rate=args.emulate_drop_rate, crc_error_rate=args.emulate_crc_rate,
                                      latency_s=args.emulate_latency, dead_after_s=dead, hand_file=args.hand_file,
                                      usb_latency_ms=args.emulate_usb_latency_ms),
@@ -413,12 +439,15 @@ def add_calibrate_parser(sub: argparse._SubParsersAction, fmt: type[argparse.Hel
                        description="Torque off, then guided steps (known pose, range sweep, gripper open/closed); "
                        "the result is saved as JSON. --pose-file makes it non-interactive.",
                        epilog=CALIBRATE_EXAMPLES, formatter_class=fmt)
-    p.add_argument("--arm", choices=["leader", "follower"], required=True)
+    p.add_argument("--arm", choices=list(CALIBRATION_ARMS), required=True,
+                   help="which arm: leader or follower; of a pair (ALOHA style): left_leader, right_leader, "
+                        "left_follower, right_follower, each saved to its own file")
     p.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0")
     p.add_argument("--ids", type=parse_ids, default=parse_ids("1-6"), help="servo ids, gripper last (default 1-6)")
     p.add_argument("--baudrate", type=int, default=1_000_000)
     p.add_argument("--signs", help="comma-separated +1/-1 per arm joint (default all +1)")
     p.add_argument("--no-gripper", action="store_true", help="the last id is an arm joint, not a gripper")
     p.add_argument("--pose-file", type=Path, help="JSON: known_pose, names, signs, gripper open/closed, range")
-    p.add_argument("--out", type=Path, help="where to save (default: ~/.config/telecorder/calibration/ARM.json)")
+    p.add_argument("--out", type=Path, help="where to save (default: ~/.config/telecorder/calibration/ARM.json, "
+                   "where 'collect' looks for it)")
     p.set_defaults(func=run_calibrate)

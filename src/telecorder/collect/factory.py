@@ -71,6 +71,9 @@ class DeviceConfig:
     randomize: frozenset[str] = frozenset()
     # The session's instructions (--tasks); checked against what the scripted expert can do.
     tasks: TaskList | None = None
+    # Two Dynamixel arms, left and right (--bimanual); also meant by --scene bimanual for leader arms and
+    # by a port or calibration given per arm (left=...,right=...).
+    bimanual: bool = False
 
 
 def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
@@ -79,6 +82,7 @@ def make_devices(cfg: DeviceConfig) -> tuple[Robot, Teleop, list[Camera]]:
     if cfg.device not in DEVICES:
         raise ValueError(f"unknown teleop device {cfg.device!r}; available: {', '.join(DEVICES)}")
     _check_sim_only_options(cfg)
+    _check_two_arm_options(cfg)
     check_expert_tasks(cfg)
     cleanups: list[Callable[[], None]] = []
     try:
@@ -173,6 +177,25 @@ def _check_sim_only_options(cfg: DeviceConfig) -> None:
         )
 
 
+def _check_two_arm_options(cfg: DeviceConfig) -> None:
+    """Refuse two arms' ports (or --bimanual) where no device drives two Dynamixel arms."""
+    steering = cfg.intervene if cfg.device == "policy" else cfg.device
+    given = [(flag, value) for flag, value in (
+        ("--leader-port", cfg.leader_port), ("--follower-port", cfg.follower_port),
+        ("--leader-calibration", cfg.leader_calibration), ("--follower-calibration", cfg.follower_calibration))
+        if value is not None]
+    if steering in ("leader_arm", "kinesthetic") or not (given or cfg.bimanual):
+        return
+    from .devices.bimanual import arm_spec
+
+    flags = (["--bimanual"] if cfg.bimanual else []) + [flag for flag, value in given
+                                                         if arm_spec(flag, value) is not None]
+    if flags:
+        who = f"--device {cfg.device}" + (f" --intervene {cfg.intervene}" if cfg.intervene else "")
+        raise TelecorderError(f"{', '.join(flags)}: two Dynamixel arms are driven by --device leader_arm or "
+                              f"kinesthetic (or --intervene leader_arm); {who} drives one arm, so give one port")
+
+
 def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[Robot, Teleop]:
     if cfg.device == "policy":
         from .devices.policy import policy_devices
@@ -189,6 +212,15 @@ def _robot_and_teleop(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> 
 
     if cfg.device in ("vr", "gamepad", "keyboard"):
         return _eef_device(cfg, cleanups)
+
+    if cfg.device in ("leader_arm", "kinesthetic"):
+        from .devices.bimanual import two_arms
+
+        why = two_arms(cfg)
+        if why is not None:
+            from .devices.bimanual import bimanual_devices
+
+            return bimanual_devices(cfg, cleanups, _arm_port, _sim_robot, why)
 
     if cfg.device == "leader_arm":
         port, cal, emu = _arm_port(cfg, "leader", cfg.leader_port, cfg.leader_calibration, cleanups)
@@ -248,12 +280,18 @@ def _follower(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> Robot:
 
 
 def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path | None,
-              cleanups: list[Callable[[], None]]):
-    """The serial port and calibration of an arm, starting an emulated one for ``--emulate``."""
+              cleanups: list[Callable[[], None]], *, name: str | None = None, motion: object = None):
+    """The serial port and calibration of an arm, starting an emulated one for ``--emulate``.
+
+    ``name``: the calibration's name (default file, emulated calibration), e.g. ``left_leader``
+    for one of two arms; default ``arm``. ``motion``: the emulated arm's hand motion (default:
+    ``--hand-file``, else the pick-and-lift demonstration).
+    """
     from .dynamixel.calibration import ArmCalibration, default_path
 
+    name = name or arm
     if port:
-        return port, ArmCalibration.load(calibration or default_path(arm)), None
+        return port, ArmCalibration.load(calibration or default_path(name)), None
     if not cfg.emulate:
         raise TelecorderError(
             f"--device {cfg.device} needs --{arm}-port PORT, the serial adapter of the {arm} arm "
@@ -271,12 +309,14 @@ def _arm_port(cfg: DeviceConfig, arm: str, port: str | None, calibration: Path |
     from .dynamixel.hand import HandMotion
 
     opts = cfg.emulator
-    hand = EpisodeHand(HandMotion.from_file(opts.hand_file) if opts.hand_file else demonstration_motion(cfg.fps))
+    if motion is None:
+        motion = HandMotion.from_file(opts.hand_file) if opts.hand_file else demonstration_motion(cfg.fps)
+    hand = EpisodeHand(motion)
     emu = bus_emulator(cfg, IDS, MODEL, hand)
     hand.clock = emu.elapsed
     path = emu.start()
     cleanups.append(emu.stop)
-    return path, emulated_calibration(arm), emu
+    return path, emulated_calibration(name), emu
 
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ...errors import DeviceError
 from ..dynamixel.bus import DynamixelBus
 from ..dynamixel.calibration import ArmCalibration
 from ..interfaces import Teleop, TeleopOutput
@@ -46,13 +47,18 @@ class LeaderArmTeleop(Teleop):
         max_step: float = 0.25,
         on_disconnect: Callable[[], None] | None = None,
         on_episode_start: Callable[[], None] | None = None,
+        arm: str | None = None,
     ) -> None:
         self.bus, self.calibration, self.fps = bus, calibration, fps
         self._on_episode_start = on_episode_start
+        # One of two arms ("left"/"right"): its messages name the arm and its joints as the dataset does.
+        self.arm = arm
+        self.joint_names = [f"{arm}_{n}" for n in calibration.names] if arm else list(calibration.names)
         # The start check, ramp and step limit, shared with 'telecorder replay'.
-        self.ramp = StartRamp(calibration.names, fps=fps, start_tolerance=start_tolerance, ramp_s=ramp_s,
-                              max_step=max_step, source=f"leader arm ({bus.port_name})",
-                              remedy="move the leader to the follower's pose before starting")
+        self.ramp = StartRamp(self.joint_names, fps=fps, start_tolerance=start_tolerance, ramp_s=ramp_s,
+                              max_step=max_step, source=f"{arm + ' ' if arm else ''}leader arm ({bus.port_name})",
+                              remedy=f"move the {arm + ' ' if arm else ''}leader to the follower's pose before "
+                                     "starting")
         self._on_disconnect = on_disconnect
         self._prev_leader: np.ndarray | None = None
         self._prev_follower: np.ndarray | None = None
@@ -79,7 +85,13 @@ class LeaderArmTeleop(Teleop):
 
     def leader_pose(self, *, complete: bool = False) -> np.ndarray:
         """The leader's calibrated joints; ``complete``: as every servo reports it this cycle."""
-        return self.calibration.to_calibrated(self.bus.read_state(complete=complete).position)
+        try:
+            state = self.bus.read_state(complete=complete)
+        except DeviceError as e:
+            if self.arm is None:
+                raise
+            raise DeviceError(f"{self.arm} leader arm: {e}") from None
+        return self.calibration.to_calibrated(state.position)
 
     def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
         # The start check compares what every leader servo says now: a servo that just died would
@@ -102,7 +114,7 @@ class LeaderArmTeleop(Teleop):
                 if int(k) not in self._warned:
                     self._warned.add(int(k))
                     warnings.warn(
-                        f"joint {self.calibration.names[k]!r} moves the opposite way on the follower; "
+                        f"joint {self.joint_names[k]!r} moves the opposite way on the follower; "
                         "check its sign in the calibrations (and that no servo IDs are swapped)",
                         stacklevel=2,
                     )

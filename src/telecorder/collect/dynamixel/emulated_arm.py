@@ -6,12 +6,13 @@ drive the MuJoCo follower directly. The hand motion is a demonstration of the si
 pick-and-lift task, computed once by the scripted expert for a cube in the middle of
 the workspace (or, for the sim follower, for the cube it sees), starting with a rest at
 the home pose and ending holding the cube up: like a person, the hand starts each
-episode from where the follower stands.
+episode from where the follower stands. Two emulated arms (``--scene bimanual``) are moved
+by a two-handed operator: the bimanual expert's transfer, each arm's half on its own bus.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -67,8 +68,57 @@ def demonstration_motion(
         env.apply_action(action)
         samples.append(np.asarray(action, dtype=np.float64))
     env.close()
-    # The operator then holds the cube up until the episode ends (the motion loops only after HOLD_S).
-    samples.append(samples[-1])
+    return _hand_motion(samples, control_hz, "built-in pick-and-lift demonstration")
+
+
+def bimanual_demonstration(
+    control_hz: float = 30.0, seed: int = 7, cube_pose: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[HandMotion, HandMotion]:
+    """A two-handed operator's motions for the ``bimanual`` scene's transfer: (left arm, right arm).
+
+    Planned by the scripted bimanual expert on a private copy of the scene (its cube at
+    ``cube_pose``, as the follower shows it), the commands split into the two arms' halves
+    (left dims 0-5, right 6-11): each becomes the hand motion of one leader arm's bus.
+    """
+    from ...sim.bimanual_expert import BimanualExpert
+    from ...sim.env import SimEnv
+    from ...sim.scenes import scene_model
+
+    env = SimEnv(scene_model("bimanual"), control_dt=1.0 / control_hz, seed=seed)
+    env.reset(seed)
+    if cube_pose is not None:
+        env.place_cube(*cube_pose)
+    expert = BimanualExpert(env, seed=seed)
+    home = env.joint_positions()
+    samples = [home, home]
+    while not (expert.done or expert.failed) and len(samples) < 20 * control_hz:
+        action = expert.act()
+        env.apply_action(action)
+        samples.append(np.asarray(action, dtype=np.float64))
+    env.close()
+    width = len(IDS)
+    if len(home) != 2 * width:
+        raise ValueError(f"the bimanual scene has {len(home)} action dimensions, two emulated arms {2 * width}")
+    return (_hand_motion([s[:width] for s in samples], control_hz, "built-in two-handed transfer (left arm)"),
+            _hand_motion([s[width:] for s in samples], control_hz, "built-in two-handed transfer (right arm)"))
+
+
+def lead_in(motion: HandMotion, start: Mapping[int, float], seconds: float = 2.0) -> HandMotion:
+    """``motion`` after a move from ``start`` (raw rad per servo) to its first sample.
+
+    The operator first puts the leader where the follower stands (the start check wants it
+    there) and brings it back to where the demonstration begins: a follower that is not reset
+    between episodes still stands where the last one ended.
+    """
+    times = [0.0, *(seconds + float(t) for t in motion.times)]
+    joints = {sid: [float(start[sid]), *values] for sid, values in motion.joints.items()}
+    return HandMotion(times, joints, smooth=motion.smooth, source="hand motion with its lead-in")
+
+
+def _hand_motion(samples: list[np.ndarray], control_hz: float, source: str) -> HandMotion:
+    """One arm's commands (``[home, home, action...]``) as a hand trajectory: a rest, the motion, a hold."""
+    # The operator then holds the last pose until the episode ends (the motion loops only after HOLD_S).
+    samples = [*samples, samples[-1]]
     dt = 1.0 / control_hz
     times = [0.0] + [REST_S + k * dt for k in range(len(samples) - 2)] + [REST_S + (len(samples) - 3) * dt + HOLD_S]
     cal = emulated_calibration("leader")
@@ -78,7 +128,7 @@ def demonstration_motion(
         if k == len(IDS) - 1:
             values = [cal.gripper.to_raw(v) for v in values]
         joints[sid] = values
-    return HandMotion(times, joints, smooth=False, source="built-in pick-and-lift demonstration")
+    return HandMotion(times, joints, smooth=False, source=source)
 
 
 class EpisodeHand:
@@ -109,6 +159,7 @@ class EpisodeHand:
 
     def velocity(self, servo_id: int, t: float) -> float:
         return self.motion.velocity(servo_id, max(0.0, t - self._origin))
+
 
 def bus_emulator(cfg: Any, ids: Sequence[int], model: str, hand: object) -> BusEmulator:
     """A bus emulator (not started) with the ``--emulate-*`` options of ``cfg``: the one place they are read."""
