@@ -1,7 +1,8 @@
 """One BC model for several robots: what a cross-embodiment checkpoint holds and how a robot picks its part.
 
 A policy trained on a mixture of robots (``telecorder train --mixture``) has one model whose
-input is the state padded to the widest robot's plus a one-hot embodiment id, and whose output
+input is the state padded to the widest robot's, feature by feature (every robot's joint state
+starts at the same place, and its object pose at another), plus a one-hot embodiment id, and whose output
 is an action chunk as wide as the widest robot's action. Each robot (embodiment) keeps what
 its own loader used: the state features, the state normalizer, the action normalizer, the
 action names. :class:`MixtureBCPolicy` holds them all; :meth:`MixtureBCPolicy.for_robot` returns
@@ -29,7 +30,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise missing_extra("torch", "torch") from e
 
-__all__ = ["MAX_EMBODIMENTS", "EmbodimentEntry", "EmbodimentPolicy", "MixtureBCPolicy", "model_input"]
+__all__ = ["MAX_EMBODIMENTS", "EmbodimentEntry", "EmbodimentPolicy", "MixtureBCPolicy", "model_input", "place_state"]
 
 
 @dataclass(frozen=True)
@@ -41,22 +42,39 @@ class EmbodimentEntry:
     spec: PolicySpec
     action_normalizer: Normalizer
     state_dim: int
+    #: Where each of its state values goes in the padded state (each state feature has its own place,
+    #: so that e.g. the object pose reads the same for every robot); default: the first ``state_dim``.
+    state_slots: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        slots = tuple(int(s) for s in self.state_slots) or tuple(range(self.state_dim))
+        if len(slots) != self.state_dim or len(set(slots)) != len(slots) or min(slots, default=0) < 0:
+            raise PolicyError(f"embodiment {self.name!r}: {len(slots)} distinct state slots >= 0 needed for its "
+                              f"{self.state_dim}-D state")
+        object.__setattr__(self, "state_slots", slots)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "id": self.id, "state_dim": self.state_dim, "spec": self.spec.to_dict(),
-                "action_normalizer": self.action_normalizer.to_dict()}
+        return {"name": self.name, "id": self.id, "state_dim": self.state_dim, "state_slots": list(self.state_slots),
+                "spec": self.spec.to_dict(), "action_normalizer": self.action_normalizer.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EmbodimentEntry:
         return cls(str(d["name"]), int(d["id"]), PolicySpec.from_dict(d["spec"]),
-                   Normalizer.from_dict(d["action_normalizer"]), int(d["state_dim"]))
+                   Normalizer.from_dict(d["action_normalizer"]), int(d["state_dim"]),
+                   tuple(int(s) for s in d.get("state_slots") or ()))
 
 
-def model_input(state: torch.Tensor, width: int, embodiment: torch.Tensor, count: int) -> torch.Tensor:
-    """``state`` ``[B, D]`` zero-padded to ``width`` with the one-hot ``embodiment`` ids ``[B]`` appended."""
-    pad = torch.zeros(state.shape[0], width - state.shape[1], dtype=state.dtype)
+def place_state(state: torch.Tensor, slots: Sequence[int], width: int) -> torch.Tensor:
+    """A robot's state ``[B, D]`` in the padded layout ``[B, width]`` (zeros where it has nothing)."""
+    out = torch.zeros(state.shape[0], width, dtype=state.dtype)
+    out[:, list(slots)] = state
+    return out
+
+
+def model_input(state: torch.Tensor, embodiment: torch.Tensor, count: int) -> torch.Tensor:
+    """The padded ``state`` ``[B, width]`` with the one-hot ``embodiment`` ids ``[B]`` appended."""
     onehot = torch.nn.functional.one_hot(embodiment.long(), count).to(state.dtype)
-    return torch.cat([state, pad, onehot], dim=1)
+    return torch.cat([state, onehot], dim=1)
 
 
 class MixtureBCPolicy(Policy):
@@ -80,7 +98,8 @@ class MixtureBCPolicy(Policy):
             raise PolicyError(f"mixture policy: the model reads {cfg.state_dim} state values, the embodiments need "
                               f"{self.state_width} + {len(self.embodiments)} (padded state + one-hot id)")
         for e in self.embodiments:
-            if e.spec.action_dim > cfg.action_dim or e.state_dim > self.state_width or e.spec.horizon != cfg.horizon:
+            if (e.spec.action_dim > cfg.action_dim or max(e.state_slots, default=0) >= self.state_width
+                    or e.spec.horizon != cfg.horizon):
                 raise PolicyError(f"mixture policy: embodiment {e.name!r} ({e.state_dim}-D state, "
                                   f"{e.spec.action_dim}-D actions) does not fit the model")
         self._default = EmbodimentPolicy(self, self.embodiments[0])
@@ -120,8 +139,8 @@ class EmbodimentPolicy(Policy):
     def predict(self, observation: Mapping[str, Any]) -> np.ndarray:
         state, images = last_step_inputs(observation, f"mixture policy ({self.entry.name})", self.entry.state_dim,
                                          self.spec.cameras, self.spec.image_size)
-        x = model_input(torch.from_numpy(state), self.parent.state_width,
-                        torch.tensor([self.entry.id]), len(self.parent.embodiments))
+        padded = place_state(torch.from_numpy(state), self.entry.state_slots, self.parent.state_width)
+        x = model_input(padded, torch.tensor([self.entry.id]), len(self.parent.embodiments))
         with torch.inference_mode():
             y = self.parent.model(x, {c: torch.from_numpy(v) for c, v in images.items()})
         y = y[0, :, : self.spec.action_dim].numpy().astype(np.float64)

@@ -141,6 +141,10 @@ def check_meta(meta: Mapping[str, Any]) -> None:
             for key in ("id", "state_dim"):
                 if isinstance(e.get(key), bool) or not isinstance(e.get(key), int) or not 0 <= e[key] <= 65_536:
                     raise PolicyError(f"embodiments[{k}].{key} must be an integer from 0 to 65536")
+            slots = e.get("state_slots")
+            if slots is not None and (not isinstance(slots, list) or len(slots) != e["state_dim"] or any(
+                    isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 65_536 for s in slots)):
+                raise PolicyError(f"embodiments[{k}].state_slots must be {e['state_dim']} integers from 0 to 65535")
         width = meta.get("state_width")
         if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 65_536:
             raise PolicyError("'state_width' must be an integer from 1 to 65536")

@@ -3,8 +3,9 @@
 Each dataset keeps its own loader and so its own normalization (Octo and OpenVLA normalize
 per dataset too). Its samples are read into memory as for the single-robot trainer, then
 padded to the mixture's widths (the layout of :class:`~telecorder.loaders.embodiment.MixtureLayout`,
-the same one :class:`~telecorder.loaders.MixtureDataset` pads to): the state with zeros and a
-one-hot embodiment id appended, the action chunk with zeros that the L1 loss masks out (per
+the same widths :class:`~telecorder.loaders.MixtureDataset` pads to): the state feature by feature
+(each state feature padded to its widest robot's, so that the object pose has the same place for
+every robot whatever its joint count) with zeros and a one-hot embodiment id appended, the action chunk with zeros that the L1 loss masks out (per
 dimension, ``action_dim_is_pad``, as well as per padded row). Batches draw a dataset by its
 mixture weight and then a sample of it (``"steps"``: in proportion to its samples; ``"uniform"``:
 each dataset alike; or given weights, Octo's recipe).
@@ -19,6 +20,7 @@ robots with different cameras are the loaders' (``MixtureDataset``), not yet thi
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +33,7 @@ from ..loaders.mixture_spec import mixture_weights
 from ..loaders.torch_dataset import TorchDataset
 from .base import POLICY_FORMAT, PolicySpec
 from .bc import BCConfig, BCModel
-from .embodiments import MAX_EMBODIMENTS, EmbodimentEntry, MixtureBCPolicy, model_input
+from .embodiments import MAX_EMBODIMENTS, EmbodimentEntry, MixtureBCPolicy, model_input, place_state
 from .loop import ProgressFn, fit
 from .training_data import (
     ACTION_NORMALIZE,
@@ -121,6 +123,7 @@ def train_bc_mixture(
         split_of.append((train_eps, val_eps))
     layout = MixtureLayout([component_layout(d, k, names[k]) for k, d in enumerate(loaders)])
     count = len(layout.embodiments)
+    slots, state_width = _state_slots([(ds.info, keys) for ds, keys in zip(opened, keys_of, strict=True)])
     comp_weights = mixture_weights([len(d) for d in loaders], weights)
     if not any(w > 0 and len(d) for w, d in zip(comp_weights, loaders, strict=True)):
         raise TelecorderError("no dataset with a positive mixture weight has training samples")
@@ -130,7 +133,7 @@ def train_bc_mixture(
         for k, d in parts:
             n = d["n"]
             eid = layout.ids[k]
-            state.append(_pad(d["state"], layout.state_dim))
+            state.append(place_state(d["state"], slots[k], state_width))
             action.append(_pad(d["action"], layout.action_dim))
             row_pad.append(d["action_is_pad"])
             mask = torch.arange(layout.action_dim) >= layout.embodiments[eid].action_dim
@@ -149,18 +152,20 @@ def train_bc_mixture(
     load_s = time.monotonic() - t0
 
     torch.manual_seed(seed)
-    cfg = BCConfig(state_dim=layout.state_dim + count, action_dim=layout.action_dim, horizon=horizon)
+    cfg = BCConfig(state_dim=state_width + count, action_dim=layout.action_dim, horizon=horizon)
     model = BCModel(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     g = torch.Generator().manual_seed(seed)
     # Which state dimensions are real, per embodiment: noise must leave the padding at the zeros a robot sends.
-    state_real = torch.stack([torch.arange(layout.state_dim) < e.state_dim for e in layout.embodiments])
+    state_real = torch.zeros(count, state_width, dtype=torch.bool)
+    for k, eid in enumerate(layout.ids):
+        state_real[eid, list(slots[k])] = True
 
     def loss_of(data: dict[str, Any], idx: torch.Tensor, noise: float) -> torch.Tensor:
         state = data["state"][idx]
         if noise > 0:
             state = state + noise * torch.randn(state.shape, generator=g) * state_real[data["embodiment_id"][idx]]
-        x = model_input(state, layout.state_dim, data["embodiment_id"][idx], count)
+        x = model_input(state, data["embodiment_id"][idx], count)
         pred = model(x, {})
         valid = (~data["action_is_pad"][idx])[..., None] & (~data["action_dim_is_pad"][idx])[:, None, :]
         v = valid.to(pred.dtype)
@@ -184,8 +189,8 @@ def train_bc_mixture(
         d, ds = loaders[k], opened[k]
         spec = PolicySpec(action_dim=emb.action_dim, horizon=horizon, state_keys=keys_of[k], history=1,
                           fps=ds.info.fps, state_normalizer=d.state_normalizer, action_names=emb.action_names)
-        entries.append(EmbodimentEntry(emb.name, emb.id, spec, d.action_normalizer, emb.state_dim))
-    policy = MixtureBCPolicy(model, entries, layout.state_dim, num_threads=None)
+        entries.append(EmbodimentEntry(emb.name, emb.id, spec, d.action_normalizer, emb.state_dim, slots[k]))
+    policy = MixtureBCPolicy(model, entries, state_width, num_threads=None)
     summary: dict[str, Any] = {
         "obs": obs, **run.summary(), "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
         "schedule": f"linear warm-up {run.warmup} steps, cosine decay to 0",
@@ -207,6 +212,22 @@ def train_bc_mixture(
     summary["out"] = str(out)
     summary["files"] = [POLICY_FILE, MODEL_FILE]
     return summary
+
+
+def _state_slots(parts: list[tuple[Any, tuple[str, ...]]]) -> tuple[list[tuple[int, ...]], int]:
+    """Each dataset's place for each of its state values, and the padded width: every state feature
+    (in order of first appearance) gets the width of its widest dataset."""
+    widths: dict[str, int] = {}
+    for info, keys in parts:
+        for key in keys:
+            widths[key] = max(widths.get(key, 0), int(math.prod(info.features[key].shape)))
+    offsets, start = {}, 0
+    for key, width in widths.items():
+        offsets[key], start = start, start + width
+    slots = []
+    for info, keys in parts:
+        slots.append(tuple(offsets[key] + i for key in keys for i in range(int(math.prod(info.features[key].shape)))))
+    return slots, start
 
 
 def save_mixture_policy(out_dir: Path, policy: MixtureBCPolicy, training: dict[str, Any]) -> Path:
