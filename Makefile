@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/replay_drift.py
 	$(BIN)/python benchmarks/tasks.py
 	$(BIN)/python benchmarks/vla.py --obs state
+	$(BIN)/python benchmarks/xembodiment.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
