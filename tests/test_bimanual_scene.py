@@ -94,3 +94,19 @@ def test_a_bad_spawn_region_is_one_readable_error(tmp_path) -> None:
     bad.write_text(text)
     with pytest.raises(SimModelError, match=r"cube_spawn_region.*min < max"):
         SimEnv(bad)
+
+
+def test_record_replay_and_export_a_handover(tmp_path) -> None:
+    from test_cli import run, tool
+
+    out = tmp_path / "handover"
+    run(tool("collect"), "--device", "scripted", "--robot", "sim", "--scene", "bimanual", "--no-realtime",
+        "--camera-size", "96x72", "--episodes", "1", "--episode-time", "10", "--reset-time", "0", "--seed", "4",
+        "--out", str(out), check=True, timeout=600)
+    info = run(tool("telecorder"), "info", str(out), check=True).stdout
+    assert "telecorder_sim_bimanual" in info and "right_gripper" in info
+    replay = run(tool("telecorder"), "replay", str(out), "--episode", "0", "--robot", "sim", check=True, timeout=600)
+    assert "task success: recorded yes, replayed yes" in replay.stdout
+    sheet = tmp_path / "sheet.png"
+    run(tool("telecorder"), "export", str(out), "--episode", "0", "--contact-sheet", str(sheet), check=True, timeout=600)
+    assert sheet.stat().st_size > 10_000
