@@ -65,11 +65,13 @@ keys while recording, in the terminal and in the live window:
     turn     Up/Down pitch down/up, Right/Left roll right/left, q/e yaw left/right
     gripper  Space/c open/close
     session  Enter save, Backspace re-record, Esc save & quit, i take over / hand back, k skip instruction
+    arms     Tab switches the arm it drives (two-arm robots: --scene bimanual)
   --device gamepad (and the keys of every device):
     move     left stick forward/back, left/right; right stick up/down; LB/RB down/up
     turn     Y toggles rotation mode: left stick pitch/roll, right stick yaw
     gripper  LT/RT open/close
     session  A save, B re-record, Start save & quit, X take over / hand back, Back skip instruction
+    arms     RS (right-stick click) switches the arm it drives (two-arm robots)
 Ctrl-C discards the episode in progress; every episode saved before stays intact.
 """
 
@@ -165,7 +167,9 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     v = p.add_argument_group("End-effector devices (--device vr|gamepad|keyboard, with --robot sim, or --robot "
                              "dynamixel and --robot-model ARM.xml for IK)")
     v.add_argument("--pose-stream", type=Path, help="vr: replay a controller pose stream (JSON lines) instead of a headset")
-    v.add_argument("--vr-hand", choices=["left", "right"], default="right")
+    v.add_argument("--vr-hand", choices=["left", "right"], default="right",
+                   help="vr: the controller that drives a one-arm robot (default right); on two arms "
+                        "(--scene bimanual) each hand drives its own arm")
     v.add_argument("--vr-scale", type=_positive_float, default=1.0, help="vr: controller-to-robot motion scale")
     v.add_argument("--vr-axes", default="openxr_to_robot", help="vr: axis preset (openxr_to_robot, identity)")
     g = p.add_argument_group("Dynamixel arms (--device leader_arm|kinesthetic, --robot dynamixel)")

@@ -333,7 +333,11 @@ def _has_cube(robot: Robot) -> bool:
 
 
 def _eef_device(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[Robot, Teleop]:
-    """End-effector devices steer through IK on a MuJoCo model: the sim arm's own, or a Dynamixel arm's MJCF."""
+    """End-effector devices steer through IK on a MuJoCo model: the sim arm's own, or a Dynamixel arm's MJCF.
+
+    A simulated model of two arms (``--scene bimanual``) gets VR's two hands, or a gamepad or
+    keyboard that switches arms (:mod:`.devices.eef_bimanual`); ``--vr-hand`` is for one arm.
+    """
     from .devices.eef import EEFTeleop, sim_arm_joints, velocity_source, vr_source
 
     if cfg.robot == "dynamixel":
@@ -341,7 +345,11 @@ def _eef_device(cfg: DeviceConfig, cleanups: list[Callable[[], None]]) -> tuple[
 
         robot, arm = eef_follower(cfg, cleanups)
     else:
+        from .devices.eef_bimanual import arm_sides, bimanual_eef_teleop, sim_arms
+
         robot = _sim_robot(cfg)
+        if arm_sides(robot.env):
+            return robot, bimanual_eef_teleop(cfg, robot, sim_arms(robot))
         arm = sim_arm_joints(robot)
     if cfg.device == "vr":
         from .devices.vr import OpenXRClient, PoseStreamSource, VRMapping

@@ -69,8 +69,13 @@ KEYBOARD_MOTION: tuple[MotionKey, ...] = (
     MotionKey("space", "gripper", 0, +1, "open"), MotionKey("c", "gripper", 0, -1, "close"),
 )
 
+# Two arms (--scene bimanual): the keyboard or pad drives one arm at a time and this key or
+# button hands it to the other. Tab and the right stick's click are bound to nothing else; the
+# right stick rather than the left, which steers all the time and is clicked by accident.
+KEYBOARD_ARM_KEY = "tab"
+
 # SDL joystick button numbers of an Xbox-style pad on Linux (pygame docs, "Xbox 360 Controller").
-XBOX_BUTTONS = {"A": 0, "B": 1, "X": 2, "Y": 3, "LB": 4, "RB": 5, "Back": 6, "Start": 7}
+XBOX_BUTTONS = {"A": 0, "B": 1, "X": 2, "Y": 3, "LB": 4, "RB": 5, "Back": 6, "Start": 7, "LS": 8, "RS": 9}
 
 # The gamepad's own buttons for the session events; GamepadMapping's defaults come from here.
 PAD_SESSION_BUTTONS: dict[Event, str] = {
@@ -81,12 +86,17 @@ PAD_SESSION_BUTTONS: dict[Event, str] = {
     Event.SKIP_TASK: "Back",
 }
 PAD_ROTATION_BUTTON, PAD_DOWN_BUTTON, PAD_UP_BUTTON = "Y", "LB", "RB"
+PAD_ARM_BUTTON = "RS"
 
 # The gamepad's motion controls as the key map shows them (GamepadInput.read implements them).
 PAD_MOTION: tuple[tuple[str, str], ...] = (
     ("move", f"left stick forward/back, left/right; right stick up/down; {PAD_DOWN_BUTTON}/{PAD_UP_BUTTON} down/up"),
     ("turn", f"{PAD_ROTATION_BUTTON} toggles rotation mode: left stick pitch/roll, right stick yaw"),
     ("gripper", "LT/RT open/close"),
+)
+# Drawn in the live view's key map only: collect --help carries help_text() as a copy (cli/collect.py).
+PAD_ARMS: tuple[tuple[str, str], ...] = (
+    ("arms", f"{PAD_ARM_BUTTON} (right stick click) drives the other arm (two arms; left first)"),
 )
 
 # VR controller buttons (rising edges) for the session events, and the re-centre button; the
@@ -101,9 +111,10 @@ VR_RECENTRE_BUTTONS: tuple[str, ...] = ("b",)
 VR_MOTION: tuple[tuple[str, str], ...] = (
     ("move", f"hold squeeze (clutch) and move the controller; {'/'.join(VR_RECENTRE_BUTTONS)} re-centres"),
     ("gripper", "trigger closes"),
+    ("arms", "two arms: each controller drives its own arm, left hand the left arm"),
 )
 
-_KEY_NAMES = {"return": "Enter", "backspace": "Backspace", "escape": "Esc", "space": "Space",
+_KEY_NAMES = {"return": "Enter", "backspace": "Backspace", "escape": "Esc", "space": "Space", "tab": "Tab",
               "up": "Up", "down": "Down", "left": "Left", "right": "Right"}
 
 # What a key sends to a terminal in cbreak mode (arrow keys in normal and application mode).
@@ -163,6 +174,8 @@ class Controls:
     needs_window: bool = False
     # collect opens the live view unless told --no-display.
     view_by_default: bool = False
+    # The key that hands the device to the other arm on a two-arm robot ("" for none).
+    arm_key: str = ""
 
     def session_keys(self) -> dict[str, Event]:
         """Key name -> session event."""
@@ -185,6 +198,8 @@ class Controls:
         if self.motion:
             lines += [f"{title}:  {_pairs(self.motion, quantity)}"
                       for title, quantity in (("move", "linear"), ("turn", "angular"), ("gripper", "gripper"))]
+        if self.arm_key:
+            lines.append(f"arms:  {key_label(self.arm_key)} drives the other arm (two arms; left first)")
         lines += [f"{title}:  {what}" for title, what in self.pad_motion]
         if self.pad_session:
             lines.append(f"{self.pad_name}:  "
@@ -203,8 +218,9 @@ class Controls:
         )
 
 
-KEYBOARD = Controls("keyboard", KEYBOARD_SESSION_KEYS, motion=KEYBOARD_MOTION, needs_window=True, view_by_default=True)
-GAMEPAD = Controls("gamepad", TERMINAL_SESSION_KEYS, pad_session=PAD_SESSION_BUTTONS, pad_motion=PAD_MOTION,
+KEYBOARD = Controls("keyboard", KEYBOARD_SESSION_KEYS, motion=KEYBOARD_MOTION, needs_window=True, view_by_default=True,
+                    arm_key=KEYBOARD_ARM_KEY)
+GAMEPAD = Controls("gamepad", TERMINAL_SESSION_KEYS, pad_session=PAD_SESSION_BUTTONS, pad_motion=PAD_MOTION + PAD_ARMS,
                    view_by_default=True)
 VR = Controls("vr", TERMINAL_SESSION_KEYS, pad_session={e: "/".join(b) for e, b in VR_SESSION_BUTTONS.items()},
               pad_motion=VR_MOTION, pad_name="controller")
@@ -234,8 +250,10 @@ def help_text() -> str:
         "  except --device keyboard, whose keys are held in the live window (it needs one):\n"
         f"{motion}\n"
         f"    {'session':8} {session}\n"
+        f"    {'arms':8} {key_label(KEYBOARD_ARM_KEY)} switches the arm it drives (two-arm robots: --scene bimanual)\n"
         "  --device gamepad (and the keys of every device):\n"
         f"{pad_motion}\n"
         f"    {'session':8} {pad}\n"
+        f"    {'arms':8} {PAD_ARM_BUTTON} (right-stick click) switches the arm it drives (two-arm robots)\n"
         "Ctrl-C discards the episode in progress; every episode saved before stays intact.\n"
     )

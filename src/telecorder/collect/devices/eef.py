@@ -60,19 +60,19 @@ class ArmJoints:
 
     @classmethod
     def by_name(cls, kin_model: object, names: Sequence[str], *, site: str = "ee_site",
-                max_step: float | None = None) -> ArmJoints:
+                max_step: float | None = None, gripper: str = GRIPPER) -> ArmJoints:
         """Match the state's joint ``names`` to the model's joints that move ``site``.
 
-        A state entry named ``gripper`` is the gripper; model joints on the chain with no
-        state entry stay at the model's ``qpos0`` (callers that need every one to be driven
-        check that first, see :mod:`telecorder.collect.devices.eef_dynamixel`).
+        The state entry named ``gripper`` (``left_gripper`` for one of two arms) is the gripper;
+        model joints on the chain with no state entry stay at the model's ``qpos0`` (callers that
+        need every one to be driven check that first, see :mod:`telecorder.collect.devices.eef_dynamixel`).
         """
         from ...sim.kinematics import Kinematics, chain_joints
 
         chain = set(chain_joints(kin_model, site))
         ik_names = [n for n in names if n in chain]
         kin = Kinematics(kin_model, site=site, joints=ik_names)
-        grip = list(names).index(GRIPPER) if GRIPPER in names else None
+        grip = list(names).index(gripper) if gripper in names else None
         return cls(kin, np.array([list(names).index(n) for n in ik_names], dtype=np.intp), grip, len(names),
                    max_step)
 
@@ -135,19 +135,29 @@ class EEFTeleop(Teleop):
                             "(roll, pitch, yaw) in radians; gripper 0 = closed, 1 = open")]
 
     def read(self, observation: dict[str, np.ndarray]) -> TeleopOutput:
+        state = self._state(observation)
+        q, target = self._steer(self.arm, self.source, state)
+        action = self.arm.command(self._hold, q, target.gripper)
+        return TeleopOutput(action, set(target.events), {"action_eef": eef_vector(target)})
+
+    def _state(self, observation: dict[str, np.ndarray]) -> np.ndarray:
+        """The measured state; its first reading of the episode is what unsteered entries hold."""
         state = np.asarray(observation["observation.state"], dtype=np.float64)
         if self._hold is None:
             self._hold = state.copy()
-        arm = self.arm
+        return state
+
+    def _steer(self, arm: ArmJoints, source: TargetSource, state: np.ndarray) -> tuple[np.ndarray, EEFTarget]:
+        """One arm's joint command toward its source's target this tick, and that target."""
         measured = state[arm.index]
-        pos, rot = self.kin.fk(measured)
+        pos, rot = arm.kin.fk(measured)
         gripper = float(state[arm.gripper]) if arm.gripper is not None else 0.0
-        target = self.source(pos, rot, gripper, self.dt)
+        target = source(pos, rot, gripper, self.dt)
         t0 = time.perf_counter()
         # Position first: an arm with fewer than 6 joints cannot hold every orientation while it
         # moves, and an operator notices a gripper off its path sooner than a tilted one.
-        result = self.kin.ik(target.position, target.rotation, q0=measured, max_iters=30,
-                             rot_weight=self.rot_weight)
+        result = arm.kin.ik(target.position, target.rotation, q0=measured, max_iters=30,
+                            rot_weight=self.rot_weight)
         self.ik_times.append(time.perf_counter() - t0)
         if not result.success:
             self.ik_failures += 1
@@ -161,9 +171,7 @@ class EEFTeleop(Teleop):
             if np.any(step != q - measured):
                 self.step_limited += 1
             q = measured + step
-        action = arm.command(self._hold, q, target.gripper)
-        eef = np.concatenate([target.position, rotation_to_euler_xyz(target.rotation), [target.gripper]])
-        return TeleopOutput(action, set(target.events), {"action_eef": eef.astype(np.float32)})
+        return q, target
 
     def counters(self) -> dict[str, int]:
         counts = {"ik_not_converged": self.ik_failures}
@@ -174,6 +182,12 @@ class EEFTeleop(Teleop):
     def disconnect(self) -> None:
         if self._on_disconnect is not None:
             self._on_disconnect()
+
+
+def eef_vector(target: EEFTarget) -> np.ndarray:
+    """A target as recorded in ``action_eef``: x y z, extrinsic xyz euler, gripper."""
+    eef = np.concatenate([target.position, rotation_to_euler_xyz(target.rotation), [target.gripper]])
+    return eef.astype(np.float32)
 
 
 def vr_source(stream: object, mapping: object) -> tuple[TargetSource, Callable[[], None]]:

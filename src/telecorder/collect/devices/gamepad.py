@@ -15,11 +15,13 @@ vertical drives z (up = up). Y toggles rotation mode, in which the left stick dr
 nose down) and roll (right = +roll) and the right stick horizontal drives yaw (left = +yaw).
 The shoulders LB/RB move down/up in both modes, so height can be corrected while rotating;
 the triggers close (RT) and open (LT) the gripper proportionally. A saves the episode,
-B discards it, Start stops the session, X takes over from a policy or hands back.
+B discards it, Start stops the session, X takes over from a policy or hands back. On two arms
+(``switch_arms``) the right stick's click hands the pad to the other arm.
 
 Keyboard (while held, in the live view's window): w/s x, a/d y, r/f z, q/e yaw (q = left),
 up/down arrows pitch (up = nose down, like pushing a stick forward), right/left arrows roll,
-space opens and c closes the gripper; Enter saves, Backspace discards, Esc stops.
+space opens and c closes the gripper; Enter saves, Backspace discards, Esc stops; on two arms
+Tab hands the keys to the other arm.
 
 Every binding lives in :mod:`.key_bindings`, which the live view's key map and ``--help`` show.
 """
@@ -36,6 +38,7 @@ from ...errors import DeviceError, missing_extra
 from ..interfaces import Event
 from ..key_bindings import (
     KEYBOARD,
+    PAD_ARM_BUTTON,
     PAD_DOWN_BUTTON,
     PAD_ROTATION_BUTTON,
     PAD_SESSION_BUTTONS,
@@ -76,6 +79,7 @@ class EEFVelocityCommand:
     angular: np.ndarray = field(default_factory=lambda: np.zeros(3))  # rad/s: roll, pitch, yaw
     gripper_delta: float = 0.0  # per second, positive opens
     events: set[Event] = field(default_factory=set)
+    switch_arm: bool = False  # the arm key/button went down: drive the other arm (two arms)
 
 
 @dataclass
@@ -101,6 +105,7 @@ class GamepadMapping:
     up_button: int = XBOX_BUTTONS[PAD_UP_BUTTON]  # RB
     stop_button: int = XBOX_BUTTONS[PAD_SESSION_BUTTONS[Event.STOP]]  # Start
     skip_button: int = XBOX_BUTTONS[PAD_SESSION_BUTTONS[Event.SKIP_TASK]]  # Back: skip the instruction
+    arm_button: int = XBOX_BUTTONS[PAD_ARM_BUTTON]  # right stick click: the other arm (two arms)
     inverted_axes: frozenset[int] = frozenset()
 
 
@@ -125,12 +130,17 @@ def _trigger(value: float, deadzone: float) -> float:
 
 
 class GamepadInput:
-    """A game controller read through pygame's joystick API, polled once per control tick."""
+    """A game controller read through pygame's joystick API, polled once per control tick.
+
+    ``switch_arms``: the pad drives one of two arms, and ``arm_button`` asks for the other
+    (it must then exist on the pad); otherwise that button does nothing.
+    """
 
     device_type = "gamepad"
 
     def __init__(self, index: int = 0, mapping: GamepadMapping | None = None, deadzone: float = 0.1,
-                 max_linear: float = 0.15, max_angular: float = 0.8, max_gripper: float = 1.0) -> None:
+                 max_linear: float = 0.15, max_angular: float = 0.8, max_gripper: float = 1.0,
+                 switch_arms: bool = False) -> None:
         if not 0.0 <= deadzone < 1.0:
             raise ValueError(f"deadzone must be in [0, 1), got {deadzone}")
         self.index = index
@@ -139,6 +149,7 @@ class GamepadInput:
         self.max_linear = max_linear
         self.max_angular = max_angular
         self.max_gripper = max_gripper
+        self.switch_arms = switch_arms
         self.rotation_mode = False
         self._joystick: Any = None
         self._instance_id = -1
@@ -163,7 +174,7 @@ class GamepadInput:
         m = self.mapping
         needed_axes = max(m.left_x, m.left_y, m.left_trigger, m.right_x, m.right_y, m.right_trigger) + 1
         needed_buttons = max(m.save_button, m.discard_button, m.rotation_button, m.down_button,
-                             m.up_button, m.stop_button) + 1
+                             m.up_button, m.stop_button, *((m.arm_button,) if self.switch_arms else ())) + 1
         if joystick.get_numaxes() < needed_axes or joystick.get_numbuttons() < needed_buttons:
             raise DeviceError(
                 f"gamepad {joystick.get_name()!r} has {joystick.get_numaxes()} axes and "
@@ -218,6 +229,7 @@ class GamepadInput:
                               (m.skip_button, Event.SKIP_TASK)):
             if self._pressed(button):
                 cmd.events.add(event)
+        cmd.switch_arm = self.switch_arms and self._pressed(m.arm_button)
         lx, ly = _stick(self._axis(m.left_x), self._axis(m.left_y), self.deadzone)
         rx, ry = _stick(self._axis(m.right_x), self._axis(m.right_y), self.deadzone)
         # SDL sticks read negative when pushed up or left.
@@ -255,16 +267,19 @@ class KeyboardInput:
     show nothing): its thread hands the keys to this device, session keys go to the session.
     Without a live view the keys come from pygame's event queue, which only ``pygame.event.post``
     fills (scripts, tests): ``collect`` therefore always opens the view for this device.
+    ``switch_arms``: the keys drive one of two arms, and the controls' ``arm_key`` asks for the other.
     """
 
     device_type = "keyboard"
 
     def __init__(self, step_linear: float = 0.1, step_angular: float = 0.5, step_gripper: float = 1.0,
-                 controls: Controls = KEYBOARD) -> None:
+                 controls: Controls = KEYBOARD, switch_arms: bool = False) -> None:
         self.step_linear = step_linear
         self.step_angular = step_angular
         self.step_gripper = step_gripper
         self.controls = controls
+        self.switch_arms = switch_arms
+        self._arm_key_down = False
         self._motion = controls.motion_keys()
         self._session = controls.session_keys()
         self._window: object = None
@@ -289,6 +304,7 @@ class KeyboardInput:
             self._window = None
             _init_event_pump(_pygame())
         self._held.clear()
+        self._arm_key_down = False
         self._open = True
 
     def _queued_keys(self, cmd: EEFVelocityCommand) -> set[str]:
@@ -321,6 +337,10 @@ class KeyboardInput:
             raise DeviceError("keyboard input is not open; call open() first")
         cmd = EEFVelocityCommand()
         keys = self._window.take() if self._window is not None else self._queued_keys(cmd)
+        if self.switch_arms:
+            # On the key's way down only: held, it would hand the keys back and forth every tick.
+            down = bool(self.controls.arm_key) and self.controls.arm_key in keys
+            cmd.switch_arm, self._arm_key_down = down and not self._arm_key_down, down
         gripper = 0
         for name in keys:
             m = self._motion.get(name)
