@@ -192,6 +192,12 @@ class MixtureDataset(_TorchBase):
         item["dataset_index"] = torch.tensor(k, dtype=torch.int64)
         return item
 
+    def close(self) -> None:
+        """Close what each component opened in this process (episodes, decoders, threads)."""
+        for d in self.datasets:
+            if callable(getattr(d, "close", None)):
+                d.close()
+
     def _pad(self, k: int, item: dict[str, Any]) -> dict[str, Any]:
         """A component's item in the mixture's layout: slots, padded widths, masks, embodiment."""
         assert self.layout is not None
