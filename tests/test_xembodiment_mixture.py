@@ -22,6 +22,7 @@ from xembodiment_data import (  # noqa: E402
     BRIDGE,
     G1,
     G1_EPISODES,
+    record_bimanual,
     record_single_arm,
     write_bimanual_dataset,
 )
@@ -49,7 +50,7 @@ SLOTS = ["primary", "wrist", "left_wrist", "right_wrist"]
 def native(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pytest.importorskip("mujoco")
     base = tmp_path_factory.mktemp("xembodiment")
-    return record_single_arm(base / "single_arm"), write_bimanual_dataset(base / "bimanual")
+    return record_single_arm(base / "single_arm"), record_bimanual(base / "bimanual")
 
 
 def four_components() -> list[tuple[str, dict]]:
@@ -221,11 +222,13 @@ def test_same_shapes_stay_as_before(small: tuple[Path, Path], tmp_path: Path) ->
     assert torch.equal(item["images.primary"], [a, b][k][j]["images.front"])
 
 
-def test_components_that_cannot_share_a_batch_are_named(native: tuple[Path, Path], small: tuple[Path, Path]) -> None:
+def test_components_that_cannot_share_a_batch_are_named(native: tuple[Path, Path], small: tuple[Path, Path],
+                                                        tmp_path: Path) -> None:
     sim, bimanual = native
     wide, narrow = small
     arm = TorchDataset(sim, **OPTIONS)
-    stored_size = TorchDataset(bimanual, image_size=None, history=2, horizon=4)
+    # 48x64 frames as stored (the synthetic pair's), against the arm's 64x64.
+    stored_size = TorchDataset(write_bimanual_dataset(tmp_path / "bimanual"), image_size=None, history=2, horizon=4)
     with pytest.raises(MixtureError, match=r"slot 'primary': component 1 \(.*bimanual\) camera 'top' gives "
                                            r"48x64 images, component 0 \(.*single_arm\) camera 'front' 64x64"):
         MixtureDataset([arm, stored_size])
@@ -307,3 +310,17 @@ def test_camera_map_text() -> None:
                        ("a.b=front", "without spaces, '.' or '/'"), ("p=front,q=front", "two slots")):
         with pytest.raises(MixtureError, match=match):
             parse_camera_map(bad)
+
+
+def test_workers_forked_after_a_video_was_left_to_the_garbage_collector_do_not_hang(tmp_path: Path) -> None:
+    # A worker used to free an AV1 decoder it inherited and wait forever for the parent's decoder threads.
+    if not G1.is_dir():
+        pytest.skip(f"the shared G1 sample is absent ({G1})")
+    g1 = TorchDataset(G1, episodes=list(G1_EPISODES), image_size=(64, 64))
+    g1[5]
+    g1.cycle = g1  # garbage only the cyclic collector frees, as locals kept by a traceback are
+    del g1
+    other = TorchDataset(write_bimanual_dataset(tmp_path / "bi"), image_size=(64, 64))
+    loader = torch.utils.data.DataLoader(other, batch_size=4, num_workers=2, timeout=60,
+                                         worker_init_fn=lambda _: gc.collect())
+    assert sum(len(b["action"]) for b in loader) == len(other)

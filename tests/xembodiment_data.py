@@ -30,6 +30,14 @@ def record_single_arm(root: Path, episodes: int = 2, seed: int = 3) -> Path:
     return root
 
 
+def record_bimanual(root: Path, seed: int = 3) -> Path:
+    """A scripted handover on the built-in two-arm scene (12-D, cameras top, left_wrist, right_wrist at 64x64)."""
+    run(tool("collect"), "--device", "scripted", "--robot", "sim", "--scene", "bimanual", "--episodes", "1",
+        "--episode-time", "1", "--camera-size", "64x64", "--no-realtime", "--seed", str(seed), "--out", str(root),
+        check=True)
+    return root
+
+
 def write_bimanual_dataset(root: Path, lengths: tuple[int, ...] = (12, 9), seed: int = 0) -> Path:
     """A native bimanual dataset (robot ``telecorder_sim_bimanual``, 12-D, three 48x64 cameras)."""
     feats = [FeatureSpec("observation.state", "float32", (12,), names=BIMANUAL_NAMES, unit="rad"),

@@ -10,7 +10,9 @@ decoded without seeking again, and YUV frames are converted to RGB by OpenCV.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,20 @@ from .frames import hwc_to_chw, shrink
 
 # Decoding on from the current position beats a seek when the wanted frame is this close ahead.
 _FORWARD_S = 0.2
+
+# Containers open in this process. A forked child (a DataLoader worker) inherits their FFmpeg
+# state but not the decoder threads behind it: freeing one there (an AV1 decoder the parent left
+# to the cyclic garbage collector) waits forever for threads that do not exist in the child. So
+# a child keeps what it inherited referenced and never frees it; it opens its own containers.
+_OPEN: weakref.WeakSet[_OpenVideo] = weakref.WeakSet()
+_INHERITED: list[Any] = []
+
+
+def _keep_inherited() -> None:
+    _INHERITED.extend(_OPEN)
+
+
+os.register_at_fork(after_in_child=_keep_inherited)
 
 
 class _OpenVideo:
@@ -44,6 +60,7 @@ class _OpenVideo:
             self.container.close()
             raise
         self.lock = threading.Lock()  # one caller at a time decodes from a container
+        _OPEN.add(self)
         self.time_base = float(self.stream.time_base)
         self.frames: Any = None  # the decode iterator
         self.pending: tuple[float, Any] | None = None  # decoded, not handed out yet
