@@ -231,14 +231,13 @@ def test_live_openxr_drives_each_arm_by_its_own_hand(tmp_path, fk):
     """Both controllers of a real OpenXR runtime (Monado, fed over its remote driver), as tests/test_vr_live.py."""
     pytest.importorskip("xr")
     from monado_remote import (
-        FeederThread,
         Frame,
         HandState,
         monado_manifest,
         port_lock,
         runtime_env,
     )
-    from test_vr_live import C0, IDLE_S, Client
+    from test_vr_live import C0, IDLE_S, feed_collect
 
     def frame(left=(0.0, 0.0, 0.0), right=(0.0, 0.0, 0.0), squeeze=0.0, save=False) -> Frame:
         return Frame(left=HandState(tuple(C0 + np.array([-0.4, 0.0, 0.0]) + left), squeeze=squeeze),
@@ -250,20 +249,8 @@ def test_live_openxr_drives_each_arm_by_its_own_hand(tmp_path, fk):
                  (0.6, frame(up, forward)), (0.5, frame(up, forward, save=True)), (0.5, frame(up, forward))]
     with port_lock():
         env = runtime_env(monado_manifest(), "remote")
-        feeder = FeederThread(keyframes)
-        feeder.start()
         out = tmp_path / "live"
-        client = Client([tool("collect"), "--device", "vr", "--robot", "sim", "--scene", "bimanual", "--episodes", "1",
-                         "--episode-time", "60", "--reset-time", "0", "--sim-cameras", "none", "--out", str(out)], env)
-        try:
-            client.wait_for_feeder(feeder)
-            feeder.go.set()
-            feeder.finish()
-            rc = client.finish(120)
-        finally:
-            feeder.close()
-            if client.proc.poll() is None:
-                client.proc.kill()
+        feeder, client, rc = feed_collect(keyframes, ["--robot", "sim", "--scene", "bimanual", "--out", str(out)], env)
     assert rc == 0, client.report()
     ds = Dataset.open(out)
     with ds.episode(ds.episode_indices[0]) as ep:

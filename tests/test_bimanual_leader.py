@@ -12,24 +12,15 @@ import json
 import numpy as np
 import pytest
 from test_cli import run, tool
+from test_leader_arm import _episodes
 
 pytest.importorskip("dynamixel_sdk")
 
-from telecorder.datasets import Dataset
 
 SIDES = ("left", "right")
 JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 NAMES = [f"{side}_{j}" for side in SIDES for j in JOINTS]
 IDS6 = list(range(1, 7))
-
-
-def _episodes(out):
-    ds = Dataset.open(out)
-    eps = []
-    for reader in ds:
-        with reader:
-            eps.append(reader.load())
-    return ds, eps
 
 
 def _records(out):

@@ -275,17 +275,12 @@ def _collect_keyframes() -> list[tuple[float, Frame]]:
     ]
 
 
-def test_collect_live_vr_follows_the_fed_controller(remote_env, tmp_path: Path):
-    from telecorder.collect.devices.vr import AXIS_PRESETS
-    from telecorder.datasets import Dataset
-    from telecorder.sim import Kinematics, SimEnv
-
-    keyframes = _collect_keyframes()
+def feed_collect(keyframes: list, args: list[str], env: dict[str, str]) -> tuple[FeederThread, Client, int]:
+    """Run one ``collect --device vr`` episode against the runtime while the feeder plays ``keyframes``."""
     feeder = FeederThread(keyframes)
     feeder.start()
-    out = tmp_path / "demos"
-    client = Client([tool("collect"), "--device", "vr", "--robot", "sim", "--episodes", "1", "--episode-time", "60",
-                     "--reset-time", "0", "--fps", "30", "--sim-cameras", "none", "--out", str(out)], remote_env)
+    client = Client([tool("collect"), "--device", "vr", "--episodes", "1", "--episode-time", "60", "--reset-time", "0",
+                     "--sim-cameras", "none", *args], env)
     try:
         client.wait_for_feeder(feeder)
         feeder.go.set()
@@ -295,6 +290,17 @@ def test_collect_live_vr_follows_the_fed_controller(remote_env, tmp_path: Path):
         feeder.close()
         if client.proc.poll() is None:
             client.proc.kill()
+    return feeder, client, rc
+
+
+def test_collect_live_vr_follows_the_fed_controller(remote_env, tmp_path: Path):
+    from telecorder.collect.devices.vr import AXIS_PRESETS
+    from telecorder.datasets import Dataset
+    from telecorder.sim import Kinematics, SimEnv
+
+    keyframes = _collect_keyframes()
+    out = tmp_path / "demos"
+    feeder, client, rc = feed_collect(keyframes, ["--robot", "sim", "--fps", "30", "--out", str(out)], remote_env)
     assert rc == 0, client.report()
     # The save button ("a", keyframe 7) ended the session, which closed the runtime.
     assert feeder.disconnected_at in (7, 8), f"the runtime went away at keyframe {feeder.disconnected_at}"

@@ -7,9 +7,11 @@ clock of a recording session.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,3 +207,16 @@ class Camera(ABC):
 
     def describe(self) -> str:
         return f"camera {self.name!r}"
+
+
+def connect_all(parts: Sequence[Robot | Teleop]) -> None:
+    """Connect every part (two arms of a pair), or none: on a failure, disconnect those already
+    connected (their buses and emulators) before raising, since a session only disconnects what connected."""
+    try:
+        for part in parts:
+            part.connect()
+    except BaseException:
+        for part in parts:
+            with contextlib.suppress(Exception):
+                part.disconnect()
+        raise

@@ -14,7 +14,6 @@ teaching on two limp arms, and ``--emulate``'s two-handed operator.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from ..dynamixel.bus import DynamixelBus
 from ..dynamixel.calibration import ArmCalibration
 from ..dynamixel.emulated_arm import bimanual_demonstration, lead_in
 from ..dynamixel.hand import HandMotion
-from ..interfaces import Robot, Teleop, TeleopOutput
+from ..interfaces import Robot, Teleop, TeleopOutput, connect_all
 from ..robots.dynamixel import DynamixelRobot, EmulatedFollower
 from ..robots.pair import RobotPair
 from .leader_arm import KinestheticTeleop, LeaderArmTeleop
@@ -52,15 +51,7 @@ class BimanualLeaderTeleop(Teleop):
         return sum(self.widths)
 
     def connect(self) -> None:
-        try:
-            for arm in self.arms:
-                arm.connect()
-        except BaseException:
-            # The session only disconnects what connected: close the buses (and emulators) opened so far.
-            for arm in self.arms:
-                with contextlib.suppress(Exception):
-                    arm.disconnect()
-            raise
+        connect_all(self.arms)
 
     def start_episode(self) -> None:
         # The operator's plan first (the emulated hands restart with it), then each arm's start check.

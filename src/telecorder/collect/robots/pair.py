@@ -8,7 +8,6 @@ Communication counters are kept per arm (``left.timeouts``, ``right.timeouts``, 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from ...datasets.features import FeatureSpec
 from ...errors import DeviceError
-from ..interfaces import Robot
+from ..interfaces import Robot, connect_all
 
 ARMS = ("left", "right")
 
@@ -46,15 +45,7 @@ class RobotPair(Robot):
         return replace(first, shape=(sum(p.shape[0] for p in parts),), names=names)
 
     def connect(self) -> None:
-        try:
-            for robot in self.robots:
-                robot.connect()
-        except BaseException:
-            # The session disconnects only what connected: let go of the arms (and emulators) set up so far.
-            for robot in self.robots:
-                with contextlib.suppress(Exception):
-                    robot.disconnect()
-            raise
+        connect_all(self.robots)
 
     def features(self) -> list[FeatureSpec]:
         return list(self._features)
