@@ -15,7 +15,7 @@ from test_cli import run, tool
 
 from telecorder.policies.base import PolicyError
 from telecorder.policies.checkpoint import load_policy_dir
-from telecorder.policies.embodiments import MixtureBCPolicy
+from telecorder.policies.embodiments import MixturePolicy
 
 ARM, PAIR = "telecorder_sim_arm", "telecorder_sim_bimanual"
 
@@ -56,7 +56,7 @@ def test_checkpoint_lists_both_robots_with_their_widths(mixed: dict[str, Path]) 
 
 def test_the_runner_gets_each_robots_own_policy(mixed: dict[str, Path]) -> None:
     policy = load_policy_dir(mixed["ckpt"])
-    assert isinstance(policy, MixtureBCPolicy)
+    assert isinstance(policy, MixturePolicy)
     pair = policy.for_robot(PAIR)
     arm = policy.for_robot("some_other_name", ["shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex",
                                                 "wrist_roll", "gripper"])  # by action names
@@ -101,7 +101,8 @@ def test_mixture_cli_errors_are_one_line(mixed: dict[str, Path], tmp_path: Path)
     cases = [
         (["--mixture", str(weights)], "weight must be finite and >= 0"),
         (["--mixture", str(tmp_path / "missing.json")], "no such mixture file"),
-        ([str(mixed["arm"]), "--mixture", "steps", "--policy", "vla"], "--mixture trains the BC policy"),
+        ([str(mixed["arm"]), str(mixed["pair"]), "--mixture", "steps", "--policy", "vla", "--head", "bins"],
+         "--head bins does not train on mixtures"),
         ([str(mixed["arm"]), str(mixed["pair"]), "--mixture", "steps", "--obs", "images"], "state variant only"),
     ]
     for extra, message in cases:
@@ -120,3 +121,25 @@ def test_a_mixture_file_lists_datasets_with_weights_and_names(mixed: dict[str, P
     meta = json.loads((out / "policy.json").read_text())
     assert [e["name"] for e in meta["embodiments"]] == ["so100", PAIR]
     assert meta["training"]["mixture"]["sampling_weights"] == [0.75, 0.25]
+
+
+@pytest.mark.parametrize("head", ["l1", "flow"])
+def test_the_vla_trains_on_both_robots(mixed: dict[str, Path], tmp_path: Path, head: str) -> None:
+    ckpt = tmp_path / f"vla_{head}"
+    proc = run(tool("telecorder"), "train", str(mixed["arm"]), str(mixed["pair"]), "--mixture", "uniform",
+               "--policy", "vla", "--head", head, "--steps", "30", "--width", "32", "--layers", "1",
+               "--decoder-layers", "1", "--val-episodes", "0", "--out", str(ckpt), check=True, timeout=600)
+    assert "mixture of 2 dataset(s)" in proc.stdout
+    meta = json.loads((ckpt / "policy.json").read_text())
+    assert meta["kind"] == "vla" and [e["name"] for e in meta["embodiments"]] == [ARM, PAIR]
+    # One token per state feature (the arm's joints inside the pair's), one for the cube, one for the robot id.
+    assert meta["model"]["state_groups"] == [list(range(12)), list(range(12, 19)), [19, 20]]
+    policy = load_policy_dir(ckpt)
+    assert isinstance(policy, MixturePolicy)
+    for name, width, actions in ((ARM, 13, 6), (PAIR, 19, 12)):
+        out = policy.for_robot(name).predict({"state": np.zeros((1, width), np.float32),
+                                              "language_instruction": "pick up the cube"})
+        assert out.shape == (meta["spec"]["horizon"], actions) and np.isfinite(out).all()
+    result = run(tool("telecorder"), "eval", str(ckpt), "--scene", "bimanual", "--episodes", "1", "--episode-time",
+                 "2", "--json", check=True, timeout=600)
+    assert json.loads(result.stdout.strip().splitlines()[-1])["episodes"] == 1

@@ -93,8 +93,6 @@ def _trainer(args: argparse.Namespace) -> tuple[object, dict[str, object]]:
 
 def _mixture_args(args: argparse.Namespace) -> dict[str, object]:
     """``--mixture``: the datasets, weights and names for the mixture trainer."""
-    if args.policy != "bc":
-        raise TelecorderError("--mixture trains the BC policy (--policy bc); the VLA does not train on mixtures yet")
     if args.mixture in ("steps", "uniform"):
         if len(args.dataset) < 1:
             raise TelecorderError("--mixture steps|uniform: give the datasets to mix")
@@ -134,18 +132,28 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             progress.update(task, completed=step, total=total, losses=text)
 
         if mixture is not None:
-            from ..policies.train_mixture import train_bc_mixture
-
             if args.cameras or args.intervention_weight is not None or args.policy_weight != 1.0:
                 raise TelecorderError("--cameras, --intervention-weight and --policy-weight do not apply to --mixture")
-            summary = train_bc_mixture(
+            common = dict(
                 **mixture, out_dir=args.out, obs=args.obs or "state", steps=steps, horizon=horizon,
-                val_episodes=args.val_episodes, batch_size=args.batch_size or 256, lr=lr, seed=args.seed,
+                val_episodes=args.val_episodes, lr=lr, seed=args.seed,
                 state_noise=args.state_noise, skip_nonfinite=args.skip_nonfinite, max_episodes=args.max_episodes,
                 state_keys=None if args.state_keys is None else [k.strip() for k in args.state_keys.split(",")
                                                                  if k.strip()],
                 on_progress=on_progress, overwrite=args.overwrite, num_threads=args.threads,
                 max_minutes=args.max_minutes)
+            if args.policy == "bc":
+                from ..policies.train_mixture import train_bc_mixture
+
+                summary = train_bc_mixture(**common, batch_size=args.batch_size or 256)
+            else:
+                from ..policies.vla.train_mixture import train_vla_mixture
+
+                if args.early_weight is not None:
+                    raise TelecorderError("--early-weight does not apply to --mixture")
+                summary = train_vla_mixture(**common, batch_size=args.batch_size, **{
+                    k: v for k, v in extra.items() if k in ("head", "flow_steps", "layers", "width", "decoder_layers",
+                                                            "paraphrase")})
             _print_mixture(console, summary)
             return 0
         summary = train(  # type: ignore[operator]
@@ -320,7 +328,7 @@ def add_train_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFor
                    help="train one policy on datasets of different robots (action/state widths), each with its own "
                         "normalization, sampled by their steps, uniformly, or by the weights of a JSON file (Octo's "
                         "recipe: {\"demos/\": 1.0, \"bimanual/\": 0.5}, which may list the datasets itself); "
-                        "--policy bc --obs state")
+                        "--obs state; --policy bc, or --policy vla with --head l1 or flow")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to create")
     p.add_argument("--state-keys", metavar="A,B",
                    help="numeric features concatenated into the state (default: observation.state, plus "

@@ -23,6 +23,7 @@ from ..errors import TelecorderError
 from . import limits as spec_limits
 from .base import POLICY_FORMAT, Policy, PolicyError, PolicySpec
 from .bc import BCConfig, BCModel, BCPolicy
+from .embodiments import mixture_meta
 from .weights import MODEL_FILE, POLICY_FILE, load_weights, save_weights
 
 __all__ = ["MODEL_FILE", "POLICY_FILE", "load_policy_dir", "save_bc_policy"]
@@ -30,8 +31,10 @@ __all__ = ["MODEL_FILE", "POLICY_FILE", "load_policy_dir", "save_bc_policy"]
 KINDS = ("bc", "vla")
 
 
-def save_bc_policy(out_dir: str | Path, policy: BCPolicy, training: Mapping[str, Any] | None = None) -> Path:
-    """Write ``policy`` (and a training summary) to ``out_dir``; returns the folder."""
+def save_bc_policy(out_dir: str | Path, policy: BCPolicy, training: Mapping[str, Any] | None = None, *,
+                   embodiments: Any = None) -> Path:
+    """Write ``policy`` (and a training summary) to ``out_dir``; returns the folder. ``embodiments``: the
+    :class:`~.embodiments.MixturePolicy` whose inner model ``policy`` is (a policy of several robots)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -40,11 +43,28 @@ def save_bc_policy(out_dir: str | Path, policy: BCPolicy, training: Mapping[str,
         "spec": policy.spec.to_dict(),
         "model": policy.model.cfg.to_dict(),
         "action_normalizer": policy.action_normalizer.to_dict(),
+        **mixture_meta(embodiments),
         "weights": save_weights(out, policy.model),
         "training": dict(training or {}),
     }
     write_json_atomic(out / POLICY_FILE, meta)
     return out
+
+
+def _with_embodiments(inner: Policy, meta: Mapping[str, Any], meta_path: Path) -> Policy:
+    """``inner``, or the policy of several robots around it when ``policy.json`` lists embodiments."""
+    if meta.get("embodiments") is None:
+        return inner
+    from .embodiments import EmbodimentEntry, MixturePolicy
+
+    try:
+        entries = [EmbodimentEntry.from_dict(e) for e in meta["embodiments"]]
+        return MixturePolicy(inner, entries, int(meta["state_width"]), info=dict(meta.get("training") or {}))
+    except PolicyError as e:
+        raise PolicyError(f"{meta_path}: {e}; retrain the policy") from e
+    except (KeyError, TypeError, ValueError, TelecorderError) as e:
+        detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
+        raise PolicyError(f"{meta_path}: malformed embodiments ({detail}); retrain the policy") from e
 
 
 def _read_meta(path: Path) -> dict[str, Any]:
@@ -99,22 +119,12 @@ def load_policy_dir(path: str | Path, *, num_threads: int | None = 1) -> Policy:
     if meta.get("kind") == "vla":
         from .vla.checkpoint import load_vla
 
-        return load_vla(root, meta, spec, action_normalizer, num_threads=num_threads)
+        return _with_embodiments(load_vla(root, meta, spec, action_normalizer, num_threads=num_threads), meta,
+                                 meta_path)
     assert cfg is not None
     model = load_weights(root, meta, lambda: BCModel(cfg))
-    if meta.get("embodiments") is not None:
-        from .embodiments import EmbodimentEntry, MixtureBCPolicy
-
-        try:
-            entries = [EmbodimentEntry.from_dict(e) for e in meta["embodiments"]]
-            return MixtureBCPolicy(model, entries, int(meta["state_width"]), num_threads=num_threads,
-                                   info=dict(meta.get("training") or {}))
-        except PolicyError as e:
-            raise PolicyError(f"{meta_path}: {e}; retrain the policy") from e
-        except (KeyError, TypeError, ValueError, TelecorderError) as e:
-            detail = f"missing key {e}" if isinstance(e, KeyError) else str(e)
-            raise PolicyError(f"{meta_path}: malformed embodiments ({detail}); retrain the policy") from e
     try:
-        return BCPolicy(model, spec, action_normalizer, num_threads=num_threads, info=dict(meta.get("training") or {}))
+        inner = BCPolicy(model, spec, action_normalizer, num_threads=num_threads, info=dict(meta.get("training") or {}))
     except PolicyError as e:
         raise PolicyError(f"{meta_path}: {e}; retrain the policy") from e
+    return _with_embodiments(inner, meta, meta_path)

@@ -5,7 +5,7 @@ input is the state padded to the widest robot's, feature by feature (every robot
 starts at the same place, and its object pose at another), plus a one-hot embodiment id, and whose output
 is an action chunk as wide as the widest robot's action. Each robot (embodiment) keeps what
 its own loader used: the state features, the state normalizer, the action normalizer, the
-action names. :class:`MixtureBCPolicy` holds them all; :meth:`MixtureBCPolicy.for_robot` returns
+action names. :class:`MixturePolicy` holds them all; :meth:`MixturePolicy.for_robot` returns
 the :class:`EmbodimentPolicy` of the robot a runner drives (by its ``robot_type``, else by its
 action names), which reads that robot's observations and returns that robot's actions. A robot
 the policy was not trained for is refused, naming the ones it knows.
@@ -22,7 +22,6 @@ import numpy as np
 from ..actions.normalize import Normalizer
 from ..errors import missing_extra
 from .base import Policy, PolicyError, PolicySpec, last_step_inputs
-from .bc import BCModel
 from .limits import MAX_EMBODIMENTS
 
 try:
@@ -30,7 +29,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise missing_extra("torch", "torch") from e
 
-__all__ = ["MAX_EMBODIMENTS", "EmbodimentEntry", "EmbodimentPolicy", "MixtureBCPolicy", "model_input", "place_state"]
+__all__ = ["MAX_EMBODIMENTS", "EmbodimentEntry", "EmbodimentPolicy", "MixturePolicy", "mixture_meta", "model_input", "place_state"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,13 @@ class EmbodimentEntry:
                    tuple(int(s) for s in d.get("state_slots") or ()))
 
 
+def mixture_meta(mixture: MixturePolicy | None) -> dict[str, Any]:
+    """The ``policy.json`` entries of a policy of several robots (none for one robot)."""
+    if mixture is None:
+        return {}
+    return {"embodiments": [e.to_dict() for e in mixture.embodiments], "state_width": mixture.state_width}
+
+
 def place_state(state: torch.Tensor, slots: Sequence[int], width: int) -> torch.Tensor:
     """A robot's state ``[B, D]`` in the padded layout ``[B, width]`` (zeros where it has nothing)."""
     out = torch.zeros(state.shape[0], width, dtype=state.dtype)
@@ -77,29 +83,30 @@ def model_input(state: torch.Tensor, embodiment: torch.Tensor, count: int) -> to
     return torch.cat([state, onehot], dim=1)
 
 
-class MixtureBCPolicy(Policy):
-    """A BC model trained on several robots; :meth:`for_robot` gives the policy of one of them.
+class MixturePolicy(Policy):
+    """A model trained on several robots; :meth:`for_robot` gives the policy of one of them.
 
+    ``inner`` is the trained policy over the padded layout (a :class:`~.bc.BCPolicy` or a
+    :class:`~.vla.policy.VLAPolicy` whose state is the padded state plus the one-hot id and whose
+    actions are the padded chunk, never unnormalized: each robot does that with its own normalizer).
     Used directly (no robot chosen), it is the first embodiment's policy.
     """
 
-    def __init__(self, model: BCModel, embodiments: Sequence[EmbodimentEntry], state_width: int,
-                 num_threads: int | None = 1, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, inner: Any, embodiments: Sequence[EmbodimentEntry], state_width: int,
+                 info: dict[str, Any] | None = None) -> None:
         if not embodiments:
             raise PolicyError("a mixture policy needs at least one embodiment")
-        if num_threads:
-            torch.set_num_threads(int(num_threads))
-        self.model = model.eval()
+        self.inner = inner
         self.embodiments = list(embodiments)
         self.state_width = int(state_width)
         self.info = dict(info or {})
-        cfg = model.cfg
+        cfg = inner.model.cfg
         if cfg.state_dim != self.state_width + len(self.embodiments):
             raise PolicyError(f"mixture policy: the model reads {cfg.state_dim} state values, the embodiments need "
                               f"{self.state_width} + {len(self.embodiments)} (padded state + one-hot id)")
         for e in self.embodiments:
             if (e.spec.action_dim > cfg.action_dim or max(e.state_slots, default=0) >= self.state_width
-                    or e.spec.horizon != cfg.horizon):
+                    or e.spec.horizon != cfg.horizon or e.id >= len(self.embodiments)):
                 raise PolicyError(f"mixture policy: embodiment {e.name!r} ({e.state_dim}-D state, "
                                   f"{e.spec.action_dim}-D actions) does not fit the model")
         self._default = EmbodimentPolicy(self, self.embodiments[0])
@@ -123,28 +130,35 @@ class MixtureBCPolicy(Policy):
                           f"{f' ({len(action_names)}-D actions)' if action_names is not None else ''}; "
                           f"it knows: {known}. Train it with a dataset of this robot in the mixture")
 
-    def predict(self, observation: Mapping[str, Any]) -> np.ndarray:
+    def predict(self, observation: Mapping[str, Any]) -> np.ndarray | None:
         return self._default.predict(observation)
 
+    def close(self) -> None:
+        self.inner.close()
+
     def describe(self) -> str:
-        return f"MixtureBCPolicy({', '.join(self.names)})"
+        return f"mixture of {', '.join(self.names)}: {self.inner.describe()}"
 
 
 class EmbodimentPolicy(Policy):
-    """One robot's view of a :class:`MixtureBCPolicy`: its observations in, its actions out."""
+    """One robot's view of a :class:`MixturePolicy`: its observations in, its actions out."""
 
-    def __init__(self, parent: MixtureBCPolicy, entry: EmbodimentEntry) -> None:
+    def __init__(self, parent: MixturePolicy, entry: EmbodimentEntry) -> None:
         self.parent, self.entry, self.spec = parent, entry, entry.spec
 
-    def predict(self, observation: Mapping[str, Any]) -> np.ndarray:
-        state, images = last_step_inputs(observation, f"mixture policy ({self.entry.name})", self.entry.state_dim,
-                                         self.spec.cameras, self.spec.image_size)
+    def reset(self) -> None:
+        self.parent.inner.reset()
+
+    def predict(self, observation: Mapping[str, Any]) -> np.ndarray | None:
+        state, _ = last_step_inputs(observation, f"mixture policy ({self.entry.name})", self.entry.state_dim,
+                                    (), None)
         padded = place_state(torch.from_numpy(state), self.entry.state_slots, self.parent.state_width)
         x = model_input(padded, torch.tensor([self.entry.id]), len(self.parent.embodiments))
-        with torch.inference_mode():
-            y = self.parent.model(x, {c: torch.from_numpy(v) for c, v in images.items()})
-        y = y[0, :, : self.spec.action_dim].numpy().astype(np.float64)
+        y = self.parent.inner.predict_normalized({**observation, "state": x.numpy()})
+        if y is None:  # tokens that decode to no chunk: the runner holds the last command
+            return None
+        y = np.asarray(y, dtype=np.float64)[:, : self.spec.action_dim]
         return np.asarray(self.entry.action_normalizer.unnormalize(y), dtype=np.float64)
 
     def describe(self) -> str:
-        return f"{self.parent.describe()} as {self.entry.name}"
+        return f"{self.parent.describe()}, as {self.entry.name}"

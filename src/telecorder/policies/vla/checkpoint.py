@@ -17,6 +17,7 @@ from ...actions.normalize import Normalizer
 from ...atomic import write_json_atomic
 from ...errors import TelecorderError
 from ..base import POLICY_FORMAT, PolicyError, PolicySpec
+from ..embodiments import mixture_meta
 from ..weights import POLICY_FILE, load_weights, save_weights
 from .action_codes import BinCodec, FastCodec
 from .config import VLAConfig
@@ -25,8 +26,10 @@ from .policy import VLAPolicy
 from .text import TEXT_FILE, InstructionTokenizer
 
 
-def save_vla_policy(out_dir: str | Path, policy: VLAPolicy, training: Mapping[str, Any] | None = None) -> Path:
-    """Write ``policy`` (weights, tokenizers, config, training summary) to ``out_dir``."""
+def save_vla_policy(out_dir: str | Path, policy: VLAPolicy, training: Mapping[str, Any] | None = None, *,
+                    embodiments: Any = None) -> Path:
+    """Write ``policy`` (weights, tokenizers, config, training summary) to ``out_dir``. ``embodiments``: the
+    :class:`~..embodiments.MixturePolicy` whose inner model ``policy`` is (a policy of several robots)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     policy.text.save(out)
@@ -44,6 +47,7 @@ def save_vla_policy(out_dir: str | Path, policy: VLAPolicy, training: Mapping[st
         "action_normalizer": policy.action_normalizer.to_dict(),
         "text_tokenizer": {"file": TEXT_FILE, "vocab": policy.text.vocab_size},
         "action_tokens": codec,
+        **mixture_meta(embodiments),
         "weights": save_weights(out, policy.model),
         "training": dict(training or {}),
     }

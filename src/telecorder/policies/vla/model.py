@@ -237,13 +237,20 @@ class VLAModel(nn.Module):
     def loss(self, state: torch.Tensor, images: Mapping[str, torch.Tensor], text: torch.Tensor,
              text_mask: torch.Tensor, action: torch.Tensor, action_is_pad: torch.Tensor,
              tokens: torch.Tensor | None = None, generator: torch.Generator | None = None,
-             flow_repeats: int = 1) -> torch.Tensor:
-        """The head's training loss on one batch (actions normalized; padded chunk rows carry no loss)."""
+             flow_repeats: int = 1, action_dim_is_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's training loss on one batch (actions normalized; padded chunk rows carry no loss, nor,
+        with ``action_dim_is_pad`` ``[B, A]`` (a mixture of robots), padded action dimensions)."""
         memory, mask = self.encoder(state, images, text, text_mask)
         valid = (~action_is_pad).to(action.dtype)[..., None]
+        if action_dim_is_pad is not None:
+            if self.cfg.head not in ("l1", "flow"):
+                raise PolicyError(f"vla model: the {self.cfg.head} head cannot mask padded action dimensions")
+            valid = valid * (~action_dim_is_pad).to(action.dtype)[:, None, :]
+        # Per real value: every action dimension of a real row, or only the real dimensions.
+        count = valid.sum() if action_dim_is_pad is not None else valid.sum() * action.shape[-1]
         if self.cfg.head == "l1":
             pred = self.head(memory, state)
-            return ((pred - action).abs() * valid).sum() / (valid.sum() * action.shape[-1]).clamp_min(1.0)
+            return ((pred - action).abs() * valid).sum() / count.clamp_min(1.0)
         if self.cfg.head == "flow":
             k = max(1, int(flow_repeats))
             if k > 1:  # several noise draws per encoded sample: the encoder is the costly part
@@ -254,7 +261,8 @@ class VLAModel(nn.Module):
             t = torch.rand(action.shape[0], generator=generator, dtype=action.dtype)
             x_t = (1 - t)[:, None, None] * noise + t[:, None, None] * action
             v = self.head(x_t, t, memory, mask, state)
-            return (((v - (action - noise)) ** 2) * valid).sum() / (valid.sum() * action.shape[-1]).clamp_min(1.0)
+            count = valid.sum() if action_dim_is_pad is not None else valid.sum() * action.shape[-1]
+            return (((v - (action - noise)) ** 2) * valid).sum() / count.clamp_min(1.0)
         if tokens is None:
             raise PolicyError(f"vla model: the {self.cfg.head} head trains on action tokens")
         return self.head.teacher_forced_loss(tokens, memory, mask, state, generator)

@@ -50,7 +50,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise missing_extra("torch", "torch") from e
 
-__all__ = ["DEFAULTS", "train_vla"]
+__all__ = ["DEFAULTS", "encode_texts", "instruction_corpus", "state_token_groups", "train_vla"]
 
 # min_max, not the BC policy's mean_std: an object's pose holds near-constant dimensions (a resting
 # cube's tilt quaternion parts, std ~5e-4) that mean_std blows up into values of +-10 whenever the cube
@@ -106,7 +106,7 @@ def state_token_groups(info: Any, keys: Sequence[str]) -> tuple[tuple[int, ...],
     return tuple(groups)
 
 
-def _instruction_corpus(opened: Sequence[Any], instructions: Sequence[str]) -> list[str]:
+def instruction_corpus(opened: Sequence[Any], instructions: Sequence[str]) -> list[str]:
     """The training instructions and every recorded paraphrase the datasets list (never held-out ones)."""
     texts = list(dict.fromkeys(instructions))
     for d in opened:
@@ -115,7 +115,7 @@ def _instruction_corpus(opened: Sequence[Any], instructions: Sequence[str]) -> l
     return texts
 
 
-def _encode_texts(tok: InstructionTokenizer, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_texts(tok: InstructionTokenizer, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     unique = list(dict.fromkeys(instructions))
     ids, mask = tok.encode(unique)
     where = {t: i for i, t in enumerate(unique)}
@@ -225,13 +225,13 @@ def train_vla(
         paraphrase=paraphrase, paraphrase_seed=seed, state_normalize=STATE_NORMALIZE)
     train, val = data.train, data.val
     codec = data.loader.tokenizer
-    corpus = _instruction_corpus(opened, train["instruction"])
+    corpus = instruction_corpus(opened, train["instruction"])
     text = InstructionTokenizer.build(corpus, vocab_size=DEFAULTS["text_vocab"])
     longest = max((len(text.pieces(t)) for t in corpus), default=1)
     text.max_tokens = min(32, longest + 4)  # room for a longer held-out paraphrase
     for part in (train, val):
         if part is not None:
-            part["text"], part["text_mask"] = _encode_texts(text, part["instruction"])
+            part["text"], part["text_mask"] = encode_texts(text, part["instruction"])
     if early_weight > 1:
         # The first second of an episode is where only the instruction tells the tasks apart (the arm
         # starts from the same pose, slowly); later the arm's own motion gives the target away, and a
