@@ -14,8 +14,9 @@ right). Every step goes through the CLI a user runs (``collect``, ``telecorder t
 Target: the mixed policy within 10 points of the per-robot policy on each robot (no negative
 transfer). Results go to ``benchmarks/results/xembodiment.json`` and a Markdown table is printed.
 
-    python benchmarks/xembodiment.py                 # about 10 minutes on 2 cores
+    python benchmarks/xembodiment.py                 # BC, about 5 minutes on 2 cores
     python benchmarks/xembodiment.py --steps 3000    # shorter training
+    python benchmarks/xembodiment.py --policy vla --head l1 --steps 2000   # the reference VLA (results key "vla_l1")
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 BIN = Path(sys.executable).parent
 EVAL_SEED = 1000
 ROBOTS = {"single_arm": ("pick", 10.0), "bimanual": ("bimanual", 12.0)}
+POLICY: list[str] = []  # extra 'telecorder train' options of --policy
 
 
 def sh(*args: object) -> str:
@@ -55,7 +57,7 @@ def demos(out: Path, scene: str, episodes: int, seconds: float) -> Path:
 def train(out: Path, datasets: list[Path], steps: int, *extra: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     sh(BIN / "telecorder", "train", *datasets, "--out", out, "--overwrite", "--obs", "state", "--steps", steps,
-       "--val-episodes", 0, *extra)
+       "--val-episodes", 0, *POLICY, *extra)
     meta = json.loads((out / "policy.json").read_text())
     return {"train_s": round(time.perf_counter() - t0, 1), "steps": steps,
             "final_train_loss": meta["training"].get("final_train_loss")}
@@ -73,22 +75,30 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10_000, help="training steps of each per-robot policy")
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--work", type=Path, help="keep datasets and checkpoints here (default: a temp folder)")
+    ap.add_argument("--policy", choices=("bc", "vla"), default="bc")
+    ap.add_argument("--head", choices=("l1", "flow"), default="l1", help="--policy vla: the action head")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/xembodiment.json"))
     args = ap.parse_args()
+    if args.policy == "vla":
+        POLICY.extend(["--policy", "vla", "--head", args.head])
     work = args.work or Path(tempfile.mkdtemp(prefix="telecorder-xe-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = {name: demos(work / f"{name}{args.demos}", scene, args.demos, seconds)
             for name, (scene, seconds) in ROBOTS.items()}
-    results: dict[str, Any] = {"demos_per_robot": args.demos, "eval_episodes": args.eval_episodes,
-                               "eval_seed": EVAL_SEED, "machine_cores": os.cpu_count(),
-                               "demos_s": round(time.perf_counter() - t0, 1), "per_robot": {}, "mixed": {}}
+    run: dict[str, Any] = {"demos_per_robot": args.demos, "eval_episodes": args.eval_episodes,
+                           "eval_seed": EVAL_SEED, "machine_cores": os.cpu_count(),
+                           "demos_s": round(time.perf_counter() - t0, 1), "per_robot": {}, "mixed": {}}
+    # BC results at the top level (as first published); another policy's under its own key.
+    everything = json.loads(args.json.read_text()) if args.json.exists() else {}
+    key = None if args.policy == "bc" else f"vla_{args.head}"
+    results = run
     for name, (scene, seconds) in ROBOTS.items():
-        row = train(work / f"bc_{name}", [data[name]], args.steps)
-        row.update(evaluate(work / f"bc_{name}", scene, seconds, args.eval_episodes))
+        row = train(work / f"{args.policy}_{name}", [data[name]], args.steps)
+        row.update(evaluate(work / f"{args.policy}_{name}", scene, seconds, args.eval_episodes))
         results["per_robot"][name] = row
         print(f"{name}: own policy {row['success_rate']:.0%} {row['ci95']}", flush=True)
-    mixed = work / "bc_mixed"
+    mixed = work / f"{args.policy}_mixed"
     results["mixed"]["training"] = train(mixed, list(data.values()), 2 * args.steps, "--mixture", "uniform")
     for name, (scene, seconds) in ROBOTS.items():
         row = evaluate(mixed, scene, seconds, args.eval_episodes)
@@ -100,7 +110,11 @@ def main() -> None:
               flush=True)
     results["wall_s"] = round(time.perf_counter() - t0, 1)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if key is None:
+        everything.update(results)
+    else:
+        everything[key] = results
+    args.json.write_text(json.dumps(everything, indent=2) + "\n")
     print("\n| robot | own policy | mixed policy | difference |\n|---|---|---|---|")
     for name in ROBOTS:
         own, mix = results["per_robot"][name], results["mixed"][name]
