@@ -85,7 +85,17 @@ def test_eval_drives_both_robots_with_one_checkpoint(mixed: dict[str, Path], sce
 def test_damaged_embodiments_are_one_error_naming_the_file(mixed: dict[str, Path], tmp_path: Path) -> None:
     import shutil
 
-    for damage in ({"embodiments": "x"}, {"embodiments": []}, {"state_width": "19"}, {"state_width": 5}):
+    good = json.loads((mixed["ckpt"] / "policy.json").read_text())
+    arm = good["embodiments"][0]
+    slots = [
+        [{**arm, "state_slots": [0] * 13}, good["embodiments"][1]],  # two values in one place
+        [{**arm, "state_slots": [10**9] * 13}, good["embodiments"][1]],  # far outside the model
+        [{**arm, "state_slots": list(range(5))}, good["embodiments"][1]],  # fewer than its state
+        [{**arm, "id": 7}, good["embodiments"][1]],  # an id the one-hot has no place for
+    ]
+    damages = [{"embodiments": "x"}, {"embodiments": []}, {"state_width": "19"}, {"state_width": 5},
+               *({"embodiments": e} for e in slots)]
+    for damage in damages:
         bad = tmp_path / f"bad{len(list(tmp_path.iterdir()))}"
         shutil.copytree(mixed["ckpt"], bad)
         meta = json.loads((bad / "policy.json").read_text())
