@@ -7,6 +7,8 @@ the MuJoCo arm at 30 Hz for 60 s. Scenario B: two cameras with the control loop 
 
     python benchmarks/record.py                 # full run (about 2.5 minutes)
     python benchmarks/record.py --duration 10   # quicker
+    python benchmarks/record.py --hogs 2        # the scenarios beside two busy processes
+                                                # (python -c "while 1: pass"), started after the capacity test
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -157,6 +160,11 @@ def _writer_rate(root: Path, frames: list[np.ndarray], n_frames: int, quality: i
     return rate
 
 
+def _normal_priority() -> None:
+    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    os.setpriority(os.PRIO_PROCESS, 0, 0)
+
+
 def _cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -166,8 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per scenario (default 60)")
     ap.add_argument("--capacity-frames", type=int, default=900, help="frames for the writer capacity test")
-    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/record.json"))
+    ap.add_argument("--hogs", type=int, default=0, help="busy processes running beside the scenarios (default 0)")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="where to write the results (default benchmarks/results/record.json, or record_hogsN.json)")
     args = ap.parse_args(argv)
+    if args.json is None:
+        name = "record.json" if not args.hogs else f"record_hogs{args.hogs}.json"
+        args.json = Path("benchmarks/results") / name
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="tc-bench-"))
     try:
@@ -177,10 +190,18 @@ def main(argv: list[str] | None = None) -> int:
         # Capacity first: the scenarios leave gigabytes of dirty pages that the kernel flushes for a while after.
         console.print("writer capacity (3 alternating runs)")
         cap = writer_capacity(tmp, capacity_frames, args.capacity_frames)
-        console.print(f"scenario A: 3 cameras, 30 Hz, {args.duration:g} s")
-        a = record_scenario(tmp, videos, 30.0, args.duration)
-        console.print(f"scenario B: 2 cameras, 100 Hz, {args.duration:g} s")
-        b = record_scenario(tmp, videos[:2], 100.0, args.duration)
+        # The hogs run at normal priority even when this benchmark runs under 'chrt' (children inherit it).
+        hogs = [subprocess.Popen([sys.executable, "-c", "while 1: pass"], preexec_fn=_normal_priority)
+                for _ in range(args.hogs)]
+        try:
+            console.print(f"scenario A: 3 cameras, 30 Hz, {args.duration:g} s, beside {args.hogs} busy process(es)")
+            a = record_scenario(tmp, videos, 30.0, args.duration)
+            console.print(f"scenario B: 2 cameras, 100 Hz, {args.duration:g} s, beside {args.hogs} busy process(es)")
+            b = record_scenario(tmp, videos[:2], 100.0, args.duration)
+        finally:
+            for hog in hogs:
+                hog.kill()
+                hog.wait()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -196,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         f"cv2.imencode {cap['bare_imencode_fps']} frames/s on one core: ratio {cap['ratio']:.2f} (medians of 3)"
     )
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"scenario_a": a, "scenario_b": b, "writer_capacity": cap}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"hogs": args.hogs, "scenario_a": a, "scenario_b": b, "writer_capacity": cap},
+                                    indent=2) + "\n")
     console.print(f"wrote {args.json}")
     return 0
 
