@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class MixtureData:
     def count(self) -> int:
         return len(self.layout.embodiments)
 
+    @cached_property
     def state_real(self) -> torch.Tensor:
         """``[embodiments, state_width]``: which padded state dimensions each robot really has."""
         real = torch.zeros(self.count, self.state_width, dtype=torch.bool)
@@ -87,7 +89,7 @@ class MixtureData:
         state = data["state"][idx]
         emb = data["embodiment_id"][idx]
         if noise > 0:
-            state = state + noise * torch.randn(state.shape, generator=g) * self.state_real()[emb]
+            state = state + noise * torch.randn(state.shape, generator=g) * self.state_real[emb]
         return model_input(state, emb, self.count)
 
     def entries(self, horizon: int) -> list[EmbodimentEntry]:

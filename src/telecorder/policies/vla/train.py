@@ -50,7 +50,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise missing_extra("torch", "torch") from e
 
-__all__ = ["DEFAULTS", "encode_texts", "instruction_corpus", "state_token_groups", "train_vla"]
+__all__ = ["DEFAULTS", "fit_instructions", "state_token_groups", "train_vla"]
 
 # min_max, not the BC policy's mean_std: an object's pose holds near-constant dimensions (a resting
 # cube's tilt quaternion parts, std ~5e-4) that mean_std blows up into values of +-10 whenever the cube
@@ -121,6 +121,20 @@ def encode_texts(tok: InstructionTokenizer, instructions: Sequence[str]) -> tupl
     where = {t: i for i, t in enumerate(unique)}
     rows = np.array([where[t] for t in instructions], dtype=np.int64)
     return torch.from_numpy(ids[rows]), torch.from_numpy(mask[rows])
+
+
+def fit_instructions(opened: Sequence[Any], train: dict[str, Any],
+                     val: dict[str, Any] | None) -> tuple[InstructionTokenizer, list[str]]:
+    """The instruction tokenizer built from the training instructions and the datasets' recorded paraphrases,
+    and that corpus; every sample of ``train`` and ``val`` gains its ``text`` ids and ``text_mask``."""
+    corpus = instruction_corpus(opened, train["instruction"])
+    text = InstructionTokenizer.build(corpus, vocab_size=DEFAULTS["text_vocab"])
+    longest = max((len(text.pieces(t)) for t in corpus), default=1)
+    text.max_tokens = min(32, longest + 4)  # room for a longer held-out paraphrase
+    for part in (train, val):
+        if part is not None:
+            part["text"], part["text_mask"] = encode_texts(text, part["instruction"])
+    return text, corpus
 
 
 def _targets(data: dict[str, Any], head: str) -> torch.Tensor | None:
@@ -225,13 +239,7 @@ def train_vla(
         paraphrase=paraphrase, paraphrase_seed=seed, state_normalize=STATE_NORMALIZE)
     train, val = data.train, data.val
     codec = data.loader.tokenizer
-    corpus = instruction_corpus(opened, train["instruction"])
-    text = InstructionTokenizer.build(corpus, vocab_size=DEFAULTS["text_vocab"])
-    longest = max((len(text.pieces(t)) for t in corpus), default=1)
-    text.max_tokens = min(32, longest + 4)  # room for a longer held-out paraphrase
-    for part in (train, val):
-        if part is not None:
-            part["text"], part["text_mask"] = encode_texts(text, part["instruction"])
+    text, corpus = fit_instructions(opened, train, val)
     if early_weight > 1:
         # The first second of an episode is where only the instruction tells the tasks apart (the arm
         # starts from the same pose, slowly); later the arm's own motion gives the target away, and a

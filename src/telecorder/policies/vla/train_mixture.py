@@ -27,8 +27,8 @@ from .checkpoint import save_vla_policy
 from .config import VLAConfig
 from .model import VLAModel
 from .policy import VLAPolicy
-from .text import TEXT_FILE, InstructionTokenizer
-from .train import DEFAULTS, STATE_NORMALIZE, encode_texts, instruction_corpus, state_token_groups
+from .text import TEXT_FILE
+from .train import DEFAULTS, STATE_NORMALIZE, fit_instructions, state_token_groups
 
 try:
     import torch
@@ -107,13 +107,7 @@ def train_vla_mixture(
                       max_episodes=max_episodes, state_normalize=STATE_NORMALIZE, paraphrase=paraphrase,
                       paraphrase_seed=seed)
     train, val = md.train, md.val
-    corpus = instruction_corpus(md.opened, train["instruction"])
-    text = InstructionTokenizer.build(corpus, vocab_size=DEFAULTS["text_vocab"])
-    longest = max((len(text.pieces(t)) for t in corpus), default=1)
-    text.max_tokens = min(32, longest + 4)  # room for a longer held-out paraphrase
-    for part in (train, val):
-        if part is not None:
-            part["text"], part["text_mask"] = encode_texts(text, part["instruction"])
+    text, _ = fit_instructions(md.opened, train, val)
 
     torch.manual_seed(seed)
     cfg = VLAConfig(
