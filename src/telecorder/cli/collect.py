@@ -161,6 +161,12 @@ def add_collect_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-realtime", action="store_true",
                    help="sim only: run on simulated time as fast as physics and rendering allow, no reset "
                         "pause (times in the file are simulation time; not with a real robot, camera or person)")
+    p.add_argument("--no-rt", action="store_true",
+                   help="record at normal priority: no real-time scheduling, memory locking or warning about them "
+                        "(by default the recorder's threads run at real-time priority while an episode records, "
+                        "where the OS permits it; see docs/collect.md)")
+    p.add_argument("--cpu", type=int, default=None, metavar="N",
+                   help="run the control loop on CPU N (a core kept free of other work, e.g. with isolcpus=N)")
     p.add_argument("--env-state", action="store_true",
                    help="sim only: also record the task cube's world pose as observation.environment_state "
                         "(privileged simulator state)")
@@ -208,8 +214,11 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
     from ..collect.cameras.opencv import CameraSpec
     from ..collect.factory import DeviceConfig, EmulatorOptions, make_devices
     from ..collect.key_bindings import controls_for
+    from ..collect.realtime import RealtimeRequest
     from ..collect.session import RecordingSession, SessionConfig
 
+    if args.cpu is not None:
+        RealtimeRequest(cpu=args.cpu)  # a core this process may not use fails before any device opens
     sim_cams = None
     if args.sim_cameras is not None:
         sim_cams = [] if args.sim_cameras == "none" else [c for c in args.sim_cameras.split(",") if c]
@@ -286,6 +295,8 @@ def run_collect(args: argparse.Namespace, console: Console) -> int:
             controls=controls.device,
             realtime=not args.no_realtime,
             tasks=tasks,
+            realtime_priority=not args.no_rt,
+            cpu=args.cpu,
         ),
         console=console,
     )

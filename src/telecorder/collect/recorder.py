@@ -39,7 +39,9 @@ import numpy as np
 from ..datasets.async_writer import AsyncEpisodeWriter, Step
 from ..datasets.sync import LATE_THRESHOLD_S
 from ..errors import CameraError
+from .contention import ContentionMeter
 from .interfaces import EPISODE_EVENTS, Camera, Event, Frame, Robot, Teleop
+from .realtime import RealtimeScope
 
 # Python hands the GIL between threads every 5 ms by default; with encoder and writer
 # threads busy, the control thread would wake that late. 0.5 ms keeps ticks on time.
@@ -109,10 +111,14 @@ class Recorder:
         late_threshold_s: float = LATE_THRESHOLD_S,
         frame_buffer_s: float = FRAME_BUFFER_S,
         realtime: bool = True,
+        priority: RealtimeScope | None = None,
     ) -> None:
         self.robot, self.teleop, self.cameras, self.writer = robot, teleop, list(cameras), writer
         self.fps = fps
         self.realtime = realtime
+        # Real-time scheduling while an episode records in real time (never on simulated time: that loop
+        # never sleeps, and at real-time priority it would starve the machine).
+        self.priority = priority if realtime else None
         self.late_threshold_s = late_threshold_s
         # Steps whose frames are still being made, at most; one more and the loop waits for the oldest.
         self.max_pending_steps = max(1, math.ceil(frame_buffer_s * fps))
@@ -157,6 +163,19 @@ class Recorder:
         old_switch = sys.getswitchinterval()
         if self.realtime:
             sys.setswitchinterval(_SWITCH_INTERVAL_S)
+        scope = self.priority
+        # Before --cpu pins this thread: the CPUs that count are all those the recorder may use.
+        meter = ContentionMeter()
+        if scope is not None:
+            # Before the clock starts: locking memory and raising threads takes a few milliseconds.
+            try:
+                scope.__enter__()
+            except BaseException:
+                self.writer.discard()
+                sys.setswitchinterval(old_switch)
+                raise
+        # Twice a second the scope raises threads started meanwhile (an encoder pool starts lazily).
+        refresh_every = max(1, round(self.fps / 2))
         wall_t0 = time.monotonic_ns()
         t0 = aligned_start(self.cameras, wall_t0, period_ns) if self.realtime else wall_t0
         k = steps = 0
@@ -169,9 +188,12 @@ class Recorder:
             def seconds(ns: int) -> float:
                 return round((ns - t0) / period_ns) / self.fps
 
-        def hand_over(limit: int) -> None:
-            """Send the steps whose frames are ready to the writer, in order; wait while over ``limit``."""
-            while pending:
+        def hand_over(limit: int, keep: int = 0) -> None:
+            """Send the steps whose frames are ready to the writer, in order; wait while over ``limit``.
+
+            ``keep`` newest steps stay: the current tick's step gets its own CPU time once the tick is done.
+            """
+            while len(pending) > keep:
                 step, frames = pending[0]
                 if len(pending) <= limit and not all(
                     f.done() for f in frames.values() if isinstance(f, Future)
@@ -193,6 +215,7 @@ class Recorder:
                 self.writer.add(step)
 
         try:
+            meter.start()
             while steps < max_steps:
                 deadline = t0 + k * period_ns
                 if self.realtime:
@@ -210,6 +233,7 @@ class Recorder:
                 else:
                     # Simulated time: the tick happens exactly on schedule, whenever the last one is done.
                     now, lateness = deadline, 0.0
+                tick_wall, tick_cpu = time.monotonic_ns(), time.thread_time_ns()
 
                 observation = self.robot.observe()
                 # Right after observing: the synchronous cameras capture the state just observed.
@@ -237,7 +261,7 @@ class Recorder:
                     frames,
                 ))
                 self.max_pending_seen = max(self.max_pending_seen, len(pending))
-                hand_over(self.max_pending_steps)
+                hand_over(self.max_pending_steps, keep=1)
                 steps += 1
                 k += 1
                 events = set(command.events)
@@ -256,9 +280,16 @@ class Recorder:
                     status.repeated_frames = sum(repeated.values())
                     status.dropped_frames = sum(dropped.values())
                     on_tick(status)
+                if scope is not None and steps % refresh_every == 0:
+                    scope.refresh()
+                # The tick's own cost, for doctor to tell a slow loop from a busy machine.
+                step = pending[-1][0]
+                step.loop_cpu = (time.thread_time_ns() - tick_cpu) / 1e9
+                step.loop_busy = (time.monotonic_ns() - tick_wall) / 1e9
                 if events:
                     break
             ended = time.monotonic_ns()
+            context = meter.stop()
             hand_over(0)
         except BaseException:
             # Ctrl-C or a device failure mid-episode: drop the unfinished episode, keep every earlier one.
@@ -266,6 +297,11 @@ class Recorder:
             raise
         finally:
             sys.setswitchinterval(old_switch)
+            if scope is not None:
+                scope.__exit__(None, None, None)
+        context["realtime"] = (scope.description if scope is not None
+                               else "normal (not requested)" if self.realtime else "simulated time")
+        context["cpu_pin"] = scope.request.cpu if scope is not None else None
         wall_duration = (ended - wall_t0) / 1e9
         # Simulated, every step holds its command for one whole period.
         duration = (ended - t0) / 1e9 if self.realtime else steps / self.fps
@@ -308,6 +344,7 @@ class Recorder:
             "duration_s": duration,
             "repeated_frames": repeated,
             "dropped_frames": dropped,
+            "timing_context": context,
         }
         record = {
             "duration_s": round(duration, 4),

@@ -45,6 +45,7 @@ from .devices.keyboard import TerminalKeys
 from .interfaces import Camera, Event, Robot, Teleop
 from .key_bindings import Controls, controls_for
 from .live_view import LiveView, open_live_view
+from .realtime import RealtimeRequest, RealtimeScope
 from .recorder import EpisodeOutcome, Recorder, TickStatus, sleep_until
 from .task_list import Instruction, TaskList, suite_for_scene
 
@@ -75,6 +76,10 @@ class SessionConfig:
     realtime: bool = True
     # The instructions to record (--tasks); None: ``task`` for every episode.
     tasks: TaskList | None = None
+    # Real-time scheduling while an episode records in real time (collect/realtime.py); --no-rt turns it off.
+    realtime_priority: bool = True
+    # --cpu N: the core the control loop runs on.
+    cpu: int | None = None
 
 
 @dataclass
@@ -118,6 +123,11 @@ class RecordingSession:
             config.task, suite_for_scene(scene) if scene not in (None, "pick") else None)
         self._posted: list[Event] = []
         self._posted_lock = threading.Lock()
+        # Checked here so that a --cpu this process may not use fails before anything connects.
+        self.priority = RealtimeScope(
+            RealtimeRequest(enabled=config.realtime_priority, cpu=config.cpu),
+            warn=lambda m: self.console.print(f"[yellow]warning:[/] {_escape(m)}", highlight=False, soft_wrap=True),
+        )
 
     def post(self, event: Event) -> None:
         """Deliver a session event as if its key was pressed (thread-safe): e.g. ``Event.SKIP_TASK``."""
@@ -251,7 +261,8 @@ class RecordingSession:
     ) -> None:
         cfg = self.config
         tasks = self.tasks
-        recorder = Recorder(self.robot, self.teleop, self.cameras, writer, fps=cfg.fps, realtime=cfg.realtime)
+        recorder = Recorder(self.robot, self.teleop, self.cameras, writer, fps=cfg.fps, realtime=cfg.realtime,
+                            priority=self.priority)
         rng = np.random.default_rng(cfg.seed)
         live = self._live
         with TerminalKeys(controls=self.controls) as keys:
