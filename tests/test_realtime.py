@@ -18,7 +18,13 @@ import h5py
 import pytest
 from rich.console import Console
 
-from telecorder.collect.realtime import RealtimeError, RealtimeRequest, RealtimeScope, fix_line, missing_rights
+from telecorder.collect.realtime import (
+    RealtimeError,
+    RealtimeRequest,
+    RealtimeScope,
+    fix_line,
+    missing_rights,
+)
 
 FIFO, RR, OTHER = os.SCHED_FIFO, os.SCHED_RR, os.SCHED_OTHER
 RESET = os.SCHED_RESET_ON_FORK
@@ -237,3 +243,33 @@ def test_collect_refuses_a_cpu_it_may_not_use(tmp_path):
     assert run.returncode == 2
     assert f"--cpu {bad}: this process may run on CPUs" in run.stdout + run.stderr
     assert not (tmp_path / "x").exists()
+
+
+@needs_rt
+def test_mesa_software_rasterizer_threads_render_at_capture_priority(tmp_path):
+    pytest.importorskip("mujoco")
+    from telecorder.collect.cameras.sim import SimCameraRig
+    from telecorder.collect.devices.scripted import ScriptedTeleop
+    from telecorder.collect.robots.sim import SimRobot
+    from telecorder.collect.session import RecordingSession, SessionConfig
+
+    seen: dict[int, tuple[int, int]] = {}
+
+    class Probe(SimRobot):
+        def observe(self):
+            for tid in os.listdir("/proc/self/task"):
+                try:
+                    comm = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+                    if comm.startswith("llvmpipe-"):
+                        seen[int(tid)] = sched(int(tid))
+                except OSError:
+                    pass
+            return super().observe()
+
+    robot = Probe(fps=30.0, seed=2)
+    rig = SimCameraRig(robot, ["front"], 64, 48, 30.0)
+    cfg = SessionConfig(out=tmp_path / "ds", episodes=1, episode_time_s=0.5, reset_time_s=0, task="pick")
+    RecordingSession(robot, ScriptedTeleop(robot, seed=2), rig.cameras(), cfg, console=Console(quiet=True)).run()
+    if not seen:
+        pytest.skip("the sim cameras render without Mesa's llvmpipe here (a GPU driver)")
+    assert set(seen.values()) == {(RR, 49)}

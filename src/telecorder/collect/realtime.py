@@ -15,7 +15,7 @@ later (priority inversion). So every Python thread of the recorder is raised, in
 tier        threads                                                priority
 ==========  =====================================================  ===========
 control     the thread that records (observe, teleop, act)         base (50)
-capture     camera capture, sim rendering, the emulated bus        base - 1
+capture     cameras, sim rendering (and Mesa's llvmpipe), the bus   base - 1
 work        writer, JPEG encoders, policy inference, keys          base - 2
 view        the live view                                          base - 3
 ==========  =====================================================  ===========
@@ -24,7 +24,9 @@ The control thread is ``SCHED_FIFO``; the tiers below are ``SCHED_RR`` so that t
 one tier share their cores by time slice. When the loop wakes it preempts any of them,
 and one holding the GIL hands it over within Python's switch interval (the recorder sets
 0.5 ms), as it keeps running. Threads native code starts on its own (torch's OpenMP pool)
-never hold the GIL and stay normal, so a policy's inference cannot starve the machine.
+never hold the GIL and stay normal, so a policy's inference cannot starve the machine;
+the exception is Mesa's software rasterizer (``llvmpipe-N``), which draws the sim cameras'
+frames that the loop waits for.
 Threads started during an episode are raised at the next :meth:`RealtimeScope.refresh`
 (the loop calls it twice a second). Every promoted thread carries
 ``SCHED_RESET_ON_FORK``, so no child process inherits real-time priority.
@@ -58,6 +60,9 @@ DEFAULT_PRIORITY = 50
 FALLBACK_NICE = -10
 
 _CAPTURE_PREFIXES = ("tc-cam-", "tc-sim-render", "dxl-emulator")
+# Native threads raised with the capture tier, by the name they give the kernel: Mesa's software
+# rasterizer draws the sim cameras' frames, which the loop waits for.
+_NATIVE_CAPTURE_COMMS = ("llvmpipe-",)
 _VIEW_PREFIXES = ("tc-live-view",)
 _CAP_IPC_LOCK, _CAP_SYS_NICE = 14, 23
 _MCL_CURRENT, _MCL_FUTURE, _MCL_ONFAULT = 1, 2, 4
@@ -160,14 +165,14 @@ class RealtimeScope:
         return bool(self._mode)
 
     def refresh(self) -> None:
-        """Raise the Python threads started since the last call (a lazily started encoder pool)."""
+        """Raise the threads started since the last call (a lazily started encoder pool)."""
         if not self._mode:
             return
-        for t in threading.enumerate():
-            tid = t.native_id
+        threads = [(t.native_id, t.name) for t in threading.enumerate()] + _native_capture_threads()
+        for tid, name in threads:
             if tid is None or tid in self._saved or tid == self._control_tid:
                 continue
-            offset, view = _tier(t.name)
+            offset, view = _tier(name)
             try:
                 saved = _Saved(os.sched_getscheduler(tid), os.sched_getparam(tid).sched_priority,
                                os.getpriority(os.PRIO_PROCESS, tid))
@@ -228,6 +233,23 @@ class RealtimeScope:
         if self.request.cpu is not None:
             text += f", control loop on CPU {self.request.cpu}"
         return text
+
+
+def _native_capture_threads() -> list[tuple[int, str]]:
+    out = []
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue  # ended meanwhile
+        if comm.startswith(_NATIVE_CAPTURE_COMMS):
+            out.append((int(tid), "tc-cam-native"))
+    return out
 
 
 def _tier(name: str) -> tuple[int, bool]:
