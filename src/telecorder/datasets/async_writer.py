@@ -11,6 +11,7 @@ ever dropped silently.
 from __future__ import annotations
 
 import errno
+import math
 import queue
 import threading
 import time
@@ -37,6 +38,10 @@ class Step:
     frame_time: dict[str, float] = field(default_factory=dict)
     frame_index: dict[str, int] = field(default_factory=dict)
     lateness: float = 0.0
+    # The control thread's own work on this tick (observe to hand-over): CPU seconds and wall
+    # seconds. NaN: not measured (a step that no recorder loop made).
+    loop_cpu: float = math.nan
+    loop_busy: float = math.nan
 
 
 class _Begin:
@@ -215,6 +220,8 @@ class AsyncEpisodeWriter:
             image_timestamp={c: np.array([s.frame_time[c] for s in steps]) for c in cams},
             frame_index={c: np.array([s.frame_index[c] for s in steps], dtype=np.int64) for c in cams},
             tick_lateness=np.array([s.lateness for s in steps], dtype=np.float32),
+            loop_cpu=np.array([s.loop_cpu for s in steps], dtype=np.float32),
+            loop_busy=np.array([s.loop_busy for s in steps], dtype=np.float32),
         )
         self.frames_encoded += sum(len({id(f[c]) for _, f in pending}) for c in cams)
         writer.append(batch)

@@ -3,7 +3,8 @@
 Errors (non-zero exit): unreadable or missing files, schema mismatches, non-monotonic
 timestamps, NaN/inf values, corrupt frames, episodes missing from the index or
 unfinished ones left by a crash. Warnings: timing that may hurt training (late or
-missed ticks, old or repeated camera frames, a control rate off its target). An episode
+missed ticks, with their likely cause where the episode recorded one (see :mod:`.tick_causes`),
+old or repeated camera frames, a control rate off its target). An episode
 on simulated time (attr ``clock``, else the dataset's ``extra.clock``; wall clock when
 neither says) has no lateness to warn about; everything else is checked the same.
 
@@ -24,8 +25,8 @@ import numpy as np
 
 from ..errors import DatasetError
 from .dataset import INDEX, INFO, STATS, episode_files, partial_files, read_index
-from .episode_file import EpisodeReader, episode_relpath
-from .features import DatasetInfo, read_json
+from .episode_file import LOOP_CPU_PATH, LOOP_PATHS, EpisodeReader, episode_relpath
+from .features import CLOCK_SIMULATION, DatasetInfo, read_json
 from .lock import DatasetLock, lock_holder, lock_problem
 from .recovery import (
     UNRECOVERABLE_DIR,
@@ -36,6 +37,7 @@ from .recovery import (
 )
 from .stats import DatasetStats
 from .sync import SyncReport, analyze_timing
+from .tick_causes import explain_late_ticks
 
 __all__ = ["UNRECOVERABLE_DIR", "DoctorReport", "EpisodeCheck", "check_dataset", "repair_dataset"]
 
@@ -51,6 +53,8 @@ class EpisodeCheck:
     warnings: list[str] = field(default_factory=list)
     # Rows per numeric feature that statistics count (all values finite); None if unknown.
     finite_rows: dict[str, int] | None = None
+    # Why ticks were late (see tick_causes), where doctor warned about them and the episode says.
+    late_cause: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Everything, as JSON (for checks that ran in another process or on another machine)."""
@@ -59,6 +63,7 @@ class EpisodeCheck:
             "sync": self.sync.to_dict() if self.sync else None,
             "frame_age": {c: np.asarray(a, np.float64).tolist() for c, a in self.frame_age.items()},
             "errors": self.errors, "warnings": self.warnings, "finite_rows": self.finite_rows,
+            "late_cause": self.late_cause,
         }
 
     @classmethod
@@ -68,6 +73,7 @@ class EpisodeCheck:
             sync=None if d["sync"] is None else SyncReport.from_dict(d["sync"]),
             frame_age={c: np.asarray(a, np.float64) for c, a in d["frame_age"].items()},
             errors=list(d["errors"]), warnings=list(d["warnings"]), finite_rows=d["finite_rows"],
+            late_cause=d.get("late_cause"),
         )
 
 
@@ -106,6 +112,7 @@ class DoctorReport:
                     "sync": e.sync.to_dict() if e.sync else None,
                     "errors": e.errors,
                     "warnings": e.warnings,
+                    **({"late_cause": e.late_cause} if e.late_cause else {}),
                 }
                 for e in self.episodes
             ],
@@ -254,12 +261,13 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
         cams = info.cameras
         capture = {c: reader.image_timestamps(c) for c in cams}
         check.frame_age = {c: ts - capture[c] for c in cams}
+        lateness = reader.tick_lateness()
         sync = analyze_timing(
             ts,
             info.fps,
             capture,
             {c: reader.frame_indices(c) for c in cams},
-            reader.tick_lateness(),
+            lateness,
             clock=str(reader.attrs.get("clock") or info.clock),
         )
         check.sync = sync
@@ -271,13 +279,22 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
             )
         # Occasional scheduler hiccups are normal on a desktop OS; flag them once they exceed 1% of steps.
         tolerated = max(1, 0.01 * n)
-        if sync.late_ticks > tolerated:
+        loop_cpu, loop_busy = _loop_measurements(check, reader, n)
+        late = sync.late_ticks > tolerated
+        if (late or sync.missed_ticks) and sync.clock != CLOCK_SIMULATION:
+            context = reader.attrs.get("timing_context")
+            check.late_cause = explain_late_ticks(lateness, loop_cpu, loop_busy,
+                                                  context if isinstance(context, dict) else None,
+                                                  info.fps, timestamp=ts)
+        because = f"; {check.late_cause}" if check.late_cause else ""
+        if late:
             check.warnings.append(
                 f"episode {check.index}: {sync.late_ticks} late tick(s) "
-                f"({100 * sync.late_ticks / n:.1f}%, worst {1000 * sync.max_lateness:.1f} ms)"
+                f"({100 * sync.late_ticks / n:.1f}%, worst {1000 * sync.max_lateness:.1f} ms){because}"
             )
-        if sync.missed_ticks:
-            check.warnings.append(f"episode {check.index}: {sync.missed_ticks} missed tick(s)")
+        if sync.missed_ticks:  # the cause is said once, with the late ticks when both are reported
+            check.warnings.append(f"episode {check.index}: {sync.missed_ticks} missed tick(s)"
+                                  + ("" if late else because))
         for cam, cs in sync.cameras.items():
             if cs.non_monotonic:
                 check.errors.append(f"{check.path}: camera {cam!r} frame counter goes backwards {cs.non_monotonic} time(s)")
@@ -306,6 +323,34 @@ def _check_episode(check: EpisodeCheck, info: DatasetInfo, record: dict[str, Any
                             f"{check.path}: camera {cam!r} step {i} is {img.shape}, info.json says {spec.shape}"
                         )
                         break
+
+
+def _loop_measurements(check: EpisodeCheck, reader: EpisodeReader,
+                       n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The loop's per-tick CPU and wall seconds where the file has them and they are sound; values
+    no recorder writes are an error, and the damaged array is not used to explain anything."""
+    out: list[np.ndarray | None] = []
+    for path in LOOP_PATHS:
+        values = reader.loop_cpu() if path == LOOP_CPU_PATH else reader.loop_busy()
+        if values is None:
+            out.append(None)
+            continue
+        values = np.asarray(values, np.float64)
+        nan = np.isnan(values)
+        impossible = ~nan & (~np.isfinite(values) | (values < 0))
+        if impossible.any():
+            check.errors.append(f"{check.path}: /{path} has {int(impossible.sum())} infinite or negative "
+                                f"value(s) (first at step {int(np.argmax(impossible))}); the file is damaged "
+                                "or was altered")
+            values = None
+        elif nan.any() and not nan.all():
+            # The recorder measures every tick or (a step it did not make) none: a mix is damage.
+            check.errors.append(f"{check.path}: /{path} is NaN at {int(nan.sum())} of {n} steps (first at step "
+                                f"{int(np.argmax(nan))}) but measured at the others; the file is damaged or "
+                                "was altered")
+            values = None
+        out.append(values)
+    return out[0], out[1]
 
 
 # -- repair -------------------------------------------------------------------

@@ -9,6 +9,8 @@
     /observation/images_timestamp/<camera>  (T,)  float64  capture time of the frame used at each step
     /observation/images_frame_index/<camera>(T,)  int64    camera's own frame counter (repeats/skips)
     /timing/tick_lateness                   (T,)  float32  seconds the tick started after its schedule
+    /timing/loop_cpu                        (T,)  float32  CPU seconds of the control thread's work per tick
+    /timing/loop_busy                       (T,)  float32  wall seconds of that work (NaN: not measured)
     attributes on / : task, language_instruction, success, robot_type, device, fps, start_time, ...
 
 Files are written incrementally under a hidden ``.partial.h5`` name and renamed only when
@@ -41,6 +43,11 @@ IMAGES_GROUP = "observation/images"
 IMAGE_TS_GROUP = "observation/images_timestamp"
 FRAME_INDEX_GROUP = "observation/images_frame_index"
 LATENESS_PATH = "timing/tick_lateness"
+# Optional (files written before they existed lack them): the loop's own work per tick, so that
+# doctor can tell a tick late from its own work from one the OS woke late (see tick_causes).
+LOOP_CPU_PATH = "timing/loop_cpu"
+LOOP_BUSY_PATH = "timing/loop_busy"
+LOOP_PATHS = (LOOP_CPU_PATH, LOOP_BUSY_PATH)
 _BYTES = h5py.vlen_dtype(np.dtype("uint8"))
 
 
@@ -84,6 +91,9 @@ class StepBatch:
     image_timestamp: dict[str, np.ndarray]
     frame_index: dict[str, np.ndarray]
     tick_lateness: np.ndarray
+    # None: not measured (a converted episode); stored as NaN.
+    loop_cpu: np.ndarray | None = None
+    loop_busy: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.timestamp)
@@ -135,7 +145,8 @@ class EpisodeFileWriter:
             f[f"{IMAGES_GROUP}/{cam}"].attrs["encoding"] = self.info.image_encoding
             f.create_dataset(f"{IMAGE_TS_GROUP}/{cam}", shape=(0,), maxshape=(None,), dtype="float64", chunks=(1024,))
             f.create_dataset(f"{FRAME_INDEX_GROUP}/{cam}", shape=(0,), maxshape=(None,), dtype="int64", chunks=(1024,))
-        f.create_dataset(LATENESS_PATH, shape=(0,), maxshape=(None,), dtype="float32", chunks=(1024,))
+        for path in (LATENESS_PATH, *LOOP_PATHS):
+            f.create_dataset(path, shape=(0,), maxshape=(None,), dtype="float32", chunks=(1024,))
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["fps"] = self.info.fps
         f.attrs["robot_type"] = self.info.robot_type
@@ -177,6 +188,8 @@ class EpisodeFileWriter:
             put(f"{IMAGE_TS_GROUP}/{cam}", batch.image_timestamp[cam])
             put(f"{FRAME_INDEX_GROUP}/{cam}", batch.frame_index[cam])
         put(LATENESS_PATH, batch.tick_lateness)
+        for path, values in ((LOOP_CPU_PATH, batch.loop_cpu), (LOOP_BUSY_PATH, batch.loop_busy)):
+            put(path, np.full(n, np.nan, np.float32) if values is None else values)
         self.length = end
 
     def _dataset(self, path: str) -> h5py.Dataset:
@@ -411,7 +424,14 @@ class EpisodeReader:
                 raise DatasetError(f"{self.path}: dataset /{path} is missing")
         if LATENESS_PATH in f:
             bookkeeping.append(LATENESS_PATH)
-        check_dataset_types(self.path, f, n, numeric, cameras, bookkeeping)
+        loop = [p for p in LOOP_PATHS if p in f]
+        check_dataset_types(self.path, f, n, numeric, cameras, bookkeeping + loop)
+        for path in loop:
+            # Seconds: an integer or boolean array there is not what the recorder writes.
+            if f[path].dtype.kind != "f":
+                raise DatasetError(f"{self.path}: /{path} holds {f[path].dtype} values, expected float seconds "
+                                   "(a damaged or altered file); run 'telecorder doctor --repair' to set the "
+                                   "episode aside")
 
     def __enter__(self) -> EpisodeReader:
         return self
@@ -485,6 +505,14 @@ class EpisodeReader:
 
     def tick_lateness(self) -> np.ndarray | None:
         return self._read(LATENESS_PATH) if LATENESS_PATH in self._file else None
+
+    def loop_cpu(self) -> np.ndarray | None:
+        """CPU seconds of the control thread's work per tick; None in files written before it was kept."""
+        return self._read(LOOP_CPU_PATH) if LOOP_CPU_PATH in self._file else None
+
+    def loop_busy(self) -> np.ndarray | None:
+        """Wall seconds of the control thread's work per tick; None in files written before it was kept."""
+        return self._read(LOOP_BUSY_PATH) if LOOP_BUSY_PATH in self._file else None
 
     def encoded_frame(self, camera: str, step: int) -> np.ndarray:
         self.image_dataset(camera)

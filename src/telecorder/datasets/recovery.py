@@ -41,6 +41,7 @@ from .episode_file import (
     IMAGE_TS_GROUP,
     IMAGES_GROUP,
     LATENESS_PATH,
+    LOOP_PATHS,
     EpisodeReader,
     episode_filename,
     episode_relpath,
@@ -347,8 +348,12 @@ def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
             data = {p: (readable_prefix(src[p], declared), dict(src[p].attrs)) for p in paths}
         except (DatasetError, OSError, KeyError, ValueError, TypeError) as e:
             return quarantine(root, partial, f"damaged ({e})")
+        optional = _optional_timing(src, declared)
     n = _consistent_length(data, info)
     data = {p: (values[:n], ds_attrs) for p, (values, ds_attrs) in data.items()}
+    for p, (values, ds_attrs) in optional.items():
+        if len(values) >= n:  # one shorter than the steps kept explains nothing: left out, steps kept
+            data[p] = (values[:n], ds_attrs)
     final = root / episode_relpath(idx)
     if n == 0:
         return quarantine(root, partial, "no complete step was written before the interruption")
@@ -375,6 +380,24 @@ def salvage_partial(root: Path, partial: Path, info: DatasetInfo) -> str:
     fsync_dir(final.parent)
     lost = f"; the last {declared - n} step(s) it declared were unreadable" if n < declared else ""
     return f"salvaged {n} steps of interrupted episode {idx} into {final.name} (marked recovered){lost}"
+
+
+def _optional_timing(src: h5py.File, declared: int) -> dict[str, tuple[np.ndarray, dict]]:
+    """The readable rows (at most ``declared``) of a partial file's per-tick loop measurements.
+
+    They only explain late ticks: steps are never cut for them (the caller leaves out one
+    shorter than the steps kept), and a dataset that is not one float per step is left out.
+    """
+    out: dict[str, tuple[np.ndarray, dict]] = {}
+    for p in LOOP_PATHS:
+        try:
+            ds = src.get(p)
+            if not isinstance(ds, h5py.Dataset) or ds.ndim != 1 or ds.dtype.kind != "f":
+                continue
+            out[p] = (readable_prefix(ds, min(declared, ds.shape[0])), dict(ds.attrs))
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError):
+            continue
+    return out
 
 
 def readable_prefix(ds: h5py.Dataset, n: int) -> np.ndarray:
