@@ -411,7 +411,7 @@ def test_nothing_recorded_is_no_clause():
 
 def test_recorded_sim_episode_stores_loop_measurements(tmp_path):
     """A short real-time recording of the simulated arm stores one CPU and one wall time per tick.
-    NaN (not measured) or a real duration; never damage that doctor would report."""
+    Every tick is measured (no NaN) and the wall time covers the CPU time."""
     pytest.importorskip("mujoco")
     from rich.console import Console
 
@@ -429,6 +429,8 @@ def test_recorded_sim_episode_stores_loop_measurements(tmp_path):
         assert n > 10
         for values in (ep.loop_cpu(), ep.loop_busy()):
             assert values is not None and values.shape == (n,) and values.dtype == np.float32
-            assert (np.isnan(values) | (np.isfinite(values) & (values >= 0))).all(), values
+            assert (np.isfinite(values) & (values >= 0)).all(), values
+        # CPU time never exceeds wall time (a little slack: the two clocks are read one after the other).
+        assert (ep.loop_cpu() <= ep.loop_busy() + 2e-4).all()
     report = check_dataset(tmp_path / "ds", decode_frames="none")
     assert report.ok, report.all_errors
