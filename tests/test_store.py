@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 
 import h5py
@@ -252,3 +253,42 @@ def test_mark_bad_changes_only_the_index(small_dataset):
     assert not any(r.get("bad") for r in Dataset.open(root).records)
     with pytest.raises(DatasetError, match="no episode 7"):
         mark_bad(root, 7)
+
+
+def test_discarding_a_large_episode_closes_cleanly(tmp_path):
+    """Ctrl-C or the re-record key discards the episode in progress. With more than HDF5's metadata
+    cache holds (300 noisy 640x480 frames), closing it re-reads evicted metadata; a stand-in that did
+    not hold the file's bytes crashed the process. Run apart, so that a crash fails this test only."""
+    script = f"""
+import numpy as np
+from pathlib import Path
+from telecorder.datasets.async_writer import AsyncEpisodeWriter, Step
+from telecorder.datasets.dataset import DatasetWriter
+from telecorder.datasets.features import DatasetInfo, FeatureSpec, image_feature
+root = Path({str(tmp_path / "ds")!r})
+info = DatasetInfo.create([FeatureSpec("observation.state", "float32", (6,)), FeatureSpec("action", "float32", (6,)),
+                           image_feature("cam0", 480, 640)], fps=30, robot_type="b")
+dw = DatasetWriter(root, info)
+w = AsyncEpisodeWriter(dw, encode_threads=2)
+z = np.zeros(6, np.float32)
+frame = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+w.begin({{"task": "kept"}})
+for i in range(5):
+    w.add(Step(timestamp=i / 30, numeric={{"observation.state": z, "action": z}}, frames={{"cam0": frame}},
+               frame_time={{"cam0": i / 30}}, frame_index={{"cam0": i}}))
+w.end({{}}, {{}}).result()
+w.begin({{"task": "discarded"}})
+for i in range(300):
+    w.add(Step(timestamp=i / 30, numeric={{"observation.state": z, "action": z}}, frames={{"cam0": frame}},
+               frame_time={{"cam0": i / 30}}, frame_index={{"cam0": i}}))
+w.discard()
+w.close()
+dw.close()
+print("closed")
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "closed" in run.stdout, (run.returncode, run.stderr[-2000:])
+    ds = Dataset.open(tmp_path / "ds")
+    assert ds.episode_indices == [0]
+    assert not list((tmp_path / "ds" / "episodes").glob(".*partial*"))
+    assert check_dataset(tmp_path / "ds").ok

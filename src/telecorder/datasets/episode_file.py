@@ -252,15 +252,27 @@ class EpisodeFileWriter:
 
 
 def _close_discarding(f: h5py.File) -> None:
-    """Close an HDF5 file whose content is being thrown away, without writing to its disk.
+    """Close an HDF5 file whose content is being thrown away.
 
     Closing flushes HDF5's caches. On a full disk that write fails, and a failed close
     leaves the HDF5 library in a state that crashes the process later (h5py issues 914
-    and 2160: the file's id stays valid after its memory is freed). The file is discarded
-    anyway, so its descriptor is first pointed at an anonymous in-memory file: the close
-    then succeeds, and unlinking the partial file frees its disk space at once.
+    and 2160: the file's id stays valid after its memory is freed). So the caches are
+    flushed first: in the usual case (a discarded episode, Ctrl-C) that succeeds and the
+    close has nothing left to write. Only when it fails is the descriptor pointed at an
+    in-memory copy of the file, so that the close succeeds without touching the disk.
+    A copy, not an empty stand-in: HDF5 reads back metadata it evicted from its cache
+    while closing, and garbage there crashes it. Unlinking the partial file then frees
+    its disk space at once.
     """
     if not f.id.valid:
+        return
+    try:
+        f.flush()
+    except Exception:
+        pass
+    else:
+        with contextlib.suppress(Exception):
+            f.close()
         return
     try:
         fd = f.id.get_vfd_handle()
@@ -269,7 +281,15 @@ def _close_discarding(f: h5py.File) -> None:
         scratch = None
     if scratch is not None:
         try:
+            size, offset = os.fstat(fd).st_size, 0
+            while offset < size:
+                sent = os.sendfile(scratch, fd, offset, size - offset)
+                if sent <= 0:
+                    break
+                offset += sent
             os.dup2(scratch, fd)
+        except OSError:
+            pass  # no memory for the copy either: close as it is
         finally:
             os.close(scratch)
     with contextlib.suppress(Exception):
