@@ -36,6 +36,9 @@ test: $(STAMP) vr-runtime
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/record.py
+	$(BIN)/python benchmarks/record.py --hogs 2
+	$(BIN)/python benchmarks/record.py --beside train
+	$(BIN)/python benchmarks/record_policy.py
 	$(BIN)/python benchmarks/bus.py
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/sim_cameras.py
