@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from rich.console import Console
 
@@ -273,3 +274,53 @@ def test_mesa_software_rasterizer_threads_render_at_capture_priority(tmp_path):
     if not seen:
         pytest.skip("the sim cameras render without Mesa's llvmpipe here (a GPU driver)")
     assert set(seen.values()) == {(RR, 49)}
+
+
+# -- where ticks fall between camera frames -----------------------------------------------------------
+
+class GridCamera:
+    """Capture times of a free-running camera on a grid (phase, period, jitter): only what aligned_start reads."""
+
+    free_running, synchronous = True, False
+
+    def __init__(self, phase_ms: float, period_ms: float = 1000 / 30, jitter_ms: float = 0.0) -> None:
+        k = np.arange(100, 108)
+        wobble = jitter_ms * np.where(k % 2, 1.0, -1.0) / 2
+        self.caps = [int((phase_ms + kk * period_ms + w) * 1e6) for kk, w in zip(k, wobble, strict=True)]
+
+    def recent_capture_ns(self) -> list[int]:
+        return list(self.caps)
+
+
+PERIOD_NS = round(1e9 / 30)
+
+
+def _ages_ms(cams, t0: int) -> list[float]:
+    out = []
+    for cam in cams:
+        phase = float(np.median(np.asarray(cam.caps) % PERIOD_NS))
+        out.append(((t0 - phase) % PERIOD_NS) / 1e6)
+    return out
+
+
+def test_ticks_come_shortly_after_the_frames_never_on_them():
+    from telecorder.collect.recorder import aligned_start
+
+    now = 10_000_000_000
+    one = [GridCamera(5.0)]
+    t0 = aligned_start(one, now, PERIOD_NS)
+    assert now <= t0 < now + PERIOD_NS
+    assert 2.0 <= _ages_ms(one, t0)[0] <= 2.6  # 2 ms margin, on a 1/64-period grid
+    three = [GridCamera(0.0), GridCamera(6.0), GridCamera(12.0)]
+    ages = _ages_ms(three, aligned_start(three, now, PERIOD_NS))
+    assert all(a >= 2.0 for a in ages) and all(PERIOD_NS / 1e6 - a >= 2.0 for a in ages)
+    assert max(ages) < 15.0, ages  # just after the last camera, not half a period away
+    # A jittery camera (frames 0.75 ms off its phase) gets a wider margin: 4x that.
+    shaky = [GridCamera(5.0, jitter_ms=1.5)]
+    assert 3.0 <= _ages_ms(shaky, aligned_start(shaky, now, PERIOD_NS))[0] <= 3.6
+    # Cameras at another rate repeat or skip by arithmetic: no alignment.
+    assert aligned_start([GridCamera(5.0, period_ms=1000 / 15)], now, PERIOD_NS) == now
+    # Phases all around the period: no phase is 2 ms from all of them, so the farthest wins.
+    crowded = [GridCamera(p) for p in np.arange(0.0, 33.0, 3.0)]
+    ages = _ages_ms(crowded, aligned_start(crowded, now, PERIOD_NS))
+    assert min(min(a, PERIOD_NS / 1e6 - a) for a in ages) >= 1.0

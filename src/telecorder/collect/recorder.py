@@ -176,6 +176,8 @@ class Recorder:
                 raise
         # Twice a second the scope raises threads started meanwhile (an encoder pool starts lazily).
         refresh_every = max(1, round(self.fps / 2))
+        if self.realtime:
+            await_phases(self.cameras)
         wall_t0 = time.monotonic_ns()
         t0 = aligned_start(self.cameras, wall_t0, period_ns) if self.realtime else wall_t0
         k = steps = 0
@@ -374,21 +376,42 @@ def _frame_of(name: str, f: Frame | Future[Frame]) -> Frame:
         raise CameraError(f"camera {name!r}: no frame {FRAME_TIMEOUT_S:g} s after the tick asked for it") from None
 
 
+# A tick keeps at least this far from a camera's frame arrivals, or this many times the arrivals' jitter.
+_MIN_MARGIN_NS = 2_000_000
+_JITTER_MARGINS = 4
+_PHASE_FRAMES = 4
+
+
+def await_phases(cameras: Sequence[Camera], timeout_s: float = 0.3) -> None:
+    """Wait (briefly) until every free-running camera has delivered enough frames to know its phase.
+
+    Just after the cameras open, the first episode would otherwise start at an arbitrary phase.
+    """
+    deadline = time.monotonic() + timeout_s
+    for cam in cameras:
+        if not cam.free_running or cam.synchronous:
+            continue
+        while len(cam.recent_capture_ns()) < _PHASE_FRAMES and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
 def aligned_start(cameras: Sequence[Camera], now_ns: int, period_ns: int) -> int:
-    """A start time whose ticks fall midway between the frame arrivals of free-running cameras.
+    """A start time whose ticks come shortly after the frame arrivals of free-running cameras.
 
     A camera running at the control rate delivers one frame per tick; if its frames
     arrive just when ticks run, timing jitter makes a tick take the same frame twice
-    and the next one skip a frame. Putting the ticks as far as possible from every
-    such camera's arrival phase avoids those repeat/drop pairs.
+    and the next one skip a frame. So ticks keep a margin from every such camera's
+    arrival phase (four times its measured jitter, at least 2 ms); within that, the
+    phase where the frames a tick takes are freshest on average wins. Where no phase
+    leaves the margin free, the one farthest from every arrival does.
     """
-    phases = []
+    phases, jitters = [], []
     for cam in cameras:
         if not cam.free_running:
             continue
         # The last few frames only: a camera's first frames after opening come at irregular times.
         caps = np.asarray(cam.recent_capture_ns()[-8:], dtype=np.int64)
-        if len(caps) < 4:
+        if len(caps) < _PHASE_FRAMES:
             continue
         cam_period = float(np.median(np.diff(caps)))
         if abs(cam_period - period_ns) > 0.1 * period_ns:
@@ -396,10 +419,16 @@ def aligned_start(cameras: Sequence[Camera], now_ns: int, period_ns: int) -> int
         angle = 2 * np.pi * (caps % period_ns) / period_ns
         mean = np.arctan2(np.sin(angle).mean(), np.cos(angle).mean()) % (2 * np.pi)
         phases.append(mean / (2 * np.pi) * period_ns)
+        # How far single frames strayed from that phase (a drifting rate counts as jitter too).
+        off = (angle - mean + np.pi) % (2 * np.pi) - np.pi
+        jitters.append(float(np.abs(off).max()) / (2 * np.pi) * period_ns)
     if not phases:
         return now_ns
+    margin = min(max(_MIN_MARGIN_NS, _JITTER_MARGINS * max(jitters)), period_ns / 4)
     candidates = np.arange(64) * period_ns / 64
-    dist = np.abs(candidates[:, None] - np.asarray(phases)[None, :])
-    dist = np.minimum(dist, period_ns - dist).min(axis=1)
-    offset = int(candidates[int(np.argmax(dist))])
+    age = (candidates[:, None] - np.asarray(phases)[None, :]) % period_ns  # each camera's frame age at a tick
+    dist = np.minimum(age, period_ns - age).min(axis=1)
+    safe = dist >= margin
+    best = int(np.argmin(np.where(safe, age.mean(axis=1), np.inf))) if safe.any() else int(np.argmax(dist))
+    offset = int(candidates[best])
     return now_ns + (offset - now_ns) % period_ns
