@@ -43,6 +43,10 @@ examples:
   collect --robot sim --device scripted --fps 50 --out demos/ \\
       --camera side=/dev/video0,size=640x480,fps=30 --camera top=clip.mp4,loop
 
+  # a busy robot PC: the loop on core 3 (kept free with isolcpus=3) at real-time priority (the default)
+  collect --device leader_arm --robot dynamixel --leader-port /dev/ttyUSB0 --follower-port /dev/ttyUSB1 \\
+      --cpu 3 --out demos/
+
   # your own MJCF arm driven by a smooth joint sweep, appended to an existing dataset
   collect --robot sim --robot-model my_arm.xml --script sweep --out arm_data/ --resume
 
