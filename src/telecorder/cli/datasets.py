@@ -16,6 +16,7 @@ examples:
   telecorder info demos/
   telecorder info demos/ --episodes      # one line per episode
   telecorder info demos/ --json
+  telecorder info ~/lerobot/G1-train/    # LeRobot v2/v3, RLDS/OXE, ALOHA, robomimic: read in place
 """
 
 
@@ -26,6 +27,7 @@ examples:
   telecorder doctor demos/ --repair      # salvage interrupted episodes, rebuild index and stats
   telecorder doctor demos/ --json > report.json
   telecorder doctor demos/ --runner beam --beam-options '--direct_num_workers=2'   # checks on Apache Beam
+  telecorder doctor ~/lerobot/G1-train/  # LeRobot v2/v3, RLDS/OXE, ALOHA, robomimic: checked in place, read-only
 
 exit status: 0 no errors, 1 errors found (or warnings with --strict), 2 not a dataset.
 """
@@ -35,6 +37,7 @@ VIEW_EXAMPLES = """\
 examples:
   telecorder view demos/                       # browse: arrows step, shift = 1 s, space play, PgUp/PgDn episodes, d bad
   telecorder view demos/ --episode 3 --step 40 --screenshot view.png   # headless, same layout
+  telecorder view bridge_dataset/1.0.0/        # any format telecorder reads (read-only: no d)
 """
 
 
@@ -43,6 +46,7 @@ examples:
   telecorder export demos/ --episode 0 --mp4 ep0.mp4
   telecorder export demos/ --episode 0 --contact-sheet ep0.png --frames 8
   telecorder export demos/ --episode 0 --gif ep0.gif
+  telecorder export ~/lerobot/G1-train/ --episode 2 --mp4 ep2.mp4   # other formats too
 """
 
 
@@ -66,14 +70,14 @@ on every result.
 def run_info(args: argparse.Namespace, console: Console) -> int:
     from .reports import print_info
 
-    print_info(console, args.dataset, per_episode=args.episodes, as_json=args.json)
+    print_info(console, args.dataset, per_episode=args.episodes, as_json=args.json, fmt=args.format)
     return 0
 
 
 def run_stats(args: argparse.Namespace, console: Console) -> int:
     from .reports import print_stats
 
-    print_stats(console, args.dataset, as_json=args.json)
+    print_stats(console, args.dataset, as_json=args.json, fmt=args.format)
     return 0
 
 
@@ -84,7 +88,7 @@ def run_doctor(args: argparse.Namespace, console: Console) -> int:
         raise TelecorderError("--beam-options: add --runner beam")
     return print_doctor(console, args.dataset, repair=args.repair, frames=args.frames,
                         as_json=args.json, strict=args.strict, runner=args.runner,
-                        beam_options=list(args.beam_options or []))
+                        beam_options=list(args.beam_options or []), fmt=getattr(args, "format", None))
 
 
 def run_view(args: argparse.Namespace, console: Console) -> int:
@@ -92,9 +96,12 @@ def run_view(args: argparse.Namespace, console: Console) -> int:
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     from ..viewers.browser import EpisodeBrowser
 
-    browser = EpisodeBrowser(args.dataset, episode=args.episode)
+    browser = EpisodeBrowser(args.dataset, episode=args.episode, fmt=args.format)
     if args.screenshot is not None:
-        browser.screenshot(args.screenshot, episode=args.episode, step=args.step)
+        try:
+            browser.screenshot(args.screenshot, episode=args.episode, step=args.step)
+        finally:
+            browser.close()
         console.print(f"wrote {args.screenshot}", highlight=False)
         return 0
     browser.run()
@@ -107,13 +114,14 @@ def run_export(args: argparse.Namespace, console: Console) -> int:
     if not (args.mp4 or args.gif or args.contact_sheet):
         raise TelecorderError("say what to export: --mp4 FILE, --gif FILE and/or --contact-sheet FILE")
     if args.mp4:
-        n = export.export_mp4(args.dataset, args.episode, args.mp4, plot=not args.no_plot)
+        n = export.export_mp4(args.dataset, args.episode, args.mp4, plot=not args.no_plot, fmt=args.format)
         console.print(f"wrote {args.mp4} ({n} frames)", highlight=False)
     if args.gif:
-        export.export_gif(args.dataset, args.episode, args.gif)
+        export.export_gif(args.dataset, args.episode, args.gif, fmt=args.format)
         console.print(f"wrote {args.gif}", highlight=False)
     if args.contact_sheet:
-        export.contact_sheet(args.dataset, args.episode, args.contact_sheet, frames_per_camera=args.frames)
+        export.contact_sheet(args.dataset, args.episode, args.contact_sheet, frames_per_camera=args.frames,
+                             fmt=args.format)
         console.print(f"wrote {args.contact_sheet}", highlight=False)
     return 0
 
@@ -162,6 +170,16 @@ def _edit_tasks(args: argparse.Namespace) -> dict[int, str] | str:
     return args.task
 
 
+# The formats that have a reader (telecorder.viewers.sources.READABLE; kept here so that building
+# the parser imports no reader).
+READABLE_FORMATS = ("native", "lerobot", "rlds", "aloha", "robomimic")
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=READABLE_FORMATS, default=None,
+                   help="the dataset's format (default: detected as 'convert' detects it); the dataset is only read")
+
+
 class _IntermixedParser(argparse.ArgumentParser):
     """Options may come between positionals (``set-task DS --episodes 0-4 "text"``): plain argparse
     gives an optional positional nothing once an option follows the first one."""
@@ -182,6 +200,7 @@ def add_info_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpForm
     p = sub.add_parser("info", help="summarize a dataset", description="Summarize a dataset: episodes, frames, "
                        "duration, features, tasks, success rate, size on disk.", epilog=INFO_EXAMPLES, formatter_class=fmt)
     p.add_argument("dataset", type=Path)
+    _add_format(p)
     p.add_argument("--episodes", action="store_true", help="also list every episode")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
     p.set_defaults(func=run_info)
@@ -194,6 +213,7 @@ def add_stats_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFor
                        epilog="examples:\n  telecorder stats demos/\n  telecorder stats demos/ --json\n",
                        formatter_class=fmt)
     p.add_argument("dataset", type=Path)
+    _add_format(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_stats)
 
@@ -204,6 +224,7 @@ def add_doctor_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFo
                        "control rate, late ticks and per-camera frame age, repeats and drops.",
                        epilog=DOCTOR_EXAMPLES, formatter_class=fmt)
     p.add_argument("dataset", type=Path)
+    _add_format(p)
     p.add_argument("--repair", action="store_true", help="mend what can be mended, then check again")
     p.add_argument("--frames", choices=["none", "ends", "all"], default="ends",
                    help="which stored frames to decode (default: first and last of each camera)")
@@ -220,6 +241,7 @@ def add_view_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpForm
                        description="Episode browser: cameras, timeline, state/action plots, sync info; "
                        "mark bad episodes with d.", epilog=VIEW_EXAMPLES, formatter_class=fmt)
     p.add_argument("dataset", type=Path)
+    _add_format(p)
     p.add_argument("--episode", type=int, default=None)
     p.add_argument("--step", type=int, default=0, help="with --screenshot: the step to show")
     p.add_argument("--screenshot", type=Path, help="render headless and save a PNG instead of opening a window")
@@ -231,6 +253,7 @@ def add_export_parser(sub: argparse._SubParsersAction, fmt: type[argparse.HelpFo
                        epilog=EXPORT_EXAMPLES, formatter_class=fmt,
                        description="Export the camera grid of an episode (with an action plot strip).")
     p.add_argument("dataset", type=Path)
+    _add_format(p)
     p.add_argument("--episode", type=int, default=0)
     p.add_argument("--mp4", type=Path)
     p.add_argument("--gif", type=Path)

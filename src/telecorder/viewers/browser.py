@@ -1,24 +1,21 @@
 """Interactive episode browser: step through cameras, plots and timing of a dataset.
 
-Native datasets are read lazily (only the frames on screen are decoded, through a
-small LRU cache); any other format telecorder reads is opened through its converter,
-which loads one whole episode at a time, and is read-only here.
+Any format telecorder reads opens through :mod:`.sources`: only the episode on screen is read,
+and only the frames shown are decoded (through a small LRU cache), except for formats read
+through a converter (ALOHA, robomimic), which load one whole episode at a time. Only native
+datasets can be written to (marking an episode bad); every other format is read-only here.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..datasets.dataset import Dataset, is_dataset, mark_bad
-from ..datasets.episode_file import EpisodeReader
-from ..datasets.features import DatasetInfo
+from ..datasets.dataset import mark_bad
 from ..datasets.sync import LATE_THRESHOLD_S, analyze_timing
 from ..errors import DatasetError
 from .layout import (
@@ -31,6 +28,7 @@ from .layout import (
     require_pygame,
     x_to_step,
 )
+from .sources import LoadedEpisode, open_any
 
 if TYPE_CHECKING:
     import pygame
@@ -40,129 +38,6 @@ CACHE_FRAMES = 96
 BAD_REASON = "marked in viewer"
 
 
-@dataclass
-class LoadedEpisode:
-    """The numeric part of one episode in memory; frames come through ``frame`` on demand."""
-
-    index: int
-    timestamp: np.ndarray
-    series: dict[str, np.ndarray]
-    image_timestamp: dict[str, np.ndarray]
-    tick_lateness: np.ndarray | None
-    metadata: dict[str, Any]
-    frame: Callable[[str, int], np.ndarray]
-    missing: dict[str, str] = field(default_factory=dict)
-    close: Callable[[], None] = lambda: None
-
-
-class _Source:
-    """Episode list and loading for one dataset path, native or converted."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.reader: Any = None
-        self.dataset: Dataset | None = None
-        if not path.exists():
-            raise DatasetError(f"{path}: no such file or folder")
-        from ..converters import ConversionError, open_reader
-        from ..converters.native import NativeReader
-
-        # LeRobot folders have a meta/info.json too, so ask what the folder is, not whether that file exists.
-        if NativeReader.detect(path):
-            self._open_native(path)
-        else:
-            try:
-                self.reader = open_reader(path)
-            except ConversionError:
-                if is_dataset(path):
-                    # A native dataset with a damaged info.json: Dataset.open says what is wrong with it.
-                    self._open_native(path)
-                raise
-            self.info = self.reader.info
-            self.indices = list(self.reader.episode_indices())
-            self.format = str(getattr(self.reader, "format_name", "foreign"))
-        if not self.indices:
-            raise DatasetError(f"{path}: the dataset has no episodes to show")
-
-    def _open_native(self, path: Path) -> None:
-        self.dataset = Dataset.open(path)
-        self.info: DatasetInfo = self.dataset.info
-        self.indices = self.dataset.episode_indices
-        self.format = "native"
-
-    @property
-    def writable(self) -> bool:
-        return self.dataset is not None
-
-    def record(self, index: int) -> dict[str, Any]:
-        if self.dataset is None:
-            return {}
-        return next((r for r in self.dataset.records if int(r["episode_index"]) == index), {})
-
-    def load(self, index: int) -> LoadedEpisode:
-        if self.dataset is not None:
-            return self._load_native(index)
-        ep = self.reader.read_episode(index)
-        missing = {c: "camera stream missing in this episode" for c in self.info.cameras if c not in ep.images}
-        return LoadedEpisode(
-            index=index,
-            timestamp=np.asarray(ep.timestamp, dtype=np.float64),
-            series={k: v for k, v in ep.data.items() if k in PLOT_FEATURES},
-            image_timestamp=dict(ep.image_timestamp),
-            tick_lateness=ep.tick_lateness,
-            metadata=dict(ep.metadata),
-            frame=lambda cam, step: ep.images[cam][step],
-            missing=missing,
-        )
-
-    def _load_native(self, index: int) -> LoadedEpisode:
-        assert self.dataset is not None
-        # Opened without the schema: a file that lacks one camera must still show the others.
-        reader = EpisodeReader(self.dataset.episode_path(index), None)
-        try:
-            timestamp = reader.timestamps()
-            n = len(timestamp)
-            series = {}
-            for name in PLOT_FEATURES:
-                try:
-                    values = reader.numeric(name)
-                except DatasetError:
-                    continue
-                if len(values) == n:
-                    series[name] = values
-            present = set(reader.cameras)
-            image_ts, missing = {}, {}
-            for cam in self.info.cameras:
-                if cam not in present:
-                    missing[cam] = "camera stream missing in this episode file"
-                    continue
-                try:
-                    ts = reader.image_timestamps(cam)
-                except KeyError:
-                    continue
-                if len(ts) == n:
-                    image_ts[cam] = ts
-            return LoadedEpisode(
-                index=index,
-                timestamp=timestamp,
-                series=series,
-                image_timestamp=image_ts,
-                tick_lateness=reader.tick_lateness(),
-                metadata=reader.attrs,
-                frame=reader.frame,
-                missing=missing,
-                close=reader.close,
-            )
-        except BaseException:
-            reader.close()
-            raise
-
-    def close(self) -> None:
-        close = getattr(self.reader, "close", None)
-        if callable(close):
-            close()
-
-
 class EpisodeBrowser:
     """State and input handling of the viewer; ``render`` draws it, ``run`` opens a window.
 
@@ -170,10 +45,14 @@ class EpisodeBrowser:
     >>> b.handle_event(event); surface = b.render()
     """
 
-    def __init__(self, path: str | Path, episode: int | None = None, size: tuple[int, int] = (1280, 800)) -> None:
+    def __init__(self, path: str | Path, episode: int | None = None, size: tuple[int, int] = (1280, 800),
+                 fmt: str | None = None) -> None:
         self.path = Path(path)
         self.size = (int(size[0]), int(size[1]))
-        self.source = _Source(self.path)
+        self.source = open_any(self.path, fmt)
+        if not self.source.indices:
+            self.source.close()
+            raise DatasetError(f"{self.path}: the dataset has no episodes to show")
         self.step = 0
         self.rate = 1.0
         self.playing = False
@@ -188,7 +67,8 @@ class EpisodeBrowser:
         self._load_error: str | None = None
         start = self.source.indices[0] if episode is None else episode
         if start not in self.source.indices:
-            raise DatasetError(f"{self.path}: no episode {start} (episodes: {self.source.indices})")
+            self.source.close()
+            raise DatasetError(f"{self.path}: no episode {start} ({_episodes(self.source.indices)})")
         self.open_episode(start)
 
     # -- episode and cursor ---------------------------------------------------------------
@@ -209,7 +89,7 @@ class EpisodeBrowser:
         self.playing = False
         self._cache.clear()
         try:
-            self._episode = self.source.load(index)
+            self._episode = self.source.load(index, PLOT_FEATURES)
             self._load_error = None
         except DatasetError as e:
             # A damaged episode is shown as such; the user can still page to the next one.
@@ -445,7 +325,7 @@ class EpisodeBrowser:
         pg = require_pygame()
         if episode is not None and episode != self._index:
             if episode not in self.source.indices:
-                raise DatasetError(f"{self.path}: no episode {episode} (episodes: {self.source.indices})")
+                raise DatasetError(f"{self.path}: no episode {episode} ({_episodes(self.source.indices)})")
             self.open_episode(episode)
         if step is not None:
             if not 0 <= step < max(self.length, 1):
@@ -462,10 +342,13 @@ class EpisodeBrowser:
         pg.display.init()
         try:
             window = pg.display.set_mode(self.size, pg.RESIZABLE)
-            pg.display.set_caption(f"telecorder view {self.path}")
+            caption = ""
             clock = pg.time.Clock()
             last = time.perf_counter()
             while self.running:
+                if self.caption() != caption:  # where the browser is, for the taskbar and window tools
+                    caption = self.caption()
+                    pg.display.set_caption(caption)
                 for event in pg.event.get():
                     if event.type == pg.VIDEORESIZE:
                         self.size = (max(event.w, 320), max(event.h, 240))
@@ -485,6 +368,12 @@ class EpisodeBrowser:
             self.close()
             pg.display.quit()
 
+    def caption(self) -> str:
+        """The window title: dataset, format, episode and step."""
+        pos = self.source.indices.index(self._index) + 1
+        return (f"telecorder view {self.path.name} ({self.source.format}): episode {self._index} "
+                f"({pos}/{len(self.source.indices)}), step {min(self.step + 1, self.length)}/{self.length}")
+
     def close(self) -> None:
         if self._episode is not None:
             self._episode.close()
@@ -492,10 +381,14 @@ class EpisodeBrowser:
         self.source.close()
 
 
+def _episodes(indices: list[int]) -> str:
+    return f"episodes {indices[0]}..{indices[-1]}" if len(indices) > 12 else f"episodes: {indices}"
+
+
 def screenshot(path: str | Path, out: str | Path, episode: int | None = None, step: int = 0,
-               size: tuple[int, int] = (1280, 800)) -> Path:
+               size: tuple[int, int] = (1280, 800), fmt: str | None = None) -> Path:
     """Save the viewer's layout for ``episode`` at ``step`` of the dataset at ``path`` as a PNG (no window)."""
-    browser = EpisodeBrowser(path, episode=episode, size=size)
+    browser = EpisodeBrowser(path, episode=episode, size=size, fmt=fmt)
     try:
         return browser.screenshot(out, step=step)
     finally:

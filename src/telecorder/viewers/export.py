@@ -9,6 +9,9 @@ above a strip plot of the action with a cursor at the current step.
     export_mp4("demos/", 3, "ep3.mp4")
     export_gif("demos/", 3, "ep3.gif", max_width=480)
     contact_sheet("demos/", 3, "ep3.png", frames_per_camera=8)
+
+Any format telecorder reads can be exported (``fmt`` names it, else it is detected): only the
+exported episode is read, through :mod:`.sources`; nothing is written into the dataset.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import numpy as np
 from ..converters.video import VideoEncoder, frame_rate
 from ..datasets.dataset import Dataset
 from ..datasets.episode_file import EpisodeReader
+from ..datasets.features import DatasetInfo
 from ..errors import DatasetError
+from .sources import READ_ERRORS, AnySource, LoadedEpisode, NativeSource, open_any
 
 __all__ = ["camera_grid", "contact_sheet", "export_gif", "export_mp4", "plot_strip"]
 
@@ -204,17 +209,73 @@ def plot_strip(values: np.ndarray, names: Sequence[str] | None, cursor: int | No
 # --------------------------------------------------------------------------- episodes
 
 
-def _open(dataset: str | Path | Dataset, episode: int) -> tuple[Dataset, EpisodeReader]:
-    ds = dataset if isinstance(dataset, Dataset) else Dataset.open(dataset)
-    return ds, ds.episode(int(episode))
+class _ForeignEpisode:
+    """An episode of another format, with the part of :class:`EpisodeReader`'s interface that
+    drawing uses; closing it closes its dataset too."""
+
+    def __init__(self, source: AnySource, loaded: LoadedEpisode) -> None:
+        self.source = source
+        self.loaded = loaded
+        self.path = source.path
+        self.attrs = loaded.metadata
+        self.missing = loaded.missing
+        self.cameras = [c for c in source.info.cameras if c not in loaded.missing]
+
+    def __len__(self) -> int:
+        return len(self.loaded)
+
+    def fps(self, default: float) -> float:
+        return float(default)
+
+    def frame(self, camera: str, step: int) -> np.ndarray:
+        try:
+            return self.loaded.frame(camera, step)
+        except DatasetError:
+            raise
+        except READ_ERRORS as e:
+            raise DatasetError(f"{self.path}: episode {self.loaded.index} camera {camera!r} step {step}: {e}") from e
+
+    def numeric(self, name: str) -> np.ndarray:
+        if name not in self.loaded.series:
+            raise DatasetError(f"{self.path}: episode {self.loaded.index} has no {name!r}")
+        return self.loaded.series[name]
+
+    def __enter__(self) -> _ForeignEpisode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.loaded.close()
+        finally:
+            self.source.close()
 
 
-def _read_frames(ep: EpisodeReader, cameras: Sequence[str], step: int) -> dict[str, FrameOrReason]:
+_Episode = EpisodeReader | _ForeignEpisode
+
+
+def _open(dataset: str | Path | Dataset, episode: int, fmt: str | None = None
+          ) -> tuple[DatasetInfo, Path, _Episode]:
+    if isinstance(dataset, Dataset):
+        return dataset.info, dataset.root, dataset.episode(int(episode))
+    source = open_any(dataset, fmt)
+    try:
+        if isinstance(source, NativeSource):
+            ds = source.dataset
+            return ds.info, ds.root, ds.episode(int(episode))
+        # Only what is drawn: the action for the plot strip.
+        return source.info, source.path, _ForeignEpisode(source, source.load(int(episode), ("action",)))
+    except BaseException:
+        source.close()
+        raise
+
+
+def _read_frames(ep: _Episode, cameras: Sequence[str], step: int) -> dict[str, FrameOrReason]:
     present = set(ep.cameras)
+    missing = getattr(ep, "missing", {})
     out: dict[str, FrameOrReason] = {}
     for cam in cameras:
         if cam not in present:
-            out[cam] = f"camera {cam} not recorded"
+            out[cam] = missing.get(cam) or f"camera {cam} not recorded"
             continue
         try:
             out[cam] = ep.frame(cam, step)
@@ -223,17 +284,17 @@ def _read_frames(ep: EpisodeReader, cameras: Sequence[str], step: int) -> dict[s
     return out
 
 
-def _cameras_and_aspect(ds: Dataset, ep: EpisodeReader) -> tuple[list[str], float]:
-    specs = ds.info.image_features
+def _cameras_and_aspect(info: DatasetInfo, ep: _Episode) -> tuple[list[str], float]:
+    specs = info.image_features
     cameras = [s.camera for s in specs] or ep.cameras
     aspects = [s.shape[0] / s.shape[1] for s in specs if len(s.shape) == 3 and s.shape[1]]
     return cameras, max(aspects) if aspects else _DEFAULT_ASPECT
 
 
-def _action(ds: Dataset, ep: EpisodeReader) -> tuple[np.ndarray, list[str]] | None:
+def _action(info: DatasetInfo, ep: _Episode) -> tuple[np.ndarray, list[str]] | None:
     """The action to plot, with one name per dimension; None when the dataset has none."""
-    spec = ds.info.features.get("action")
-    if spec is None:
+    spec = info.features.get("action")
+    if spec is None or spec.is_image:
         return None
     values = ep.numeric("action")
     values = values.reshape(len(values), -1)
@@ -251,13 +312,13 @@ class _StepRenderer:
     The plot is drawn once; each step only copies it and adds the cursor.
     """
 
-    def __init__(self, ds: Dataset, ep: EpisodeReader, width: int, plot: bool) -> None:
+    def __init__(self, info: DatasetInfo, ep: _Episode, width: int, plot: bool) -> None:
         self.ep = ep
         self.width = _even(width)
-        self.cameras, self.aspect = _cameras_and_aspect(ds, ep)
+        self.cameras, self.aspect = _cameras_and_aspect(info, ep)
         rows, cols = _grid_shape(max(1, len(self.cameras)))
         grid_h = rows * max(2, round((self.width // cols) * self.aspect))
-        action = _action(ds, ep) if plot else None
+        action = _action(info, ep) if plot else None
         self.plot: np.ndarray | None = None
         plot_h = 0
         if action is not None:
@@ -285,16 +346,16 @@ class _StepRenderer:
 
 
 def export_mp4(dataset: str | Path | Dataset, episode: int, out_path: str | Path, *, plot: bool = True,
-               width: int = 960, codec: str = "h264") -> int:
+               width: int = 960, codec: str = "h264", fmt: str | None = None) -> int:
     """Write episode ``episode`` as an MP4 at its recorded fps; returns the number of frames written.
 
     Each video frame is the step's camera grid, with the action plotted underneath and a
     cursor at the step when ``plot`` is set. Unreadable frames show as grey tiles.
     """
-    ds, ep = _open(dataset, episode)
+    info, _, ep = _open(dataset, episode, fmt)
     with ep:
-        fps = ep.fps(ds.info.fps)
-        renderer = _StepRenderer(ds, ep, width, plot)
+        fps = ep.fps(info.fps)
+        renderer = _StepRenderer(info, ep, width, plot)
         with VideoEncoder(Path(out_path), renderer.width, renderer.height, fps, codec=codec) as enc:
             for img in renderer:
                 enc.append(img)
@@ -329,22 +390,22 @@ def _palette(samples: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export_gif(dataset: str | Path | Dataset, episode: int, out_path: str | Path, *, max_width: int = 480,
-               stride: int | None = None, plot: bool = True) -> int:
+               stride: int | None = None, plot: bool = True, fmt: str | None = None) -> int:
     """Write the episode as an animated GIF no wider than ``max_width``; returns the number of frames.
 
     Every ``stride``-th step is kept (by default enough to play at no more than 10 fps), and
     the GIF plays at real time. Encoded with FFmpeg's GIF encoder through PyAV, so no
     imaging library beyond OpenCV is needed.
     """
-    ds, ep = _open(dataset, episode)
+    info, _, ep = _open(dataset, episode, fmt)
     out_path = Path(out_path)
     with ep:
-        fps = ep.fps(ds.info.fps)
+        fps = ep.fps(info.fps)
         if stride is None:
             stride = max(1, math.ceil(fps / _GIF_MAX_FPS))
         if stride < 1:
             raise ValueError(f"stride must be >= 1, not {stride}")
-        renderer = _StepRenderer(ds, ep, max_width, plot)
+        renderer = _StepRenderer(info, ep, max_width, plot)
         steps = list(range(0, len(ep), stride))
         if not steps:
             raise DatasetError(f"{ep.path}: episode {episode} has no steps to export")
@@ -372,7 +433,7 @@ def export_gif(dataset: str | Path | Dataset, episode: int, out_path: str | Path
 
 
 def contact_sheet(dataset: str | Path | Dataset, episode: int, out_path: str | Path,
-                  frames_per_camera: int = 8, *, tile_width: int = 200) -> np.ndarray:
+                  frames_per_camera: int = 8, *, tile_width: int = 200, fmt: str | None = None) -> np.ndarray:
     """One PNG summarising an episode; returns the sheet (RGB).
 
     A title line (dataset, episode, task, length), then one row per camera of
@@ -381,12 +442,12 @@ def contact_sheet(dataset: str | Path | Dataset, episode: int, out_path: str | P
     """
     if frames_per_camera < 1:
         raise ValueError(f"frames_per_camera must be >= 1, not {frames_per_camera}")
-    ds, ep = _open(dataset, episode)
+    info, root, ep = _open(dataset, episode, fmt)
     with ep:
         n = len(ep)
         if n == 0:
             raise DatasetError(f"{ep.path}: episode {episode} has no steps to show")
-        cameras, aspect = _cameras_and_aspect(ds, ep)
+        cameras, aspect = _cameras_and_aspect(info, ep)
         steps = np.unique(np.linspace(0, n - 1, min(frames_per_camera, n)).round().astype(int)).tolist()
         k = len(steps)
         width = k * tile_width
@@ -406,7 +467,7 @@ def contact_sheet(dataset: str | Path | Dataset, episode: int, out_path: str | P
                 cv2.rectangle(tile, (0, 0), (tile_width - 1, th - 1), (0, 0, 0), 1)
                 row[:, j * tile_width:(j + 1) * tile_width] = tile
             rows.append(row)
-        action = _action(ds, ep)
+        action = _action(info, ep)
         if action is not None:
             plot_h = max(80, width // 6)
             values, names = action
@@ -419,7 +480,7 @@ def contact_sheet(dataset: str | Path | Dataset, episode: int, out_path: str | P
                 cv2.putText(strip, str(t), (x, plot_h - 8), FONT, scale * 0.9, (255, 215, 0), 1, cv2.LINE_AA)
             rows.append(strip)
         title = np.full((title_h, width, 3), BACKGROUND, np.uint8)
-        text = f"{ds.root.resolve().name}  episode {episode}  task: {task}  length: {n} steps ({n / ds.info.fps:.1f} s)"
+        text = f"{root.resolve().name}  episode {episode}  task: {task}  length: {n} steps ({n / info.fps:.1f} s)"
         tscale = _font_scale(width) * 0.9
         # Shrink a long title (long task strings) rather than cut it off.
         while tscale > 0.3 and cv2.getTextSize(text, FONT, tscale, 1)[0][0] > width - 16:
