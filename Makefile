@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/record.py --hogs 2
 	$(BIN)/python benchmarks/record.py --beside train
 	$(BIN)/python benchmarks/record_policy.py
+	$(BIN)/python benchmarks/view_open.py
 	$(BIN)/python benchmarks/bus.py
 	$(BIN)/python benchmarks/convert.py
 	$(BIN)/python benchmarks/sim_cameras.py
