@@ -1,11 +1,14 @@
 """``telecorder convert --runner beam``: the sharded conversion as an Apache Beam pipeline.
 
-Each episode is one element, keyed by its shard; grouping by shard hands each worker a
-contiguous group of episodes that it reads, decodes, transforms, encodes and writes as one
-part with the format's own writer (:func:`telecorder.converters.sharded.write_part`). The
-parts' statistics are combined with :class:`.stats.StatsCombineFn`, and a last step merges the
-parts into the dataset (:func:`telecorder.converters.sharded.finish`). The caller renames the
-finished folder into place only after the whole pipeline succeeded.
+Each shard (a contiguous group of episodes) is one element; a reshuffle spreads the shards
+over the workers, and each worker reads, decodes, transforms, encodes and writes its shard's
+episodes as one part with the format's own writer (:func:`telecorder.converters.sharded.write_part`).
+A last step merges the parts into the dataset (:func:`telecorder.converters.sharded.finish`),
+with the parts' statistics merged in shard order as the local process pool merges them, so that
+every runner (DirectRunner, Dask, a cluster) writes what ``--workers N`` writes with the same
+shards, statistics to the last bit; a combiner would merge them in whatever order the runner
+picks, and floating sums differ in their last bits from one order to another. The caller renames the finished
+folder into place only after the whole pipeline succeeded.
 """
 
 from __future__ import annotations
@@ -21,36 +24,33 @@ from ..converters.base import ConversionError
 from ..converters.locations import check_path
 from ..datasets.features import DatasetInfo
 from .options import BeamError, pipeline_options, require_beam
-from .stats import StatsCombineFn
+from .run import last_line, new_run, run_to_end, task_of
 
 beam = require_beam()
 
 
 class WritePart(beam.DoFn):
-    """(shard, [(position, episode), ...]) -> the part's result as JSON text."""
+    """A shard as JSON text (``{"shard": k, "episodes": [...]}``) -> the part's result as JSON text."""
 
-    def __init__(self, src: str, work: str, dst: str, opts: Any, info: dict[str, Any]) -> None:
-        self.src, self.work, self.dst, self.opts, self.info = src, work, dst, opts, info
+    def __init__(self, src: str, work: str, dst: str, opts: Any, info: dict[str, Any], run: str) -> None:
+        self.src, self.work, self.dst, self.opts, self.info, self.run = src, work, dst, opts, info, run
 
-    def process(self, element: tuple[int, Any]):
-        shard, members = element
-        episodes = [episode for _, episode in sorted(members)]
-        yield sharded.write_part(self.src, self.work, self.dst, self.opts, self.info, shard, episodes)
-
-
-def _episodes_of(shard_json: str):
-    shard = json.loads(shard_json)
-    for position, episode in enumerate(shard["episodes"]):
-        yield shard["shard"], (position, episode)
+    def process(self, element: str):
+        shard = json.loads(element)
+        with task_of(self.run):
+            result = sharded.write_part(self.src, self.work, self.dst, self.opts, self.info, shard["shard"],
+                                        shard["episodes"])
+        yield result
 
 
-def _finish(_: Any, work: str, to: str, info: dict[str, Any], options: dict[str, Any], results: list[str],
-            stats: str) -> None:
-    sharded.finish_json(work, to, info, options, json.dumps([json.loads(r) for r in results]), stats)
+def _finish(results: list[str], work: str, to: str, info: dict[str, Any], options: dict[str, Any]) -> None:
+    parts = sorted((json.loads(r) for r in results), key=lambda r: r["shard"])
+    stats = sharded.merge_stats(r["stats"] for r in parts)
+    sharded.finish_json(work, to, info, options, json.dumps(parts), json.dumps(stats.to_json_dict()))
 
 
 def build(p: Any, src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo,
-          shards: list[list[int]]) -> None:
+          shards: list[list[int]], run: str) -> None:
     """Add the conversion to pipeline ``p``."""
     info_dict = info.to_dict()
     lean = replace(opts, workers=1, beam_options=[])
@@ -58,23 +58,15 @@ def build(p: Any, src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo
     results = (
         p
         | "Shards" >> beam.Create(plan)
-        | "Episodes" >> beam.FlatMap(_episodes_of)
-        | "GroupByShard" >> beam.GroupByKey()
-        | "WriteParts" >> beam.ParDo(WritePart(str(src), str(work), str(dst), lean, info_dict))
+        # Create's elements would stay in one bundle, i.e. one worker; a reshuffle spreads them.
+        # (Beam's Dask runner makes it a no-op: there each element is a task of its own.)
+        | "Spread" >> beam.Reshuffle()
+        | "WriteParts" >> beam.ParDo(WritePart(str(src), str(work), str(dst), lean, info_dict, run))
     )
-    stats = (
-        results
-        | "PartStats" >> beam.Map(lambda r: json.dumps(json.loads(r)["stats"]))
-        | "CombineStats" >> beam.CombineGlobally(StatsCombineFn())
-    )
-    everything = results | "AllParts" >> beam.combiners.ToList()
     _ = (
-        p
-        | "Start" >> beam.Create([None])
-        | "MergeParts" >> beam.Map(
-            _finish, str(work), opts.to, info_dict, dict(opts.writer_options),
-            results=beam.pvalue.AsSingleton(everything), stats=beam.pvalue.AsSingleton(stats),
-        )
+        results
+        | "AllParts" >> beam.combiners.ToList()
+        | "MergeParts" >> beam.Map(_finish, str(work), opts.to, info_dict, dict(opts.writer_options))
     )
 
 
@@ -85,8 +77,9 @@ def run_beam(src: Path, work: Path, dst: Path, opts: Any, info: DatasetInfo,
     check_path(dst, "destination")
     options = pipeline_options(opts.beam_options)
     try:
-        with beam.Pipeline(options=options) as p:
-            build(p, Path(src).resolve(), Path(work).resolve(), Path(dst).resolve(), opts, info, shards)
+        run = new_run()
+        run_to_end(beam.Pipeline(options=options), lambda p: build(
+            p, Path(src).resolve(), Path(work).resolve(), Path(dst).resolve(), opts, info, shards, run), run)
     except ConversionError:
         raise
     except Exception as e:  # a worker's error comes back wrapped in the runner's own
@@ -102,4 +95,4 @@ def _unwrapped(e: Exception) -> Exception:
             if marker in line:
                 message = line.split(marker, 1)[1].strip()
                 return ConversionError(re.sub(r" \[while running '[^']*'\]$", "", message))
-    return BeamError(f"the Beam pipeline failed: {text.strip().splitlines()[-1] if text.strip() else type(e).__name__}")
+    return BeamError(f"the Beam pipeline failed: {last_line(e)}")

@@ -18,7 +18,9 @@ from typing import Any
 from ..converters.locations import check_path
 from ..datasets.doctor import EpisodeCheck, EpisodeChecker, check_episode
 from ..datasets.features import DatasetInfo
+from ..errors import DatasetError
 from .options import BeamError, is_local, pipeline_args, pipeline_options, require_beam
+from .run import last_line, new_run, run_to_end
 
 beam = require_beam()
 
@@ -70,7 +72,8 @@ def beam_checker(beam_options: list[str]) -> EpisodeChecker:
                             "(where the workers leave the combined report for this machine to read)")
         temp = temp or tempfile.gettempdir()
         out = FileSystems.join(temp, f"telecorder-doctor-{uuid.uuid4().hex}.json")
-        with beam.Pipeline(options=options) as p:
+
+        def build(p: Any) -> None:
             _ = (
                 p
                 | "Episodes" >> beam.Create([json.dumps([idx, record]) for idx, record in jobs])
@@ -79,11 +82,20 @@ def beam_checker(beam_options: list[str]) -> EpisodeChecker:
                 | "Combine" >> beam.CombineGlobally(ChecksCombineFn())
                 | "Write" >> beam.Map(_write, out)
             )
+
+        try:
+            run_to_end(beam.Pipeline(options=options), build, new_run())  # (checks write nothing)
+        except DatasetError:
+            raise
+        except Exception as e:  # the runner's own (a cluster out of reach, a worker lost for good)
+            raise BeamError(f"the Beam pipeline failed: {last_line(e)}") from e
         try:
             with FileSystems.open(out) as fh:
                 checks = json.loads(fh.read())
-        finally:
             FileSystems.delete([out])
+        except OSError as e:
+            raise BeamError(f"the workers' report is not in --temp_location {temp} as seen from here ({last_line(e)}); "
+                            "it must be a folder this machine and every worker share") from e
         return [EpisodeCheck.from_json_dict(c) for c in checks]
 
     return run
