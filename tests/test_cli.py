@@ -287,3 +287,12 @@ def test_stats_command(small_dataset):
     assert "observation.state" in human and "j0" in human and "q99" in human
     data = json.loads(run(tool("telecorder"), "stats", str(root), "--json", check=True).stdout)
     assert data["action"]["count"] == 12 + 20 + 7 and len(data["action"]["mean"]) == 4
+
+
+def test_error_lines_keep_brackets_and_stay_on_one_line(tmp_path):
+    # A path with brackets (and an extra's name such as telecorder[beam]) is text, not rich markup.
+    missing = tmp_path / ("no[beam]" + "x" * 120) / "ds[bold]"
+    proc = run(tool("telecorder"), "info", str(missing))
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(missing) in lines[0], proc.stderr

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 
 from .. import __version__
 from ..errors import TelecorderError
@@ -77,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_line(err: Console, e: BaseException) -> None:
+    # Escaped: a path or an extra's name in brackets ("telecorder[beam]") is text, not markup.
+    # One line however long: a terminal wraps it, a log keeps it whole.
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+
+
 def _run(func: Callable[[argparse.Namespace, Console], int], args: argparse.Namespace) -> int:
     console = Console(stderr=False)
     err = Console(stderr=True)
@@ -85,13 +92,13 @@ def _run(func: Callable[[argparse.Namespace, Console], int], args: argparse.Name
             warnings.simplefilter("default")
             return func(args, console)
     except TelecorderError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        _error_line(err, e)
         return EXIT_ERROR
     except (ValueError, ImportError) as e:
         # Bad arguments and missing optional extras are the user's to fix, not bugs: no traceback.
         if os.environ.get("TELECORDER_DEBUG"):
             raise
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        _error_line(err, e)
         return EXIT_ERROR
     except KeyboardInterrupt:
         err.print("interrupted")

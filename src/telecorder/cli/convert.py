@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import TelecorderError
 from .arg_types import _positive_float, _positive_int, _size
@@ -125,13 +126,13 @@ def _convert_one(args: argparse.Namespace, console: Console, src: Path, dst: Pat
         f"in {report.seconds:.1f} s ({report.frames_per_s:.0f} frames/s)"
         + (f"; {report.resumed} converted before were kept" if report.resumed else ""), highlight=False)
     for cam, why in report.cameras_left_out.items():
-        console.print(f"[yellow]left out camera[/] {cam!r}: {why}", highlight=False)
+        console.print(f"[yellow]left out camera[/] {escape(repr(cam))}: {escape(str(why))}", highlight=False)
     if report.timestamp_offsets:
         from ..converters.lerobot.timing import offset_note
 
-        console.print(f"[yellow]note[/] {offset_note(report.timestamp_offsets)}", highlight=False)
+        console.print(f"[yellow]note[/] {escape(offset_note(report.timestamp_offsets))}", highlight=False)
     for _, reason in report.skipped:
-        console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+        console.print(f"[yellow]skipped[/] {escape(str(reason))}", highlight=False)
     if args.episode_length is not None:
         from ..converters.aloha import length_fit_summary
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import TelecorderError
 from .arg_types import _positive_float, _size
@@ -167,8 +168,8 @@ def run_train(args: argparse.Namespace, console: Console) -> int:
             skip_nonfinite=args.skip_nonfinite, max_episodes=args.max_episodes, **extra,
         )
     for root, bad in summary.get("skipped_nonfinite", {}).items():
-        console.print(f"[yellow]left out[/] {len(bad)} episode(s) of {root} holding NaN/inf values "
-                      f"(--skip-nonfinite): {', '.join(bad)}", highlight=False)
+        console.print(f"[yellow]left out[/] {len(bad)} episode(s) of {escape(str(root))} holding NaN/inf values "
+                      f"(--skip-nonfinite): {escape(', '.join(bad))}", highlight=False)
     val = summary["final_val_loss"]
     console.print(
         f"trained {summary['steps']} steps on {summary['train_samples']} samples "

@@ -188,7 +188,7 @@ def print_info(console: Console, path: Path, *, per_episode: bool = False, as_js
         console.print_json(json.dumps(s))
         return
     rate = "n/a" if s["success_rate"] is None else f"{100 * s['success_rate']:.0f}%"
-    console.print(f"[bold]{s['path']}[/]  telecorder dataset v{s['format_version']}")
+    console.print(f"[bold]{escape(s['path'])}[/]  telecorder dataset v{s['format_version']}")
     console.print(
         f"robot {s['robot_type']}, {s['fps']:g} Hz; {s['episodes']} episodes, {s['frames']} frames, "
         f"{_duration(s['duration_s'])}; success {rate}; {_bytes(s['size_bytes'])} on disk"
@@ -277,7 +277,7 @@ def print_doctor(
         console.print_json(json.dumps(report.to_dict() | ({} if kind == "native" else {"format": kind})))
         return 1 if failed else 0
     for line in report.repairs:
-        console.print(f"[cyan]repair:[/] {line}")
+        console.print(f"[cyan]repair:[/] {escape(line)}")
     if repair and not report.repairs:
         console.print("[cyan]repair:[/] nothing to mend")
     _print_sync_table(console, _timed_cameras_only(report))

@@ -190,7 +190,7 @@ class RecordingSession:
         pending: list[tuple[Future, int]] = []
         # The window first: a device nobody can steer without it fails before anything is recorded.
         self._live = open_live_view(self.cameras, self.controls, self.config.display,
-                                    lambda m: self.console.print(f"[yellow]warning:[/] {m}", highlight=False),
+                                    lambda m: self.console.print(f"[yellow]warning:[/] {_escape(m)}", highlight=False),
                                     instruction=any(t for e in self.tasks.entries for t in e.texts))
         try:
             self.robot.connect()
@@ -202,7 +202,7 @@ class RecordingSession:
                 started.append(cam)
             dataset = DatasetWriter(self.config.out, self.dataset_info(), resume=self.config.resume)
             for line in dataset.recovered:
-                self.console.print(f"[yellow]recovered:[/] {line}", highlight=False)
+                self.console.print(f"[yellow]recovered:[/] {_escape(line)}", highlight=False)
             writer = AsyncEpisodeWriter(dataset, encode_threads=self.config.encode_threads)
             if self.config.resume:
                 # Balanced orders and counts go on from what the dataset already holds.
@@ -444,7 +444,7 @@ class RecordingSession:
             try:
                 entry = fut.result()
             except TelecorderError as e:
-                self.console.print(f"[red]error:[/] {e}")
+                self.console.print(f"[red]error:[/] {_escape(str(e))}")
                 continue
             summary.saved.append(entry)
             summary.save_latency_s.append((self._saved_at_ns.get(id(fut), time.monotonic_ns()) - ended_ns) / 1e9)

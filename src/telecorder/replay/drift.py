@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -73,7 +74,7 @@ def print_report(report: dict[str, Any], console: Console) -> None:
             highlight=False,
         )
     for note in report.get("notes", []):
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(str(note))}", highlight=False)
     if report.get("out"):
         console.print(f"the replay was recorded in {report['out']}", highlight=False)
 
