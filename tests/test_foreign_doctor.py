@@ -504,14 +504,32 @@ def test_episodes_checked_elsewhere_give_the_same_findings(made, tmp_path):
 # -- the CLI around it -----------------------------------------------------------------------------
 
 
-def test_repair_and_beam_are_refused_in_one_line(made, tmp_path, capsys):
+def test_repair_is_refused_in_one_line(made, tmp_path, capsys):
     src = copy(made["lerobot-v2.1"], tmp_path / "v21")
     before = snapshot(src)
     line = one_line(capsys, src, "--repair")
     assert "--repair mends telecorder datasets only, and this is a lerobot dataset" in line
     assert f"convert it first (telecorder convert {src} OUT --to native)" in line
-    line = one_line(capsys, src, "--runner", "beam")
-    assert "doctor --runner beam checks telecorder datasets only" in line
+    assert snapshot(src) == before
+
+
+def test_beam_runner_checks_a_foreign_dataset_as_the_local_one(made, tmp_path, capsys):
+    pytest.importorskip("apache_beam")
+    src = copy(made["lerobot-v2.1"], tmp_path / "v21")
+    # Damage one episode so that the comparison covers findings, not only clean episodes.
+    parquet = sorted(src.glob("data/**/*.parquet"))[0]
+    parquet.write_bytes(parquet.read_bytes()[: parquet.stat().st_size // 2])
+    before = snapshot(src)
+    code_local, local = doctor(capsys, src, "--json")
+    code_beam, remote = doctor(capsys, src, "--json", "--runner", "beam",
+                               "--beam-options", "--direct_num_workers=2")
+    assert code_local == code_beam == 1
+    assert remote["episodes"] == local["episodes"]
+    assert remote["errors"] == local["errors"]
+    # A dataset-wide statistics file needs every episode's statistics in one place: compared locally only, said so.
+    extra = [w for w in remote["warnings"] if w not in local["warnings"]]
+    assert all("compared with the data by the local runner only" in w for w in extra), extra
+    assert [w for w in local["warnings"] if w not in remote["warnings"]] == []
     assert snapshot(src) == before
 
 

@@ -43,9 +43,14 @@ class ChecksCombineFn(beam.CombineFn):
         return json.dumps(checks)
 
 
-def _check(job: str, root: str, info: dict[str, Any], decode_frames: str) -> str:
+def _check(job: str, root: str, info: dict[str, Any], decode_frames: str, foreign: bool = False) -> str:
     idx, record = json.loads(job)
-    check = check_episode(Path(root), DatasetInfo.from_dict(info), int(idx), record, decode_frames)
+    if foreign:
+        # Another format's episode (LeRobot, RLDS, ALOHA, robomimic): its own reader's checks.
+        from ..converters.foreign_doctor import check_foreign_episode as check
+    else:
+        check = check_episode
+    check = check(Path(root), DatasetInfo.from_dict(info), int(idx), record, decode_frames)
     return json.dumps(check.to_json_dict())
 
 
@@ -56,8 +61,9 @@ def _write(report: str, path: str) -> None:
         fh.write(report.encode())
 
 
-def beam_checker(beam_options: list[str]) -> EpisodeChecker:
-    """An ``EpisodeChecker`` that runs the checks on Beam with these pipeline options."""
+def beam_checker(beam_options: list[str], *, foreign: bool = False) -> EpisodeChecker:
+    """An ``EpisodeChecker`` that runs the checks on Beam with these pipeline options
+    (``foreign``: the episodes are of another format, checked by ``check_foreign_episode``)."""
     options = pipeline_options(beam_options)
 
     def run(root: Path, info: DatasetInfo, jobs: list[tuple[int, dict[str, Any]]],
@@ -78,7 +84,7 @@ def beam_checker(beam_options: list[str]) -> EpisodeChecker:
                 p
                 | "Episodes" >> beam.Create([json.dumps([idx, record]) for idx, record in jobs])
                 | "Spread" >> beam.Reshuffle()
-                | "Check" >> beam.Map(_check, str(Path(root).resolve()), info.to_dict(), decode_frames)
+                | "Check" >> beam.Map(_check, str(Path(root).resolve()), info.to_dict(), decode_frames, foreign)
                 | "Combine" >> beam.CombineGlobally(ChecksCombineFn())
                 | "Write" >> beam.Map(_write, out)
             )

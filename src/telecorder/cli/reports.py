@@ -256,10 +256,12 @@ def print_doctor(
     if kind != "native":
         if repair:
             raise TelecorderError(repair_refusal(path, kind))
+        checker = None
         if runner == "beam":
-            raise TelecorderError(f"{path}: doctor --runner beam checks telecorder datasets only; this {kind} "
-                                  "dataset is checked without --runner beam (or convert it first)")
-        report = check_foreign(path, kind, decode_frames=frames)
+            from ..beam.doctor import beam_checker
+
+            checker = beam_checker(beam_options or [], foreign=True)
+        report = check_foreign(path, kind, decode_frames=frames, check_episodes=checker)
     else:
         repairs: list[str] = []
         if repair:
