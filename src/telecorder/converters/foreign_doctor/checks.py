@@ -148,6 +148,19 @@ def read_stats_file(path: Path) -> Any:
     return read_json(path, error=ConversionError, invalid_hint="")
 
 
+def global_stats_file(path: Path, what: str) -> tuple[Any, list[str]]:
+    """A dataset's statistics file as a JSON object (None when there is none) and what is wrong with it."""
+    if not path.exists():
+        return None, []
+    try:
+        doc = read_stats_file(path)
+    except ConversionError as e:
+        return None, [str(e)]
+    if not isinstance(doc, dict):
+        return None, [f"{path}: holds a JSON {type(doc).__name__}, not an object of {what}"]
+    return doc, []
+
+
 def _numbers(value: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64).reshape(-1)

@@ -21,7 +21,7 @@ from ...datasets.features import DatasetInfo
 from ...datasets.stats import FeatureStats
 from .. import open_reader
 from ..base import ConversionError, FormatReader
-from .checks import check_numbers, check_timing, compare_stats, problem, read_stats_file
+from .checks import check_numbers, check_timing, compare_stats, global_stats_file, problem
 
 # What the OXE writer (and Octo/OpenVLA) call the statistics next to an RLDS dataset, and which
 # of our features each block describes.
@@ -100,16 +100,8 @@ class ReaderSource:
     def global_stats(self) -> tuple[Any, list[str]]:
         if self.format_name != "rlds":
             return None, []
-        path = Path(self.full.data_dir) / OXE_STATS_FILE  # type: ignore[attr-defined]
-        if not path.exists():
-            return None, []
-        try:
-            doc = read_stats_file(path)
-        except ConversionError as e:
-            return None, [str(e)]
-        if not isinstance(doc, dict):
-            return None, [f"{path}: holds a JSON {type(doc).__name__}, not an object of statistics"]
-        return doc, []
+        return global_stats_file(Path(self.full.data_dir) / OXE_STATS_FILE,  # type: ignore[attr-defined]
+                                 "statistics")
 
     def global_names(self, doc: dict[str, Any]) -> list[str]:
         return [OXE_FEATURES[k] for k in OXE_FEATURES if k in doc and OXE_FEATURES[k] in self.info.features]

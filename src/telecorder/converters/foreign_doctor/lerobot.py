@@ -52,8 +52,8 @@ from .checks import (
     check_numbers,
     check_timing,
     compare_stats,
+    global_stats_file,
     problem,
-    read_stats_file,
 )
 
 EPISODES_STATS = "meta/episodes_stats.jsonl"
@@ -186,16 +186,7 @@ class LeRobotSource:
 
     def global_stats(self) -> tuple[Any, list[str]]:
         """``meta/stats.json`` (None when the dataset has none) and what is wrong with it as a file."""
-        path = self.root / STATS_PATH
-        if not path.exists():
-            return None, []
-        try:
-            doc = read_stats_file(path)
-        except ConversionError as e:
-            return None, [str(e)]
-        if not isinstance(doc, dict):
-            return None, [f"{path}: holds a JSON {type(doc).__name__}, not an object of per-feature statistics"]
-        return doc, []
+        return global_stats_file(self.root / STATS_PATH, "per-feature statistics")
 
     def compare_global(self, doc: dict[str, Any], totals: dict[str, FeatureStats | None],
                        checks: list[EpisodeCheck]) -> list[str]:
