@@ -328,3 +328,41 @@ def test_part_without_statistics_or_of_another_schema_is_named(parts, tmp_path):
     (paths[2] / "meta/info.json").write_text(json.dumps(info))
     with pytest.raises(ConversionError, match=r"part-00002.*fps"):
         merge_parts(work, [paths[0], paths[2]], make_info(), {}, stats)
+
+
+def test_av1_encoding_leaves_the_process_at_normal_scheduling(tmp_path):
+    """As root, SVT-AV1 puts the calling thread and its own at SCHED_FIFO 99; a conversion would then hold
+    whole cores above everything (a recording included), and the caller would stay there afterwards."""
+    import threading
+
+    me = threading.get_native_id()
+    recorder = threading.Event()
+    ready = threading.Event()
+    tid: list[int] = []
+
+    def held() -> None:  # a thread someone else put at real-time priority keeps it
+        tid.append(threading.get_native_id())
+        ready.set()
+        recorder.wait()
+
+    other = threading.Thread(target=held, daemon=True)
+    other.start()
+    ready.wait()
+    try:
+        os.sched_setscheduler(tid[0], os.SCHED_FIFO, os.sched_param(10))
+    except PermissionError:
+        pytest.skip("needs the right to use real-time priority (root, as in CI), as SVT-AV1's own change does")
+    try:
+        enc = VideoEncoder(tmp_path / "a.mp4", 64, 48, 30, codec="av1", threads=1)
+        for _ in range(3):
+            enc.append(np.zeros((48, 64, 3), np.uint8))
+            assert os.sched_getscheduler(me) == os.SCHED_OTHER
+        enc.close()
+        for t in os.listdir("/proc/self/task"):
+            if int(t) != tid[0]:
+                assert os.sched_getscheduler(int(t)) & ~os.SCHED_RESET_ON_FORK == os.SCHED_OTHER, t
+        assert (os.sched_getscheduler(tid[0]), os.sched_getparam(tid[0]).sched_priority) == (os.SCHED_FIFO, 10)
+    finally:
+        os.sched_setscheduler(tid[0], os.SCHED_OTHER, os.sched_param(0))
+        recorder.set()
+        other.join()

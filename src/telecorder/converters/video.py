@@ -50,6 +50,49 @@ def _thread_options(encoder: str, threads: int) -> dict[str, str]:
     return {"threads": str(threads)}
 
 
+def _rt_threads() -> dict[int, tuple[int, int]]:
+    """This process's threads at a real-time policy: tid -> (policy, priority)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in map(int, tids):
+        try:
+            policy = os.sched_getscheduler(tid) & ~os.SCHED_RESET_ON_FORK
+            if policy in (os.SCHED_FIFO, os.SCHED_RR):
+                out[tid] = (policy, os.sched_getparam(tid).sched_priority)
+        except OSError:
+            continue  # ended meanwhile
+    return out
+
+
+class _NormalScheduling:
+    """Undoes what SVT-AV1 does to the process's scheduling.
+
+    Run as root, SVT-AV1 puts the thread that starts it and every thread it creates at
+    SCHED_FIFO 99, the highest real-time priority. The conversion would then take whole
+    cores from everything else, a recording included, and the calling thread would stay
+    there after the encoder closes. Threads that became real-time during a call go back to
+    normal scheduling; those that were real-time before (a recorder's) keep theirs.
+    """
+
+    def __init__(self) -> None:
+        self._before = _rt_threads()
+
+    def restore(self) -> None:
+        for tid, sched in _rt_threads().items():
+            if self._before.get(tid) == sched:
+                continue
+            try:
+                if tid in self._before:
+                    os.sched_setscheduler(tid, self._before[tid][0], os.sched_param(self._before[tid][1]))
+                else:
+                    os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+            except OSError:
+                continue
+
+
 def frame_rate(fps: float) -> Fraction:
     """``fps`` as the exact rational rate a container stores (29.97 -> 30000/1001)."""
     return Fraction(fps).limit_denominator(1001)
@@ -140,11 +183,15 @@ class VideoEncoder:
         self.frames += 1
 
     def _mux(self, frame: av.VideoFrame | None) -> None:
+        guard = _NormalScheduling() if self._stream.codec_context.name == "libsvtav1" else None
         try:
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         except av.error.FFmpegError as e:
             raise ConversionError(f"{self.path}: encoding frame {self.frames} failed ({e})") from e
+        finally:
+            if guard is not None:
+                guard.restore()
 
     def close(self) -> None:
         """Flush the encoder and write the MP4 index; the file is playable only after this."""
