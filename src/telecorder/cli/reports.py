@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from ..datasets.dataset import Dataset
 from ..datasets.doctor import DoctorReport, check_dataset, repair_dataset
+from ..datasets.features import DatasetInfo, FeatureSpec
 
 if TYPE_CHECKING:
     from ..viewers.overview import Overview
@@ -144,18 +146,7 @@ def print_foreign_info(console: Console, src: AnySource, *, per_episode: bool, a
     split_text = f" ({', '.join(f'{k} {v}' for k, v in splits.items())})" if splits and len(splits) > 1 else ""
     console.print(f"robot {escape(str(s['robot_type']))}, {fps}; {s['episodes']} episodes{split_text}, {frames}"
                   f"{duration}; success {rate}; {_bytes(s['size_bytes'])} on disk", highlight=False)
-    table = Table(title="features", title_justify="left")
-    for col in ("name", "dtype", "shape"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("names / storage", overflow="fold")
-    for name, f in src.info.features.items():
-        detail = " ".join(f.names) if f.names else ""
-        if f.is_image:
-            detail = s["camera_storage"].get(f.camera, "")
-        if f.unit:
-            detail = f"{detail}\n[dim]{f.unit}[/]" if detail else f"[dim]{f.unit}[/]"
-        table.add_row(name, f.dtype, "x".join(map(str, f.shape)), detail)
-    console.print(table)
+    _print_features(console, src.info, "names / storage", lambda f: s["camera_storage"].get(f.camera, ""))
     _print_tasks(console, s)
     if per_episode:
         eps = Table(title="episodes", title_justify="left")
@@ -193,18 +184,8 @@ def print_info(console: Console, path: Path, *, per_episode: bool = False, as_js
         f"robot {s['robot_type']}, {s['fps']:g} Hz; {s['episodes']} episodes, {s['frames']} frames, "
         f"{_duration(s['duration_s'])}; success {rate}; {_bytes(s['size_bytes'])} on disk"
     )
-    table = Table(title="features", title_justify="left")
-    for col in ("name", "dtype", "shape"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("names / unit", overflow="fold")
-    for name, f in ds.info.features.items():
-        detail = " ".join(f.names) if f.names else ""
-        if f.is_image:
-            detail = f"{ds.info.image_encoding}" + (f" q{ds.info.jpeg_quality}" if ds.info.image_encoding == "jpeg" else "")
-        if f.unit:
-            detail = f"{detail}\n[dim]{f.unit}[/]" if detail else f"[dim]{f.unit}[/]"
-        table.add_row(name, f.dtype, "x".join(map(str, f.shape)), detail)
-    console.print(table)
+    encoding = ds.info.image_encoding + (f" q{ds.info.jpeg_quality}" if ds.info.image_encoding == "jpeg" else "")
+    _print_features(console, ds.info, "names / unit", lambda f: encoding)
     _print_tasks(console, s)
     if per_episode:
         eps = Table(title="episodes", title_justify="left")
@@ -220,6 +201,21 @@ def print_info(console: Console, path: Path, *, per_episode: bool = False, as_js
                 str(r.get("start_time") or ""),
             )
         console.print(eps)
+
+
+def _print_features(console: Console, info: DatasetInfo, detail_title: str,
+                    image_detail: Callable[[FeatureSpec], str]) -> None:
+    """The features table: name, dtype, shape, and the names (numeric) or storage (images) and unit."""
+    table = Table(title="features", title_justify="left")
+    for col in ("name", "dtype", "shape"):
+        table.add_column(col, no_wrap=True)
+    table.add_column(detail_title, overflow="fold")
+    for name, f in info.features.items():
+        detail = image_detail(f) if f.is_image else (" ".join(f.names) if f.names else "")
+        if f.unit:
+            detail = f"{detail}\n[dim]{f.unit}[/]" if detail else f"[dim]{f.unit}[/]"
+        table.add_row(name, f.dtype, "x".join(map(str, f.shape)), detail)
+    console.print(table)
 
 
 def _print_tasks(console: Console, s: dict[str, Any]) -> None:
