@@ -218,3 +218,12 @@ def test_foreign_source_is_read_only(tmp_path: Path) -> None:
     assert b.view_state().cameras[0].frame is not None
     b.render()
     b.close()
+
+
+def test_views_render_after_pygame_was_quit_in_between(solid: Path, tmp_path: Path) -> None:
+    # Another window (or the program embedding the viewer) may quit pygame between two views;
+    # fonts cached before it must not be used after (that crashed the process).
+    first = screenshot(solid, tmp_path / "a.png", episode=0, step=1, size=(640, 480))
+    pygame.quit()
+    second = screenshot(solid, tmp_path / "b.png", episode=0, step=1, size=(640, 480))
+    assert pygame.image.load(str(first)).get_size() == pygame.image.load(str(second)).get_size() == (640, 480)

@@ -55,6 +55,8 @@ def require_pygame() -> Any:
         raise missing_extra("pygame", "viewer") from e
     if not pygame.font.get_init():
         pygame.font.init()
+        # Fonts made before a pygame.quit() point at freed memory: rendering with one crashes.
+        _FONTS.clear()
     return pygame
 
 
