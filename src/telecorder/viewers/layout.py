@@ -55,9 +55,19 @@ def require_pygame() -> Any:
         raise missing_extra("pygame", "viewer") from e
     if not pygame.font.get_init():
         pygame.font.init()
-        # Fonts made before a pygame.quit() point at freed memory: rendering with one crashes.
         _FONTS.clear()
+    if not _QUIT_HOOK:
+        # Fonts made before a pygame.quit() point at freed memory, even once pygame is initialised
+        # again: rendering with one crashes. pygame forgets its quit hooks when it quits, so the hook
+        # is set again after each.
+        pygame.register_quit(_forget_fonts)
+        _QUIT_HOOK.append(True)
     return pygame
+
+
+def _forget_fonts() -> None:
+    _FONTS.clear()
+    _QUIT_HOOK.clear()
 
 
 @dataclass
@@ -161,6 +171,7 @@ def _fit(aspect: float, w: float, h: float) -> tuple[float, float]:
 
 
 _FONTS: dict[int, Any] = {}
+_QUIT_HOOK: list[bool] = []
 
 
 def font(size: int) -> Any:
