@@ -155,8 +155,6 @@ class Recorder:
             # A synchronous camera's first capture is of the first tick's state: nothing to wait for.
             for cam in other_cams:
                 cam.wait_for_frame(fresh_after_ns)
-        self.teleop.start_episode()
-        counters_before = {"robot": self.robot.counters(), "teleop": self.teleop.counters()}
         # Taken before the first tick, so that a replay can start from the scene that tick saw.
         attrs = {**attrs, **self.robot.scene_attrs()}
         index = self.writer.begin(attrs)
@@ -178,6 +176,17 @@ class Recorder:
         refresh_every = max(1, round(self.fps / 2))
         if self.realtime:
             await_phases(self.cameras)
+        # Last before the clock starts: a pose stream's own clock starts with the teleop's episode, and
+        # raising threads and locking a large process's memory above take tens of milliseconds.
+        try:
+            self.teleop.start_episode()
+        except BaseException:
+            self.writer.discard()
+            sys.setswitchinterval(old_switch)
+            if scope is not None:
+                scope.__exit__(None, None, None)
+            raise
+        counters_before = {"robot": self.robot.counters(), "teleop": self.teleop.counters()}
         wall_t0 = time.monotonic_ns()
         t0 = aligned_start(self.cameras, wall_t0, period_ns) if self.realtime else wall_t0
         k = steps = 0
